@@ -1,0 +1,45 @@
+# M3 Bridge. `make run` starts everything locally; `make test` runs the whole suite (CI calls it).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-unit lint fmt docs venv clean help
+
+help:
+	@echo "make run    - the embedded stack: broker, state, every service (Ctrl-C stops it)"
+	@echo "make test   - the whole test suite (unit, integration, e2e) against a real broker and PostgreSQL"
+	@echo "make lint   - ruff and mypy"
+	@echo "make docs  - regenerate docs/asyncapi.json and the README settings table"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/m3bridge run
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q -m unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services m3bridge simulators tests
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+docs: $(STAMP)
+	$(BIN)/m3bridge docs
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,100 @@
+"""`m3bridge`: run a service, the embedded stack, migrations, topic creation, the AsyncAPI document.
+
+m3bridge serve order-writer     one service (what each container runs)
+m3bridge run                    the embedded stack (`make run`)
+m3bridge migrate                bring the state store to the newest schema
+m3bridge topics                 create the bridge's topics that are missing
+m3bridge docs [--check]         regenerate docs/asyncapi.json and the README settings table
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def _serve(options: argparse.Namespace) -> int:
+    from services import SERVICES
+    from shared.runtime import serve
+
+    serve(SERVICES[options.service].create_runtime())
+    return 0
+
+
+def _run(options: argparse.Namespace) -> int:
+    from m3bridge import supervisor
+
+    return supervisor.run(options)
+
+
+def _migrate(_options: argparse.Namespace) -> int:
+    from shared.settings import BridgeSettings
+    from shared.state import db
+
+    settings = BridgeSettings()
+    revision = asyncio.run(db.migrate(settings.state_url))
+    print(f"state store at migration {revision}")
+    return 0
+
+
+def _topics(options: argparse.Namespace) -> int:
+    from shared.settings import BridgeSettings
+    from shared.topics import ensure_topics
+
+    settings = BridgeSettings()
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap_servers,
+            partitions=options.partitions or settings.kafka_topic_partitions,
+            replication=options.replication or settings.kafka_topic_replication,
+        )
+    )
+    print(f"created {len(created)} topics: {', '.join(created) or '-'}")
+    return 0
+
+
+def _docs(options: argparse.Namespace) -> int:
+    from m3bridge import docs
+
+    stale = docs.stale() if options.check else docs.write()
+    for path in stale:
+        print(f"{path} {'is stale: run `make docs`' if options.check else 'written'}", file=sys.stderr)
+    return 1 if options.check and stale else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services import SERVICES
+
+    parser = argparse.ArgumentParser(
+        prog="m3bridge", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=sorted(SERVICES))
+    serve.set_defaults(handler=_serve)
+
+    from m3bridge.supervisor import build_parser
+
+    run = build_parser(commands.add_parser("run", help="run the embedded stack"))
+    run.set_defaults(handler=_run)
+
+    commands.add_parser("migrate", help="migrate the state store (M3B_STATE_URL)").set_defaults(handler=_migrate)
+
+    topics = commands.add_parser("topics", help="create missing topics (M3B_KAFKA_BOOTSTRAP_SERVERS)")
+    topics.add_argument("--partitions", type=int, default=0, help="default: M3B_KAFKA_TOPIC_PARTITIONS")
+    topics.add_argument("--replication", type=int, default=0, help="default: M3B_KAFKA_TOPIC_REPLICATION")
+    topics.set_defaults(handler=_topics)
+
+    docs = commands.add_parser("docs", help="regenerate docs/asyncapi.json and the README settings table")
+    docs.add_argument("--check", action="store_true", help="fail if the committed documents are stale")
+    docs.set_defaults(handler=_docs)
+
+    options = parser.parse_args(argv)
+    result: int = options.handler(options)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

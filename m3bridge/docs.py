@@ -1,0 +1,34 @@
+"""Documents generated from the code: the AsyncAPI document and the README's settings table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services import settings_classes
+from shared import asyncapi
+from shared.settings import settings_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- settings:start -->", "<!-- settings:end -->"
+
+
+def readme_with_settings(text: str) -> str:
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{settings_table(settings_classes())}\n{END}{tail}"
+
+
+def expected() -> dict[Path, str]:
+    return {asyncapi.DOCUMENT: asyncapi.build(), README: readme_with_settings(README.read_text())}
+
+
+def stale() -> list[Path]:
+    return [path for path, text in expected().items() if not path.exists() or path.read_text() != text]
+
+
+def write() -> list[Path]:
+    changed = stale()
+    for path, text in expected().items():
+        if path in changed:
+            path.write_text(text)
+    return changed

@@ -1,0 +1,263 @@
+"""`make run`: the whole bridge on one machine, with no Docker and no JVM.
+
+Starts the embedded broker (Tansu), migrates the SQLite state store, creates the topics, then starts every
+service as its own process with prefixed, coloured log lines; waits until each answers ready on /readyz and
+prints where everything listens. SIGINT or SIGTERM stops the services (they drain), then the broker; a process
+that will not stop is killed, and children die with the supervisor even if it is killed itself.
+
+A hand-written supervisor rather than honcho: start-up has an order (broker, migrations, topics, services),
+readiness is an HTTP check, and shutdown must reach whole process groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from m3bridge import tansu
+from services import SERVICES
+from shared.state import db
+from shared.topics import ensure_topics
+
+COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[95m")
+RESET = "\033[0m"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM to it when the supervisor goes away."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int | None = None
+    process: asyncio.subprocess.Process | None = None
+    tail: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Supervisor:
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.colour = options.color == "always" or (options.color == "auto" and sys.stdout.isatty())
+        self.children: list[Child] = []
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.state_dir = Path(options.state_dir).resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.stopping = asyncio.Event()
+        self.width = max(len(name) for name in [*SERVICES, "kafka", "supervisor"])
+
+    # --- output --------------------------------------------------------------------------------------
+
+    def say(self, name: str, line: str, index: int = -1) -> None:
+        prefix = f"{name:<{self.width}} |"
+        if self.colour:
+            colour = COLOURS[index % len(COLOURS)] if index >= 0 else "\033[1m"
+            prefix = f"{colour}{prefix}{RESET}"
+        print(f"{prefix} {line}", flush=True)
+
+    async def _pump(self, child: Child, index: int) -> None:
+        assert child.process is not None
+        assert child.process.stdout is not None
+        async for raw in child.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            child.tail = [*child.tail[-19:], line]
+            self.say(child.name, line, index)
+
+    # --- processes -----------------------------------------------------------------------------------
+
+    async def _spawn(self, child: Child, index: int) -> None:
+        child.process = await asyncio.create_subprocess_exec(
+            *child.command,
+            env=child.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        pump = asyncio.create_task(self._pump(child, index), name=f"pump-{child.name}")
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+
+    async def _stop(self, child: Child, grace_s: float) -> None:
+        process = child.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace_s)
+        except TimeoutError:
+            self.say("supervisor", f"{child.name} did not stop within {grace_s:.0f}s: killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    async def _wait_ready(self, child: Child, client: httpx.AsyncClient, deadline: float) -> None:
+        assert child.process is not None
+        while time.monotonic() < deadline:
+            if child.process.returncode is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.process.returncode} while starting")
+            with contextlib.suppress(httpx.HTTPError):
+                response = await client.get(f"{child.url}/readyz", timeout=2)
+                if response.status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"{child.name} was not ready within {self.options.ready_timeout:.0f}s")
+
+    def _port(self, preferred: int) -> int:
+        return preferred if preferred and not tansu.port_open("127.0.0.1", preferred) else tansu.free_port()
+
+    # --- the run -------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stopping.set)
+        started = time.monotonic()
+        try:
+            await self._start_all()
+        except Exception as exc:
+            self.say("supervisor", f"start-up failed: {exc}")
+            for child in self.children:
+                if child.process is not None and child.process.returncode not in (None, 0):
+                    self.say("supervisor", f"last lines of {child.name}:")
+                    for line in child.tail:
+                        self.say(child.name, line)
+            await self._stop_all()
+            return 1
+        self._print_summary(time.monotonic() - started)
+        watchers = [asyncio.create_task(child.process.wait()) for child in self.children if child.process is not None]
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait([stop_wait, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        exit_code = 0
+        if stop_wait not in done:
+            dead = [c for c in self.children if c.process is not None and c.process.returncode is not None]
+            for child in dead:
+                self.say("supervisor", f"{child.name} exited unexpectedly (code {child.process.returncode})")  # type: ignore[union-attr]
+            exit_code = 1
+        await self._stop_all()
+        return exit_code
+
+    async def _start_all(self) -> None:
+        options = self.options
+        state_url = f"sqlite+aiosqlite:///{self.state_dir / 'm3bridge.db'}"
+
+        kafka_port = self._port(options.kafka_port)
+        broker = Child("kafka", tansu.broker_command(kafka_port), {**os.environ, "RUST_LOG": "warn"}, port=kafka_port)
+        self.children.append(broker)
+        await self._spawn(broker, 0)
+        deadline = time.monotonic() + 15
+        while not tansu.port_open("127.0.0.1", kafka_port):
+            if broker.process is not None and broker.process.returncode is not None:
+                raise RuntimeError(f"broker exited with code {broker.process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("broker did not start listening within 15s")
+            await asyncio.sleep(0.02)
+        bootstrap = f"127.0.0.1:{kafka_port}"
+        self.say("supervisor", f"broker listening on {bootstrap}")
+
+        revision = await db.migrate(state_url)
+        self.say("supervisor", f"state store {state_url} at migration {revision}")
+        created = await ensure_topics(bootstrap, partitions=options.partitions, replication=1)
+        self.say("supervisor", f"topics ready ({len(created)} created)")
+
+        base_env = {
+            **os.environ,
+            "M3B_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "M3B_STATE_URL": state_url,
+            "M3B_LOG_FORMAT": os.environ.get("M3B_LOG_FORMAT", "text"),
+            "M3B_HTTP_HOST": "127.0.0.1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        services = [SERVICES[name] for name in (options.only or SERVICES)]
+        for index, entry in enumerate(services, start=1):
+            preferred = options.port_base + (entry.local_port - 8101) if options.port_base else 0
+            port = self._port(preferred)
+            child = Child(
+                entry.name,
+                [sys.executable, "-m", "m3bridge.cli", "serve", entry.name],
+                {**base_env, "M3B_HTTP_PORT": str(port), "M3B_INSTANCE_ID": f"local-{entry.name}"},
+                port=port,
+            )
+            self.children.append(child)
+            await self._spawn(child, index)
+
+        deadline = time.monotonic() + options.ready_timeout
+        async with httpx.AsyncClient() as client:
+            waits = [self._wait_ready(c, client, deadline) for c in self.children if c.name != "kafka"]
+            stop = asyncio.create_task(self.stopping.wait())
+            gathered = asyncio.ensure_future(asyncio.gather(*waits))
+            await asyncio.wait([stop, gathered], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+            if not gathered.done():
+                gathered.cancel()
+                raise RuntimeError("interrupted while starting")
+            stop.cancel()
+            gathered.result()
+
+    async def _stop_all(self) -> None:
+        self.say("supervisor", "stopping services")
+        services = [c for c in self.children if c.name != "kafka"]
+        await asyncio.gather(*(self._stop(c, self.options.grace) for c in services))
+        for child in self.children:
+            if child.name == "kafka":
+                await self._stop(child, 10)
+        self.say("supervisor", "all stopped")
+
+    def _print_summary(self, elapsed_s: float) -> None:
+        self.say("supervisor", f"M3 Bridge is up in {elapsed_s:.1f}s. Ctrl-C stops everything.")
+        for child in self.children:
+            pid = child.process.pid if child.process else "-"
+            where = (
+                f"kafka://127.0.0.1:{child.port}"
+                if child.name == "kafka"
+                else f"{child.url}  (/healthz /readyz /metrics /docs)"
+            )
+            self.say("supervisor", f"  {child.name:<{self.width}} pid {pid:<8} {where}")
+        self.say("supervisor", "READY")
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=int(env("M3B_RUN_KAFKA_PORT", "9092")),
+        help="broker port; a free one is chosen when it is taken (env M3B_RUN_KAFKA_PORT)",
+    )
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=int(env("M3B_RUN_PORT_BASE", "8101")),
+        help="first service port, 0 for free ports (env M3B_RUN_PORT_BASE)",
+    )
+    parser.add_argument("--state-dir", default=env("M3B_RUN_STATE_DIR", "var"), help="where the SQLite file lives")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for every /readyz")
+    parser.add_argument("--grace", type=float, default=20.0, help="seconds a service may take to stop")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default=env("M3B_RUN_COLOR", "auto"))
+    parser.add_argument("--only", nargs="*", choices=sorted(SERVICES), help="start only these services")
+    return parser
+
+
+def run(options: argparse.Namespace) -> int:
+    return asyncio.run(Supervisor(options).run())

@@ -1,0 +1,1 @@
+"""bod-listener: Receives ION BODs and turns them into normalized M3 change events."""

@@ -1,0 +1,1 @@
+"""catalog-sync: Keeps the QuoteWerks catalog and customers in step with M3."""

@@ -1,0 +1,150 @@
+"""Kafka wiring shared by every service: the broker, correlation headers, and the one way to publish."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from contextvars import Token
+from typing import Any
+
+from faststream import BaseMiddleware
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.kafka.security import parse_security
+from faststream.message import StreamMessage
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from prometheus_client import REGISTRY
+from pydantic import BaseModel
+
+from shared.correlation import (
+    KAFKA_HEADER,
+    SOURCE_HEADER,
+    _current,
+    bind_correlation_id,
+    current_correlation_id,
+    new_correlation_id,
+)
+from shared.metrics import PREFIX, messages_published
+from shared.settings import BridgeSettings
+from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+
+class MessageTooLargeError(ValueError):
+    """A payload exceeds the producer's size limit; raised before anything is sent."""
+
+
+def kafka_security(settings: BridgeSettings) -> BaseSecurity | None:
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    use_ssl = protocol in ("SSL", "SASL_SSL")
+    ssl_context = ssl.create_default_context() if use_ssl else None
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=ssl_context, use_ssl=True)
+    sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    return sasl[settings.kafka_sasl_mechanism](
+        settings.kafka_sasl_username,
+        settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=ssl_context,
+        use_ssl=use_ssl,
+    )
+
+
+def aiokafka_client_options(settings: BridgeSettings) -> dict[str, Any]:
+    """Connection options for plain aiokafka clients (admin, probes), equal to the broker's."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers, **parse_security(kafka_security(settings))}
+
+
+def correlation_middleware(source: str) -> type[BaseMiddleware]:
+    """Carries the `correlation-id` header into the handler's context and onto everything it publishes,
+    and stamps every published message with `source`."""
+
+    class CorrelationMiddleware(BaseMiddleware):
+        async def consume_scope(
+            self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
+        ) -> Any:
+            incoming = msg.headers.get(KAFKA_HEADER) or msg.correlation_id
+            token: Token[str | None] = _current.set(None)
+            bind_correlation_id(str(incoming) if incoming else None)
+            try:
+                return await call_next(msg)
+            finally:
+                _current.reset(token)
+
+        async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
+            correlation_id = cmd.headers.get(KAFKA_HEADER) or current_correlation_id() or new_correlation_id()
+            cmd.headers[KAFKA_HEADER] = correlation_id
+            cmd.headers.setdefault(SOURCE_HEADER, source)
+            cmd.correlation_id = correlation_id
+            return await call_next(cmd)
+
+    return CorrelationMiddleware
+
+
+def create_broker(settings: BridgeSettings) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"m3bridge-{settings.service_name}",
+        security=kafka_security(settings),
+        enable_idempotence=settings.kafka_enable_idempotence,
+        max_request_size=settings.kafka_max_request_size,
+        # Topics are created up front with fixed partition counts; never let a typo create one.
+        allow_auto_create_topics=False,
+        graceful_timeout=settings.shutdown_grace_s,
+        middlewares=(
+            correlation_middleware(settings.service_name),
+            KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name, metrics_prefix=PREFIX),
+        ),
+        logger=logging.getLogger("faststream"),
+        # One line per consumed message (heartbeats included) is noise at INFO; the metrics count them.
+        log_level=logging.DEBUG,
+    )
+
+
+def consumer_options(settings: BridgeSettings, group: str | None) -> dict[str, Any]:
+    """Options every subscriber uses. "earliest" because a new group must not skip what was produced before
+    it joined (and the embedded broker's "latest" offsets are wrong)."""
+    return {
+        "group_id": group,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+    }
+
+
+def encode(topic: Topic, payload: BaseModel, *, max_bytes: int) -> bytes:
+    if not isinstance(payload, topic.payload):
+        raise TypeError(f"{topic.name} carries {topic.payload.__name__}, not {type(payload).__name__}")
+    body = payload.model_dump_json().encode()
+    if len(body) > max_bytes:
+        raise MessageTooLargeError(f"{topic.name} message of {len(body)} bytes exceeds the {max_bytes}-byte limit")
+    return body
+
+
+async def publish(
+    broker: KafkaBroker,
+    topic: Topic,
+    payload: BaseModel,
+    *,
+    key: str,
+    max_bytes: int = 1_048_576,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Publish `payload` to `topic` keyed by `key`, waiting for the broker's acknowledgement.
+
+    Returning means the message is durable on the broker; callers acknowledge their own input only after."""
+    body = encode(topic, payload, max_bytes=max_bytes)
+    try:
+        await broker.publish(
+            body,
+            topic=topic.name,
+            key=key.encode(),
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+    except Exception:
+        messages_published.labels(topic.name, "error").inc()
+        raise
+    messages_published.labels(topic.name, "ok").inc()

@@ -1,0 +1,225 @@
+"""What every service process is made of: one Kafka broker, one HTTP app, health, metrics, heartbeats.
+
+A service's `app.py` builds a `ServiceRuntime`, declares its subscribers on `runtime.broker` and its HTTP
+routes on `runtime.app`, and nothing else; this module owns start-up order and graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import shared
+from shared import topics
+from shared.contracts import Heartbeat
+from shared.correlation import HTTP_HEADER, _current, bind_correlation_id
+from shared.health import Health
+from shared.kafka import consumer_options, create_broker, publish
+from shared.logs import configure_logging
+from shared.metrics import describe_build, heartbeats_seen
+from shared.settings import BridgeSettings
+from shared.state import db
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class CorrelationIdMiddleware:
+    """Takes `X-Correlation-ID` from the request (or makes one), binds it for the request, and echoes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = HTTP_HEADER.lower().encode()
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == header), None)
+        token = _current.set(None)
+        # Only short printable ids are taken over; anything else could be used to forge log lines.
+        correlation_id = bind_correlation_id(
+            incoming if incoming and incoming.isprintable() and len(incoming) <= 128 else None
+        )
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (header, correlation_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _current.reset(token)
+
+
+class ServiceRuntime:
+    def __init__(self, settings: BridgeSettings, *, title: str, description: str, uses_state: bool = False) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        configure_logging(
+            self.name, level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
+        )
+        describe_build(self.name)
+        self.broker: KafkaBroker = create_broker(settings)
+        self.health = Health(self.name)
+        self.peers: dict[str, Heartbeat] = {}
+        self.engine: AsyncEngine | None = None
+        self._uses_state = uses_state
+        self._on_startup: list[Hook] = []
+        self._on_shutdown: list[Hook] = []
+        self._heartbeat_task: asyncio.Task[None] | None = None
+
+        self.health.add_check("kafka", self._kafka_ready)
+        if uses_state:
+            self.health.add_check("state", self._state_ready)
+        self.broker.subscriber(
+            topics.HEARTBEAT.name,
+            **consumer_options(settings, group=None),
+            title=f"{self.name}/heartbeats",
+            description="Every service listens to every heartbeat to report its peers in /healthz.",
+        )(self._on_heartbeat)
+
+        self.app = FastAPI(title=title, description=description, version=shared.__version__, lifespan=self._lifespan)
+        self.app.add_middleware(CorrelationIdMiddleware)
+        self.app.add_api_route("/healthz", self._healthz, methods=["GET"], tags=["operations"], summary="Liveness")
+        self.app.add_api_route("/readyz", self._readyz, methods=["GET"], tags=["operations"], summary="Readiness")
+        self.app.add_api_route(
+            "/metrics", self._metrics, methods=["GET"], tags=["operations"], summary="Prometheus metrics"
+        )
+
+    # --- extension points for services -----------------------------------------------------------------
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run `hook` after the state store is migrated and before the broker starts consuming."""
+        self._on_startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run `hook` after consumers have drained, before the state store closes."""
+        self._on_shutdown.append(hook)
+        return hook
+
+    def not_built_yet(self, what: str, *, issue: int) -> None:
+        """Say in /healthz that this service's logic does not exist yet, rather than pretend it does."""
+        self.health.set_detail("logic", {"state": "not built yet", "what": what, "issue": issue})
+
+    def subscriber_options(self, group: str | None) -> dict[str, Any]:
+        return consumer_options(self.settings, group=group)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        if self._uses_state:
+            await db.migrate(self.settings.state_url)
+            self.engine = db.create_engine(self.settings.state_url)
+        for hook in self._on_startup:
+            await hook()
+        await self.broker.start()
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        log.info("%s started on %s:%s", self.name, self.settings.http_host, self.settings.http_port)
+        try:
+            yield
+        finally:
+            log.info("%s stopping: draining in-flight work", self.name)
+            self.health.stopping = True
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send_heartbeat(), 2)
+            await self.broker.stop()
+            for hook in reversed(self._on_shutdown):
+                await hook()
+            if self.engine is not None:
+                await self.engine.dispose()
+            log.info("%s stopped", self.name)
+
+    # --- health ------------------------------------------------------------------------------------------
+
+    async def _kafka_ready(self) -> str | None:
+        return None if await self.broker.ping(timeout=2.0) else "broker not reachable"
+
+    async def _state_ready(self) -> str | None:
+        if self.engine is None:
+            return "state store not open"
+        await db.ping(self.engine)
+        return None
+
+    async def _healthz(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {
+            **self.health.liveness(),
+            "peers": {
+                name: {
+                    "ready": beat.ready,
+                    "instance": beat.instance,
+                    "last_seen_s": round((now - beat.sent_at).total_seconds(), 1),
+                }
+                for name, beat in sorted(self.peers.items())
+            },
+        }
+
+    async def _metrics(self) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def _readyz(self) -> JSONResponse:
+        ready, checks = await self.health.readiness()
+        return JSONResponse({"service": self.name, "ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    # --- heartbeats --------------------------------------------------------------------------------------
+
+    async def _on_heartbeat(self, beat: Heartbeat) -> None:
+        previous = self.peers.get(beat.service)
+        if previous is None or beat.sent_at >= previous.sent_at:
+            self.peers[beat.service] = beat
+        heartbeats_seen.labels(self.name, beat.service).inc()
+
+    async def _send_heartbeat(self) -> None:
+        ready, checks = await self.health.readiness()
+        beat = Heartbeat(
+            service=self.name,
+            instance=self.settings.instance_id,
+            version=shared.__version__,
+            started_at=datetime.fromtimestamp(self.health.started_at, UTC),
+            sent_at=datetime.now(UTC),
+            ready=ready,
+            checks=checks,
+        )
+        await publish(self.broker, topics.HEARTBEAT, beat, key=self.name)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self._send_heartbeat()
+            except Exception as exc:  # the next beat may well succeed; /readyz reports the broker state
+                log.warning("heartbeat not sent: %s", exc)
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+
+def serve(runtime: ServiceRuntime) -> None:
+    """Run the service's HTTP side and broker until SIGINT/SIGTERM, then drain and exit."""
+    import uvicorn
+
+    uvicorn.run(
+        runtime.app,
+        host=runtime.settings.http_host,
+        port=runtime.settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(runtime.settings.shutdown_grace_s),
+    )

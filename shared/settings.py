@@ -1,0 +1,130 @@
+"""Settings every service shares; each service subclasses `BridgeSettings` with its own fields.
+
+All settings come from environment variables prefixed `M3B_`, a `.env` file (path in `M3B_ENV_FILE`,
+default `./.env`) and secret files (directory in `M3B_SECRETS_DIR`, default `/run/secrets` when it exists):
+a file named like the setting, e.g. `/run/secrets/m3b_kafka_sasl_password`, holds its value. Environment
+variables win over `.env`, which wins over secret files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "M3B_"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+
+
+class BridgeSettings(BaseSettings):
+    """What every M3 Bridge process needs: its name, HTTP side, logging, Kafka and state store."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False)
+
+    service_name: str = Field("m3bridge", description="Name in logs, metrics, Kafka client ids and `source` headers.")
+    instance_id: str = Field(
+        default_factory=lambda: os.environ.get("HOSTNAME", "") or f"pid{os.getpid()}",
+        description="Distinguishes replicas of one service (defaults to the container hostname).",
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP side (health, metrics, API) binds to.")
+    http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP side.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="`json` lines for collectors, `text` for people.")
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", description="How to reach the brokers."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (use a secret file).")
+    kafka_session_timeout_ms: int = Field(
+        6000,
+        ge=1000,
+        description="Consumer group session timeout. Small keeps group joins fast on the embedded broker; "
+        "use 10000-45000 on Apache Kafka.",
+    )
+    kafka_heartbeat_interval_ms: int = Field(1000, ge=100, description="Consumer group heartbeat interval.")
+    kafka_enable_idempotence: bool = Field(
+        False, description="Idempotent producer. Turn on for Apache Kafka; the embedded broker lacks it."
+    )
+    kafka_max_request_size: int = Field(1_048_576, ge=1024, description="Largest message the producer sends, bytes.")
+    kafka_topic_partitions: int = Field(4, ge=1, description="Partitions for topics the bridge creates.")
+    kafka_topic_replication: int = Field(1, ge=1, description="Replication factor for topics the bridge creates.")
+
+    state_url: str = Field(
+        "sqlite+aiosqlite:///var/m3bridge.db",
+        description="SQLAlchemy URL of the state store: `sqlite+aiosqlite:///path` or "
+        "`postgresql+asyncpg://user:pass@host/db`.",
+    )
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="How often the service announces itself on the heartbeat topic."
+    )
+    shutdown_grace_s: float = Field(20.0, gt=0, description="How long in-flight work may take to drain on shutdown.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file locations are themselves read from the environment at construction time, so a test or a
+        # container can point them elsewhere without a code change.
+        env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE", ".env")
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            DotEnvSettingsSource(settings_cls, env_file=env_file),
+        ]
+        secrets_dir = os.environ.get(f"{ENV_PREFIX}SECRETS_DIR")
+        if secrets_dir is None and DEFAULT_SECRETS_DIR.is_dir():
+            secrets_dir = str(DEFAULT_SECRETS_DIR)
+        if secrets_dir:
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        return tuple(sources)
+
+    def secret_values(self) -> list[str]:
+        """Every non-empty secret this settings object holds, so logging can mask them."""
+        return [
+            value.get_secret_value()
+            for value in self.__dict__.values()
+            if isinstance(value, SecretStr) and value.get_secret_value()
+        ]
+
+
+def settings_table(service_settings: dict[str, type[BridgeSettings]]) -> str:
+    """The README's settings table: every shared setting, then each service's own, from the code."""
+    rows = ["| variable | default | used by | meaning |", "|---|---|---|---|"]
+
+    def add(cls: type[BridgeSettings], names: list[str], used_by: str) -> None:
+        for name in names:
+            info = cls.model_fields[name]
+            default = info.get_default(call_default_factory=False)
+            if info.default_factory is not None:
+                shown = "(computed)"
+            elif isinstance(default, SecretStr):
+                shown = "(secret)"
+            else:
+                shown = f"`{default}`" if default not in ("", None) else "(empty)"
+            description = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {used_by} | {description} |")
+
+    add(BridgeSettings, [n for n in BridgeSettings.model_fields if n != "service_name"], "all")
+    for service, cls in service_settings.items():
+        own = [n for n in cls.model_fields if n not in BridgeSettings.model_fields]
+        add(cls, own, service)
+    return "\n".join(rows)

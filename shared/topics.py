@@ -1,0 +1,125 @@
+"""The topic registry: every topic the bridge uses, its key, its payload contract, and who produces it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import BaseModel
+
+from shared import contracts
+
+log = logging.getLogger(__name__)
+
+# Kafka error code for "topic already exists": creating topics is idempotent for us.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    payload: type[BaseModel]
+    key: str
+    description: str
+
+
+QUOTE_APPROVED = Topic(
+    "quotewerks.quote.approved.v1",
+    contracts.QuoteApproved,
+    "DocNo",
+    "Full approved QuoteWerks quote (header, parties, lines). Any system may produce here.",
+)
+QUOTEWERKS_CUSTOMER_CHANGED = Topic(
+    "quotewerks.customer.changed.v1",
+    contracts.QuoteWerksCustomerChanged,
+    "QuoteWerks customer id",
+    "A customer created or updated in QuoteWerks.",
+)
+ORDER_RESULT = Topic(
+    "m3.order.result.v1",
+    contracts.OrderResult,
+    "DocNo",
+    "What became of an approved quote in M3: created (with order number), held (with reason) or failed.",
+)
+ORDER_STATUS = Topic(
+    "m3.order.status.v1", contracts.OrderStatusChanged, "M3 order number", "An M3 order changed status."
+)
+ITEM_CHANGED = Topic("m3.item.changed.v1", contracts.ItemChanged, "M3 item number", "An M3 item changed.")
+PRICE_CHANGED = Topic("m3.price.changed.v1", contracts.PriceChanged, "M3 item number", "An M3 sales price changed.")
+INVENTORY_CHANGED = Topic(
+    "m3.inventory.changed.v1",
+    contracts.InventoryChanged,
+    "M3 item number + warehouse",
+    "The stock balance of an item in a warehouse changed.",
+)
+M3_CUSTOMER_CHANGED = Topic(
+    "m3.customer.changed.v1", contracts.M3CustomerChanged, "M3 customer number", "An M3 customer changed."
+)
+CATALOG_SYNC_REPORT = Topic(
+    "catalog.sync.report.v1",
+    contracts.CatalogSyncReport,
+    "run id",
+    "What one catalog synchronisation run did.",
+)
+HEARTBEAT = Topic(
+    "m3bridge.heartbeat.v1",
+    contracts.Heartbeat,
+    "service name",
+    "Each service announces itself periodically; every service's /healthz lists the peers it hears.",
+)
+
+# Services whose failures go to a dead-letter topic of their own.
+DEAD_LETTER_SERVICES = ("order-writer", "bod-listener", "catalog-sync", "quote-ingest", "inventory-query")
+
+
+def dead_letter_topic(service: str) -> Topic:
+    return Topic(
+        f"dlq.{service}.v1",
+        contracts.DeadLetter,
+        "key of the original message",
+        f"Messages {service} could not process, with the error and their origin, for listing and replay.",
+    )
+
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    QUOTE_APPROVED,
+    QUOTEWERKS_CUSTOMER_CHANGED,
+    ORDER_RESULT,
+    ORDER_STATUS,
+    ITEM_CHANGED,
+    PRICE_CHANGED,
+    INVENTORY_CHANGED,
+    M3_CUSTOMER_CHANGED,
+    CATALOG_SYNC_REPORT,
+    HEARTBEAT,
+    *(dead_letter_topic(service) for service in DEAD_LETTER_SERVICES),
+)
+
+
+async def ensure_topics(
+    bootstrap_servers: str, *, partitions: int, replication: int, topics: tuple[Topic, ...] = ALL_TOPICS
+) -> list[str]:
+    """Create the missing topics with a fixed partition count (partitions cannot be added later); returns
+    the names created. Safe to run concurrently and repeatedly."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="m3bridge-topics")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t.name for t in topics if t.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=replication) for name in missing]
+        )
+        created = []
+        for name, code, *_ in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create topic {name}: Kafka error code {code}")
+        if created:
+            log.info("created topics %s", ", ".join(sorted(created)))
+        return created
+    finally:
+        await admin.close()

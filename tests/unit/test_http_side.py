@@ -1,0 +1,62 @@
+"""The HTTP side every service shares, exercised without starting the broker (no lifespan)."""
+
+import httpx
+import pytest
+
+from services import SERVICES
+from shared.correlation import HTTP_HEADER
+from shared.runtime import ServiceRuntime
+
+
+@pytest.fixture(scope="module")
+def runtime() -> ServiceRuntime:
+    return SERVICES["order-writer"].create_runtime()
+
+
+def client(runtime: ServiceRuntime) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=runtime.app), base_url="http://service")
+
+
+async def test_healthz_says_what_is_not_built_yet(runtime: ServiceRuntime) -> None:
+    async with client(runtime) as http:
+        body = (await http.get("/healthz")).json()
+    assert body["service"] == "order-writer"
+    assert body["status"] == "alive"
+    assert body["logic"]["state"] == "not built yet"
+    assert body["peers"] == {}
+
+
+async def test_readyz_is_503_with_reasons_while_broker_and_state_are_down(runtime: ServiceRuntime) -> None:
+    async with client(runtime) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["kafka"] == "broker not reachable"
+    assert checks["state"] == "state store not open"
+
+
+async def test_metrics_are_prometheus_text_with_our_prefix(runtime: ServiceRuntime) -> None:
+    async with client(runtime) as http:
+        await http.get("/readyz")
+        response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'm3bridge_service_ready{service="order-writer"} 0.0' in response.text
+    assert 'm3bridge_health_check_ok{check="kafka",service="order-writer"} 0.0' in response.text
+
+
+async def test_correlation_id_is_echoed_or_made(runtime: ServiceRuntime) -> None:
+    async with client(runtime) as http:
+        given = await http.get("/healthz", headers={HTTP_HEADER: "trace-42"})
+        made = await http.get("/healthz")
+        forged = await http.get("/healthz", headers={HTTP_HEADER: "x" * 500})
+    assert given.headers[HTTP_HEADER] == "trace-42"
+    assert len(made.headers[HTTP_HEADER]) == 32
+    assert forged.headers[HTTP_HEADER] != "x" * 500
+
+
+def test_every_service_builds_its_runtime() -> None:
+    for entry in SERVICES.values():
+        runtime = entry.create_runtime()
+        assert runtime.name == entry.name
+        assert "logic" in runtime.health.details
