@@ -15,7 +15,9 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -32,6 +34,7 @@ from shared.topics import ensure_topics
 COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[95m")
 RESET = "\033[0m"
 PR_SET_PDEATHSIG = 1
+SIMULATORS = {"ion-sim": "ION API Gateway + OAuth + M3 MI simulator; admin at /__admin/docs"}
 
 
 def _die_with_parent() -> None:
@@ -46,6 +49,7 @@ class Child:
     command: list[str]
     env: dict[str, str]
     port: int | None = None
+    ready_path: str = "/readyz"
     process: asyncio.subprocess.Process | None = None
     tail: list[str] = field(default_factory=list)
 
@@ -63,7 +67,7 @@ class Supervisor:
         self.state_dir = Path(options.state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stopping = asyncio.Event()
-        self.width = max(len(name) for name in [*SERVICES, "kafka", "supervisor"])
+        self.width = max(len(name) for name in [*SERVICES, "kafka", "ion-sim", "supervisor"])
 
     # --- output --------------------------------------------------------------------------------------
 
@@ -118,7 +122,7 @@ class Supervisor:
             if child.process.returncode is not None:
                 raise RuntimeError(f"{child.name} exited with code {child.process.returncode} while starting")
             with contextlib.suppress(httpx.HTTPError):
-                response = await client.get(f"{child.url}/readyz", timeout=2)
+                response = await client.get(f"{child.url}{child.ready_path}", timeout=2)
                 if response.status_code == 200:
                     return
             await asyncio.sleep(0.2)
@@ -181,6 +185,21 @@ class Supervisor:
         created = await ensure_topics(bootstrap, partitions=options.partitions, replication=1)
         self.say("supervisor", f"topics ready ({len(created)} created)")
 
+        ion_port = self._port(options.ion_port)
+        ionapi = self.state_dir / "sim-tenant.ionapi"
+        ion = Child(
+            "ion-sim",
+            [sys.executable, "-m", "simulators.ion", "--port", str(ion_port), "--ionapi", str(ionapi),
+             "--log-level", "warning"],
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
+            port=ion_port,
+            ready_path="/healthz",
+        )  # fmt: skip
+        self.children.append(ion)
+        await self._spawn(ion, len(self.children))
+
+        # Each service gets its own key for token-service; they live only in these processes' environments.
+        keys = {name: secrets.token_urlsafe(24) for name in SERVICES}
         base_env = {
             **os.environ,
             "M3B_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -190,17 +209,26 @@ class Supervisor:
             "PYTHONUNBUFFERED": "1",
         }
         services = [SERVICES[name] for name in (options.only or SERVICES)]
-        for index, entry in enumerate(services, start=1):
-            preferred = options.port_base + (entry.local_port - 8101) if options.port_base else 0
-            port = self._port(preferred)
+        ports = {
+            entry.name: self._port(options.port_base + (entry.local_port - 8101) if options.port_base else 0)
+            for entry in services
+        }
+        token_service_url = f"http://127.0.0.1:{ports.get('token-service', 8101)}"
+        for entry in services:
+            env = {
+                **base_env,
+                "M3B_HTTP_PORT": str(ports[entry.name]),
+                "M3B_INSTANCE_ID": f"local-{entry.name}",
+                "M3B_TOKEN_SERVICE_URL": token_service_url,
+                "M3B_TOKEN_SERVICE_KEY": keys[entry.name],
+            }
+            if entry.name == "token-service":
+                env |= {"M3B_ION_API_FILE": str(ionapi), "M3B_SERVICE_KEYS": json.dumps(keys)}
             child = Child(
-                entry.name,
-                [sys.executable, "-m", "m3bridge.cli", "serve", entry.name],
-                {**base_env, "M3B_HTTP_PORT": str(port), "M3B_INSTANCE_ID": f"local-{entry.name}"},
-                port=port,
+                entry.name, [sys.executable, "-m", "m3bridge.cli", "serve", entry.name], env, port=ports[entry.name]
             )
             self.children.append(child)
-            await self._spawn(child, index)
+            await self._spawn(child, len(self.children))
 
         deadline = time.monotonic() + options.ready_timeout
         async with httpx.AsyncClient() as client:
@@ -215,9 +243,11 @@ class Supervisor:
             gathered.result()
 
     async def _stop_all(self) -> None:
+        # Services first (they drain and revoke their token against the simulator), then simulators, then Kafka.
         self.say("supervisor", "stopping services")
-        services = [c for c in self.children if c.name != "kafka"]
+        services = [c for c in self.children if c.name != "kafka" and c.name not in SIMULATORS]
         await asyncio.gather(*(self._stop(c, self.options.grace) for c in services))
+        await asyncio.gather(*(self._stop(c, 10) for c in self.children if c.name in SIMULATORS))
         for child in self.children:
             if child.name == "kafka":
                 await self._stop(child, 10)
@@ -227,11 +257,12 @@ class Supervisor:
         self.say("supervisor", f"M3 Bridge is up in {elapsed_s:.1f}s. Ctrl-C stops everything.")
         for child in self.children:
             pid = child.process.pid if child.process else "-"
-            where = (
-                f"kafka://127.0.0.1:{child.port}"
-                if child.name == "kafka"
-                else f"{child.url}  (/healthz /readyz /metrics /docs)"
-            )
+            if child.name == "kafka":
+                where = f"kafka://127.0.0.1:{child.port}"
+            elif child.name in SIMULATORS:
+                where = f"{child.url}  ({SIMULATORS[child.name]})"
+            else:
+                where = f"{child.url}  (/healthz /readyz /metrics /docs)"
             self.say("supervisor", f"  {child.name:<{self.width}} pid {pid:<8} {where}")
         self.say("supervisor", "READY")
 
@@ -249,6 +280,12 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=int,
         default=int(env("M3B_RUN_PORT_BASE", "8101")),
         help="first service port, 0 for free ports (env M3B_RUN_PORT_BASE)",
+    )
+    parser.add_argument(
+        "--ion-port",
+        type=int,
+        default=int(env("M3B_RUN_ION_PORT", "8200")),
+        help="ION API simulator port; a free one is chosen when it is taken (env M3B_RUN_ION_PORT)",
     )
     parser.add_argument("--state-dir", default=env("M3B_RUN_STATE_DIR", "var"), help="where the SQLite file lives")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")

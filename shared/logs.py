@@ -89,5 +89,6 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json", s
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # aiokafka logs every reconnect attempt at INFO/ERROR; keep it to warnings unless debugging.
-    logging.getLogger("aiokafka").setLevel("DEBUG" if level == "DEBUG" else "WARNING")
+    # aiokafka logs every reconnect attempt, httpx every request: keep them to warnings unless debugging.
+    for chatty in ("aiokafka", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel("DEBUG" if level == "DEBUG" else "WARNING")

@@ -106,6 +106,22 @@ class BridgeSettings(BaseSettings):
         ]
 
 
+class M3CallerSettings(BridgeSettings):
+    """Settings of the services that call M3 (through token-service leases)."""
+
+    token_service_url: str = Field("http://127.0.0.1:8101", description="Where token-service answers leases.")
+    token_service_key: SecretStr = Field(
+        SecretStr(""), description="This service's key for token-service (one of its M3B_SERVICE_KEYS)."
+    )
+    m3_company: int = Field(100, ge=0, le=999, description="M3 company (CONO) the bridge works in.")
+    m3_division: str = Field("", max_length=3, description="M3 division (DIVI); empty means the user's default.")
+    m3_timeout_s: float = Field(
+        60.0, gt=0, description="Timeout of one Gateway request (the Gateway gives up at 60 s)."
+    )
+    m3_deadline_s: float = Field(120.0, gt=0, description="Total time one M3 call may take, retries included.")
+    m3_max_attempts: int = Field(6, ge=1, le=20, description="Attempts for transient failures and 429s.")
+
+
 def settings_table(service_settings: dict[str, type[BridgeSettings]]) -> str:
     """The README's settings table: every shared setting, then each service's own, from the code."""
     rows = ["| variable | default | used by | meaning |", "|---|---|---|---|"]

@@ -1,21 +1,126 @@
-"""token-service wiring: settings, broker, HTTP app."""
+"""token-service wiring: the .ionapi credentials, the shared token, the central budget, the lease API."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the route signatures' local dependency types.
 
+import contextlib
+import hmac
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import AliasChoices, Field, SecretStr
+
+from services.token_service.budget import BudgetPolicy, BudgetTimeoutError, RateBudget
+from services.token_service.leases import LeaseDesk
+from services.token_service.tokens import TokenKeeper, TokenUnavailableError
+from shared.ionapi import IonApiCredentials, IonApiFileError
+from shared.lease import Lease, LeaseRequest, Report
+from shared.logs import secret_masker
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
 
 
 class TokenServiceSettings(BridgeSettings):
     service_name: str = "token-service"
+    ion_api_file: Path = Field(
+        Path("/run/secrets/ionapi"),
+        validation_alias=AliasChoices("M3B_ION_API_FILE", "ION_API_FILE"),
+        description="The tenant's .ionapi file (also read from ION_API_FILE). Only token-service reads it.",
+    )
+    service_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Callers and their keys, JSON: {"order-writer": "…", …}. Use a secret file.',
+    )
+    throttle_period_ms: int = Field(60_000, ge=1, description="The Gateway throttling policy's time period.")
+    throttle_max_requests: int = Field(
+        3000, ge=1, description="The policy's spike-arrest maximum requests per period (the tenant's limit)."
+    )
+    budget_utilisation: float = Field(0.96, gt=0, le=1, description="Share of the policy limit the budget paces at.")
+    interactive_reserve: int = Field(1, ge=0, description="Permits kept back for interactive callers.")
+    refresh_ahead_s: float = Field(300.0, ge=0, description="Fetch the next token this long before expiry.")
 
 
 def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRuntime:
+    settings = settings or TokenServiceSettings()
+    secret_masker.add(key.get_secret_value() for key in settings.service_keys.values())
     runtime = ServiceRuntime(
-        settings or TokenServiceSettings(),
+        settings,
         title="M3 Bridge token-service",
-        description="Sole holder of the .ionapi credentials; shares tokens and rate permits with the other services.",
-        uses_state=False,
+        description="Shares one ION OAuth 2 token and the tenant's rate budget among the bridge's services.",
     )
-    runtime.not_built_yet("leases of shared ION OAuth 2 tokens and permits under the central rate budget", issue=3)
+    budget = RateBudget(
+        BudgetPolicy(
+            period_s=settings.throttle_period_ms / 1000,
+            max_requests_per_period=settings.throttle_max_requests,
+            utilisation=settings.budget_utilisation,
+            interactive_reserve=settings.interactive_reserve,
+        )
+    )
+    desk: dict[str, LeaseDesk] = {}
+
+    async def credentials_ready() -> str | None:
+        if "desk" not in desk:
+            return f"no usable .ionapi file at {settings.ion_api_file}"
+        keeper = desk["desk"].keeper
+        return None if keeper.last_error is None else f"token fetch failing: {keeper.last_error}"
+
+    runtime.health.add_check("ion_token", credentials_ready)
+
+    @runtime.on_startup
+    async def open_desk() -> None:
+        try:
+            credentials = IonApiCredentials.load(settings.ion_api_file)
+        except IonApiFileError as exc:
+            runtime.health.set_detail("credentials", str(exc))
+            return
+        secret_masker.add(credentials.secrets())
+        keeper = TokenKeeper(credentials, refresh_ahead_s=settings.refresh_ahead_s)
+        desk["desk"] = LeaseDesk(budget, keeper, credentials.m3_base_url)
+        runtime.health.set_detail("credentials", {"tenant": credentials.tenant, "grant": credentials.grant_type})
+        # The first lease should not wait for the IdP; a failure is logged, shown in readiness, retried by leases.
+        with contextlib.suppress(TokenUnavailableError):
+            await keeper.token()
+
+    @runtime.on_shutdown
+    async def close_desk() -> None:
+        await budget.close()
+        if "desk" in desk:
+            await desk["desk"].keeper.revoke()
+            await desk["desk"].keeper.close()
+
+    def caller(authorization: Annotated[str, Header()] = "") -> str:
+        presented = authorization.removeprefix("Bearer ").encode()
+        for service, key in settings.service_keys.items():
+            expected = key.get_secret_value().encode()
+            if expected and hmac.compare_digest(presented, expected):
+                return service
+        raise HTTPException(status_code=401, detail="unauthorized")
+
+    CallerName = Annotated[str, Depends(caller)]  # noqa: N806 - a type alias
+
+    def open_desk_or_503() -> LeaseDesk:
+        if "desk" not in desk:
+            raise HTTPException(status_code=503, detail=f"no usable .ionapi file at {settings.ion_api_file}")
+        return desk["desk"]
+
+    @runtime.app.post("/v1/leases", response_model=None, tags=["leases"], summary="Lease the token and permits")
+    async def lease(request: LeaseRequest, _service: CallerName) -> JSONResponse | dict[str, object]:
+        try:
+            granted: Lease = await open_desk_or_503().lease(request)
+        except BudgetTimeoutError as exc:
+            return JSONResponse({"error": "budget_exhausted", "detail": str(exc)}, 429, headers={"Retry-After": "1"})
+        except TokenUnavailableError as exc:
+            return JSONResponse({"error": "token_unavailable", "detail": str(exc)}, 503)
+        return {**granted.model_dump(mode="json"), "access_token": granted.access_token.get_secret_value()}
+
+    @runtime.app.post("/v1/reports", status_code=202, tags=["leases"], summary="Report a 429 or 401 from the Gateway")
+    async def report(body: Report, service: CallerName) -> dict[str, str]:
+        return {"action": await open_desk_or_503().report(service, body)}
+
+    @runtime.app.get("/v1/budget", tags=["leases"], summary="The budget's current pace and queues")
+    async def budget_status(_service: CallerName) -> dict[str, object]:
+        return {**open_desk_or_503().status(), "token": open_desk_or_503().keeper.status()}
+
+    runtime.health.set_detail("logic", "leases of the shared ION token under the central rate budget")
     return runtime

@@ -14,7 +14,7 @@ import pytest
 from m3bridge.tansu import free_port, port_open
 from services import SERVICES
 from tests.conftest import ROOT
-from tests.e2e.helpers import Captured, alive
+from tests.processes import Captured, alive
 
 SUMMARY = re.compile(r"\|\s+(?P<name>[a-z-]+)\s+pid (?P<pid>\d+)\s+(?P<where>\S+)")
 
@@ -34,18 +34,21 @@ def started(stack: Captured) -> dict[str, tuple[int, str]]:
     # 60 s for the services, plus the time make needs to see the venv is current.
     stack.wait_for_line("| READY", 90)
     found = {m["name"]: (int(m["pid"]), m["where"]) for m in map(SUMMARY.search, stack.lines) if m}
-    assert set(found) == {"kafka", *SERVICES}, stack.output
+    assert set(found) == {"kafka", "ion-sim", *SERVICES}, stack.output
     return found
 
 
 def assert_all_ready(children: dict[str, tuple[int, str]]) -> None:
     for name, (_, where) in children.items():
-        if name == "kafka":
+        if name in ("kafka", "ion-sim"):
             continue
         response = httpx.get(f"{where}/readyz", timeout=5)
         assert response.status_code == 200, (name, response.text)
         health = httpx.get(f"{where}/healthz", timeout=5).json()
         assert health["service"] == name
+    # token-service holds a token from the simulator's OAuth server: the M3 path is live end to end.
+    token_service = children["token-service"][1]
+    assert httpx.get(f"{token_service}/readyz", timeout=5).json()["checks"]["ion_token"] == "ok"
 
 
 def assert_all_gone(stack: Captured, children: dict[str, tuple[int, str]]) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from m3bridge.tansu import free_port
 from tests.conftest import ROOT
-from tests.e2e.helpers import Captured, wait_ready
+from tests.processes import Captured, wait_ready
 
 
 def serve(name: str, port: int, bootstrap: str, state_url: str) -> Captured:

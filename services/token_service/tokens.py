@@ -1,0 +1,172 @@
+"""The one ION access token the whole bridge shares.
+
+Fetched with authlib (password grant with the service account keys for Backend Service apps, client
+credentials otherwise), refreshed ahead of expiry in the background while callers keep the current token,
+one fetch at a time, invalidated once for everyone on a reported 401, revoked on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import authlib.deprecate  # noqa: F401 - imported first on purpose, see the filter below
+import httpx
+from prometheus_client import Counter, Gauge
+
+from shared.ionapi import IonApiCredentials
+from shared.lease import token_fingerprint
+
+# authlib >= 1.8 prefers the httpx2 fork; we stay on httpx (FastAPI's and faststream's) until they move.
+# authlib.deprecate installs an "always" filter for its warnings when imported, so ours must come after it.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+from authlib.integrations.httpx_client import AsyncOAuth2Client  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+token_fetches = Counter(
+    "m3bridge_token_refresh_total", "ION access token fetches by grant and outcome.", ["grant", "outcome"]
+)
+token_expiry = Gauge("m3bridge_token_expiry_timestamp_seconds", "When the current ION access token expires.")
+
+
+class TokenUnavailableError(Exception):
+    """No valid token, and fetching one failed."""
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    access_token: str
+    expires_at: float  # time.time()
+    refresh_at: float  # when to start fetching the next one
+
+    @property
+    def fingerprint(self) -> str:
+        return token_fingerprint(self.access_token)
+
+
+class TokenKeeper:
+    def __init__(
+        self,
+        credentials: IonApiCredentials,
+        *,
+        refresh_ahead_s: float = 300.0,
+        max_ttl_s: float = 7200.0,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._refresh_ahead_s = refresh_ahead_s
+        self._max_ttl_s = max_ttl_s
+        self._oauth = AsyncOAuth2Client(
+            client_id=credentials.client_id,
+            client_secret=credentials.client_secret.get_secret_value(),
+            token_endpoint=credentials.token_url,
+            token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
+            timeout=timeout_s,
+            transport=transport,
+        )
+        self._current: CachedToken | None = None
+        self._refresh: asyncio.Task[CachedToken] | None = None
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
+
+    @property
+    def grant(self) -> str:
+        return self._credentials.grant_type
+
+    async def token(self) -> CachedToken:
+        """A valid token: the current one, or a fresh one when there is none or it expired."""
+        now = time.time()
+        current = self._current
+        if current is not None and now < current.refresh_at:
+            return current
+        refresh = self._start_refresh()
+        if current is not None and now < current.expires_at - 5:
+            return current  # still valid: the refresh runs in the background
+        return await asyncio.shield(refresh)
+
+    async def invalidate(self, fingerprint: str | None) -> bool:
+        """A caller got a 401 with the token of this fingerprint. If it is the current one, drop it and fetch
+        another (once, however many callers report it); returns whether a refresh was started."""
+        current = self._current
+        if current is None or (fingerprint is not None and fingerprint != current.fingerprint):
+            return False  # an older token: the current one is already newer
+        self._current = None
+        self._start_refresh()
+        return True
+
+    async def revoke(self) -> None:
+        current, self._current = self._current, None
+        if current is None:
+            return
+        try:
+            await self._oauth.revoke_token(
+                self._credentials.revoke_url,
+                token=current.access_token,
+                token_type_hint="access_token",  # noqa: S106
+            )
+            log.info("revoked the ION access token %s…", current.fingerprint[:12])
+        except Exception as exc:  # shutting down: a token we could not revoke simply expires
+            log.warning("could not revoke the ION access token: %s", type(exc).__name__)
+
+    async def close(self) -> None:
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
+        await self._oauth.aclose()
+
+    def status(self) -> dict[str, object]:
+        current = self._current
+        return {
+            "grant": self.grant,
+            "token": "none" if current is None else f"valid for {max(0, current.expires_at - time.time()):.0f}s",
+            "refresh": "ok" if self.last_error is None else f"failing: {self.last_error}",
+        }
+
+    def _start_refresh(self) -> asyncio.Task[CachedToken]:
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._fetch(), name="ion-token-refresh")
+            # A background refresh nobody awaits may fail; its error is in `last_error` and the logs already.
+            self._refresh.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return self._refresh
+
+    async def _fetch(self) -> CachedToken:
+        credentials = self._credentials
+        try:
+            if self.grant == "password":
+                token = await self._oauth.fetch_token(
+                    credentials.token_url,
+                    grant_type="password",
+                    username=credentials.service_account_access_key,
+                    password=credentials.service_account_secret_key.get_secret_value(),
+                )
+            else:
+                token = await self._oauth.fetch_token(credentials.token_url, grant_type="client_credentials")
+        except Exception as exc:
+            token_fetches.labels(self.grant, "error").inc()
+            # The exception text may quote the request; only its class and the OAuth error code are kept.
+            self.last_error = f"{type(exc).__name__} {getattr(exc, 'error', '') or ''}".strip()
+            self.failing_since = self.failing_since or time.time()
+            log.error("ION token fetch (%s grant) failed: %s", self.grant, self.last_error)
+            raise TokenUnavailableError(self.last_error) from None
+        access_token = token.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            token_fetches.labels(self.grant, "error").inc()
+            self.last_error = "token response without access_token"
+            raise TokenUnavailableError(self.last_error)
+        # No expires_in would mean "never refreshed" to authlib; cap the lifetime ourselves.
+        lifetime = min(float(token.get("expires_in") or self._max_ttl_s), self._max_ttl_s)
+        now = time.time()
+        # Short-lived tokens (tests, strict tenants) refresh in their last fifth rather than constantly.
+        ahead = min(self._refresh_ahead_s, lifetime / 5)
+        fresh = CachedToken(access_token, now + lifetime, now + lifetime - ahead)
+        self._current = fresh
+        self.last_error = None
+        self.failing_since = None
+        token_fetches.labels(self.grant, "ok").inc()
+        token_expiry.set(fresh.expires_at)
+        log.info("new ION access token %s… valid %.0fs", fresh.fingerprint[:12], fresh.expires_at - time.time())
+        return fresh

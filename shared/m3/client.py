@@ -1,0 +1,338 @@
+"""`M3Client`: execute MI transactions through the Gateway, each request under a token-service lease.
+
+One object per process owns the HTTP connections, the metadata cache and the retry policy; every service
+catches the same error classes (`shared.m3.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client import Counter, Histogram
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
+
+from shared.lease import Lease, LeaseClient, LeaseError, Priority, Report
+from shared.m3 import wire
+from shared.m3.errors import (
+    M3AuthorizationDeniedError,
+    M3Error,
+    M3ThrottledError,
+    M3TransientError,
+    M3UnauthorizedError,
+)
+from shared.m3.metadata import Record, TransactionMetadata, from_api_repository, from_wire, to_wire
+
+log = logging.getLogger(__name__)
+
+m3_requests = Counter(
+    "m3bridge_m3_requests_total", "Gateway requests to M3 by program, transaction and outcome.",
+    ["program", "transaction", "outcome"],
+)  # fmt: skip
+m3_duration = Histogram(
+    "m3bridge_m3_request_duration_seconds", "Gateway request latency by program and transaction.",
+    ["program", "transaction"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)  # fmt: skip
+
+REPOSITORY = ("MRS001MI", "LstFields")
+BULK = ("bulk", "execute")
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """One transaction of a bulk request: its records, or the error M3 gave for it."""
+
+    transaction: str
+    records: list[Record]
+    error: M3Error | None
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, LeaseError):
+        return exc.retryable
+    return isinstance(exc, M3Error) and exc.retryable
+
+
+class M3Client:
+    def __init__(
+        self,
+        leases: LeaseClient,
+        http: httpx.AsyncClient,
+        *,
+        company: int | None = None,
+        division: str | None = None,
+        timeout_s: float = 60.0,
+        deadline_s: float = 120.0,
+        max_attempts: int = 6,
+        validate: bool = True,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+    ) -> None:
+        self._leases = leases
+        self._http = http
+        self._company = company
+        self._division = division
+        self._timeout_s = timeout_s
+        self._deadline_s = deadline_s
+        self._max_attempts = max_attempts
+        self._validate = validate
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._metadata: dict[tuple[str, str], asyncio.Task[TransactionMetadata | None]] = {}
+
+    # --- public API ---------------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        program: str,
+        transaction: str,
+        fields: Mapping[str, object] | None = None,
+        *,
+        priority: Priority,
+        maxrecs: int = 100,
+        returncols: Sequence[str] | None = None,
+    ) -> list[Record]:
+        """Run one transaction; returns its records typed by the metadata (trimmed text, Decimal, date)."""
+        metadata = await self.metadata(program, transaction, priority=priority) if self._validate else None
+        inputs = (
+            metadata.encode_inputs(fields or {})
+            if metadata is not None
+            else {k: to_wire(v) for k, v in (fields or {}).items()}
+        )
+        path = wire.v1_path(
+            program, transaction, maxrecs=maxrecs, returncols=returncols, company=self._company, division=self._division
+        )
+        body = await self._with_retries(program, transaction, priority, "GET", path, params=inputs)
+        rows, specs = wire.parse_v1(body, program, transaction)
+        outputs = {**(metadata.outputs if metadata else {}), **specs}
+        return [{name: from_wire(outputs.get(name), text) for name, text in row.items()} for row in rows]
+
+    async def execute_one(
+        self, program: str, transaction: str, fields: Mapping[str, object] | None = None, *, priority: Priority
+    ) -> Record | None:
+        records = await self.execute(program, transaction, fields, priority=priority, maxrecs=1)
+        return records[0] if records else None
+
+    async def list_all(
+        self,
+        program: str,
+        transaction: str,
+        fields: Mapping[str, object] | None = None,
+        *,
+        key_fields: Sequence[str],
+        priority: Priority,
+        page_size: int = 100,
+    ) -> AsyncIterator[Record]:
+        """Page through a list transaction: each next page starts at the last key returned (M3 includes the
+        start key itself, so the first row of each next page is dropped)."""
+        start: dict[str, object] = dict(fields or {})
+        last_key: tuple[object, ...] | None = None
+        while True:
+            page = await self.execute(program, transaction, start, priority=priority, maxrecs=page_size)
+            fresh = [r for r in page if last_key is None or tuple(r.get(k) for k in key_fields) != last_key]
+            for record in fresh:
+                yield record
+            if len(page) < page_size or not fresh:
+                return
+            last_key = tuple(page[-1].get(k) for k in key_fields)
+            start.update({k: page[-1].get(k) for k in key_fields})
+
+    async def bulk(
+        self,
+        program: str,
+        transactions: Sequence[tuple[str, Mapping[str, object]]],
+        *,
+        priority: Priority,
+        chunk: int = 80,
+    ) -> list[BulkOutcome]:
+        """Run many transactions of one program, in order, in as few Gateway requests as possible (v2 bulk,
+        `chunk` per request). A failed transaction is reported in its outcome; the others still run."""
+        outcomes: list[BulkOutcome] = []
+        encoded: list[tuple[str, dict[str, str]]] = []
+        for transaction, fields in transactions:
+            metadata = await self.metadata(program, transaction, priority=priority) if self._validate else None
+            values = (
+                metadata.encode_inputs(fields) if metadata is not None else {k: to_wire(v) for k, v in fields.items()}
+            )
+            encoded.append((transaction, values))
+        for start in range(0, len(encoded), chunk):
+            part = encoded[start : start + chunk]
+            payload: dict[str, Any] = {
+                "program": program,
+                "transactions": [{"transaction": t, "record": record} for t, record in part],
+            }
+            if self._company is not None:
+                payload["cono"] = self._company
+            if self._division is not None:
+                payload["divi"] = self._division
+            body = await self._with_retries(program, "bulk", priority, "POST", wire.v2_bulk_path(), json=payload)
+            results = body.get("results") if isinstance(body, dict) else None
+            if not isinstance(results, list) or len(results) != len(part):
+                raise M3TransientError("bulk answer does not match the request", program=program, transaction="bulk")
+            for (transaction, _), result in zip(part, results, strict=True):
+                error = wire.v2_result_error(result, program, transaction)
+                records = [{k: from_wire(None, str(v)) for k, v in r.items()} for r in result.get("records") or []]
+                outcomes.append(BulkOutcome(transaction, records, error))
+        return outcomes
+
+    async def metadata(self, program: str, transaction: str, *, priority: Priority) -> TransactionMetadata | None:
+        """The transaction's fields from the API repository, fetched once per process. None when the
+        repository cannot be read (then M3 alone validates)."""
+        key = (program, transaction)
+        task = self._metadata.get(key)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.ensure_future(self._load_metadata(program, transaction, priority))
+            self._metadata[key] = task
+        return await asyncio.shield(task)
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    async def _load_metadata(self, program: str, transaction: str, priority: Priority) -> TransactionMetadata | None:
+        rows: dict[str, list[Record]] = {}
+        for direction in ("I", "O"):
+            path = wire.v1_path(*REPOSITORY, maxrecs=0, returncols=None, company=self._company, division=self._division)
+            params = {"MINM": program, "TRNM": transaction, "TRTP": direction}
+            try:
+                body = await self._with_retries(*REPOSITORY, priority, "GET", path, params=params)
+            except M3AuthorizationDeniedError:
+                log.warning(
+                    "no access to the API repository (MRS001MI): %s/%s is not pre-checked", program, transaction
+                )
+                return None
+            raw, specs = wire.parse_v1(body, *REPOSITORY)
+            rows[direction] = [{k: from_wire(specs.get(k), v) for k, v in r.items()} for r in raw]
+        if not rows["I"] and not rows["O"]:
+            # The repository knows nothing of it: let M3 answer (it will say "not found" if so).
+            return None
+        return from_api_repository(program, transaction, rows["I"], rows["O"])
+
+    async def _with_retries(
+        self, program: str, transaction: str, priority: Priority, method: str, path: str, **request: Any
+    ) -> Any:
+        unauthorized_seen = 0
+
+        def retry_wanted(exc: BaseException) -> bool:
+            nonlocal unauthorized_seen
+            if isinstance(exc, M3UnauthorizedError):
+                unauthorized_seen += 1
+                return unauthorized_seen <= 1  # one fresh token; a second 401 is a configuration problem
+            return _retryable(exc)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, M3UnauthorizedError):
+                return 0.0
+            if isinstance(exc, M3ThrottledError) and exc.retry_after_s is not None:
+                return 0.0  # token-service pauses every caller's leases for the Retry-After
+            if isinstance(exc, LeaseError) and exc.retry_after_s is not None:
+                return exc.retry_after_s
+            exponential: float = self._backoff_initial_s * 2.0 ** (state.attempt_number - 1)
+            return min(self._backoff_max_s, exponential) * (0.5 + _jitter())
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts) | stop_after_delay(self._deadline_s),
+            wait=wait,
+            retry=retry_if_exception(retry_wanted),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(program, transaction, priority, method, path, **request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, program: str, transaction: str, priority: Priority, method: str, path: str, **request: Any
+    ) -> Any:
+        lease = await self._leases.lease(priority, max_wait_s=self._deadline_s)
+        url = lease.m3_base_url.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {lease.access_token.get_secret_value()}", "Accept": "application/json"}
+        started = time.monotonic()
+        try:
+            response = await self._http.request(method, url, headers=headers, timeout=self._timeout_s, **request)
+        except httpx.TimeoutException as exc:
+            self._observe(program, transaction, "timeout", started)
+            raise M3TransientError(
+                f"no answer within {self._timeout_s:g}s", program=program, transaction=transaction
+            ) from exc
+        except httpx.TransportError as exc:
+            self._observe(program, transaction, "connection", started)
+            raise M3TransientError(
+                f"connection failed: {type(exc).__name__}", program=program, transaction=transaction
+            ) from exc
+        return await self._read(response, lease, program, transaction, started)
+
+    async def _read(
+        self, response: httpx.Response, lease: Lease, program: str, transaction: str, started: float
+    ) -> Any:
+        status = response.status_code
+        body: Any = None
+        if response.headers.get("content-type", "").startswith("application/json") or response.content[:1] in (
+            b"{",
+            b"[",
+        ):
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        if status == 200 and body is not None:
+            try:
+                if transaction != "bulk":
+                    wire.parse_v1(body, program, transaction)  # raises on NOK
+            except M3Error as exc:
+                self._observe(
+                    program, transaction, "denied" if isinstance(exc, M3AuthorizationDeniedError) else "nok", started
+                )
+                raise
+            self._observe(program, transaction, "ok", started)
+            return body
+        if status == 400 and isinstance(body, dict):
+            results = body.get("results")
+            result = results[0] if isinstance(results, list) and results else body
+            error = wire.v2_result_error(result, program, transaction)
+            if error is not None:
+                self._observe(program, transaction, "nok", started)
+                raise error
+        error = wire.http_error(status, response.headers, response.text, program, transaction)
+        self._observe(program, transaction, _outcome(status), started)
+        if isinstance(error, M3ThrottledError):
+            await self._report(
+                Report(kind="throttled", retry_after_s=error.retry_after_s, program=program, transaction=transaction)
+            )
+        elif isinstance(error, M3UnauthorizedError):
+            await self._report(
+                Report(
+                    kind="unauthorized", token_fingerprint=lease.fingerprint, program=program, transaction=transaction
+                )
+            )
+        raise error
+
+    async def _report(self, report: Report) -> None:
+        try:
+            await self._leases.report(report)
+        except LeaseError as exc:
+            log.warning("could not tell token-service about a %s answer: %s", report.kind, exc)
+
+    @staticmethod
+    def _observe(program: str, transaction: str, outcome: str, started: float) -> None:
+        m3_requests.labels(program, transaction, outcome).inc()
+        m3_duration.labels(program, transaction).observe(time.monotonic() - started)
+
+
+def _outcome(status: int) -> str:
+    if status == 401:
+        return "http_401"
+    if status == 429:
+        return "http_429"
+    if status >= 500:
+        return "http_5xx"
+    return f"http_{status // 100}xx"
+
+
+def _jitter() -> float:
+    return random.random()  # noqa: S311 - jitter, not security

@@ -1,0 +1,1 @@
+"""ION API Gateway simulator: OAuth 2 authorization server, Gateway policies (throttling, faults) and M3 MI REST."""

@@ -1,0 +1,187 @@
+"""The whole M3 path over real HTTP: services' M3 clients → token-service (a process on the real broker) →
+ION simulator (a process: OAuth server, Gateway with throttling, M3 MI programs)."""
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from shared.lease import LeaseClient, Priority
+from shared.m3 import (
+    M3AuthorizationDeniedError,
+    M3BusinessError,
+    M3Client,
+    M3InputError,
+    M3NotFoundError,
+)
+from tests.stack import IonSim, TokenService, start_ion, start_token_service
+
+KEYS = {"order-writer": "key-order-writer-123", "catalog-sync": "key-catalog-456", "inventory-query": "key-inv-789"}
+SERVICE_ACCOUNT = "M3BRIDGE_TST#svc-account"
+# Connect API Authorization on: the service account may use these programs, not OIS100MI/Confirm.
+GRANTS = [
+    {"user": SERVICE_ACCOUNT, "program": program, "transaction": "*"}
+    for program in ("CRS610MI", "MMS200MI", "MRS001MI", "OIS017MI")
+] + [{"user": SERVICE_ACCOUNT, "program": "OIS100MI", "transaction": "AddBatchHead"}]
+
+
+@pytest.fixture(scope="module")
+def ion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IonSim]:
+    sim = start_ion(
+        tmp_path_factory.mktemp("ion"),
+        {"m3": {"authorization_enabled": True, "grants": GRANTS}, "throttle": {"max_requests_per_period": 200}},
+    )
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="module")
+def token_service(ion: IonSim, kafka_bootstrap: str) -> Iterator[TokenService]:
+    service = start_token_service(
+        ion, kafka_bootstrap, KEYS, {"M3B_THROTTLE_PERIOD_MS": "1000", "M3B_THROTTLE_MAX_REQUESTS": "100"}
+    )
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+async def clients(token_service: TokenService) -> AsyncIterator[dict[str, M3Client]]:
+    async with httpx.AsyncClient() as http:
+        yield {
+            name: M3Client(LeaseClient(token_service.url, name, SecretStr(key), http=http), http, company=100)
+            for name, key in KEYS.items()
+        }
+
+
+async def test_one_token_is_shared_by_every_service_for_many_calls(ion: IonSim, clients: dict[str, M3Client]) -> None:
+    issued_before = ion.stats()["auth"]["tokens_issued_total"]
+    for client in clients.values():
+        for number in ("C000001", "C000002", "C000003"):
+            record = await client.execute_one(
+                "CRS610MI", "GetBasicData", {"CUNO": number}, priority=Priority.INTERACTIVE
+            )
+            assert record is not None
+            assert record["CUNO"] == number
+    assert ion.stats()["auth"]["tokens_issued_total"] == issued_before  # token-service fetched it once, at start
+
+
+async def test_a_401_makes_token_service_refresh_once_for_everyone(ion: IonSim, clients: dict[str, M3Client]) -> None:
+    issued_before = ion.stats()["auth"]["tokens_issued_total"]
+    ion.admin("POST", "tokens/expire")
+    import asyncio
+
+    results = await asyncio.gather(
+        *(
+            client.execute_one("MMS200MI", "GetItmBasic", {"ITNO": "ITM000001"}, priority=Priority.TRANSACTIONAL)
+            for client in clients.values()
+            for _ in range(4)
+        )
+    )
+    assert all(r is not None and r["ITNO"] == "ITM000001" for r in results)
+    assert ion.stats()["auth"]["tokens_issued_total"] == issued_before + 1
+
+
+async def test_denied_transaction_is_an_authorization_error_naming_it(clients: dict[str, M3Client]) -> None:
+    with pytest.raises(M3AuthorizationDeniedError) as caught:
+        await clients["order-writer"].execute("OIS100MI", "Confirm", {"ORNO": "1"}, priority=Priority.TRANSACTIONAL)
+    assert (caught.value.program, caught.value.transaction) == ("OIS100MI", "Confirm")
+    assert "OIS100MI/Confirm" in str(caught.value)
+
+
+async def test_too_long_field_is_refused_before_any_call(ion: IonSim, clients: dict[str, M3Client]) -> None:
+    before = ion.stats()["gateway"]["accepted"]
+    client = clients["order-writer"]
+    await client.metadata("CRS610MI", "Add", priority=Priority.TRANSACTIONAL)  # cached from here on
+    before = ion.stats()["gateway"]["accepted"]
+    with pytest.raises(M3InputError) as caught:
+        await client.execute(
+            "CRS610MI",
+            "Add",
+            {"CUTM": "C000001", "CUNM": "N" * 40, "CUA1": "Street 1"},
+            priority=Priority.TRANSACTIONAL,
+        )
+    assert caught.value.field == "CUNM"
+    assert ion.stats()["gateway"]["accepted"] == before
+
+
+async def test_nok_is_parsed_with_code_and_field(clients: dict[str, M3Client]) -> None:
+    with pytest.raises(M3BusinessError) as caught:
+        await clients["inventory-query"].execute(
+            "CRS610MI", "GetBasicData", {"CUNO": "NOSUCH"}, priority=Priority.INTERACTIVE
+        )
+    assert caught.value.field == "CUNO"
+    assert caught.value.code
+
+
+async def test_seed_transaction_names_that_m3_lacks_are_not_found(clients: dict[str, M3Client]) -> None:
+    client = M3Client(clients["catalog-sync"]._leases, clients["catalog-sync"]._http, company=100, validate=False)
+    with pytest.raises(M3NotFoundError):
+        await client.execute("MMS080MI", "LstItemBal", {"ITNO": "ITM000001"}, priority=Priority.BULK)
+
+
+async def test_list_paging_returns_every_record_once(clients: dict[str, M3Client]) -> None:
+    numbers = [
+        str(r["CUNO"])
+        async for r in clients["catalog-sync"].list_all(
+            "CRS610MI", "LstByNumber", key_fields=["CUNO"], priority=Priority.BULK, page_size=7
+        )
+    ]
+    assert len(numbers) == len(set(numbers)) >= 50
+    assert numbers == sorted(numbers)
+
+
+async def test_unknown_callers_get_401_and_nothing_else(token_service: TokenService) -> None:
+    async with httpx.AsyncClient() as http:
+        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "Basic b3JkZXItd3JpdGVyOg=="}):
+            response = await http.post(f"{token_service.url}/v1/leases", json={"priority": "bulk"}, headers=headers)
+            assert response.status_code == 401
+            assert response.json() == {"detail": "unauthorized"}
+            assert "access_token" not in response.text
+
+
+async def test_throttling_is_reported_and_paces_everyone(ion: IonSim, token_service: TokenService,
+                                                         clients: dict[str, M3Client]) -> None:  # fmt: skip
+    ion.admin("PUT", "throttle", {"time_period_ms": 1000, "max_requests_per_period": 5})
+    try:
+        client = clients["catalog-sync"]
+        for n in range(12):
+            record = await client.execute_one(
+                "MMS200MI", "GetItmBasic", {"ITNO": f"ITM{n + 1:06d}"}, priority=Priority.BULK
+            )
+            assert record is not None
+        assert ion.stats()["gateway"]["throttled"] >= 1
+        async with httpx.AsyncClient() as http:
+            budget = (await http.get(f"{token_service.url}/v1/budget",
+                                     headers={"Authorization": f"Bearer {KEYS['catalog-sync']}"})).json()  # fmt: skip
+        assert budget["rate_per_s"] < budget["configured_rate_per_s"]
+    finally:
+        ion.admin("PUT", "throttle", {"time_period_ms": 1000, "max_requests_per_period": 200})
+
+
+def test_refresh_happens_before_expiry(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """With 5-second tokens, token-service fetches the next one before the current expires: no caller ever
+    sees a 401 across several token lifetimes."""
+    import asyncio
+
+    sim = start_ion(tmp_path, {"token_ttl_s": 5})
+    service = start_token_service(sim, kafka_bootstrap, KEYS)
+    try:
+
+        async def calls() -> None:
+            async with httpx.AsyncClient() as http:
+                client = M3Client(LeaseClient(service.url, "order-writer", SecretStr(KEYS["order-writer"]), http=http),
+                                  http, company=100)  # fmt: skip
+                for _ in range(28):
+                    assert await client.execute_one("CRS610MI", "GetBasicData", {"CUNO": "C000001"},
+                                                    priority=Priority.INTERACTIVE)  # fmt: skip
+                    await asyncio.sleep(0.5)
+
+        asyncio.run(calls())
+        stats = sim.stats()
+        assert stats["gateway"]["unauthorized"] == 0
+        assert stats["auth"]["tokens_issued_total"] >= 3
+    finally:
+        service.stop()
+        sim.stop()

@@ -1,0 +1,108 @@
+"""Real processes of the M3 path for tests and benchmarks: the ION simulator and token-service."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from m3bridge.tansu import free_port
+from tests.processes import Captured, wait_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class IonSim:
+    process: Captured
+    url: str
+    ionapi: Path
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(method, f"{self.url}/__admin/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.admin("GET", "stats")
+        return result
+
+    def stop(self) -> None:
+        self.process.kill_all()
+
+
+@dataclass
+class TokenService:
+    process: Captured
+    url: str
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        self.process.kill_all()
+
+
+def start_ion(tmp: Path, config: Mapping[str, Any] | None = None) -> IonSim:
+    port = free_port()
+    ionapi = tmp / "tenant.ionapi"
+    command = [
+        sys.executable,
+        "-m",
+        "simulators.ion",
+        "--port",
+        str(port),
+        "--ionapi",
+        str(ionapi),
+        "--log-level",
+        "warning",
+    ]
+    if config:
+        config_file = tmp / "ion-config.json"
+        config_file.write_text(json.dumps(config))
+        command += ["--config", str(config_file)]
+    process = Captured(command, env=dict(os.environ), cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    healthy = False
+    for _ in range(300):
+        try:
+            healthy = httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        if healthy:
+            break
+        if process.process.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not healthy:
+        process.kill_all()
+        raise AssertionError(f"ION simulator did not start:\n{process.output[-3000:]}")
+    return IonSim(process, url, ionapi)
+
+
+def start_token_service(
+    ion: IonSim, bootstrap: str, keys: Mapping[str, str], settings: Mapping[str, str] | None = None
+) -> TokenService:
+    port = free_port()
+    env = {
+        **os.environ,
+        "M3B_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "M3B_HTTP_PORT": str(port),
+        "M3B_ION_API_FILE": str(ion.ionapi),
+        "M3B_SERVICE_KEYS": json.dumps(dict(keys)),
+        "M3B_LOG_FORMAT": "json",
+        **(settings or {}),
+    }
+    process = Captured([sys.executable, "-m", "m3bridge.cli", "serve", "token-service"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, 60)
+    except AssertionError:
+        process.kill_all()
+        raise AssertionError(f"token-service did not become ready:\n{process.output[-3000:]}") from None
+    return TokenService(process, url, dict(keys))

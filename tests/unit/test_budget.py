@@ -1,0 +1,116 @@
+"""The central rate budget. Assertions are about order and upper bounds per window, which a slow or noisy
+machine can only make easier to meet, never about how fast something ran."""
+
+import asyncio
+import time
+
+import pytest
+
+from services.token_service.budget import BudgetPolicy, BudgetTimeoutError, RateBudget
+from shared.lease import Priority
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_grants_never_exceed_the_policy_in_any_window() -> None:
+    policy = BudgetPolicy(period_s=0.2, max_requests_per_period=10, utilisation=0.8, interactive_reserve=1)
+    budget = RateBudget(policy)
+    granted: list[float] = []
+
+    async def caller(priority: Priority) -> None:
+        for _ in range(8):
+            await budget.acquire(priority, max_wait_s=10)
+            granted.append(time.monotonic())
+
+    await asyncio.gather(*(caller(p) for p in (Priority.BULK, Priority.BULK, Priority.TRANSACTIONAL)))
+    await budget.close()
+    assert len(granted) == 24
+    # utilisation x max + reserve + 1 = 8 + 2 = 10 = the Gateway's maximum per period.
+    assert max_in_any_window(granted, policy.period_s) <= policy.max_requests_per_period
+
+
+async def test_interactive_overtakes_queued_bulk() -> None:
+    budget = RateBudget(BudgetPolicy(period_s=1.0, max_requests_per_period=20, utilisation=1.0, interactive_reserve=0))
+    order: list[str] = []
+
+    async def take(name: str, priority: Priority) -> None:
+        await budget.acquire(priority, max_wait_s=10)
+        order.append(name)
+
+    bulk = [asyncio.create_task(take(f"bulk{i}", Priority.BULK)) for i in range(6)]
+    await asyncio.sleep(0.01)
+    await asyncio.gather(take("interactive", Priority.INTERACTIVE), take("order", Priority.TRANSACTIONAL))
+    await asyncio.gather(*bulk)
+    await budget.close()
+    assert order.index("interactive") < order.index("order") < order.index("bulk5")
+    assert order.index("interactive") <= 2  # at most the one or two bulk permits already granted before it came
+
+
+async def test_the_reserve_is_kept_for_interactive() -> None:
+    budget = RateBudget(BudgetPolicy(period_s=10.0, max_requests_per_period=1, utilisation=1.0, interactive_reserve=1))
+    # The bucket starts full with reserve + 1 = 2 permits: bulk may take one, never the reserve.
+    await budget.acquire(Priority.BULK, max_wait_s=1)
+    with pytest.raises(BudgetTimeoutError):
+        await budget.acquire(Priority.BULK, max_wait_s=0.05)
+    assert await budget.acquire(Priority.INTERACTIVE, max_wait_s=0.05) < 0.05
+    await budget.close()
+
+
+async def test_a_429_pauses_everyone_and_lowers_the_pace_once_per_burst() -> None:
+    policy = BudgetPolicy(period_s=0.5, max_requests_per_period=50, utilisation=1.0, recovery_interval_s=100)
+    budget = RateBudget(policy)
+    await budget.acquire(Priority.BULK)
+    reported = time.monotonic()
+    assert budget.throttled(retry_after_s=0.3) is True
+    assert budget.throttled(retry_after_s=0.3) is False  # a second service reporting the same burst
+    assert budget.snapshot().rate == pytest.approx(policy.rate * policy.backoff_factor)
+    await budget.acquire(Priority.INTERACTIVE, max_wait_s=5)
+    assert time.monotonic() - reported >= 0.3
+    await budget.close()
+
+
+async def test_without_retry_after_the_pause_is_one_period() -> None:
+    budget = RateBudget(BudgetPolicy(period_s=0.2, max_requests_per_period=50))
+    reported = time.monotonic()
+    budget.throttled(retry_after_s=None)
+    await budget.acquire(Priority.INTERACTIVE, max_wait_s=5)
+    assert time.monotonic() - reported >= 0.2
+    await budget.close()
+
+
+async def test_pace_recovers_in_steps_after_throttling() -> None:
+    policy = BudgetPolicy(
+        period_s=0.05, max_requests_per_period=10, recovery_interval_s=0.01, recovery_step_fraction=0.5
+    )
+    budget = RateBudget(policy)
+    budget.throttled(retry_after_s=0)
+    assert budget.snapshot().rate < policy.rate
+    for _ in range(5):
+        await budget.acquire(Priority.BULK, max_wait_s=5)
+        await asyncio.sleep(0.02)
+    assert budget.snapshot().rate == pytest.approx(policy.rate)
+    await budget.close()
+
+
+async def test_timed_out_waiters_leave_the_queue() -> None:
+    budget = RateBudget(BudgetPolicy(period_s=100.0, max_requests_per_period=1, interactive_reserve=0))
+    await budget.acquire(Priority.BULK)
+    with pytest.raises(BudgetTimeoutError, match="bulk"):
+        await budget.acquire(Priority.BULK, max_wait_s=0.05)
+    assert budget.snapshot().queued == {"interactive": 0, "transactional": 0, "bulk": 0}
+    await budget.close()
+
+
+def test_policy_is_validated() -> None:
+    with pytest.raises(ValueError, match="utilisation"):
+        BudgetPolicy(utilisation=1.5)
+    with pytest.raises(ValueError, match="positive"):
+        BudgetPolicy(max_requests_per_period=0)
