@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint fmt docs venv clean help
+.PHONY: run test test-unit lint fmt docs bench venv clean help
 
 help:
 	@echo "make run    - the embedded stack: broker, state, every service (Ctrl-C stops it)"
 	@echo "make test   - the whole test suite (unit, integration, e2e) against a real broker and PostgreSQL"
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs  - regenerate docs/asyncapi.json and the README settings table"
+	@echo "make bench - benchmarks: the M3 path under the Gateway throttling policy, bridge vs naive"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +33,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services m3bridge simulators tests
+	$(BIN)/mypy shared services m3bridge simulators tests bench
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
@@ -40,6 +41,10 @@ fmt: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/m3bridge docs
+
+# Benchmarks print figures and ratios; targets are judged by reading them, never by the test suite.
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -4,8 +4,9 @@
 
 import contextlib
 import hmac
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Header, HTTPException
 from fastapi.responses import JSONResponse
@@ -19,6 +20,8 @@ from shared.lease import Lease, LeaseRequest, Report
 from shared.logs import secret_masker
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
+
+log = logging.getLogger(__name__)
 
 
 class TokenServiceSettings(BridgeSettings):
@@ -35,6 +38,11 @@ class TokenServiceSettings(BridgeSettings):
     throttle_period_ms: int = Field(60_000, ge=1, description="The Gateway throttling policy's time period.")
     throttle_max_requests: int = Field(
         3000, ge=1, description="The policy's spike-arrest maximum requests per period (the tenant's limit)."
+    )
+    throttle_mode: Literal["windowed", "smoothed"] = Field(
+        "windowed",
+        description="`smoothed` when the policy spaces requests evenly (spike arrest: one per period/N): the budget "
+        "then never bursts; use a utilisation of about 0.85 for timing margin.",
     )
     budget_utilisation: float = Field(0.96, gt=0, le=1, description="Share of the policy limit the budget paces at.")
     interactive_reserve: int = Field(1, ge=0, description="Permits kept back for interactive callers.")
@@ -55,8 +63,16 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             max_requests_per_period=settings.throttle_max_requests,
             utilisation=settings.budget_utilisation,
             interactive_reserve=settings.interactive_reserve,
+            smoothed=settings.throttle_mode == "smoothed",
         )
     )
+    if budget.policy.worst_case_per_period > budget.policy.max_requests_per_period:
+        log.warning(
+            "the budget may send %.0f requests in one period, more than the policy's %d: lower "
+            "M3B_BUDGET_UTILISATION or M3B_INTERACTIVE_RESERVE",
+            budget.policy.worst_case_per_period,
+            budget.policy.max_requests_per_period,
+        )
     desk: dict[str, LeaseDesk] = {}
 
     async def credentials_ready() -> str | None:

@@ -5,12 +5,15 @@ queue per priority. Shaped to the Gateway's throttling policy:
 
 - permits accrue at `utilisation * max_requests / period`, evenly, so a smoothing (spike-arrest) policy
   sees a steady pace rather than bursts;
-- the bucket holds at most `interactive_reserve + 1` permits and only interactive callers may take the
-  reserve, so a rep's lookup finds a permit waiting even while bulk loads saturate the rest. In any window of
-  one period the bridge sends at most `utilisation * max + reserve + 1` requests: keep that ≤ max;
+- the bucket holds at most `interactive_reserve + 1 + burst_slack` permits and only interactive callers may
+  take the reserve, so a rep's lookup finds a permit waiting even while bulk loads saturate the rest. The
+  slack keeps permits that accrue while the dispatcher wakes up late (a busy event loop) from being lost at
+  the cap. In any window of one period the bridge sends at most `utilisation * max + reserve + 1 + slack`
+  requests (`worst_case_per_period`): keep that ≤ max;
 - strict priority among waiters: interactive, then transactional, then bulk (FIFO within each);
-- a reported 429 pauses everyone (Retry-After, else one period) and lowers the pace; the pace recovers in
-  steps while no 429 comes. Reports arriving together count as one.
+- a reported 429 pauses everyone (Retry-After, else one period but at most 5 s) and lowers the pace; the
+  pace recovers in steps while no 429 comes. Reports arriving together count as one;
+- for a smoothing (spike-arrest) policy the bucket holds one permit: no bursts at all.
 """
 
 from __future__ import annotations
@@ -37,18 +40,37 @@ class BudgetPolicy:
     max_requests_per_period: int = 50
     utilisation: float = 0.96
     interactive_reserve: int = 1
-    backoff_factor: float = 0.7
+    burst_slack: int = 1
+    # "smoothed": the Gateway spaces requests (spike arrest: one per period/N), so the budget never bursts:
+    # no reserve in the bucket, no slack; interactive callers still go first in the queue.
+    smoothed: bool = False
+    backoff_factor: float = 0.85
     min_rate_fraction: float = 0.1
     recovery_step_fraction: float = 0.05
-    recovery_interval_s: float = 5.0
+    recovery_interval_s: float = 2.0
+    # A 429 without Retry-After: pause this long (at most one period), then the lowered pace takes over.
+    pause_without_retry_after_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.period_s <= 0 or self.max_requests_per_period < 1:
             raise ValueError("the throttling period and maximum requests must be positive")
         if not 0 < self.utilisation <= 1:
             raise ValueError("utilisation must be in (0, 1]")
-        if self.interactive_reserve < 0:
-            raise ValueError("interactive_reserve must be ≥ 0")
+        if self.interactive_reserve < 0 or self.burst_slack < 0:
+            raise ValueError("interactive_reserve and burst_slack must be ≥ 0")
+
+    @property
+    def worst_case_per_period(self) -> float:
+        """The most requests the budget can let through in any window of one period."""
+        return self.utilisation * self.max_requests_per_period + self.capacity
+
+    @property
+    def capacity(self) -> float:
+        return 1.0 if self.smoothed else float(self.interactive_reserve + 1 + self.burst_slack)
+
+    @property
+    def reserve(self) -> int:
+        return 0 if self.smoothed else self.interactive_reserve
 
     @property
     def rate(self) -> float:
@@ -77,7 +99,7 @@ class RateBudget:
         self.policy = policy
         self._clock = clock
         self._rate = policy.rate
-        self._capacity = float(policy.interactive_reserve + 1)
+        self._capacity = policy.capacity
         self._tokens = self._capacity
         self._updated = clock()
         self._paused_until = 0.0
@@ -117,7 +139,11 @@ class RateBudget:
         """A 429 came back from the Gateway: pause everyone and slow down. Returns whether the pace was lowered
         (reports within one period of the last reduction only extend the pause)."""
         now = self._clock()
-        pause = retry_after_s if retry_after_s is not None else self.policy.period_s
+        pause = (
+            retry_after_s
+            if retry_after_s is not None
+            else min(self.policy.period_s, self.policy.pause_without_retry_after_s)
+        )
         self._paused_until = max(self._paused_until, now + pause)
         self._refill(now)
         self._tokens = min(self._tokens, 0.0)
@@ -192,7 +218,7 @@ class RateBudget:
             priority, waiter = head
             # Others must leave the reserve in the bucket; a lease of several permits is granted once the first
             # is affordable and the rest is paid off before anyone else is served (tokens go negative).
-            needed = 1.0 if priority is Priority.INTERACTIVE else 1.0 + self.policy.interactive_reserve
+            needed = 1.0 if priority is Priority.INTERACTIVE else 1.0 + self.policy.reserve
             if now >= self._paused_until and self._tokens >= needed:
                 self._queues[priority].popleft()
                 self._tokens -= waiter.permits

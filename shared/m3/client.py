@@ -280,7 +280,9 @@ class M3Client:
                 body = response.json()
             except ValueError:
                 body = None
-        if status == 200 and body is not None:
+        # Whether a bulk request with failed transactions answers 200 or 400 is not documented: read both.
+        bulk_answer = transaction == "bulk" and isinstance(body, dict) and isinstance(body.get("results"), list)
+        if (status == 200 and body is not None) or (status == 400 and bulk_answer):
             try:
                 if transaction != "bulk":
                     wire.parse_v1(body, program, transaction)  # raises on NOK

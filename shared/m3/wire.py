@@ -28,6 +28,8 @@ from shared.m3.metadata import FieldSpec
 # The exact text M3 uses for a Connect API Authorization denial is not published; these are the forms seen.
 _DENIED_TEXT = re.compile(r"not\s+authori[sz]ed|no\s+authori[sz]ation|authori[sz]ation\s+(denied|required)", re.I)
 DENIED_CODES = frozenset({"XAU0008", "SES0005", "SES0001"})
+# Whether M3 answers an unknown transaction with HTTP 404 or with a 200 body of this type is not documented.
+NOT_FOUND_TYPES = frozenset({"TransactionNotFound", "ProgramNotFound"})
 
 
 def v1_path(
@@ -91,6 +93,8 @@ def parse_v1(body: Any, program: str, transaction: str) -> tuple[list[dict[str, 
         raise M3TransientError("answer is not a JSON object", program=program, transaction=transaction)
     error = body.get("ErrorMessage") if isinstance(body.get("ErrorMessage"), dict) else body
     if isinstance(error, dict) and (error.get("@type") or "Message" in error) and "MIRecord" not in error:
+        if error.get("@type") in NOT_FOUND_TYPES:
+            raise M3NotFoundError(str(error.get("Message") or error["@type"]), program=program, transaction=transaction)
         raise nok_error(
             str(error.get("Message") or error.get("@type") or "NOK"),
             str(error.get("@code") or error.get("@type") or ""),
@@ -121,7 +125,7 @@ def v2_result_error(result: Mapping[str, Any], program: str, transaction: str) -
         return None
     error_type = str(result.get("errorType") or "")
     message = str(result.get("errorMessage") or error_type or "failed")
-    if error_type in ("TransactionNotFound", "ProgramNotFound"):
+    if error_type in NOT_FOUND_TYPES:
         return M3NotFoundError(message, program=program, transaction=transaction)
     return nok_error(
         message, str(result.get("errorCode") or error_type), str(result.get("errorField") or ""), program, transaction

@@ -2,6 +2,7 @@
 machine can only make easier to meet, never about how fast something ran."""
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -21,7 +22,8 @@ def max_in_any_window(times: list[float], window: float) -> int:
 
 
 async def test_grants_never_exceed_the_policy_in_any_window() -> None:
-    policy = BudgetPolicy(period_s=0.2, max_requests_per_period=10, utilisation=0.8, interactive_reserve=1)
+    policy = BudgetPolicy(period_s=0.2, max_requests_per_period=10, utilisation=0.7, interactive_reserve=1)
+    assert policy.worst_case_per_period == 10
     budget = RateBudget(policy)
     granted: list[float] = []
 
@@ -33,7 +35,7 @@ async def test_grants_never_exceed_the_policy_in_any_window() -> None:
     await asyncio.gather(*(caller(p) for p in (Priority.BULK, Priority.BULK, Priority.TRANSACTIONAL)))
     await budget.close()
     assert len(granted) == 24
-    # utilisation x max + reserve + 1 = 8 + 2 = 10 = the Gateway's maximum per period.
+    # utilisation x max + reserve + 1 + slack = 7 + 3 = 10 = the Gateway's maximum per period.
     assert max_in_any_window(granted, policy.period_s) <= policy.max_requests_per_period
 
 
@@ -55,8 +57,10 @@ async def test_interactive_overtakes_queued_bulk() -> None:
 
 
 async def test_the_reserve_is_kept_for_interactive() -> None:
-    budget = RateBudget(BudgetPolicy(period_s=10.0, max_requests_per_period=1, utilisation=1.0, interactive_reserve=1))
-    # The bucket starts full with reserve + 1 = 2 permits: bulk may take one, never the reserve.
+    policy = BudgetPolicy(period_s=10.0, max_requests_per_period=1, utilisation=1.0, interactive_reserve=1)
+    budget = RateBudget(policy)
+    # The bucket starts full with reserve + 1 + slack = 3 permits: bulk may take two, never the reserve.
+    await budget.acquire(Priority.BULK, max_wait_s=1)
     await budget.acquire(Priority.BULK, max_wait_s=1)
     with pytest.raises(BudgetTimeoutError):
         await budget.acquire(Priority.BULK, max_wait_s=0.05)
@@ -101,7 +105,7 @@ async def test_pace_recovers_in_steps_after_throttling() -> None:
 
 
 async def test_timed_out_waiters_leave_the_queue() -> None:
-    budget = RateBudget(BudgetPolicy(period_s=100.0, max_requests_per_period=1, interactive_reserve=0))
+    budget = RateBudget(BudgetPolicy(period_s=100.0, max_requests_per_period=1, interactive_reserve=0, burst_slack=0))
     await budget.acquire(Priority.BULK)
     with pytest.raises(BudgetTimeoutError, match="bulk"):
         await budget.acquire(Priority.BULK, max_wait_s=0.05)
@@ -109,8 +113,29 @@ async def test_timed_out_waiters_leave_the_queue() -> None:
     await budget.close()
 
 
+async def test_smoothed_policies_get_no_bursts() -> None:
+    policy = BudgetPolicy(period_s=0.1, max_requests_per_period=10, utilisation=0.8, smoothed=True)
+    assert policy.capacity == 1
+    budget = RateBudget(policy)
+    granted: list[float] = []
+    for _ in range(6):
+        await budget.acquire(Priority.BULK, max_wait_s=5)
+        granted.append(time.monotonic())
+    await budget.close()
+    # One at once from the full bucket, then one every period / (utilisation x N) = 12.5 ms, never closer.
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
+    assert min(gaps) >= 0.0125 * 0.95
+
+
 def test_policy_is_validated() -> None:
     with pytest.raises(ValueError, match="utilisation"):
         BudgetPolicy(utilisation=1.5)
     with pytest.raises(ValueError, match="positive"):
         BudgetPolicy(max_requests_per_period=0)
+
+
+async def test_without_retry_after_a_long_period_pauses_at_most_five_seconds() -> None:
+    budget = RateBudget(BudgetPolicy(period_s=60.0, max_requests_per_period=3000))
+    budget.throttled(retry_after_s=None)
+    assert 4.9 < budget.snapshot().paused_for_s <= 5.0
+    await budget.close()

@@ -89,6 +89,11 @@ def test_authorization_denials_are_not_payload_errors() -> None:
         wire.parse_v1({"@type": "ServerReturnedNOK", "Message": "User M3SVC is not authorized"}, "X", "Y")
 
 
+def test_v1_unknown_transaction_body_is_not_found() -> None:
+    with pytest.raises(M3NotFoundError):
+        wire.parse_v1({"@type": "TransactionNotFound", "Message": "Transaction Upd does not exist"}, "CRS610MI", "Upd")
+
+
 def test_v2_errors() -> None:
     result = {"transaction": "AddBatchLine", "errorMessage": "Item ABC does not exist", "errorCode": "WIT0103",
               "errorField": "ITNO", "errorType": "ServerReturnedNOK"}  # fmt: skip

@@ -501,15 +501,22 @@ async def test_real_m3_router_behind_the_gateway() -> None:
     m3 = pytest.importorskip("simulators.ion.m3")
     if not hasattr(m3, "m3_router"):  # the package is still being written
         pytest.skip("simulators.ion.m3 does not export m3_router yet")
-    app = create_app(IonSimConfig(throttle=NO_THROTTLE, m3={"seed": 42, "customers": 5, "items": 5}))
+    m3_config = {"seed": 42, "customers": 5, "items": 5, "authorization_enabled": True}
+    app = create_app(IonSimConfig(throttle=NO_THROTTLE, m3=m3_config))
     config = creds(app)
+    url = f"{M3}/execute/CRS610MI/LstByNumber;maxrecs=2"
     async with client_for(app) as client:
         token = (await password_token(client, config))["access_token"]
-        unauthorized = await client.get(f"{M3}/execute/CRS610MI/LstByNumber")
-        grant = await client.post("/__admin/grants", json={"user": config.saak})
-        response = await client.get(f"{M3}/execute/CRS610MI/LstByNumber", headers=bearer(token))
+        unauthorized = await client.get(url)
+        denied = await client.get(url, headers=bearer(token))  # authorization mode: nothing until granted
+        grant = await client.post("/__admin/grants", json={"user": config.saak, "program": "CRS610MI"})
+        response = await client.get(url, headers=bearer(token))
     assert unauthorized.status_code == 401
+    assert denied.json()["@type"] == "ServerReturnedNOK"
+    assert "MIRecord" not in denied.json()
     assert grant.status_code == 200
     assert response.status_code == 200
-    assert response.json()["Program"] == "CRS610MI"
-    assert app.state.ion.gateway.stats.accepted_by_user == {config.saak: 1}
+    body = response.json()
+    assert body["Program"] == "CRS610MI"
+    assert len(body["MIRecord"]) == 2
+    assert app.state.ion.gateway.stats.accepted_by_user == {config.saak: 2}
