@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint fmt docs bench venv clean help
+.PHONY: run test test-unit lint fmt docs bench keys venv clean help
 
 help:
 	@echo "make run    - the embedded stack: broker, state, every service (Ctrl-C stops it)"
@@ -41,6 +41,9 @@ fmt: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/m3bridge docs
+
+keys: $(STAMP)
+	$(BIN)/m3bridge keys --out deploy/secrets
 
 # Benchmarks print figures and ratios; targets are judged by reading them, never by the test suite.
 bench: $(STAMP)

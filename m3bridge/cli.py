@@ -1,10 +1,11 @@
-"""`m3bridge`: run a service, the embedded stack, migrations, topic creation, the AsyncAPI document.
+"""`m3bridge`: run a service, the embedded stack, migrations, topic creation, documents, keys.
 
 m3bridge serve order-writer     one service (what each container runs)
 m3bridge run                    the embedded stack (`make run`)
 m3bridge migrate                bring the state store to the newest schema
 m3bridge topics                 create the bridge's topics that are missing
 m3bridge docs [--check]         regenerate docs/asyncapi.json and the README settings table
+m3bridge keys --out DIR         generate token-service keys as secret files for docker compose
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 
 def _serve(options: argparse.Namespace) -> int:
@@ -63,6 +65,31 @@ def _docs(options: argparse.Namespace) -> int:
     return 1 if options.check and stale else 0
 
 
+def _keys(options: argparse.Namespace) -> int:
+    import json
+    import os
+    import secrets
+
+    from services import m3_callers
+
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    callers = m3_callers()
+    keys = {name: secrets.token_urlsafe(32) for name in callers}
+    files = {out / "service-keys.json": json.dumps(keys, indent=2) + "\n"}
+    files |= {out / f"{name}.key": key for name, key in keys.items()}
+    existing = [path for path in files if path.exists()]
+    if existing and not options.force:
+        print(f"{existing[0]} exists; --force replaces all keys (restart every service afterwards)", file=sys.stderr)
+        return 1
+    for path, text in files.items():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+    print(f"wrote {len(files)} key files to {out} (mode 0600); never commit them")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from services import SERVICES
 
@@ -90,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     docs = commands.add_parser("docs", help="regenerate docs/asyncapi.json and the README settings table")
     docs.add_argument("--check", action="store_true", help="fail if the committed documents are stale")
     docs.set_defaults(handler=_docs)
+
+    keys = commands.add_parser("keys", help="generate token-service keys (service-keys.json + <service>.key)")
+    keys.add_argument("--out", type=Path, default=Path("deploy/secrets"), help="folder to write them to")
+    keys.add_argument("--force", action="store_true", help="replace existing keys")
+    keys.set_defaults(handler=_keys)
 
     options = parser.parse_args(argv)
     result: int = options.handler(options)

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from m3bridge import tansu
-from services import SERVICES
+from services import SERVICES, m3_callers
 from shared.state import db
 from shared.topics import ensure_topics
 
@@ -199,7 +199,7 @@ class Supervisor:
         await self._spawn(ion, len(self.children))
 
         # Each service gets its own key for token-service; they live only in these processes' environments.
-        keys = {name: secrets.token_urlsafe(24) for name in SERVICES}
+        keys = {name: secrets.token_urlsafe(24) for name in m3_callers()}
         base_env = {
             **os.environ,
             "M3B_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -219,9 +219,9 @@ class Supervisor:
                 **base_env,
                 "M3B_HTTP_PORT": str(ports[entry.name]),
                 "M3B_INSTANCE_ID": f"local-{entry.name}",
-                "M3B_TOKEN_SERVICE_URL": token_service_url,
-                "M3B_TOKEN_SERVICE_KEY": keys[entry.name],
             }
+            if entry.name in keys:
+                env |= {"M3B_TOKEN_SERVICE_URL": token_service_url, "M3B_TOKEN_SERVICE_KEY": keys[entry.name]}
             if entry.name == "token-service":
                 env |= {"M3B_ION_API_FILE": str(ionapi), "M3B_SERVICE_KEYS": json.dumps(keys)}
             child = Child(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shared.runtime import ServiceRuntime
+    from shared.settings import BridgeSettings
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,25 @@ SERVICES: dict[str, ServiceEntry] = {
 }
 
 
-def settings_classes() -> dict[str, type]:
+def settings_classes() -> dict[str, type[BridgeSettings]]:
     """Each service's settings class (the `BridgeSettings` subclass its `app.py` defines)."""
-    from shared.settings import BridgeSettings
+    from shared.settings import BridgeSettings, M3CallerSettings
 
-    found: dict[str, type] = {}
+    found: dict[str, type[BridgeSettings]] = {}
     for entry in SERVICES.values():
         module = importlib.import_module(entry.module)
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, BridgeSettings) and value is not BridgeSettings:
+            if (
+                isinstance(value, type)
+                and issubclass(value, BridgeSettings)
+                and value not in (BridgeSettings, M3CallerSettings)
+            ):
                 found[entry.name] = value
     return found
+
+
+def m3_callers() -> list[str]:
+    """The services that call M3, so need a token-service key: those whose settings are M3CallerSettings."""
+    from shared.settings import M3CallerSettings
+
+    return [name for name, cls in settings_classes().items() if issubclass(cls, M3CallerSettings)]

@@ -30,6 +30,7 @@ class Health:
         self.checks[name] = check
 
     def set_detail(self, key: str, value: Any) -> None:
+        """`value` may be a callable, read each time /healthz is asked (for live figures)."""
         self.details[key] = value
 
     async def readiness(self, timeout_s: float = 2.0) -> tuple[bool, dict[str, str]]:
@@ -54,5 +55,5 @@ class Health:
             "service": self.service,
             "status": "stopping" if self.stopping else "alive",
             "uptime_s": round(time.time() - self.started_at, 1),
-            **self.details,
+            **{key: value() if callable(value) else value for key, value in self.details.items()},
         }

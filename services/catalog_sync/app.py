@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from shared.runtime import ServiceRuntime
-from shared.settings import BridgeSettings
+from shared.settings import M3CallerSettings
 
 
-class CatalogSyncSettings(BridgeSettings):
+class CatalogSyncSettings(M3CallerSettings):
     service_name: str = "catalog-sync"
 
 

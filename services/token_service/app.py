@@ -76,10 +76,14 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
     desk: dict[str, LeaseDesk] = {}
 
     async def credentials_ready() -> str | None:
+        # Ready while a valid token is held, even if refreshing it fails: callers keep working meanwhile,
+        # and /healthz shows the failing refresh.
         if "desk" not in desk:
             return f"no usable .ionapi file at {settings.ion_api_file}"
         keeper = desk["desk"].keeper
-        return None if keeper.last_error is None else f"token fetch failing: {keeper.last_error}"
+        if keeper.holds_valid_token() or keeper.last_error is None:
+            return None
+        return f"no valid token and fetching one fails: {keeper.last_error}"
 
     runtime.health.add_check("ion_token", credentials_ready)
 
@@ -94,6 +98,8 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
         keeper = TokenKeeper(credentials, refresh_ahead_s=settings.refresh_ahead_s)
         desk["desk"] = LeaseDesk(budget, keeper, credentials.m3_base_url)
         runtime.health.set_detail("credentials", {"tenant": credentials.tenant, "grant": credentials.grant_type})
+        runtime.health.set_detail("token", keeper.status)
+        runtime.health.set_detail("budget", desk["desk"].status)
         # The first lease should not wait for the IdP; a failure is logged, shown in readiness, retried by leases.
         with contextlib.suppress(TokenUnavailableError):
             await keeper.token()

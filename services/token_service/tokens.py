@@ -85,8 +85,11 @@ class TokenKeeper:
         if current is not None and now < current.refresh_at:
             return current
         refresh = self._start_refresh()
-        if current is not None and now < current.expires_at - 5:
-            return current  # still valid: the refresh runs in the background
+        # Still valid long enough to be used: hand it out while the refresh runs in the background. The margin
+        # keeps a token from expiring in flight; it is a quarter of the refresh window, at most 5 s.
+        margin = min(5.0, (current.expires_at - current.refresh_at) / 4) if current is not None else 0.0
+        if current is not None and now < current.expires_at - margin:
+            return current
         return await asyncio.shield(refresh)
 
     async def invalidate(self, fingerprint: str | None) -> bool:
@@ -117,6 +120,9 @@ class TokenKeeper:
         if self._refresh is not None and not self._refresh.done():
             self._refresh.cancel()
         await self._oauth.aclose()
+
+    def holds_valid_token(self) -> bool:
+        return self._current is not None and time.time() < self._current.expires_at
 
     def status(self) -> dict[str, object]:
         current = self._current

@@ -185,3 +185,42 @@ def test_refresh_happens_before_expiry(tmp_path: Path, kafka_bootstrap: str) -> 
     finally:
         service.stop()
         sim.stop()
+
+
+def test_token_service_keeps_serving_while_the_idp_fails(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """While refreshing fails, the valid token is still leased and readiness stays green; /healthz says the
+    refresh is failing; once the token has expired, leases and readiness fail with the reason."""
+    import time
+
+    sim = start_ion(tmp_path, {"token_ttl_s": 10})  # refreshed in its last fifth: the last 2 s
+    service = start_token_service(sim, kafka_bootstrap, KEYS)
+    auth = {"Authorization": f"Bearer {KEYS['order-writer']}"}
+
+    def lease() -> httpx.Response:
+        return httpx.post(f"{service.url}/v1/leases", json={"priority": "interactive"}, headers=auth, timeout=10)
+
+    def token_status() -> dict[str, str]:
+        status: dict[str, str] = httpx.get(f"{service.url}/healthz", timeout=5).json()["token"]
+        return status
+
+    try:
+        sim.stop()  # the IdP is gone
+        remaining = float(token_status()["token"].removeprefix("valid for ").removesuffix("s"))
+        time.sleep(max(0.0, remaining - 1.5))  # inside the refresh window, 1.5 s before expiry
+        assert lease().status_code == 200  # hands out the valid token and starts a refresh, which fails
+        time.sleep(0.3)
+        status = token_status()
+        assert status["refresh"].startswith("failing")
+        assert status["token"].startswith("valid for")
+        assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
+        assert lease().status_code == 200
+        time.sleep(1.5)  # now it has expired
+        expired = lease()
+        assert expired.status_code == 503
+        assert expired.json()["error"] == "token_unavailable"
+        ready = httpx.get(f"{service.url}/readyz", timeout=5)
+        assert ready.status_code == 503
+        assert "fetching one fails" in ready.json()["checks"]["ion_token"]
+    finally:
+        service.stop()
+        sim.stop()

@@ -20,7 +20,7 @@ from jsonschema import Draft201909Validator
 from prometheus_client import REGISTRY, CollectorRegistry
 
 import shared.metrics
-from services import SERVICES
+from services import SERVICES, m3_callers, settings_classes
 from shared.settings import ENV_PREFIX, BridgeSettings
 
 pytestmark = pytest.mark.unit
@@ -163,7 +163,7 @@ def test_ionapi_secret_goes_to_token_service_only(
         secrets = [s if isinstance(s, str) else s["source"] for s in service.get("secrets") or []]
         env = _environment(service)
         if name == "token-service":
-            assert secrets == ["ionapi"]
+            assert secrets == ["ionapi", "service-keys"]
             assert env["ION_API_FILE"] == "/run/secrets/ionapi"
         else:
             assert "ionapi" not in secrets, f"{name} must not see the .ionapi credentials"
@@ -178,16 +178,29 @@ def test_ionapi_files_are_ignored_by_git() -> None:
 
 
 def test_compose_env_keys_are_settings(compose_services: dict[str, dict[str, Any]]) -> None:
-    fields = {name.lower() for name in BridgeSettings.model_fields}
+    """Every M3B_* variable a container gets is a field of that service's settings class (jobs: the shared one)."""
+    classes = settings_classes()
     unknown = {
         f"{compose_name}: {key}"
         for compose_name, service in compose_services.items()
         for key in _environment(service)
         if key.upper().startswith(ENV_PREFIX)
         and key.upper() not in SETTINGS_LOCATION_KEYS
-        and key[len(ENV_PREFIX) :].lower() not in fields
+        and key[len(ENV_PREFIX) :].lower() not in classes.get(compose_name, BridgeSettings).model_fields
     }
-    assert not unknown, f"not fields of BridgeSettings: {sorted(unknown)}"
+    assert not unknown, f"not settings of the service they are given to: {sorted(unknown)}"
+
+
+def test_only_m3_callers_get_a_token_service_key(
+    compose: dict[str, Any], compose_services: dict[str, dict[str, Any]]
+) -> None:
+    for name, service in compose_services.items():
+        targets = {s["target"]: s["source"] for s in service.get("secrets") or [] if isinstance(s, dict)}
+        if name in m3_callers():
+            assert targets.get("m3b_token_service_key") == f"{name}-key"
+            assert compose["secrets"][f"{name}-key"]["file"] == f"./deploy/secrets/{name}.key"
+        else:
+            assert "m3b_token_service_key" not in targets, name
 
 
 def test_compose_env_values_are_valid_settings(

@@ -34,6 +34,15 @@ async def test_a_hanging_or_crashing_check_is_a_reading_not_a_crash() -> None:
     assert checks == {"slow": "check timed out after 0.05s", "boom": "ConnectionError: refused"}
 
 
+def test_live_details_are_read_when_asked() -> None:
+    health = Health("svc")
+    figures = {"n": 1}
+    health.set_detail("live", lambda: dict(figures))
+    assert health.liveness()["live"] == {"n": 1}
+    figures["n"] = 2
+    assert health.liveness()["live"] == {"n": 2}
+
+
 async def test_not_ready_while_stopping() -> None:
     health = Health("svc")
     health.stopping = True
