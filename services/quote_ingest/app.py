@@ -1,23 +1,208 @@
-"""quote-ingest wiring: settings, broker, HTTP app."""
+"""quote-ingest wiring: the QuoteWerks webhook endpoint, the fallback poller, order results written back."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
 
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from faststream import AckPolicy
+from faststream.kafka.message import KafkaMessage
+from prometheus_client import Counter
+from pydantic import BaseModel, Field, SecretStr
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from services.quote_ingest.ingest import Ingest, IngestRules
+from services.quote_ingest.webhooks import RejectedDeliveryError, WebhookAuth, authenticate, parse
+from shared.contracts import OrderResult
+from shared.dead_letters import dead_letter, send_to_dead_letters
+from shared.kafka import publish
+from shared.quotewerks import DocumentError, QuoteWerksClient, QuoteWerksError
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
+from shared.topics import ORDER_RESULT, Topic
+
+log = logging.getLogger(__name__)
+
+deliveries_total = Counter(
+    "m3bridge_webhook_deliveries_total", "QuoteWerks webhook deliveries by outcome.", ["outcome"]
+)
+write_backs_total = Counter("m3bridge_quote_write_backs_total", "Order results written back, by outcome.", ["outcome"])
 
 
 class QuoteIngestSettings(BridgeSettings):
     service_name: str = "quote-ingest"
+    quotewerks_url: str = Field("http://127.0.0.1:8300", description="Base URL of the QuoteWerks API adapter.")
+    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks API adapter.")
+    webhook_secret_header: str = Field(
+        "X-M3Bridge-Webhook-Secret", description="Custom header the QuoteWerks webhook sends the shared secret in."
+    )
+    webhook_secret: SecretStr = Field(SecretStr(""), description="The shared secret QuoteWerks webhooks carry.")
+    webhook_signature_header: str = Field(
+        "X-M3Bridge-Signature", description="Header with `t=<unix>,v1=<hmac-sha256 hex>` from producers that sign."
+    )
+    webhook_signing_secret: SecretStr = Field(SecretStr(""), description="HMAC key for signed deliveries.")
+    webhook_tolerance_s: float = Field(300.0, gt=0, description="How old a signed delivery may be.")
+    webhook_max_bytes: int = Field(65_536, ge=1024, description="Largest webhook body accepted.")
+    approval_events: list[str] = Field(
+        default_factory=lambda: ["QuoteValet.Accepted"], description="Webhook events that mean a quote is approved."
+    )
+    approved_statuses: list[str] = Field(
+        default_factory=lambda: ["Accepted"], description="DocStatus values that mean approved (free text in QW)."
+    )
+    poll_interval_s: float = Field(0.0, ge=0, description="Poll for approved quotes this often; 0 = webhooks only.")
+    writeback_order_field: str = Field("CustomText01", description="Quote header field for the M3 order number.")
+    writeback_status_field: str = Field("CustomText02", description="Quote header field for the M3 outcome text.")
+    writeback_doc_status: str = Field("", description="DocStatus to set once the M3 order exists; empty = leave it.")
 
 
 def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntime:
+    settings = settings or QuoteIngestSettings()
     runtime = ServiceRuntime(
-        settings or QuoteIngestSettings(),
+        settings,
         title="M3 Bridge quote-ingest",
         description="Receives QuoteWerks approvals and customer changes, publishes them, writes order numbers back.",
         uses_state=True,
     )
-    runtime.not_built_yet(
-        "QuoteWerks webhooks and poller to quotewerks.quote.approved.v1; order numbers written back", issue=4
+    auth = WebhookAuth(
+        secret_header=settings.webhook_secret_header,
+        shared_secret=settings.webhook_secret.get_secret_value(),
+        signature_header=settings.webhook_signature_header,
+        signing_secret=settings.webhook_signing_secret.get_secret_value(),
+        tolerance_s=settings.webhook_tolerance_s,
+    )
+    if not auth.shared_secret and not auth.signing_secret:
+        log.warning("no webhook secret configured: every webhook delivery will be refused")
+    parts: dict[str, object] = {}
+
+    async def publish_to(topic: Topic, payload: BaseModel, key: str) -> None:
+        await publish(runtime.broker, topic, payload, key=key, max_bytes=settings.kafka_max_request_size)
+
+    def ingest() -> Ingest:
+        found = parts.get("ingest")
+        if not isinstance(found, Ingest):
+            raise RuntimeError("quote-ingest is not started")
+        return found
+
+    @runtime.on_startup
+    async def start() -> None:
+        http = httpx.AsyncClient()
+        parts["http"] = http
+        assert runtime.engine is not None
+        parts["ingest"] = Ingest(
+            QuoteWerksClient(settings.quotewerks_url, settings.quotewerks_api_key, http=http),
+            runtime.engine,
+            publish_to,
+            IngestRules(
+                approval_events=settings.approval_events,
+                approved_statuses=settings.approved_statuses,
+                order_number_field=settings.writeback_order_field,
+                order_status_field=settings.writeback_status_field,
+                created_doc_status=settings.writeback_doc_status,
+            ),
+        )
+        if settings.poll_interval_s > 0:
+            parts["poller"] = asyncio.create_task(poll_forever(), name="quotewerks-poller")
+
+    @runtime.on_shutdown
+    async def stop() -> None:
+        poller = parts.get("poller")
+        if isinstance(poller, asyncio.Task):
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        http = parts.get("http")
+        if isinstance(http, httpx.AsyncClient):
+            await http.aclose()
+
+    async def poll_forever() -> None:
+        since: datetime | None = None
+        while True:
+            try:
+                published, since = await ingest().poll(since)
+                if published:
+                    log.info("poller published %d approved quotes", published)
+            except (QuoteWerksError, DocumentError) as exc:
+                log.warning("poll failed: %s", exc)
+            await asyncio.sleep(settings.poll_interval_s)
+
+    @runtime.app.post(
+        "/webhooks/quotewerks",
+        tags=["webhooks"],
+        summary="QuoteWerks webhook (QuoteValet.Accepted, status and customer changes)",
+        responses={401: {"description": "not authenticated"}, 409: {"description": "already received"}},
+    )
+    async def webhook(request: Request) -> JSONResponse:
+        try:
+            body = await read_limited(request, settings.webhook_max_bytes)
+            authenticate(request.headers, body, auth)
+            delivery = parse(body)
+            result = await ingest().delivery(delivery)
+        except RejectedDeliveryError as exc:
+            deliveries_total.labels(exc.reason).inc()
+            return JSONResponse({"status": "rejected", "reason": exc.reason, "detail": str(exc)}, exc.status)
+        except QuoteWerksError as exc:
+            deliveries_total.labels("quotewerks_error").inc()
+            # Retryable: answer 503 so QuoteWerks delivers again; otherwise the document cannot be read.
+            status = 503 if exc.retryable else 422
+            return JSONResponse({"status": "not processed", "detail": str(exc)}, status)
+        except DocumentError as exc:
+            deliveries_total.labels("invalid_document").inc()
+            return JSONResponse({"status": "invalid document", "detail": str(exc)}, 422)
+        deliveries_total.labels(result.outcome).inc()
+        status = {"published": 202, "ignored": 200, "duplicate": 409}[result.outcome]
+        return JSONResponse({"status": result.outcome, "detail": result.detail}, status)
+
+    @runtime.broker.subscriber(
+        ORDER_RESULT.name,
+        **runtime.subscriber_options("m3bridge.quote-ingest"),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="quote-ingest/order-results",
+        description="Writes the M3 order number and outcome back onto the QuoteWerks quote.",
+    )
+    async def on_order_result(result: OrderResult, message: KafkaMessage) -> None:
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(5),
+                wait=wait_exponential_jitter(initial=0.5, max=10),
+                retry=retry_if_exception(lambda e: isinstance(e, QuoteWerksError) and e.retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    await ingest().write_back(result)
+        except QuoteWerksError as exc:
+            write_backs_total.labels("dead_lettered").inc()
+            letter = dead_letter(
+                message, service=settings.service_name, error_class="quotewerks", error_message=str(exc),
+                attempts=attempts, details={"doc_no": result.doc_no, "status": exc.status},
+            )  # fmt: skip
+            await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
+            log.error("could not write %s back to quote %s: %s (dead-lettered)", result.outcome, result.doc_no, exc)
+            return
+        write_backs_total.labels(result.outcome).inc()
+
+    runtime.health.set_detail(
+        "logic",
+        {
+            "webhook": "/webhooks/quotewerks",
+            "poller": f"every {settings.poll_interval_s:g}s" if settings.poll_interval_s else "off",
+        },
     )
     return runtime
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RejectedDeliveryError(413, "too_large", f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise RejectedDeliveryError(413, "too_large", f"body over {limit} bytes")
+    return bytes(body)

@@ -1,0 +1,130 @@
+"""What quote-ingest does with a delivery, a poll and an order result; no HTTP or Kafka wiring here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.quote_ingest.webhooks import Delivery
+from shared.contracts import OrderResult
+from shared.quotewerks import QuoteWerksClient, customer_from_contact, quote_from_document
+from shared.state import deliveries
+from shared.topics import QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED, Topic
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Topic, BaseModel, str], Awaitable[None]]
+"""Publishes to a topic with a key and returns once the broker acknowledged."""
+
+Outcome = Literal["published", "duplicate", "ignored"]
+
+
+@dataclass(frozen=True)
+class IngestRules:
+    approval_events: Sequence[str]
+    approved_statuses: Sequence[str]
+    order_number_field: str
+    order_status_field: str
+    created_doc_status: str
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    detail: str
+
+
+class Ingest:
+    def __init__(self, quotewerks: QuoteWerksClient, engine: AsyncEngine, publish: Publish, rules: IngestRules) -> None:
+        self.quotewerks = quotewerks
+        self.engine = engine
+        self.publish = publish
+        self.rules = rules
+
+    def _approved(self, event: str, header: dict[str, Any]) -> bool:
+        statuses = {s.casefold() for s in self.rules.approved_statuses}
+        return event in self.rules.approval_events or str(header.get("DocStatus") or "").casefold() in statuses
+
+    async def delivery(self, delivery: Delivery, *, source: str = "webhook") -> Result:
+        """An authenticated delivery: fetch what it is about and publish it once. Raises QuoteWerksError
+        (retryable: QuoteWerks should retry the delivery) or DocumentError (the document itself is invalid)."""
+        if delivery.doc_no:
+            return await self._document(delivery.event, delivery.doc_no, source)
+        return await self._customer(delivery.event, delivery.customer_id, source)
+
+    async def _document(self, event: str, doc_no: str, source: str) -> Result:
+        document = await self.quotewerks.document(doc_no)
+        header = document["DocumentHeader"]
+        if str(header.get("DocType") or "QUOTE") != "QUOTE":
+            return Result("ignored", f"{doc_no} is a {header.get('DocType')}, not a quote")
+        if not self._approved(event, header):
+            return Result("ignored", f"{doc_no} status {header.get('DocStatus')!r} is not an approval")
+        # The same approval seen again (a QuoteWerks retry, a replay, the poller after the webhook) is the same
+        # document version: DocNo and its last change identify it, whatever the event name.
+        identity = f"{doc_no}|{header.get('LastModified') or ''}"
+        if await deliveries.seen(self.engine, "quote-approval", identity):
+            return Result("duplicate", f"{doc_no} (this version) was already published")
+        approved_at = _parse_time(header.get("LastModified")) or datetime.now(UTC)
+        quote = quote_from_document(document, approval_event=event or source, approved_at=approved_at)
+        await self.publish(QUOTE_APPROVED, quote, quote.doc_no)
+        await deliveries.remember(self.engine, "quote-approval", identity)
+        log.info("quote %s approved (%s via %s): published", doc_no, event, source)
+        return Result("published", f"{doc_no} published to {QUOTE_APPROVED.name}")
+
+    async def _customer(self, event: str, account: str, source: str) -> Result:
+        contact = await self.quotewerks.customer(account)
+        identity = f"{account}|{contact.get('LastModified') or ''}"
+        if await deliveries.seen(self.engine, "qw-customer", identity):
+            return Result("duplicate", f"customer {account} (this version) was already published")
+        changed_at = _parse_time(contact.get("LastModified")) or datetime.now(UTC)
+        change = customer_from_contact(contact, change="updated", changed_at=changed_at)
+        await self.publish(QUOTEWERKS_CUSTOMER_CHANGED, change, change.customer_id)
+        await deliveries.remember(self.engine, "qw-customer", identity)
+        return Result("published", f"customer {account} published via {source}")
+
+    async def poll(self, since: datetime | None) -> tuple[int, datetime | None]:
+        """The fallback when webhooks are off: approved quotes changed since `since`. Returns how many were
+        published and the newest change seen (the next `since`)."""
+        published, newest = 0, since
+        for status in self.rules.approved_statuses:
+            for header in await self.quotewerks.documents(doc_type="QUOTE", status=status, modified_since=since):
+                doc_no = str(header.get("DocNo") or "")
+                if not doc_no:
+                    continue
+                result = await self._document("poller", doc_no, "poller")
+                published += result.outcome == "published"
+                changed = _parse_time(header.get("LastModified"))
+                if changed is not None and (newest is None or changed > newest):
+                    newest = changed
+        return published, newest
+
+    async def write_back(self, result: OrderResult) -> None:
+        """Put the M3 order number and status on the quote (raises QuoteWerksError)."""
+        if result.outcome == "created":
+            status = f"M3 order {result.order_number} status {result.order_status}".strip()
+        elif result.outcome == "held":
+            status = "M3 held: " + "; ".join(p.message for p in result.problems)[:200]
+        else:
+            status = "M3 failed: " + "; ".join(p.message for p in result.problems)[:200]
+        fields = {self.rules.order_status_field: status}
+        if result.order_number:
+            fields[self.rules.order_number_field] = result.order_number
+        if result.outcome == "created" and self.rules.created_doc_status:
+            fields["DocStatus"] = self.rules.created_doc_status
+        await self.quotewerks.update_document(result.doc_no, fields)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

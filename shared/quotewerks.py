@@ -1,0 +1,209 @@
+"""The QuoteWerks client: read documents and customers, write the M3 order number back.
+
+QuoteWerks publishes no REST API; installations reach it through its database, COM or scripting. This client
+speaks the small HTTP API of our QuoteWerks side (the simulator, or an adapter at the customer's site) and is
+the only place that knows it, so a customer can swap the transport. Documents come as QuoteWerks rows
+(`DocumentHeader`, `DocumentItems`) and are turned into the bridge's contract here, at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr, ValidationError
+
+from shared.contracts import Party, QuoteApproved, QuoteLine, QuoteWerksCustomerChanged
+
+
+class QuoteWerksError(Exception):
+    """QuoteWerks refused or could not be reached; `retryable` says whether trying later can help."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class QuoteWerksClient:
+    def __init__(self, base_url: str, api_key: SecretStr, *, http: httpx.AsyncClient, timeout_s: float = 15.0) -> None:
+        self._base = base_url.rstrip("/") + "/api/v1"
+        self._key = api_key
+        self._http = http
+        self._timeout = timeout_s
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(
+                method,
+                self._base + path,
+                headers={"X-API-Key": self._key.get_secret_value()},
+                timeout=self._timeout,
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            raise QuoteWerksError(f"QuoteWerks unreachable: {type(exc).__name__}", retryable=True) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise QuoteWerksError(
+                f"QuoteWerks answered {response.status_code}", retryable=True, status=response.status_code
+            )
+        if response.status_code >= 400:
+            raise QuoteWerksError(
+                f"QuoteWerks refused {method} {path}: {response.status_code} {response.text[:200]}",
+                retryable=False,
+                status=response.status_code,
+            )
+        return response.json() if response.content else None
+
+    async def document(self, doc_no: str) -> dict[str, Any]:
+        body = await self._request("GET", f"/documents/{quote(doc_no, safe='')}")
+        if not isinstance(body, dict) or not isinstance(body.get("DocumentHeader"), dict):
+            raise QuoteWerksError(f"document {doc_no}: unexpected answer shape", retryable=False)
+        return body
+
+    async def documents(self, *, doc_type: str, status: str, modified_since: datetime | None) -> list[dict[str, Any]]:
+        params = {"DocType": doc_type, "DocStatus": status}
+        if modified_since is not None:
+            params["modified_since"] = modified_since.isoformat()
+        body = await self._request("GET", "/documents", params=params)
+        documents = body.get("documents") if isinstance(body, dict) else None
+        if not isinstance(documents, list):
+            raise QuoteWerksError("document list: unexpected answer shape", retryable=False)
+        return [d for d in documents if isinstance(d, dict)]
+
+    async def update_document(self, doc_no: str, fields: Mapping[str, str]) -> None:
+        await self._request("PATCH", f"/documents/{quote(doc_no, safe='')}", json={"fields": dict(fields)})
+
+    async def customer(self, account: str) -> dict[str, Any]:
+        body = await self._request("GET", f"/customers/{quote(account, safe='')}")
+        if not isinstance(body, dict):
+            raise QuoteWerksError(f"customer {account}: unexpected answer shape", retryable=False)
+        return body
+
+
+# --- QuoteWerks rows → contracts ---------------------------------------------------------------------------
+
+_PARTY_COLUMNS = {
+    "company": "Company",
+    "contact": "Contact",
+    "title": "Title",
+    "address1": "Address1",
+    "address2": "Address2",
+    "address3": "Address3",
+    "city": "City",
+    "state": "State",
+    "postal_code": "PostalCode",
+    "country": "Country",
+    "phone_number": "PhoneNumber",
+    "email": "Email",
+    "cm_account_no": "CMAccountNo",
+}
+
+
+class DocumentError(ValueError):
+    """The document cannot become a valid approved quote; the message says what is wrong."""
+
+
+def _text(row: Mapping[str, Any], column: str) -> str:
+    value = row.get(column)
+    return "" if value is None else str(value).strip()
+
+
+def _decimal(row: Mapping[str, Any], column: str) -> Decimal | None:
+    value = row.get(column)
+    if value in (None, ""):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise DocumentError(f"{column} is not a number: {value!r}") from None
+
+
+def _party(header: Mapping[str, Any], prefix: str) -> Party:
+    return Party.model_validate({field: _text(header, prefix + column) for field, column in _PARTY_COLUMNS.items()})
+
+
+def _date(value: Any) -> date | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).date()
+    except ValueError:
+        return None
+
+
+def quote_from_document(document: Mapping[str, Any], *, approval_event: str, approved_at: datetime) -> QuoteApproved:
+    """A QuoteWerks document (header + items) as the `quotewerks.quote.approved.v1` contract."""
+    header = document.get("DocumentHeader") or {}
+    items = document.get("DocumentItems") or []
+    if not isinstance(header, dict) or not isinstance(items, list):
+        raise DocumentError("document without DocumentHeader / DocumentItems")
+    rows = sorted((i for i in items if isinstance(i, dict)), key=lambda i: (i.get("SortOrder") or 0, i.get("ID") or 0))
+    try:
+        lines = [
+            QuoteLine(
+                line_type=int(row.get("LineType") or 1),
+                line_attributes=int(row.get("LineAttributes") or 0),
+                manufacturer_part_number=_text(row, "ManufacturerPartNumber"),
+                description=_text(row, "Description"),
+                qty_total=_decimal(row, "QtyTotal") or Decimal(0),
+                unit_price=_decimal(row, "UnitPrice") or Decimal(0),
+                unit_list=_decimal(row, "UnitList"),
+                unit_cost=_decimal(row, "UnitCost"),
+                discount_percent=_decimal(row, "DiscountPercent"),
+                unit_of_measure=_text(row, "UnitOfMeasure"),
+                vendor=_text(row, "Vendor"),
+                manufacturer=_text(row, "Manufacturer"),
+            )
+            for row in rows
+        ]
+        return QuoteApproved(
+            doc_no=_text(header, "DocNo"),
+            id=header.get("ID"),
+            doc_type=_text(header, "DocType") or "QUOTE",
+            doc_status=_text(header, "DocStatus"),
+            doc_name=_text(header, "DocName"),
+            doc_date=_date(header.get("DocDate")),
+            customer_po_number=_text(header, "CustomerPONumber"),
+            sales_rep=_text(header, "SalesRep"),
+            ship_via=_text(header, "ShipVia"),
+            terms=_text(header, "Terms"),
+            currency=_text(header, "AlternateCurrencyIdentifier")[:3],
+            sold_to=_party(header, "SoldTo"),
+            ship_to=_party(header, "ShipTo"),
+            bill_to=_party(header, "BillTo"),
+            sub_total=_decimal(header, "SubTotal"),
+            total_tax=_decimal(header, "TotalTax"),
+            shipping_amount=_decimal(header, "ShippingAmount"),
+            grand_total=_decimal(header, "GrandTotal"),
+            lines=lines,
+            approved_at=approved_at.astimezone(UTC),
+            approval_event=approval_event,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise DocumentError(f"document {_text(header, 'DocNo') or '?'} is not a valid quote: {problems}") from None
+
+
+def customer_from_contact(
+    contact: Mapping[str, Any],
+    *,
+    change: Literal["created", "updated"],
+    changed_at: datetime,
+    origin: str = "quotewerks",
+) -> QuoteWerksCustomerChanged:
+    try:
+        return QuoteWerksCustomerChanged(
+            customer_id=_text(contact, "CMAccountNo"),
+            change=change,
+            customer=Party.model_validate({field: _text(contact, column) for field, column in _PARTY_COLUMNS.items()}),
+            changed_at=changed_at,
+            origin=origin,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise DocumentError(f"customer is not valid: {problems}") from None
