@@ -6,6 +6,8 @@ m3bridge migrate                bring the state store to the newest schema
 m3bridge topics                 create the bridge's topics that are missing
 m3bridge docs [--check]         regenerate docs/asyncapi.json and the README settings table
 m3bridge keys --out DIR         generate token-service keys as secret files for docker compose
+m3bridge dead-letters list|replay --service order-writer [--key DocNo] [--error-class held]
+m3bridge dry-run QUOTE.json [--customer CUNO]   the M3 calls the order mapping makes of a quote
 """
 
 from __future__ import annotations
@@ -90,6 +92,32 @@ def _keys(options: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letters(options: argparse.Namespace) -> int:
+    from m3bridge import dead_letters
+
+    return dead_letters.run(options.action, options.service, options.key, options.error_class, options.dry_run)
+
+
+def _dry_run(options: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from services.order_writer.app import OrderWriterSettings
+    from services.order_writer.mapping import MappingRulesError, describe, load_rules, plan_customer, plan_order
+    from shared.contracts import QuoteApproved
+
+    try:
+        rules = load_rules(options.rules or OrderWriterSettings().mapping_file)
+        quote = QuoteApproved.model_validate_json(options.quote.read_text())
+    except (MappingRulesError, ValidationError, OSError) as exc:
+        print(f"cannot plan: {exc}", file=sys.stderr)
+        return 2
+    # Offline: the lengths are the rules' fallbacks; order-writer uses M3's own metadata when it runs.
+    customer = None if options.customer else plan_customer(quote, rules, field_lengths={})
+    plan = plan_order(quote, rules, customer_number=options.customer or "", field_lengths={}, customer=customer)
+    print(describe(plan))
+    return 1 if plan.held else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from services import SERVICES
 
@@ -122,6 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--out", type=Path, default=Path("deploy/secrets"), help="folder to write them to")
     keys.add_argument("--force", action="store_true", help="replace existing keys")
     keys.set_defaults(handler=_keys)
+
+    letters = commands.add_parser("dead-letters", help="list or replay a service's dead letters (and held quotes)")
+    letters.add_argument("action", choices=("list", "replay"))
+    letters.add_argument("--service", required=True, help="e.g. order-writer, bod-listener")
+    letters.add_argument("--key", help="only the messages with this key (e.g. a DocNo)")
+    letters.add_argument("--error-class", help="only this class, e.g. held, rejected")
+    letters.add_argument("--dry-run", action="store_true", help="replay: show what would be sent")
+    letters.set_defaults(handler=_dead_letters)
+
+    dry_run = commands.add_parser("dry-run", help="show the M3 calls the order mapping makes of a quote (JSON)")
+    dry_run.add_argument("quote", type=Path, help="a quotewerks.quote.approved.v1 payload")
+    dry_run.add_argument("--customer", help="the M3 customer number; without it the customer is created first")
+    dry_run.add_argument("--rules", type=Path, help="mapping rules (default: M3B_MAPPING_FILE)")
+    dry_run.set_defaults(handler=_dry_run)
 
     options = parser.parse_args(argv)
     result: int = options.handler(options)

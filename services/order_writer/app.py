@@ -1,21 +1,113 @@
-"""order-writer wiring: settings, broker, HTTP app."""
+"""order-writer wiring: approved quotes in, M3 orders written, results and dead letters out."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: faststream reads the handler signature at runtime.
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
+from faststream import AckPolicy
+from faststream.kafka.message import KafkaMessage
+from pydantic import Field
+
+from services.order_writer.mapping import MappingRules, load_rules
+from services.order_writer.orders import OrderWriter, RejectedError
+from shared.contracts import OrderResult, Problem, QuoteApproved
+from shared.dead_letters import dead_letter, send_to_dead_letters
+from shared.kafka import publish
+from shared.lease import LeaseClient
+from shared.m3 import M3Client
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
+from shared.topics import ORDER_RESULT, QUOTE_APPROVED
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "config" / "order-mapping.yaml"
 
 
 class OrderWriterSettings(M3CallerSettings):
     service_name: str = "order-writer"
+    mapping_file: Path = Field(DEFAULT_RULES, description="The quote → M3 order mapping rules (YAML).")
+    use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
 
 
 def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntime:
+    settings = settings or OrderWriterSettings()
     runtime = ServiceRuntime(
-        settings or OrderWriterSettings(),
+        settings,
         title="M3 Bridge order-writer",
         description="Turns approved quotes into confirmed M3 customer orders, creating customers first, exactly once.",
         uses_state=True,
     )
-    runtime.not_built_yet("approved quotes to confirmed M3 customer orders (CRS610MI, MMS200MI, OIS100MI)", issue=4)
+    rules: MappingRules = load_rules(settings.mapping_file)  # invalid rules stop the service at start
+    parts: dict[str, object] = {}
+
+    def writer() -> OrderWriter:
+        found = parts.get("writer")
+        if not isinstance(found, OrderWriter):
+            raise RuntimeError("order-writer is not started")
+        return found
+
+    @runtime.on_startup
+    async def start() -> None:
+        http = httpx.AsyncClient()
+        parts["http"] = http
+        leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
+        m3 = M3Client(
+            leases,
+            http,
+            company=settings.m3_company,
+            division=settings.m3_division or None,
+            timeout_s=settings.m3_timeout_s,
+            deadline_s=settings.m3_deadline_s,
+            max_attempts=settings.m3_max_attempts,
+        )
+        assert runtime.engine is not None
+        parts["writer"] = OrderWriter(m3, runtime.engine, rules, use_bulk=settings.use_bulk)
+
+    @runtime.on_shutdown
+    async def stop() -> None:
+        http = parts.get("http")
+        if isinstance(http, httpx.AsyncClient):
+            await http.aclose()
+
+    @runtime.broker.subscriber(
+        QUOTE_APPROVED.name,
+        **runtime.subscriber_options("m3bridge.order-writer"),
+        # The offset is committed after the result (and any dead letter) is on the broker; a crash or a
+        # retryable failure redelivers the quote, and the ledger makes the redelivery resume, not repeat.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="order-writer/approved-quotes",
+        description="Approved quotes become confirmed M3 customer orders (OIS100MI batch entry).",
+    )
+    async def on_quote(quote: QuoteApproved, message: KafkaMessage) -> None:
+        try:
+            result = await writer().process(quote)
+        except RejectedError as rejected:
+            result = OrderResult(
+                doc_no=quote.doc_no,
+                revision=quote.revision,
+                outcome="failed",
+                problems=rejected.problems,
+                decided_at=datetime.now(UTC),
+            )
+            await dead_letter_for(message, "rejected", rejected.problems)
+        else:
+            if result.outcome == "held":
+                await dead_letter_for(message, "held", result.problems)
+        await publish(runtime.broker, ORDER_RESULT, result, key=quote.doc_no, max_bytes=settings.kafka_max_request_size)
+
+    async def dead_letter_for(message: KafkaMessage, error_class: str, problems: list[Problem]) -> None:
+        letter = dead_letter(
+            message,
+            service=settings.service_name,
+            error_class=error_class,
+            error_message="; ".join(p.message for p in problems),
+            attempts=1,
+            details={"problems": [p.model_dump() for p in problems]},
+        )
+        await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
+
+    runtime.health.set_detail("logic", {"mapping": str(settings.mapping_file), "bulk_lines": settings.use_bulk})
     return runtime

@@ -10,7 +10,7 @@ from shared.runtime import ServiceRuntime
 
 @pytest.fixture(scope="module")
 def runtime() -> ServiceRuntime:
-    return SERVICES["order-writer"].create_runtime()
+    return SERVICES["catalog-sync"].create_runtime()
 
 
 def client(runtime: ServiceRuntime) -> httpx.AsyncClient:
@@ -20,7 +20,7 @@ def client(runtime: ServiceRuntime) -> httpx.AsyncClient:
 async def test_healthz_says_what_is_not_built_yet(runtime: ServiceRuntime) -> None:
     async with client(runtime) as http:
         body = (await http.get("/healthz")).json()
-    assert body["service"] == "order-writer"
+    assert body["service"] == "catalog-sync"
     assert body["status"] == "alive"
     assert body["logic"]["state"] == "not built yet"
     assert body["peers"] == {}
@@ -41,8 +41,8 @@ async def test_metrics_are_prometheus_text_with_our_prefix(runtime: ServiceRunti
         response = await http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert 'm3bridge_service_ready{service="order-writer"} 0.0' in response.text
-    assert 'm3bridge_health_check_ok{check="kafka",service="order-writer"} 0.0' in response.text
+    assert 'm3bridge_service_ready{service="catalog-sync"} 0.0' in response.text
+    assert 'm3bridge_health_check_ok{check="kafka",service="catalog-sync"} 0.0' in response.text
 
 
 async def test_correlation_id_is_echoed_or_made(runtime: ServiceRuntime) -> None:
@@ -59,4 +59,4 @@ def test_every_service_builds_its_runtime() -> None:
     for entry in SERVICES.values():
         runtime = entry.create_runtime()
         assert runtime.name == entry.name
-        assert "logic" in runtime.health.details
+        assert "logic" in runtime.health.details  # what it does, or that it is not built yet
