@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from services import settings_classes
 from shared import asyncapi
+from shared.contracts import QUOTE_APPROVED_EXAMPLE
 from shared.settings import settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -18,8 +20,15 @@ def readme_with_settings(text: str) -> str:
     return f"{head}{START}\n{settings_table(settings_classes())}\n{END}{tail}"
 
 
+EXAMPLE = asyncapi.DOCUMENT.parent / "examples" / "quote-approved.json"
+
+
 def expected() -> dict[Path, str]:
-    return {asyncapi.DOCUMENT: asyncapi.build(), README: readme_with_settings(README.read_text())}
+    return {
+        asyncapi.DOCUMENT: asyncapi.build(),
+        README: readme_with_settings(README.read_text()),
+        EXAMPLE: json.dumps(QUOTE_APPROVED_EXAMPLE, indent=2) + "\n",
+    }
 
 
 def stale() -> list[Path]:
@@ -30,5 +39,6 @@ def write() -> list[Path]:
     changed = stale()
     for path, text in expected().items():
         if path in changed:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     return changed

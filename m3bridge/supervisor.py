@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import secrets
@@ -34,7 +35,10 @@ from shared.topics import ensure_topics
 COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[95m")
 RESET = "\033[0m"
 PR_SET_PDEATHSIG = 1
-SIMULATORS = {"ion-sim": "ION API Gateway + OAuth + M3 MI simulator; admin at /__admin/docs"}
+SIMULATORS = {
+    "ion-sim": "ION API Gateway + OAuth + M3 MI simulator; admin at /__admin/docs",
+    "quotewerks-sim": "QuoteWerks documents, customers, products, webhooks; admin at /__admin/docs",
+}
 
 
 def _die_with_parent() -> None:
@@ -67,7 +71,8 @@ class Supervisor:
         self.state_dir = Path(options.state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stopping = asyncio.Event()
-        self.width = max(len(name) for name in [*SERVICES, "kafka", "ion-sim", "supervisor"])
+        self.width = max(len(name) for name in [*SERVICES, *SIMULATORS, "kafka", "supervisor"])
+        self.demo_target: tuple[str, str] | None = None
 
     # --- output --------------------------------------------------------------------------------------
 
@@ -150,6 +155,8 @@ class Supervisor:
             await self._stop_all()
             return 1
         self._print_summary(time.monotonic() - started)
+        if self.options.demo and self.demo_target is not None and "quote-ingest" in self._names():
+            await self._demo(*self.demo_target)
         watchers = [asyncio.create_task(child.process.wait()) for child in self.children if child.process is not None]
         stop_wait = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait([stop_wait, *watchers], return_when=asyncio.FIRST_COMPLETED)
@@ -164,7 +171,13 @@ class Supervisor:
 
     async def _start_all(self) -> None:
         options = self.options
-        state_url = f"sqlite+aiosqlite:///{self.state_dir / 'm3bridge.db'}"
+        database = self.state_dir / "m3bridge.db"
+        if not options.keep_state:
+            # The broker and the simulators keep nothing across runs; a ledger that did would point at orders
+            # this run's M3 never had.
+            for stale in self.state_dir.glob("m3bridge.db*"):
+                stale.unlink()
+        state_url = f"sqlite+aiosqlite:///{database}"
 
         kafka_port = self._port(options.kafka_port)
         broker = Child("kafka", tansu.broker_command(kafka_port), {**os.environ, "RUST_LOG": "warn"}, port=kafka_port)
@@ -198,6 +211,26 @@ class Supervisor:
         self.children.append(ion)
         await self._spawn(ion, len(self.children))
 
+        services = [SERVICES[name] for name in (options.only or SERVICES)]
+        ports = {
+            entry.name: self._port(options.port_base + (entry.local_port - 8101) if options.port_base else 0)
+            for entry in services
+        }
+        # QuoteWerks sends approvals to quote-ingest with a shared secret in a custom header, as the real one does.
+        webhook_secret, qw_api_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        qw_port = self._port(options.quotewerks_port)
+        quotewerks = Child(
+            "quotewerks-sim",
+            [sys.executable, "-m", "simulators.quotewerks", "--port", str(qw_port), "--log-level", "warning",
+             "--webhook-url", f"http://127.0.0.1:{ports.get('quote-ingest', 8102)}/webhooks/quotewerks"],
+            {**os.environ, "PYTHONUNBUFFERED": "1", "QW_API_KEY": qw_api_key, "QW_WEBHOOK_SECRET": webhook_secret},
+            port=qw_port,
+            ready_path="/healthz",
+        )  # fmt: skip
+        self.children.append(quotewerks)
+        await self._spawn(quotewerks, len(self.children))
+        self.demo_target = (quotewerks.url, qw_api_key)
+
         # Each service gets its own key for token-service; they live only in these processes' environments.
         keys = {name: secrets.token_urlsafe(24) for name in m3_callers()}
         base_env = {
@@ -207,11 +240,6 @@ class Supervisor:
             "M3B_LOG_FORMAT": os.environ.get("M3B_LOG_FORMAT", "text"),
             "M3B_HTTP_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
-        }
-        services = [SERVICES[name] for name in (options.only or SERVICES)]
-        ports = {
-            entry.name: self._port(options.port_base + (entry.local_port - 8101) if options.port_base else 0)
-            for entry in services
         }
         token_service_url = f"http://127.0.0.1:{ports.get('token-service', 8101)}"
         for entry in services:
@@ -224,6 +252,9 @@ class Supervisor:
                 env |= {"M3B_TOKEN_SERVICE_URL": token_service_url, "M3B_TOKEN_SERVICE_KEY": keys[entry.name]}
             if entry.name == "token-service":
                 env |= {"M3B_ION_API_FILE": str(ionapi), "M3B_SERVICE_KEYS": json.dumps(keys)}
+            if entry.name == "quote-ingest":
+                env |= {"M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": qw_api_key,
+                        "M3B_WEBHOOK_SECRET": webhook_secret}  # fmt: skip
             child = Child(
                 entry.name, [sys.executable, "-m", "m3bridge.cli", "serve", entry.name], env, port=ports[entry.name]
             )
@@ -252,6 +283,46 @@ class Supervisor:
             if child.name == "kafka":
                 await self._stop(child, 10)
         self.say("supervisor", "all stopped")
+
+    def _names(self) -> set[str]:
+        return {child.name for child in self.children}
+
+    async def _demo(self, quotewerks_url: str, api_key: str, doc_no: str = "AAAQ1001") -> None:
+        """Approve a demo quote in QuoteWerks and follow it to the M3 order number written back on it."""
+        say = functools.partial(self.say, "demo")
+        api = f"{quotewerks_url}/api/v1"
+        headers = {"X-API-Key": api_key}
+        async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+            try:
+                started = time.monotonic()
+                say(f"approving quote {doc_no} in QuoteWerks (a QuoteValet.Accepted webhook goes to quote-ingest)")
+                (await http.post(f"{api}/documents/{doc_no}/approve")).raise_for_status()
+                hooks = (await http.get(f"{api}/webhooks")).json().get("webhooks") or []
+                hook_id = hooks[0].get("ID") if hooks else None
+                delivered = False
+                deadline = started + 60
+                while time.monotonic() < deadline and not self.stopping.is_set():
+                    if not delivered and hook_id is not None:
+                        entries = (await http.get(f"{api}/webhooks/{hook_id}/deliveries")).json()["deliveries"]
+                        if entries:
+                            delivered = True
+                            status = entries[-1].get("StatusCode") or entries[-1].get("Error")
+                            elapsed = time.monotonic() - started
+                            say(f"+{elapsed:5.2f}s  webhook delivered: quote-ingest answered {status} after "
+                                "publishing to quotewerks.quote.approved.v1")  # fmt: skip
+                    header = (await http.get(f"{api}/documents/{doc_no}")).json()["DocumentHeader"]
+                    if header.get("CustomText02"):
+                        say(f"+{time.monotonic() - started:5.2f}s  order-writer: customer, items, batch order, "
+                            f"Confirm through token-service and the ION Gateway")  # fmt: skip
+                        say(
+                            f"+{time.monotonic() - started:5.2f}s  written back on the quote: "
+                            f"CustomText01={header.get('CustomText01')!r} CustomText02={header['CustomText02']!r}"
+                        )
+                        return
+                    await asyncio.sleep(0.1)
+                say("the demo quote did not come back within 60 s: see the log lines above")
+            except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                say(f"demo could not run: {type(exc).__name__}: {exc}")
 
     def _print_summary(self, elapsed_s: float) -> None:
         self.say("supervisor", f"M3 Bridge is up in {elapsed_s:.1f}s. Ctrl-C stops everything.")
@@ -287,6 +358,14 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=int(env("M3B_RUN_ION_PORT", "8200")),
         help="ION API simulator port; a free one is chosen when it is taken (env M3B_RUN_ION_PORT)",
     )
+    parser.add_argument(
+        "--quotewerks-port",
+        type=int,
+        default=int(env("M3B_RUN_QUOTEWERKS_PORT", "8300")),
+        help="QuoteWerks simulator port; a free one when taken (env M3B_RUN_QUOTEWERKS_PORT)",
+    )
+    parser.add_argument("--no-demo", dest="demo", action="store_false", help="do not approve the demo quote")
+    parser.add_argument("--keep-state", action="store_true", help="keep var/m3bridge.db from the last run")
     parser.add_argument("--state-dir", default=env("M3B_RUN_STATE_DIR", "var"), help="where the SQLite file lives")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for every /readyz")

@@ -107,8 +107,55 @@ class QuoteLine(QuoteWerksContract):
     manufacturer: str = Field("", max_length=255)
 
 
+# What another system producing approved quotes sends (key: the DocNo; headers `correlation-id`, `source`).
+QUOTE_APPROVED_EXAMPLE: dict[str, Any] = {
+    "DocNo": "AAAQ1001",
+    "Revision": 0,
+    "DocType": "QUOTE",
+    "DocStatus": "Accepted",
+    "DocName": "Pump station spares",
+    "DocDate": "2026-11-20",
+    "CustomerPONumber": "PO-7781",
+    "SalesRep": "Jane Miller",
+    "ShipVia": "UPS Ground",
+    "Terms": "Net 30",
+    "Currency": "EUR",
+    "SoldTo": {
+        "Company": "Acme Industrial Ltd",
+        "Contact": "Sam Buyer",
+        "Address1": "1 Harbour Road",
+        "City": "Springfield",
+        "PostalCode": "12345",
+        "Country": "US",
+        "PhoneNumber": "+1 555 0100",
+        "Email": "buyer@acme.example",
+        "CMAccountNo": "C000001",
+    },
+    "ShipTo": {"Company": "Acme Industrial Ltd", "Address1": "Dock 4, 1 Harbour Road", "City": "Springfield"},
+    "Lines": [
+        {"LineType": 1, "ManufacturerPartNumber": "ITM000002", "Description": "Impeller", "QtyTotal": "2",
+         "UnitPrice": "19.80", "UnitList": "22.00", "DiscountPercent": "10", "UnitOfMeasure": "PCS"},
+        {"LineType": 2, "Description": "Deliver to dock 4"},
+        {"LineType": 1, "ManufacturerPartNumber": "ITM000005", "Description": "Seal kit", "QtyTotal": "5",
+         "UnitPrice": "4.50", "UnitOfMeasure": "PCS"},
+    ],
+    "SubTotal": "62.10",
+    "GrandTotal": "62.10",
+    "ApprovedAt": "2026-11-23T10:00:00Z",
+    "ApprovalEvent": "QuoteValet.Accepted",
+}  # fmt: skip
+
+
 class QuoteApproved(QuoteWerksContract):
     """`quotewerks.quote.approved.v1`: a complete approved quote, header and lines. Any system may produce it."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        serialize_by_alias=True,
+        alias_generator=to_pascal,
+        json_schema_extra={"examples": [QUOTE_APPROVED_EXAMPLE]},
+    )
 
     doc_no: str = Field(min_length=1, max_length=50, description="QuoteWerks document number (the message key).")
     revision: int = Field(0, ge=0, description="Revision of the document; a newer revision supersedes older ones.")

@@ -85,6 +85,71 @@ def start_ion(tmp: Path, config: Mapping[str, Any] | None = None) -> IonSim:
     return IonSim(process, url, ionapi)
 
 
+@dataclass
+class QuoteWerksSim:
+    process: Captured
+    url: str
+    api_key: str
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(
+            method, f"{self.url}/api/v1/{path}", json=body, headers={"X-API-Key": self.api_key}, timeout=10
+        )
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def stop(self) -> None:
+        self.process.kill_all()
+
+
+def wait_http(url: str, process: Captured, what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill_all()
+    raise AssertionError(f"{what} did not start:\n{process.output[-3000:]}")
+
+
+def start_quotewerks(webhook_url: str, webhook_secret: str, api_key: str = "qw-test-key") -> QuoteWerksSim:
+    port = free_port()
+    env = {**os.environ, "QW_API_KEY": api_key, "QW_WEBHOOK_SECRET": webhook_secret}
+    command = [sys.executable, "-m", "simulators.quotewerks", "--port", str(port), "--webhook-url", webhook_url,
+               "--log-level", "warning"]  # fmt: skip
+    process = Captured(command, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", process, "QuoteWerks simulator")
+    return QuoteWerksSim(process, url, api_key)
+
+
+def start_service(
+    name: str, bootstrap: str, settings: Mapping[str, str], port: int | None = None
+) -> tuple[Captured, str]:
+    """One bridge service as its own process (`m3bridge serve NAME`), ready on /readyz."""
+    port = port or free_port()
+    env = {
+        **os.environ,
+        "M3B_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "M3B_HTTP_PORT": str(port),
+        "M3B_LOG_FORMAT": "json",
+        **settings,
+    }
+    process = Captured([sys.executable, "-m", "m3bridge.cli", "serve", name], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, 60)
+    except AssertionError:
+        process.kill_all()
+        raise AssertionError(f"{name} did not become ready:\n{process.output[-3000:]}") from None
+    return process, url
+
+
 def start_token_service(
     ion: IonSim, bootstrap: str, keys: Mapping[str, str], settings: Mapping[str, str] | None = None
 ) -> TokenService:

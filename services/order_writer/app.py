@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 from faststream import AckPolicy
-from faststream.kafka.message import KafkaMessage
+from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
 from services.order_writer.mapping import MappingRules, load_rules

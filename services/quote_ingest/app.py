@@ -10,7 +10,7 @@ import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
-from faststream.kafka.message import KafkaMessage
+from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter
 from pydantic import BaseModel, Field, SecretStr
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter

@@ -65,9 +65,11 @@ class Ingest:
             return Result("ignored", f"{doc_no} is a {header.get('DocType')}, not a quote")
         if not self._approved(event, header):
             return Result("ignored", f"{doc_no} status {header.get('DocStatus')!r} is not an approval")
-        # The same approval seen again (a QuoteWerks retry, a replay, the poller after the webhook) is the same
-        # document version: DocNo and its last change identify it, whatever the event name.
-        identity = f"{doc_no}|{header.get('LastModified') or ''}"
+        # An approval is published once per document: a QuoteWerks retry, a replayed delivery or the poller
+        # after the webhook are the same approval. A quote changed after approval is a new revision with its own
+        # DocNo ("Save As Next Revision" clears the approval); a held quote is re-sent with `dead-letters replay`.
+        # (Not LastModified: the bridge's own write-back changes it.)
+        identity = doc_no
         if await deliveries.seen(self.engine, "quote-approval", identity):
             return Result("duplicate", f"{doc_no} (this version) was already published")
         approved_at = _parse_time(header.get("LastModified")) or datetime.now(UTC)
@@ -107,7 +109,9 @@ class Ingest:
     async def write_back(self, result: OrderResult) -> None:
         """Put the M3 order number and status on the quote (raises QuoteWerksError)."""
         if result.outcome == "created":
-            status = f"M3 order {result.order_number} status {result.order_status}".strip()
+            status = (
+                f"M3 order {result.order_number} for customer {result.customer_number}, status {result.order_status}"
+            )
         elif result.outcome == "held":
             status = "M3 held: " + "; ".join(p.message for p in result.problems)[:200]
         else:

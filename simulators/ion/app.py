@@ -27,6 +27,8 @@ class IonSim:
         return {
             "gateway": self.gateway.snapshot(include_times=include_times),
             "auth": {**self.auth.stats.snapshot(), "active_tokens": self.auth.active_tokens()},
+            # Calls per PROGRAM/TRANSACTION that reached M3 (tests use it to see how far a flow got).
+            "m3": dict(self.m3.stats) if self.m3 is not None else {},
         }
 
 

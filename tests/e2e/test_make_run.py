@@ -24,6 +24,8 @@ def start_stack(command: list[str], tmp_path: Path) -> Captured:
         **os.environ,
         "M3B_RUN_PORT_BASE": "0",
         "M3B_RUN_KAFKA_PORT": str(free_port()),
+        "M3B_RUN_ION_PORT": "0",
+        "M3B_RUN_QUOTEWERKS_PORT": "0",
         "M3B_RUN_STATE_DIR": str(tmp_path / "var"),
         "M3B_RUN_COLOR": "never",
     }
@@ -34,13 +36,13 @@ def started(stack: Captured) -> dict[str, tuple[int, str]]:
     # 60 s for the services, plus the time make needs to see the venv is current.
     stack.wait_for_line("| READY", 90)
     found = {m["name"]: (int(m["pid"]), m["where"]) for m in map(SUMMARY.search, stack.lines) if m}
-    assert set(found) == {"kafka", "ion-sim", *SERVICES}, stack.output
+    assert set(found) == {"kafka", "ion-sim", "quotewerks-sim", *SERVICES}, stack.output
     return found
 
 
 def assert_all_ready(children: dict[str, tuple[int, str]]) -> None:
     for name, (_, where) in children.items():
-        if name in ("kafka", "ion-sim"):
+        if name in ("kafka", "ion-sim", "quotewerks-sim"):
             continue
         response = httpx.get(f"{where}/readyz", timeout=5)
         assert response.status_code == 200, (name, response.text)
@@ -74,6 +76,8 @@ def test_stack_starts_healthy_and_stops_clean(command: list[str], signum: int, t
     try:
         children = started(stack)
         assert_all_ready(children)
+        # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
+        stack.wait_for_line("written back on the quote: CustomText01='1", 60)
         if signum == signal.SIGINT:
             stack.signal_group(signum)
         else:

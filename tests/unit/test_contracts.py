@@ -80,3 +80,12 @@ def test_encode_refuses_oversized_messages_before_sending() -> None:
     quote = QuoteApproved.model_validate({**QUOTE_WIRE, "Lines": [line] * 300, "ApprovedAt": datetime.now(UTC)})
     with pytest.raises(MessageTooLargeError, match="exceeds"):
         encode(QUOTE_APPROVED, quote, max_bytes=1_048_576)
+
+
+def test_the_published_example_for_producers_is_a_valid_quote() -> None:
+    from m3bridge.docs import EXAMPLE
+    from shared.contracts import QUOTE_APPROVED_EXAMPLE
+
+    quote = QuoteApproved.model_validate_json(EXAMPLE.read_text())
+    assert quote == QuoteApproved.model_validate(QUOTE_APPROVED_EXAMPLE)
+    assert quote.sold_to.cm_account_no == "C000001"

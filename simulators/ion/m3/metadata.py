@@ -94,6 +94,9 @@ CATALOGUE: dict[str, tuple[str, int, str]] = {
     "ADID": ("A", 6, "Address number"),
     "OREF": ("A", 30, "Reference"),
     "ORDT": ("D", 10, "Order date"),
+    "CUDT": ("D", 10, "Customer order date"),
+    "OFNO": ("A", 10, "Quotation number"),
+    "TEL2": ("A", 16, "Telephone number 2"),
     "PONR": ("N", 5, "Order line number"),
     "POSX": ("N", 3, "Line suffix"),
     "ATNR": ("N", 17, "Attribute number"),
@@ -232,7 +235,8 @@ _SPEC: dict[str, tuple[str, dict[str, tuple[str, str, str, bool]]]] = {
         {
             "AddBatchHead": (
                 "Add batch order head",
-                "CONO CUNO* LNCD ORTP RLDT FACI CUOR AGNT SMCD MODL TEDL YREF TEPY PYNO ADID CUCD OREF ORDT WHLO PLTB",
+                "CONO CUNO* LNCD ORTP RLDT FACI CUOR AGNT SMCD MODL TEDL YREF TEPY PYNO ADID CUCD OREF OFNO TEL2 CUDT "
+                "ORDT WHLO PLTB",
                 "ORNO",
                 False,
             ),

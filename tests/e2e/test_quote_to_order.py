@@ -1,0 +1,221 @@
+"""Quote to order end to end: QuoteWerks simulator → webhook → quote-ingest → Kafka → order-writer → token-service
+→ ION/M3 simulator → result → number written back on the quote. Every box is its own process; state in
+PostgreSQL; the broker is the session's Tansu."""
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from m3bridge import dead_letters
+from m3bridge.tansu import free_port
+from shared.kafka import create_broker, publish
+from shared.lease import LeaseClient, Priority
+from shared.m3 import M3Client
+from shared.quotewerks import quote_from_document
+from shared.settings import BridgeSettings
+from shared.topics import QUOTE_APPROVED
+from tests.processes import Captured
+from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
+
+SECRET = "webhook-secret-for-tests"
+KEYS = {"order-writer": "ow-key-123456", "inspector": "inspector-key-123456"}
+
+
+@dataclass
+class Stack:
+    ion: IonSim
+    quotewerks: QuoteWerksSim
+    token_service: Any
+    ingest: tuple[Captured, str]
+    writer: tuple[Captured, str]
+    writer_settings: dict[str, str]
+    bootstrap: str
+
+    def start_writer(self) -> None:
+        self.writer = start_service("order-writer", self.bootstrap, self.writer_settings)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, postgres_url: str) -> Iterator[Stack]:
+    ion = start_ion(tmp_path_factory.mktemp("ion"))
+    token_service = start_token_service(ion, kafka_bootstrap, KEYS)
+    ingest_port = free_port()
+    quotewerks = start_quotewerks(f"http://127.0.0.1:{ingest_port}/webhooks/quotewerks", SECRET)
+    common = {"M3B_STATE_URL": postgres_url, "M3B_SESSION_TIMEOUT_MS": "6000"}
+    ingest = start_service("quote-ingest", kafka_bootstrap, {
+        **common, "M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": quotewerks.api_key,
+        "M3B_WEBHOOK_SECRET": SECRET,
+    }, port=ingest_port)  # fmt: skip
+    writer_settings = {
+        **common, "M3B_TOKEN_SERVICE_URL": token_service.url, "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
+    }  # fmt: skip
+    writer = start_service("order-writer", kafka_bootstrap, writer_settings)
+    built = Stack(ion, quotewerks, token_service, ingest, writer, writer_settings, kafka_bootstrap)
+    yield built
+    for process in (built.writer[0], built.ingest[0]):
+        process.kill_all()
+    quotewerks.stop()
+    token_service.stop()
+    ion.stop()
+
+
+def m3(stack: Stack) -> tuple[M3Client, httpx.AsyncClient]:
+    http = httpx.AsyncClient()
+    leases = LeaseClient(stack.token_service.url, "inspector", SecretStr(KEYS["inspector"]), http=http)
+    return M3Client(leases, http, company=100), http
+
+
+async def orders_for(stack: Stack, doc_no: str, customer: str) -> list[dict[str, Any]]:
+    client, http = m3(stack)
+    async with http:
+        rows = await client.execute("OIS100MI", "LstHead", {"CUNO": customer}, priority=Priority.INTERACTIVE, maxrecs=0)
+    return [r for r in rows if r.get("CUOR") == doc_no]
+
+
+async def m3_call(stack: Stack, program: str, transaction: str, fields: dict[str, str]) -> list[dict[str, Any]]:
+    client, http = m3(stack)
+    async with http:
+        return await client.execute(program, transaction, fields, priority=Priority.INTERACTIVE, maxrecs=0)
+
+
+def written_back(stack: Stack, doc_no: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Waits until the quote carries an M3 outcome (CustomText02) and returns its header."""
+    deadline = time.monotonic() + timeout_s
+    header: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        header = stack.quotewerks.api("GET", f"documents/{doc_no}")["DocumentHeader"]
+        if header.get("CustomText02"):
+            return header
+        time.sleep(0.2)
+    raise AssertionError(f"{doc_no} never got its M3 outcome written back: {header}")
+
+
+def approve(stack: Stack, doc_no: str) -> float:
+    started = time.monotonic()
+    stack.quotewerks.api("POST", f"documents/{doc_no}/approve")
+    return started
+
+
+def test_an_approved_quote_becomes_one_confirmed_m3_order_with_its_lines(stack: Stack) -> None:
+    document = stack.quotewerks.api("GET", "documents/AAAQ1001")
+    approve(stack, "AAAQ1001")
+    header = written_back(stack, "AAAQ1001")
+    order_number = header["CustomText01"]
+    assert order_number.startswith("1000"), header["CustomText02"]
+    head = asyncio.run(m3_call(stack, "OIS100MI", "GetHead", {"ORNO": order_number}))[0]
+    assert head["CUOR"] == "AAAQ1001"
+    assert head["CUNO"] == "C000001"
+    lines = asyncio.run(m3_call(stack, "OIS100MI", "LstLine", {"ORNO": order_number}))
+    quote = quote_from_document(document, approval_event="test", approved_at=datetime.now(UTC))
+    ordered = [ln for ln in quote.lines if ln.line_type == 1 and ln.qty_total > 0]
+    assert [(str(r["ITNO"]), Decimal(str(r["ORQT"]))) for r in lines] == [
+        (ln.manufacturer_part_number, ln.qty_total) for ln in ordered
+    ]
+    assert len(asyncio.run(orders_for(stack, "AAAQ1001", "C000001"))) == 1
+
+
+def test_an_unknown_customer_is_created_first(stack: Stack) -> None:
+    document = stack.quotewerks.api("GET", "documents/AAAQ1002")["DocumentHeader"]
+    approve(stack, "AAAQ1002")
+    order_number = written_back(stack, "AAAQ1002")["CustomText01"]
+    head = asyncio.run(m3_call(stack, "OIS100MI", "GetHead", {"ORNO": order_number}))[0]
+    customer = asyncio.run(m3_call(stack, "CRS610MI", "GetBasicData", {"CUNO": str(head["CUNO"])}))[0]
+    assert customer["CUNM"] == document["SoldToCompany"][:36]
+    assert str(customer["MAIL"]).casefold() == document["SoldToEmail"].casefold()
+
+
+def test_a_too_long_customer_name_follows_the_mapping_rule(stack: Stack) -> None:
+    document = stack.quotewerks.api("GET", "documents/AAAQ1005")["DocumentHeader"]
+    assert len(document["SoldToCompany"]) > 36
+    approve(stack, "AAAQ1005")
+    order_number = written_back(stack, "AAAQ1005")["CustomText01"]
+    head = asyncio.run(m3_call(stack, "OIS100MI", "GetHead", {"ORNO": order_number}))[0]
+    customer = asyncio.run(m3_call(stack, "CRS610MI", "GetBasicData", {"CUNO": str(head["CUNO"])}))[0]
+    assert customer["CUNM"] == document["SoldToCompany"][:36]  # the shipped rule: truncate, with a note
+
+
+@pytest.mark.parametrize(("doc_no", "item"), [("AAAQ1003", "NOPE-123"), ("AAAQ1004", "ITM000033")])
+def test_an_unknown_or_inactive_item_holds_the_order_with_a_reason(stack: Stack, doc_no: str, item: str) -> None:
+    approve(stack, doc_no)
+    header = written_back(stack, doc_no)
+    assert header["CustomText02"].startswith("M3 held"), header
+    assert item in header["CustomText02"]
+    assert not header.get("CustomText01")
+    settings = BridgeSettings(kafka_bootstrap_servers=stack.bootstrap)
+    held = [
+        f for f in asyncio.run(dead_letters.read_all(settings, "order-writer", idle_s=1.0))
+        if f.letter.original_key == doc_no and f.letter.error_class == "held"
+    ]  # fmt: skip
+    assert held, "a held quote is listed among the dead letters, for replay after the fix"
+
+
+def test_a_duplicate_webhook_and_a_redelivered_message_leave_one_order(stack: Stack) -> None:
+    approve(stack, "AAAQ1006")
+    order_number = written_back(stack, "AAAQ1006")["CustomText01"]
+    customer = str(asyncio.run(m3_call(stack, "OIS100MI", "GetHead", {"ORNO": order_number}))[0]["CUNO"])
+    body = json.dumps({"event": "QuoteValet.Accepted", "DocNo": "AAAQ1006"}).encode()
+    headers = {"X-M3Bridge-Webhook-Secret": SECRET, "Content-Type": "application/json"}
+    again = httpx.post(f"{stack.ingest[1]}/webhooks/quotewerks", content=body, headers=headers, timeout=10)
+    assert again.status_code == 409, again.text
+    document = stack.quotewerks.api("GET", "documents/AAAQ1006")
+    quote = quote_from_document(document, approval_event="replay", approved_at=datetime.now(UTC))
+
+    async def redeliver() -> None:
+        broker = create_broker(BridgeSettings(kafka_bootstrap_servers=stack.bootstrap, service_name="test"))
+        async with broker:
+            await broker.start()
+            await publish(broker, QUOTE_APPROVED, quote, key=quote.doc_no)
+
+    asyncio.run(redeliver())
+    time.sleep(3)
+    assert len(asyncio.run(orders_for(stack, "AAAQ1006", customer))) == 1
+
+
+def test_bad_and_unsigned_webhooks_get_4xx(stack: Stack) -> None:
+    url = f"{stack.ingest[1]}/webhooks/quotewerks"
+    body = json.dumps({"event": "QuoteValet.Accepted", "DocNo": "AAAQ1101"}).encode()
+    assert httpx.post(url, content=body, timeout=10).status_code == 401
+    assert httpx.post(url, content=body, headers={"X-M3Bridge-Webhook-Secret": "wrong"}, timeout=10).status_code == 401
+    assert httpx.post(url, content=b"{", headers={"X-M3Bridge-Webhook-Secret": SECRET}, timeout=10).status_code == 400
+    huge = b'{"event": "x", "DocNo": "' + b"A" * 70_000 + b'"}'
+    assert httpx.post(url, content=huge, headers={"X-M3Bridge-Webhook-Secret": SECRET}, timeout=10).status_code == 413
+    metrics = httpx.get(f"{stack.ingest[1]}/metrics", timeout=5).text
+    assert 'm3bridge_webhook_deliveries_total{outcome="unsigned"}' in metrics
+    time.sleep(2)
+    header = stack.quotewerks.api("GET", "documents/AAAQ1101")["DocumentHeader"]
+    assert not header.get("CustomText02"), "nothing was published for the refused deliveries"
+
+
+def test_a_crash_between_batch_head_and_confirm_still_leaves_one_order(stack: Stack) -> None:
+    """Kill -9 the order-writer right after AddBatchHead reached M3; the restarted one resumes from the
+    ledger (and the uncommitted offset) and creates exactly one order."""
+    stack.ion.admin("PUT", "latency", {"base_ms": 400, "jitter_ms": 0})
+    try:
+        heads_before = stack.ion.stats()["m3"].get("OIS100MI/AddBatchHead", 0)
+        confirms_before = stack.ion.stats()["m3"].get("OIS100MI/Confirm", 0)
+        approve(stack, "AAAQ1007")
+        deadline = time.monotonic() + 60
+        while stack.ion.stats()["m3"].get("OIS100MI/AddBatchHead", 0) == heads_before:
+            assert time.monotonic() < deadline, "AddBatchHead never reached M3"
+            time.sleep(0.02)
+        os.killpg(stack.writer[0].process.pid, signal.SIGKILL)
+        stack.writer[0].process.wait()
+        # Each M3 call takes 400 ms here, so the lines and Confirm were still to come when it died.
+        assert stack.ion.stats()["m3"].get("OIS100MI/Confirm", 0) == confirms_before
+    finally:
+        stack.ion.admin("PUT", "latency", {"base_ms": 0, "jitter_ms": 0})
+    stack.start_writer()
+    order_number = written_back(stack, "AAAQ1007", timeout_s=90)["CustomText01"]
+    customer = str(asyncio.run(m3_call(stack, "OIS100MI", "GetHead", {"ORNO": order_number}))[0]["CUNO"])
+    assert len(asyncio.run(orders_for(stack, "AAAQ1007", customer))) == 1
