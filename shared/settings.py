@@ -56,6 +56,13 @@ class BridgeSettings(BaseSettings):
         "use 10000-45000 on Apache Kafka.",
     )
     kafka_heartbeat_interval_ms: int = Field(1000, ge=100, description="Consumer group heartbeat interval.")
+    kafka_fetch_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="How long a consumer's fetch may wait for data. The embedded broker holds fetches for the full "
+        "wait, so it is each hop's latency there; Apache Kafka answers as soon as data arrives.",
+    )
     kafka_enable_idempotence: bool = Field(
         False, description="Idempotent producer. Turn on for Apache Kafka; the embedded broker lacks it."
     )

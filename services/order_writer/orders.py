@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.order_writer.mapping import MappingRules, OrderPlan, plan_customer, plan_order
 from shared.contracts import OrderResult, Problem, QuoteApproved
 from shared.lease import Priority
-from shared.m3 import M3BusinessError, M3Client, M3Error
+from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error
+from shared.m3.metadata import Record
 from shared.state import ledger
 from shared.state.ledger import OrderState
 
@@ -162,14 +163,34 @@ class OrderWriter:
     # --- items and order ---------------------------------------------------------------------------------
 
     async def check_items(self, plan: OrderPlan) -> None:
+        """Every ordered item must exist in M3 and be active; all are checked in one bulk request."""
         problems: list[Problem] = []
-        for item in dict.fromkeys(line.fields["ITNO"] for line in plan.lines):
-            try:
-                record = await self.m3.execute_one("MMS200MI", "GetItmBasic", {"ITNO": item}, priority=PRIORITY)
-            except M3BusinessError as error:
-                problems.append(problem_from(error).model_copy(update={"message": f"item {item}: {error.m3_message}"}))
+        items = list(dict.fromkeys(line.fields["ITNO"] for line in plan.lines))
+        records: dict[str, Record | None] = {}
+        errors: dict[str, M3Error] = {}
+        if self.use_bulk and items:
+            outcomes = await self.m3.bulk("MMS200MI", [("GetItmBasic", {"ITNO": i}) for i in items], priority=PRIORITY)
+            for item, outcome in zip(items, outcomes, strict=True):
+                if outcome.error is not None:
+                    errors[item] = outcome.error
+                else:
+                    records[item] = outcome.records[0] if outcome.records else None
+        else:
+            for item in items:
+                try:
+                    records[item] = await self.m3.execute_one(
+                        "MMS200MI", "GetItmBasic", {"ITNO": item}, priority=PRIORITY
+                    )
+                except M3BusinessError as refused:
+                    errors[item] = refused
+        for item in items:
+            failure = errors.get(item)
+            if failure is not None:
+                if failure.retryable or isinstance(failure, M3AuthorizationDeniedError):
+                    raise failure
+                problems.append(problem_from(failure).model_copy(update={"message": f"item {item}: {failure.message}"}))
                 continue
-            status = str((record or {}).get("STAT") or "")
+            status = str((records.get(item) or {}).get("STAT") or "")
             if status != ACTIVE_ITEM:
                 problems.append(
                     Problem(
