@@ -219,3 +219,26 @@ def test_a_crash_between_batch_head_and_confirm_still_leaves_one_order(stack: St
     order_number = written_back(stack, "AAAQ1007", timeout_s=90)["CustomText01"]
     customer = str(asyncio.run(m3_call(stack, "OIS100MI", "GetHead", {"ORNO": order_number}))[0]["CUNO"])
     assert len(asyncio.run(orders_for(stack, "AAAQ1007", customer))) == 1
+
+
+def test_replaying_a_held_quote_processes_it_again(stack: Stack) -> None:
+    """After the fix in M3 a held quote is replayed from the dead letters; here the item is still unknown,
+    so the replay is held again: a second dead letter for the same DocNo proves it went through once more."""
+    settings = BridgeSettings(kafka_bootstrap_servers=stack.bootstrap)
+
+    def held() -> list[dead_letters.Found]:
+        return [
+            f for f in asyncio.run(dead_letters.read_all(settings, "order-writer", idle_s=1.0))
+            if f.letter.original_key == "AAAQ1003" and f.letter.error_class == "held"
+        ]  # fmt: skip
+
+    before = held()
+    if not before:
+        approve(stack, "AAAQ1003")
+        written_back(stack, "AAAQ1003")
+        before = held()
+    assert asyncio.run(dead_letters.replay(settings, "order-writer", before[-1:])) == 1
+    deadline = time.monotonic() + 30
+    while len(held()) == len(before):
+        assert time.monotonic() < deadline, "the replayed quote was not processed again"
+        time.sleep(0.5)

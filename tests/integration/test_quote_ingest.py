@@ -1,0 +1,113 @@
+"""quote-ingest's logic against the QuoteWerks simulator (in process) and a real state store: the poller,
+customer changes, once-only publication and the write-back."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import BaseModel, SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.quote_ingest.ingest import Ingest, IngestRules
+from services.quote_ingest.webhooks import Delivery
+from shared.contracts import OrderResult, Problem, QuoteApproved, QuoteWerksCustomerChanged
+from shared.quotewerks import QuoteWerksClient
+from shared.state import db
+from shared.topics import Topic
+from simulators.quotewerks.app import create_app
+
+RULES = IngestRules(
+    approval_events=["QuoteValet.Accepted"],
+    approved_statuses=["Accepted"],
+    order_number_field="CustomText01",
+    order_status_field="CustomText02",
+    created_doc_status="Ordered",
+)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    await db.migrate(url)
+    engine = db.create_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def quotewerks() -> AsyncIterator[tuple[QuoteWerksClient, httpx.AsyncClient]]:
+    app = create_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://qw") as http:
+        yield QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http), http
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, BaseModel, str]] = []
+
+    async def __call__(self, topic: Topic, payload: BaseModel, key: str) -> None:
+        self.sent.append((topic.name, payload, key))
+
+
+async def test_the_poller_publishes_each_approved_quote_once(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+    client, http = quotewerks
+    recorder = Recorder()
+    ingest = Ingest(client, engine, recorder, RULES)
+    headers = {"X-API-Key": "qw-sim-api-key"}
+    for doc_no in ("AAAQ1001", "AAAQ1006"):
+        (await http.post(f"/api/v1/documents/{doc_no}/approve", headers=headers)).raise_for_status()
+    published, since = await ingest.poll(None)
+    keys = sorted(key for _, _, key in recorder.sent)
+    assert "AAAQ1001" in keys
+    assert "AAAQ1006" in keys
+    assert published == len(recorder.sent)
+    assert since is not None
+    again, _ = await ingest.poll(None)  # from the start again: nothing new
+    assert again == 0
+    assert all(isinstance(payload, QuoteApproved) for _, payload, _ in recorder.sent)
+
+
+async def test_a_webhook_after_the_poller_is_a_duplicate(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+    client, http = quotewerks
+    recorder = Recorder()
+    ingest = Ingest(client, engine, recorder, RULES)
+    (await http.post("/api/v1/documents/AAAQ1001/approve", headers={"X-API-Key": "qw-sim-api-key"})).raise_for_status()
+    await ingest.poll(None)
+    result = await ingest.delivery(Delivery(event="QuoteValet.Accepted", doc_no="AAAQ1001", customer_id=""))
+    assert result.outcome == "duplicate"
+
+
+async def test_a_quote_that_is_not_approved_is_ignored(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+    client, _ = quotewerks
+    ingest = Ingest(client, engine, Recorder(), RULES)
+    result = await ingest.delivery(Delivery(event="QuoteValet.Viewed", doc_no="AAAQ1002", customer_id=""))
+    assert result.outcome == "ignored"
+
+
+async def test_customer_changes_are_published(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+    client, _ = quotewerks
+    recorder = Recorder()
+    ingest = Ingest(client, engine, recorder, RULES)
+    result = await ingest.delivery(Delivery(event="QuoteWerks.CustomerChanged", doc_no="", customer_id="C000002"))
+    assert result.outcome == "published"
+    topic, payload, key = recorder.sent[0]
+    assert (topic, key) == ("quotewerks.customer.changed.v1", "C000002")
+    assert isinstance(payload, QuoteWerksCustomerChanged)
+    assert payload.customer.company
+
+
+async def test_results_are_written_back_on_the_quote(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+    client, http = quotewerks
+    ingest = Ingest(client, engine, Recorder(), RULES)
+    now = datetime.now(UTC)
+    await ingest.write_back(OrderResult(doc_no="AAAQ1001", outcome="created", order_number="1000000007",
+                                        order_status="22", customer_number="C000001", decided_at=now))  # fmt: skip
+    header = (await http.get("/api/v1/documents/AAAQ1001", headers={"X-API-Key": "qw-sim-api-key"})).json()
+    assert header["DocumentHeader"]["CustomText01"] == "1000000007"
+    assert header["DocumentHeader"]["DocStatus"] == "Ordered"
+    await ingest.write_back(OrderResult(doc_no="AAAQ1003", outcome="held", decided_at=now,
+                                        problems=[Problem(error_class="business", message="item NOPE-123 unknown")]))  # fmt: skip
+    held = (await http.get("/api/v1/documents/AAAQ1003", headers={"X-API-Key": "qw-sim-api-key"})).json()
+    assert held["DocumentHeader"]["CustomText02"] == "M3 held: item NOPE-123 unknown"
