@@ -37,10 +37,13 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def quotewerks() -> AsyncIterator[tuple[QuoteWerksClient, httpx.AsyncClient]]:
+async def quotewerks() -> AsyncIterator["tuple[QuoteWerksClient, httpx.AsyncClient]"]:
     app = create_app()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://qw") as http:
         yield QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http), http
+
+
+QW = tuple[QuoteWerksClient, httpx.AsyncClient]
 
 
 class Recorder:
@@ -51,7 +54,7 @@ class Recorder:
         self.sent.append((topic.name, payload, key))
 
 
-async def test_the_poller_publishes_each_approved_quote_once(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+async def test_the_poller_publishes_each_approved_quote_once(engine: AsyncEngine, quotewerks: QW) -> None:
     client, http = quotewerks
     recorder = Recorder()
     ingest = Ingest(client, engine, recorder, RULES)
@@ -69,7 +72,7 @@ async def test_the_poller_publishes_each_approved_quote_once(engine: AsyncEngine
     assert all(isinstance(payload, QuoteApproved) for _, payload, _ in recorder.sent)
 
 
-async def test_a_webhook_after_the_poller_is_a_duplicate(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+async def test_a_webhook_after_the_poller_is_a_duplicate(engine: AsyncEngine, quotewerks: QW) -> None:
     client, http = quotewerks
     recorder = Recorder()
     ingest = Ingest(client, engine, recorder, RULES)
@@ -79,14 +82,14 @@ async def test_a_webhook_after_the_poller_is_a_duplicate(engine: AsyncEngine, qu
     assert result.outcome == "duplicate"
 
 
-async def test_a_quote_that_is_not_approved_is_ignored(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+async def test_a_quote_that_is_not_approved_is_ignored(engine: AsyncEngine, quotewerks: QW) -> None:
     client, _ = quotewerks
     ingest = Ingest(client, engine, Recorder(), RULES)
     result = await ingest.delivery(Delivery(event="QuoteValet.Viewed", doc_no="AAAQ1002", customer_id=""))
     assert result.outcome == "ignored"
 
 
-async def test_customer_changes_are_published(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+async def test_customer_changes_are_published(engine: AsyncEngine, quotewerks: QW) -> None:
     client, _ = quotewerks
     recorder = Recorder()
     ingest = Ingest(client, engine, recorder, RULES)
@@ -98,7 +101,7 @@ async def test_customer_changes_are_published(engine: AsyncEngine, quotewerks) -
     assert payload.customer.company
 
 
-async def test_results_are_written_back_on_the_quote(engine: AsyncEngine, quotewerks) -> None:  # type: ignore[no-untyped-def]
+async def test_results_are_written_back_on_the_quote(engine: AsyncEngine, quotewerks: QW) -> None:
     client, http = quotewerks
     ingest = Ingest(client, engine, Recorder(), RULES)
     now = datetime.now(UTC)
@@ -107,7 +110,7 @@ async def test_results_are_written_back_on_the_quote(engine: AsyncEngine, quotew
     header = (await http.get("/api/v1/documents/AAAQ1001", headers={"X-API-Key": "qw-sim-api-key"})).json()
     assert header["DocumentHeader"]["CustomText01"] == "1000000007"
     assert header["DocumentHeader"]["DocStatus"] == "Ordered"
-    await ingest.write_back(OrderResult(doc_no="AAAQ1003", outcome="held", decided_at=now,
-                                        problems=[Problem(error_class="business", message="item NOPE-123 unknown")]))  # fmt: skip
+    problem = Problem(error_class="business", message="item NOPE-123 unknown")
+    await ingest.write_back(OrderResult(doc_no="AAAQ1003", outcome="held", decided_at=now, problems=[problem]))
     held = (await http.get("/api/v1/documents/AAAQ1003", headers={"X-API-Key": "qw-sim-api-key"})).json()
     assert held["DocumentHeader"]["CustomText02"] == "M3 held: item NOPE-123 unknown"
