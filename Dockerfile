@@ -35,6 +35,8 @@ RUN groupadd --system --gid 10001 m3bridge \
     && chown -R m3bridge:m3bridge /app
 
 COPY --from=builder /opt/venv /opt/venv
+# The default order mapping rules (M3B_MAPPING_FILE is relative to /app); mount your own over it.
+COPY --chown=m3bridge:m3bridge deploy/config /app/deploy/config
 
 WORKDIR /app
 USER m3bridge

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_pascal
@@ -312,6 +312,77 @@ class CatalogSyncReport(Contract):
     finished_at: datetime
     counts: dict[str, int] = Field(default_factory=dict, description="created/updated/unchanged/failed per kind.")
     problems: list[Problem] = Field(default_factory=list)
+
+
+# --- Availability (inventory-query's Kafka request/reply) ---------------------------------------------
+
+AVAILABILITY_MAX_LINES = 100
+
+Source = Literal["m3", "cache", "stale"]
+
+ItemNumber = Annotated[str, Field(min_length=1, max_length=15, description="M3 item number (ITNO).")]
+Warehouse = Annotated[str, Field(min_length=1, max_length=3, description="M3 warehouse (WHLO).")]
+Quantity = Annotated[Decimal, Field(gt=0, description="Quantity the rep wants to sell.")]
+
+
+class AvailabilityQuery(BaseModel):
+    """One line a rep asks about."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item: ItemNumber
+    warehouse: Warehouse
+    quantity: Quantity = Decimal(1)
+
+
+class AvailabilityAnswer(BaseModel):
+    """Stock and price of one item in one warehouse, and how fresh the figures are."""
+
+    outcome: Literal["answered"] = "answered"
+    item: str
+    warehouse: str
+    on_hand: Decimal = Field(description="On-hand balance, approved (M3 STQT).")
+    allocatable: Decimal = Field(description="Allocatable on-hand balance (M3 AV01).")
+    quantity: Decimal = Field(description="The requested quantity.")
+    available: bool = Field(description="allocatable >= quantity.")
+    price: Decimal | None = Field(description="Base sales price of the item; null when M3 has none for it.")
+    currency: str | None = Field(description="Currency of the price.")
+    price_note: str | None = Field(None, description="Why there is no price, when there is none.")
+    source: Source = Field(
+        description="`m3`: read just now; `cache`: read within the cache TTL (or pushed by an inventory event); "
+        "`stale`: M3 could not answer, this is the last figure known. The worst of stock and price."
+    )
+    as_of: datetime = Field(description="When the (older of the) figures were read from M3.")
+    age_s: float = Field(description="Seconds since `as_of`.")
+
+
+class LineProblem(BaseModel):
+    """A batch line that has no answer."""
+
+    outcome: Literal["not_found", "unavailable", "invalid"]
+    item: str
+    warehouse: str
+    quantity: Decimal
+    detail: str = Field(description="M3's message for an unknown item, or why M3 could not be asked.")
+
+
+LineResult = Annotated[AvailabilityAnswer | LineProblem, Field(discriminator="outcome")]
+
+
+class AvailabilityRequest(BaseModel):
+    """`inventory.availability.request.v1`: availability lines; set the `reply_to` and `correlation_id`
+    headers, the reply goes to `reply_to` with the same `correlation_id`."""
+
+    lines: list[AvailabilityQuery] = Field(min_length=1, max_length=AVAILABILITY_MAX_LINES)
+
+
+class AvailabilityReply(BaseModel):
+    """The reply to an `AvailabilityRequest`: one result per line, in order, or `error` for a bad request."""
+
+    correlation_id: str | None = Field(None, description="The request's correlation id, echoed.")
+    lines: list[LineResult] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why the request could not be read (then `lines` is empty).")
+    answered_at: datetime
 
 
 # --- Operations -----------------------------------------------------------------------------------------

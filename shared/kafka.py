@@ -75,7 +75,10 @@ def correlation_middleware(source: str) -> type[BaseMiddleware]:
                 _current.reset(token)
 
         async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
-            correlation_id = cmd.headers.get(KAFKA_HEADER) or current_correlation_id() or new_correlation_id()
+            # A handler's reply is published after its context is gone: then the command's own id is the request's.
+            correlation_id = (
+                cmd.headers.get(KAFKA_HEADER) or current_correlation_id() or cmd.correlation_id or new_correlation_id()
+            )
             cmd.headers[KAFKA_HEADER] = correlation_id
             cmd.headers.setdefault(SOURCE_HEADER, source)
             cmd.correlation_id = correlation_id

@@ -62,6 +62,13 @@ CATALOG_SYNC_REPORT = Topic(
     "run id",
     "What one catalog synchronisation run did.",
 )
+AVAILABILITY_REQUEST = Topic(
+    "inventory.availability.request.v1",
+    contracts.AvailabilityRequest,
+    "any (the requester's choice)",
+    "Availability and price questions for inventory-query; set `reply_to` and `correlation_id`: the "
+    "AvailabilityReply goes to `reply_to` with the same correlation id.",
+)
 HEARTBEAT = Topic(
     "m3bridge.heartbeat.v1",
     contracts.Heartbeat,
@@ -92,6 +99,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     INVENTORY_CHANGED,
     M3_CUSTOMER_CHANGED,
     CATALOG_SYNC_REPORT,
+    AVAILABILITY_REQUEST,
     HEARTBEAT,
     *(dead_letter_topic(service) for service in DEAD_LETTER_SERVICES),
 )

@@ -1,21 +1,204 @@
-"""inventory-query wiring: settings, broker, HTTP app."""
+"""inventory-query wiring: availability and price over HTTP and Kafka request/reply, a short cache kept current
+by inventory events, M3 asked at interactive priority."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: faststream and FastAPI read the handler signatures at runtime.
+import logging
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated
 
+import httpx
+from fastapi import HTTPException, Path, Query
+from faststream import AckPolicy
+from faststream.kafka import KafkaResponse
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import Field, ValidationError
+
+from services.inventory_query.availability import Availability, InvalidQueryError, NotFoundError, UnavailableError
+from services.inventory_query.m3_reader import M3Reader
+from services.inventory_query.messages import (
+    MAX_BATCH,
+    REQUEST_TOPIC,
+    AvailabilityAnswer,
+    AvailabilityQuery,
+    AvailabilityReply,
+    AvailabilityRequest,
+    BatchAnswer,
+    BatchQuery,
+    ErrorBody,
+)
+from shared.contracts import InventoryChanged
+from shared.lease import LeaseClient
+from shared.m3 import M3Client
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
+from shared.topics import INVENTORY_CHANGED
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
 
 
 class InventoryQuerySettings(M3CallerSettings):
     service_name: str = "inventory-query"
+    cache_ttl_s: float = Field(30.0, gt=0, description="How long a stock or price figure is answered from cache.")
+    answer_deadline_s: float = Field(
+        2.0, gt=0, description="Longest a rep waits for M3 (lease and retries included) before the last known figure."
+    )
+    outage_backoff_s: float = Field(
+        5.0, ge=0, description="After M3 failed to answer, answer from what is known this long before asking again."
+    )
+    last_known_max_entries: int = Field(
+        100_000, ge=1, description="Figures kept (least recently used dropped) to answer with while M3 is away."
+    )
+    price_list: str = Field("STD", min_length=1, max_length=10, description="M3 price list (PRRF) of base prices.")
+    price_currency: str = Field("EUR", min_length=1, max_length=3, description="Currency (CUCD) of the price list.")
+    price_valid_from: date | None = Field(
+        None, description="From-date (FVDT) of the price list to read; empty means the one valid today."
+    )
 
 
 def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRuntime:
+    settings = settings or InventoryQuerySettings()
     runtime = ServiceRuntime(
-        settings or InventoryQuerySettings(),
+        settings,
         title="M3 Bridge inventory-query",
         description="Answers live availability and price checks in milliseconds without hammering M3.",
         uses_state=False,
     )
-    runtime.not_built_yet("availability and price answers over HTTP and Kafka request/reply, cached", issue=5)
+    parts: dict[str, object] = {}
+
+    def availability() -> Availability:
+        found = parts.get("availability")
+        if not isinstance(found, Availability):
+            raise RuntimeError("inventory-query is not started")
+        return found
+
+    @runtime.on_startup
+    async def start() -> None:
+        http = httpx.AsyncClient()
+        parts["http"] = http
+        leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
+        m3 = M3Client(
+            leases,
+            http,
+            company=settings.m3_company,
+            division=settings.m3_division or None,
+            timeout_s=min(settings.m3_timeout_s, settings.answer_deadline_s),
+            deadline_s=min(settings.m3_deadline_s, settings.answer_deadline_s),
+            max_attempts=settings.m3_max_attempts,
+        )
+        reader = M3Reader(
+            m3,
+            price_list=settings.price_list,
+            currency=settings.price_currency,
+            price_valid_from=settings.price_valid_from,
+        )
+        parts["availability"] = Availability(
+            reader,
+            ttl_s=settings.cache_ttl_s,
+            deadline_s=settings.answer_deadline_s,
+            max_entries=settings.last_known_max_entries,
+            outage_backoff_s=settings.outage_backoff_s,
+        )
+
+    @runtime.on_shutdown
+    async def stop() -> None:
+        http = parts.get("http")
+        if isinstance(http, httpx.AsyncClient):
+            await http.aclose()
+
+    # --- HTTP ----------------------------------------------------------------------------------------------
+
+    retry_after = str(max(1, round(settings.outage_backoff_s)))
+    problems: dict[int | str, dict[str, object]] = {
+        404: {"model": ErrorBody, "description": "M3 does not know the item or warehouse (M3's message)."},
+        503: {"model": ErrorBody, "description": "M3 cannot answer now and no figure is known (the reason)."},
+    }
+
+    @runtime.app.get(
+        "/v1/availability/{item}",
+        response_model=AvailabilityAnswer,
+        responses=problems,
+        tags=["availability"],
+        summary="Availability and price of one item in one warehouse",
+    )
+    async def one(
+        item: Annotated[str, Path(min_length=1, max_length=15, description="M3 item number.")],
+        warehouse: Annotated[str, Query(min_length=1, max_length=3, description="M3 warehouse.")],
+        quantity: Annotated[Decimal, Query(gt=0, description="Quantity wanted.")] = Decimal(1),
+    ) -> AvailabilityAnswer:
+        query = AvailabilityQuery(item=item, warehouse=warehouse, quantity=quantity)
+        try:
+            return await availability().check(query)
+        except NotFoundError as exc:
+            raise HTTPException(404, detail=str(exc)) from None
+        except InvalidQueryError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
+        except UnavailableError as exc:
+            raise HTTPException(503, detail=str(exc), headers={"Retry-After": retry_after}) from None
+
+    @runtime.app.post(
+        "/v1/availability",
+        response_model=BatchAnswer,
+        tags=["availability"],
+        summary=f"Availability and price of up to {MAX_BATCH} lines",
+        description="One result per line, in order: an answer, or why the line has none (not_found, unavailable).",
+    )
+    async def many(batch: BatchQuery) -> BatchAnswer:
+        return BatchAnswer(lines=await availability().check_many(batch.lines))
+
+    # --- Kafka ---------------------------------------------------------------------------------------------
+
+    @runtime.broker.subscriber(
+        INVENTORY_CHANGED.name,
+        # No group: every replica keeps its own cache, so every replica must see every change (a group would
+        # split the events between them). Nothing is committed; a restarted replica reads the history again.
+        **runtime.subscriber_options(None),
+        ack_policy=AckPolicy.MANUAL,
+        title="inventory-query/inventory-changed",
+        description="Stock changes in M3 replace the cached figures of that item and warehouse.",
+    )
+    async def on_inventory_changed(event: InventoryChanged) -> None:
+        availability().apply_change(event)
+
+    @runtime.broker.subscriber(
+        REQUEST_TOPIC,
+        **runtime.subscriber_options("m3bridge.inventory-query.requests"),
+        # A request is answered once or not at all: the requester times out and asks again.
+        ack_policy=AckPolicy.ACK,
+        title="inventory-query/availability-requests",
+        description="Availability requests; the reply goes to the request's `reply_to` topic.",
+    )
+    async def on_request(message: KafkaMessage) -> KafkaResponse:
+        # Read here rather than by the signature, so that a malformed request still gets a reply.
+        correlation_id = message.correlation_id or None
+        try:
+            request = AvailabilityRequest.model_validate_json(message.body)
+        except ValidationError as exc:
+            reply = AvailabilityReply(
+                correlation_id=correlation_id,
+                error=f"not an availability request: {exc.errors(include_url=False)}"[:2000],
+                answered_at=datetime.now(UTC),
+            )
+        else:
+            lines = await availability().check_many(request.lines)
+            reply = AvailabilityReply(correlation_id=correlation_id, lines=lines, answered_at=datetime.now(UTC))
+        return KafkaResponse(reply, correlation_id=correlation_id)
+
+    static = {
+        "cache_ttl_s": settings.cache_ttl_s,
+        "answer_deadline_s": settings.answer_deadline_s,
+        "outage_backoff_s": settings.outage_backoff_s,
+        "last_known_max_entries": settings.last_known_max_entries,
+        "stock": "MMS200MI/GetItmWhsBal",
+        "price": f"OIS017MI/GetBasePrice {settings.price_list} {settings.price_currency}",
+        "request_topic": REQUEST_TOPIC,
+    }
+
+    def logic() -> dict[str, object]:
+        found = parts.get("availability")
+        return {**static, **found.describe()} if isinstance(found, Availability) else static
+
+    runtime.health.set_detail("logic", logic)
     return runtime

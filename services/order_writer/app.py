@@ -23,12 +23,22 @@ from shared.topics import ORDER_RESULT, QUOTE_APPROVED
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "config" / "order-mapping.yaml"
+DEFAULT_RULES = Path("deploy/config/order-mapping.yaml")
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def rules_path(configured: Path) -> Path:
+    """A relative path is looked up in the working directory (the image's /app), then in the checkout."""
+    if configured.is_absolute() or configured.exists():
+        return configured
+    return CHECKOUT / configured
 
 
 class OrderWriterSettings(M3CallerSettings):
     service_name: str = "order-writer"
-    mapping_file: Path = Field(DEFAULT_RULES, description="The quote → M3 order mapping rules (YAML).")
+    mapping_file: Path = Field(
+        DEFAULT_RULES, description="The quote → M3 order mapping rules (YAML); relative to the working directory."
+    )
     use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
 
 
@@ -40,7 +50,7 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         description="Turns approved quotes into confirmed M3 customer orders, creating customers first, exactly once.",
         uses_state=True,
     )
-    rules: MappingRules = load_rules(settings.mapping_file)  # invalid rules stop the service at start
+    rules: MappingRules = load_rules(rules_path(settings.mapping_file))  # invalid rules stop the service at start
     parts: dict[str, object] = {}
 
     def writer() -> OrderWriter:

@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field, SecretStr
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from services.quote_ingest.ingest import Ingest, IngestRules
-from services.quote_ingest.webhooks import RejectedDeliveryError, WebhookAuth, authenticate, parse
+from services.quote_ingest.webhooks import parse
 from shared.contracts import OrderResult
 from shared.dead_letters import dead_letter, send_to_dead_letters
+from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
 from shared.kafka import publish
 from shared.quotewerks import DocumentError, QuoteWerksClient, QuoteWerksError
 from shared.runtime import ServiceRuntime
@@ -67,7 +68,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         description="Receives QuoteWerks approvals and customer changes, publishes them, writes order numbers back.",
         uses_state=True,
     )
-    auth = WebhookAuth(
+    auth = InboundAuth(
         secret_header=settings.webhook_secret_header,
         shared_secret=settings.webhook_secret.get_secret_value(),
         signature_header=settings.webhook_signature_header,
@@ -137,7 +138,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     )
     async def webhook(request: Request) -> JSONResponse:
         try:
-            body = await read_limited(request, settings.webhook_max_bytes)
+            body = await read_body(request, settings.webhook_max_bytes)
             authenticate(request.headers, body, auth)
             delivery = parse(body)
             result = await ingest().delivery(delivery)
@@ -194,15 +195,3 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         },
     )
     return runtime
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RejectedDeliveryError(413, "too_large", f"body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise RejectedDeliveryError(413, "too_large", f"body over {limit} bytes")
-    return bytes(body)

@@ -6,6 +6,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
@@ -22,6 +23,7 @@ class IonSim:
     auth: AuthServer
     gateway: Gateway
     m3: Any  # simulators.ion.m3.M3Simulator, or None when a test mounts its own router
+    bods: Any = None  # simulators.ion.bods.BodPublisher (with .emitter), when the M3 simulator is mounted
 
     def stats(self, *, include_times: bool = False) -> dict[str, Any]:
         return {
@@ -40,6 +42,11 @@ class GrantRequest(BaseModel):
 
 class RetryAfterRequest(BaseModel):
     retry_after_s: float | None
+
+
+class BodTargetRequest(BaseModel):
+    url: str | None
+    headers: dict[str, str] | None = None
 
 
 def _default_m3(config: IonSimConfig) -> tuple[APIRouter, Any]:
@@ -113,8 +120,66 @@ def _admin_router(ion: IonSim) -> APIRouter:
     return router
 
 
-def create_app(config: IonSimConfig | None = None, *, m3_router: APIRouter | None = None) -> FastAPI:
-    """The simulator app. `m3_router` replaces the real M3 MI router (tests of the Gateway alone)."""
+def _m3_admin_router(ion: IonSim) -> APIRouter:
+    """`/__admin/m3/...`: a user editing records in M3 (the data changes, MI reads see it, a BOD is published)
+    and `/__admin/bods`: delivery stats and the BOD target."""
+    router = APIRouter(prefix="/__admin", tags=["simulator admin: M3 edits and BODs"])
+    bods_module = importlib.import_module("simulators.ion.bods")
+
+    def publisher() -> Any:
+        if ion.bods is None:
+            raise HTTPException(501, "no M3 simulator mounted")
+        return ion.bods
+
+    async def edit(method: str, *args: str, fields: dict[str, Any]) -> dict[str, Any]:
+        try:
+            record: dict[str, object] = getattr(publisher(), method)(*args, fields)
+        except bods_module.EditError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return {name: str(value) for name, value in record.items()}
+
+    @router.post("/m3/items/{itno}")
+    async def edit_item(itno: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Changed MITMAS fields, e.g. {"ITDS": "…", "STAT": "90"}; publishes SyncItemMaster."""
+        return await edit("edit_item", itno, fields=fields)
+
+    @router.post("/m3/balances/{whlo}/{itno}")
+    async def edit_balance(whlo: str, itno: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """{"STQT": "12", "ALQT": "2"}; publishes SyncInventoryCount."""
+        return await edit("edit_balance", whlo, itno, fields=fields)
+
+    @router.post("/m3/prices/{itno}")
+    async def edit_price(itno: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """{"SAPR": "12.50"} (price list STD); publishes SyncPriceList."""
+        return await edit("edit_price", itno, fields=fields)
+
+    @router.post("/m3/customers/{cuno}")
+    async def edit_customer(cuno: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Changed OCUSMA fields, e.g. {"CUNM": "…"}; publishes SyncCustomerPartyMaster."""
+        return await edit("edit_customer", cuno, fields=fields)
+
+    @router.get("/bods")
+    async def bod_stats() -> dict[str, Any]:
+        stats: dict[str, Any] = publisher().emitter.snapshot()
+        return stats
+
+    @router.put("/bods/target")
+    async def bod_target(body: BodTargetRequest) -> dict[str, Any]:
+        emitter = publisher().emitter
+        emitter.configure(body.url, body.headers)
+        return {"url": emitter.target_url, "headers": sorted(emitter.headers)}  # header values may be secrets
+
+    return router
+
+
+def create_app(
+    config: IonSimConfig | None = None,
+    *,
+    m3_router: APIRouter | None = None,
+    bod_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The simulator app. `m3_router` replaces the real M3 MI router (tests of the Gateway alone);
+    `bod_transport` is the HTTP transport the BOD emitter uses (tests point it at an in-process receiver)."""
     config = config or IonSimConfig()
     auth = AuthServer(config)
     gateway = Gateway(config, auth)
@@ -122,12 +187,28 @@ def create_app(config: IonSimConfig | None = None, *, m3_router: APIRouter | Non
     if m3_router is None:
         m3_router, m3_sim = _default_m3(config)
     ion = IonSim(config=config, auth=auth, gateway=gateway, m3=m3_sim)
+    if m3_sim is not None:
+        bods = importlib.import_module("simulators.ion.bods")
+        emitter = bods.BodEmitter(
+            config.bod_target_url,
+            config.bod_headers,
+            attempts=config.bod_retry_attempts,
+            backoff_s=config.bod_retry_backoff_s,
+            transport=bod_transport,
+        )
+        context = bods.BodContext(
+            tenant=config.tenant,
+            accounting_entity=f"{m3_sim.config.company}_{m3_sim.config.division}",
+            location=config.bod_location,
+        )
+        ion.bods = bods.BodPublisher(m3_sim, emitter, context)
 
     app = FastAPI(title="ION API Gateway simulator (M3 Bridge)", docs_url="/__admin/docs", redoc_url=None)
     app.state.ion = ion
     app.include_router(auth_router(auth))
     app.include_router(m3_router, prefix=f"/{config.tenant}/M3/m3api-rest")
     app.include_router(_admin_router(ion))
+    app.include_router(_m3_admin_router(ion))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -184,6 +184,13 @@ class IonSimConfig(BaseModel):
     latency: LatencyProfile = Field(default_factory=LatencyProfile)
     faults: FaultProfile = Field(default_factory=FaultProfile)
     m3: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of simulators.ion.m3.M3Config
+    # ION BODs published on M3 data changes (simulators/ion/bods.py): POSTed to bod_target_url (None = not sent),
+    # with bod_headers (e.g. a shared-secret header), retried bod_retry_attempts times with exponential backoff.
+    bod_target_url: str | None = None
+    bod_headers: dict[str, str] = Field(default_factory=dict)
+    bod_retry_attempts: int = Field(default=5, ge=1)
+    bod_retry_backoff_s: float = Field(default=0.5, ge=0)
+    bod_location: str = ""  # the BODID location part (M3 BOD Processor: warehouse/facility; inferred)
 
     @model_validator(mode="after")
     def _fill_identities(self) -> IonSimConfig:

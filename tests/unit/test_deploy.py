@@ -378,3 +378,14 @@ def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
     ):
         result = subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+
+
+def test_the_image_carries_the_default_mapping_rules() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY --chown=m3bridge:m3bridge deploy/config /app/deploy/config" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "!deploy/config" in ignored[ignored.index("deploy") :]
+    from services.order_writer.app import DEFAULT_RULES
+
+    assert not DEFAULT_RULES.is_absolute()
+    assert (ROOT / DEFAULT_RULES).exists()

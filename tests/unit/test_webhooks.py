@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from services.quote_ingest.webhooks import RejectedDeliveryError, WebhookAuth, authenticate, parse, sign
+from services.quote_ingest.webhooks import parse
+from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, sign
 
-AUTH = WebhookAuth(
+AUTH = InboundAuth(
     secret_header="X-M3Bridge-Webhook-Secret",
     shared_secret="shared-secret-123",
     signature_header="X-M3Bridge-Signature",
@@ -48,7 +49,7 @@ def test_a_tampered_body_fails_the_signature() -> None:
 
 
 def test_nothing_is_accepted_when_no_secret_is_configured() -> None:
-    bare = WebhookAuth("X-S", "", "X-Sig", "", 300)
+    bare = InboundAuth("X-S", "", "X-Sig", "", 300)
     with pytest.raises(RejectedDeliveryError):
         authenticate({"X-S": ""}, BODY, bare)
 

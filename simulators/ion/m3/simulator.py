@@ -7,10 +7,14 @@ checks is: program/transaction exists (else TransactionNotFound) → Connect API
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from itertools import islice
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +25,21 @@ from simulators.ion.m3.metadata import PROGRAMS
 from simulators.ion.m3.programs import HANDLERS
 
 _NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)$")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A data change in the simulated M3 (what M3's Event Hub would see), for listeners such as the BOD emitter.
+
+    kind/key: "customer" CUNO, "item" ITNO, "balance" ITNO (data has WHLO), "price" ITNO, "order" ORNO.
+    data: a snapshot of the record after the change (M3 field names).
+    """
+
+    kind: Literal["customer", "item", "balance", "price", "order"]
+    action: Literal["add", "change", "delete"]
+    key: str
+    data: dict[str, object] = field(default_factory=dict)
 
 
 class Grant(BaseModel):
@@ -71,6 +90,16 @@ class M3Simulator:
             division=config.division,
             today=config.today or date.today(),
         )
+        # Called after each successful data change (MI Add/ChgBasicData/Confirm, admin edits). Additive hook.
+        self.on_change: list[Callable[[ChangeEvent], None]] = []
+
+    def notify(self, event: ChangeEvent) -> None:
+        """Tell every listener about a change; a failing listener is logged and never fails the transaction."""
+        for listener in list(self.on_change):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("M3 simulator change listener failed for %s %s", event.kind, event.key)
 
     # --- seeded data helpers for tests ---------------------------------------------------------------------------
     def inactive_items(self) -> list[str]:
@@ -138,10 +167,32 @@ class M3Simulator:
                 del result.records[maxrecs:]
                 result.next_position = str(max(position, 0) + maxrecs)
             result.metadata = outputs
+            if self.on_change:
+                self._changed(program, transaction, clean, result)
         except Nok as nok:
             result.error = nok.error
             result.records = []
         return result
+
+    def _changed(self, program: str, transaction: str, inputs: dict[str, str], result: MiResult) -> None:
+        """Hook: report data changes made through the API to the `on_change` listeners."""
+        if program == "CRS610MI" and transaction in ("Add", "ChgBasicData"):
+            cuno = next((r.get("CUNO", "") for r in result.records if r.get("CUNO")), "") or inputs.get("CUNO", "")
+            record = self.store.customers.get(cuno)
+            if record is not None:
+                action: Literal["add", "change"] = "add" if transaction == "Add" else "change"
+                self.notify(ChangeEvent("customer", action, cuno, dict(record)))
+        elif program == "OIS100MI" and transaction == "Confirm":
+            batch = self.store.batch_orders.get(inputs.get("ORNO", ""))
+            order = self.store.orders.get(batch.final_orno or "") if batch is not None else None
+            if order is None:
+                return
+            for line in order.lines:  # Confirm allocated stock
+                itno, whlo = str(line["ITNO"]), str(line["WHLO"])
+                bal = self.store.balance(itno, whlo)
+                data: dict[str, object] = {"ITNO": itno, "WHLO": whlo, "STQT": bal.stqt, "ALQT": bal.alqt}
+                self.notify(ChangeEvent("balance", "change", itno, {**data, "AV01": bal.available}))
+            self.notify(ChangeEvent("order", "add", order.orno, dict(order.head)))
 
     def _check_company(self, cono: int | None, cono_field: str) -> None:
         for value in (cono, cono_field):

@@ -1,0 +1,307 @@
+"""inventory-query's answer logic with a fake M3: cache TTL, single flight, inventory events, stale answers."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from services.inventory_query.availability import (
+    Availability,
+    LastKnown,
+    NotFoundError,
+    PriceReading,
+    StockReading,
+    UnavailableError,
+    UnreachableError,
+    calls_saved,
+)
+from services.inventory_query.messages import AvailabilityAnswer, AvailabilityQuery, BatchQuery, LineProblem
+from shared.contracts import InventoryChanged
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeM3:
+    def __init__(self) -> None:
+        self.stock_calls = 0
+        self.price_calls = 0
+        self.on_hand = Decimal(40)
+        self.allocatable = Decimal(30)
+        self.down = False
+        self.hang = False
+        self.delay_s = 0.0
+
+    async def stock(self, item: str, warehouse: str) -> StockReading:
+        self.stock_calls += 1
+        await self._wait()
+        if item == "NOSUCH":
+            raise NotFoundError(f"Item number {item} does not exist")
+        return StockReading(self.on_hand, self.allocatable)
+
+    async def price(self, item: str) -> PriceReading:
+        self.price_calls += 1
+        await self._wait()
+        if item == "NOSUCH":
+            return PriceReading(None, None, "no price")
+        return PriceReading(Decimal("12.50"), "EUR")
+
+    async def _wait(self) -> None:
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.down:
+            raise UnreachableError("transient: connection failed: ConnectError")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def m3() -> FakeM3:
+    return FakeM3()
+
+
+@pytest.fixture
+def service(m3: FakeM3, clock: Clock) -> Availability:
+    return Availability(m3, ttl_s=30, deadline_s=0.2, outage_backoff_s=0, clock=clock)
+
+
+def q(item: str = "ITM000001", warehouse: str = "100", quantity: str = "5") -> AvailabilityQuery:
+    return AvailabilityQuery(item=item, warehouse=warehouse, quantity=Decimal(quantity))
+
+
+async def test_first_answer_comes_from_m3_the_next_from_the_cache(service: Availability, m3: FakeM3) -> None:
+    first = await service.check(q())
+    assert (first.source, first.on_hand, first.allocatable, first.available) == ("m3", 40, 30, True)
+    assert (first.price, first.currency, first.as_of, first.age_s) == (Decimal("12.50"), "EUR", T0, 0)
+    second = await service.check(q(quantity="31"))
+    assert (second.source, second.available) == ("cache", False)
+    assert (m3.stock_calls, m3.price_calls) == (1, 1)
+
+
+async def test_after_the_ttl_m3_is_asked_again(service: Availability, m3: FakeM3, clock: Clock) -> None:
+    await service.check(q())
+    clock.advance(29)
+    assert (await service.check(q())).source == "cache"
+    clock.advance(2)
+    m3.on_hand = Decimal(7)
+    answer = await service.check(q())
+    assert (answer.source, answer.on_hand, answer.as_of) == ("m3", 7, T0 + timedelta(seconds=31))
+    assert m3.stock_calls == 2
+
+
+async def test_stock_is_cached_per_item_and_warehouse_price_per_item(service: Availability, m3: FakeM3) -> None:
+    await service.check(q(warehouse="100"))
+    await service.check(q(warehouse="200"))
+    assert (m3.stock_calls, m3.price_calls) == (2, 1)
+
+
+async def test_fifty_concurrent_requests_make_one_m3_call(service: Availability, m3: FakeM3) -> None:
+    m3.delay_s = 0.05
+    saved_before = calls_saved.labels("stock")._value.get()
+    answers = await asyncio.gather(*(service.check(q()) for _ in range(50)))
+    assert {a.on_hand for a in answers} == {Decimal(40)}
+    assert (m3.stock_calls, m3.price_calls) == (1, 1)
+    assert calls_saved.labels("stock")._value.get() - saved_before == 49
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_shared_read(service: Availability, m3: FakeM3) -> None:
+    m3.delay_s = 0.05
+    impatient = asyncio.ensure_future(service.check(q()))
+    patient = asyncio.ensure_future(service.check(q()))
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    assert (await patient).source == "m3"
+    assert m3.stock_calls == 1
+
+
+async def test_an_inventory_event_replaces_the_cached_figures(service: Availability, m3: FakeM3, clock: Clock) -> None:
+    await service.check(q())
+    clock.advance(5)
+    event = InventoryChanged(
+        item_number="ITM000001", warehouse="100", on_hand=Decimal(3), allocatable=Decimal(2), changed_at=clock()
+    )
+    assert service.apply_change(event)
+    answer = await service.check(q())
+    assert (answer.source, answer.on_hand, answer.allocatable, answer.available) == ("cache", 3, 2, False)
+    assert m3.stock_calls == 1  # the event's figures were taken, not merely the old ones dropped
+
+
+async def test_an_event_older_than_the_cached_figure_changes_nothing(service: Availability, clock: Clock) -> None:
+    clock.advance(10)
+    await service.check(q())
+    late = InventoryChanged(
+        item_number="ITM000001", warehouse="100", on_hand=Decimal(1), allocatable=Decimal(1), changed_at=T0
+    )
+    assert not service.apply_change(late)
+    assert (await service.check(q())).on_hand == 40
+
+
+async def test_an_event_for_an_unasked_item_primes_the_cache(service: Availability, m3: FakeM3) -> None:
+    event = InventoryChanged(
+        item_number="ITM000009", warehouse="300", on_hand=Decimal(9), allocatable=Decimal(8), changed_at=T0
+    )
+    service.apply_change(event)
+    answer = await service.check(q(item="ITM000009", warehouse="300"))
+    assert (answer.on_hand, answer.source) == (9, "cache")
+    assert m3.stock_calls == 0
+
+
+async def test_event_from_a_clock_ahead_of_ours_is_not_kept_forever(service: Availability, clock: Clock) -> None:
+    event = InventoryChanged(
+        item_number="ITM000001", warehouse="100", on_hand=Decimal(1), allocatable=Decimal(1),
+        changed_at=T0 + timedelta(hours=1),
+    )  # fmt: skip
+    service.apply_change(event)
+    clock.advance(31)
+    assert (await service.check(q())).source == "m3"
+
+
+async def test_m3_down_answers_the_last_known_figure_as_stale_with_its_age(
+    service: Availability, m3: FakeM3, clock: Clock
+) -> None:
+    await service.check(q())
+    clock.advance(95)
+    m3.down = True
+    answer = await service.check(q())
+    assert (answer.source, answer.on_hand, answer.as_of, answer.age_s) == ("stale", 40, T0, 95.0)
+    assert answer.price == Decimal("12.50")
+
+
+async def test_m3_too_slow_is_stale_within_the_deadline(service: Availability, m3: FakeM3, clock: Clock) -> None:
+    await service.check(q())
+    clock.advance(60)
+    m3.hang = True
+    started = asyncio.get_running_loop().time()
+    answer = await service.check(q())
+    assert answer.source == "stale"
+    assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_nothing_known_and_m3_down_is_unavailable_with_the_reason(service: Availability, m3: FakeM3) -> None:
+    m3.down = True
+    with pytest.raises(UnavailableError, match="connection failed"):
+        await service.check(q())
+
+
+async def test_after_a_failure_known_figures_are_answered_without_waiting_for_m3(m3: FakeM3, clock: Clock) -> None:
+    service = Availability(m3, ttl_s=30, deadline_s=0.2, outage_backoff_s=5, clock=clock)
+    await service.check(q())
+    clock.advance(40)
+    m3.down = True
+    assert (await service.check(q())).source == "stale"
+    calls = m3.stock_calls
+    assert (await service.check(q())).source == "stale"
+    assert m3.stock_calls == calls  # within the back-off M3 is not asked
+    clock.advance(6)
+    m3.down = False
+    assert (await service.check(q())).source == "m3"
+
+
+async def test_price_missing_still_answers_the_stock(service: Availability, m3: FakeM3) -> None:
+    async def no_price(item: str) -> PriceReading:
+        raise UnreachableError("throttled: 429")
+
+    m3.price = no_price  # type: ignore[method-assign]
+    answer = await service.check(q())
+    assert (answer.on_hand, answer.price, answer.source) == (40, None, "m3")
+    assert answer.price_note is not None
+    assert "429" in answer.price_note
+
+
+async def test_unknown_item_is_not_found_with_m3s_message(service: Availability) -> None:
+    with pytest.raises(NotFoundError, match="Item number NOSUCH does not exist"):
+        await service.check(q(item="NOSUCH"))
+
+
+async def test_a_batch_answers_every_line_in_order(service: Availability, m3: FakeM3) -> None:
+    results = await service.check_many([q(), q(item="NOSUCH"), q(warehouse="200", quantity="100"), q()])
+    assert [r.outcome for r in results] == ["answered", "not_found", "answered", "answered"]
+    assert isinstance(results[1], LineProblem)
+    assert "does not exist" in results[1].detail
+    assert isinstance(results[2], AvailabilityAnswer)
+    assert not results[2].available
+    assert m3.stock_calls == 3  # the repeated line shared the first one's read
+
+
+async def test_a_batch_line_without_any_figure_is_unavailable(service: Availability, m3: FakeM3) -> None:
+    await service.check(q())
+    m3.down = True
+    results = await service.check_many([q(), q(warehouse="200")])
+    assert [r.outcome for r in results] == ["answered", "unavailable"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        {"item": "X" * 16, "warehouse": "100", "quantity": "1"},
+        {"item": "ITM1", "warehouse": "1000", "quantity": "1"},
+        {"item": "ITM1", "warehouse": "100", "quantity": "0"},
+        {"item": "ITM1", "warehouse": "100", "quantity": "-2"},
+        {"item": "", "warehouse": "100", "quantity": "1"},
+    ],
+)
+def test_batch_lines_are_validated(line: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        BatchQuery.model_validate({"lines": [line]})
+
+
+def test_a_batch_holds_one_to_a_hundred_lines() -> None:
+    line = {"item": "ITM1", "warehouse": "100", "quantity": "1"}
+    BatchQuery.model_validate({"lines": [line] * 100})
+    for size in (0, 101):
+        with pytest.raises(ValidationError):
+            BatchQuery.model_validate({"lines": [line] * size})
+
+
+def test_last_known_drops_the_least_recently_used() -> None:
+    from services.inventory_query.availability import Figure
+
+    known: LastKnown[str, int] = LastKnown(2)
+    known.put("a", Figure(1, T0))
+    known.put("b", Figure(2, T0))
+    known.get("a")
+    known.put("c", Figure(3, T0))
+    assert (known.get("a"), known.get("b")) == (Figure(1, T0), None)
+    assert len(known) == 2
+
+
+async def test_http_api_validates_and_documents() -> None:
+    from services.inventory_query.app import InventoryQuerySettings, create_runtime
+
+    runtime = create_runtime(InventoryQuerySettings(kafka_bootstrap_servers="127.0.0.1:1"))
+    transport = httpx.ASGITransport(app=runtime.app)  # no lifespan: validation answers before any logic runs
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        too_long = await client.get("/v1/availability/" + "X" * 16, params={"warehouse": "100"})
+        assert too_long.status_code == 422
+        assert "at most 15" in too_long.text
+        zero = await client.get("/v1/availability/ITM1", params={"warehouse": "100", "quantity": "0"})
+        assert zero.status_code == 422
+        assert "greater than 0" in zero.text
+        no_warehouse = await client.get("/v1/availability/ITM1")
+        assert no_warehouse.status_code == 422
+        assert "warehouse" in no_warehouse.text
+        assert (await client.post("/v1/availability", json={"lines": []})).status_code == 422
+        spec = (await client.get("/openapi.json")).json()
+        health = (await client.get("/healthz")).json()
+    get = spec["paths"]["/v1/availability/{item}"]["get"]
+    assert {"200", "404", "422", "503"} <= set(get["responses"])
+    assert "AvailabilityAnswer" in spec["components"]["schemas"]
+    assert health["logic"]["cache_ttl_s"] == 30
