@@ -66,7 +66,8 @@ async def measure(url: str, ion: IonSim) -> list[str]:
     return [
         f"{'':<34}{'p50 ms':>8}{'p99 ms':>9}",
         f"{f'cold ({len(cold)} new items, one at a time)':<34}{statistics.median(cold):>8.1f}{p(cold, 0.99):>9.1f}",
-        f"{f'warm ({len(warm)} checks, {HOT_ITEMS} hot items)':<34}{statistics.median(warm):>8.1f}{p(warm, 0.99):>9.1f}",
+        f"{f'warm ({len(warm)} checks, {HOT_ITEMS} hot items)':<34}"
+        f"{statistics.median(warm):>8.1f}{p(warm, 0.99):>9.1f}",
         "",
         f"M3 calls for the {len(warm)} warm checks: {calls} ({calls / len(warm) * 1000:.0f} per 1,000; without the "
         f"cache 2,000: stock and price each); {len(warm) / elapsed:.0f} checks/s from {REPS} reps",
