@@ -113,10 +113,6 @@ class ServiceRuntime:
         self._on_shutdown.append(hook)
         return hook
 
-    def not_built_yet(self, what: str, *, issue: int) -> None:
-        """Say in /healthz that this service's logic does not exist yet, rather than pretend it does."""
-        self.health.set_detail("logic", {"state": "not built yet", "what": what, "issue": issue})
-
     def subscriber_options(self, group: str | None) -> dict[str, Any]:
         return consumer_options(self.settings, group=group)
 

@@ -80,6 +80,18 @@ def postgres_url() -> Iterator[str]:
         asyncio.run(_drop_database(name))
 
 
+@pytest.fixture(scope="module")
+def module_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own for a module whose simulators start from scratch (their M3 hands out the same
+    customer numbers again, which one shared ledger would already have linked)."""
+    name = f"m3b_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_create_database(name))
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_drop_database(name))
+
+
 @pytest.fixture
 def topic_name() -> str:
     """A fresh topic per test (auto-created on first produce by the test's own producer)."""

@@ -1,23 +1,188 @@
-"""catalog-sync wiring: settings, broker, HTTP app."""
+"""catalog-sync wiring: settings, broker, HTTP app.
 
-from __future__ import annotations
+Full loads (at start when nothing was synced yet, on `POST /v1/sync/full`, on the schedule) and deltas from M3 change
+events push M3 items, prices and stock to the QuoteWerks product catalog; each run's report goes to
+`catalog.sync.report.v1`.
+"""
 
+# No `from __future__ import annotations`: faststream and FastAPI read the handler signatures at runtime.
+import asyncio
+import contextlib
+import logging
+from typing import Any, Literal
+
+import httpx
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import Field, SecretStr
+
+from services.catalog_sync.catalog import ProductCatalog
+from services.catalog_sync.datalake import DataLakeClient
+from services.catalog_sync.sync import CatalogSync, StoredFingerprints, SyncOptions
+from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
+from shared.kafka import publish
+from shared.lease import LeaseClient
+from shared.m3 import M3Client
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
+from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED
+
+log = logging.getLogger(__name__)
+
+GROUP = "m3bridge.catalog-sync"
 
 
 class CatalogSyncSettings(M3CallerSettings):
     service_name: str = "catalog-sync"
+    quotewerks_url: str = Field("http://127.0.0.1:8300", description="Base URL of the QuoteWerks API adapter.")
+    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks API adapter.")
+    full_load_interval_s: float = Field(
+        86_400.0, ge=0, description="Seconds between scheduled full loads (0 = only at first start and on demand)."
+    )
+    full_load_at_start: bool = Field(True, description="Run a full load at start when no product was synced yet.")
+    data_lake_threshold: int = Field(
+        2000, ge=0, description="Above this many M3 items a full load reads the Data Lake instead of paging MI."
+    )
+    data_lake_poll_s: float = Field(0.5, gt=0, description="How often a running Data Lake query is polled.")
+    data_lake_timeout_s: float = Field(900.0, gt=0, description="How long one Data Lake query may run.")
+    catalog_warehouse: str = Field("100", min_length=1, max_length=3, description="Warehouse (WHLO) of availability.")
+    catalog_price_list: str = Field("STD", min_length=1, max_length=10, description="Sales price list (PRRF).")
+    catalog_currency: str = Field("EUR", min_length=1, max_length=3, description="Currency of the price list (CUCD).")
 
 
 def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntime:
+    settings = settings or CatalogSyncSettings()
     runtime = ServiceRuntime(
-        settings or CatalogSyncSettings(),
+        settings,
         title="M3 Bridge catalog-sync",
-        description="Keeps the QuoteWerks catalog and customers in step with M3.",
+        description="Keeps the QuoteWerks catalog in step with M3 items, prices and stock.",
         uses_state=True,
     )
-    runtime.not_built_yet(
-        "M3 items, prices and stock to the QuoteWerks catalog (Data Lake full loads, event deltas)", issue=5
+    parts: dict[str, Any] = {}
+
+    def sync() -> CatalogSync:
+        found = parts.get("sync")
+        if not isinstance(found, CatalogSync):
+            raise RuntimeError("catalog-sync is not started")
+        return found
+
+    async def send_report(report: CatalogSyncReport) -> None:
+        try:
+            await publish(
+                runtime.broker,
+                CATALOG_SYNC_REPORT,
+                report,
+                key=report.run_id,
+                max_bytes=settings.kafka_max_request_size,
+            )
+        except Exception as exc:  # the report is information; the catalog is already updated
+            log.warning("report %s not published: %s", report.run_id, exc)
+
+    async def schedule(first: bool) -> None:
+        for _ in range(600):  # reports need the producer; the broker starts after the startup hooks
+            if runtime.broker.running:
+                break
+            await asyncio.sleep(0.1)
+        if first:
+            await sync().full_load()
+        while settings.full_load_interval_s > 0:
+            await asyncio.sleep(settings.full_load_interval_s)
+            try:
+                await sync().full_load()
+            except Exception:
+                log.exception("scheduled full load failed")
+
+    @runtime.on_startup
+    async def start() -> None:
+        http = httpx.AsyncClient()
+        parts["http"] = http
+        leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
+        m3 = M3Client(
+            leases,
+            http,
+            company=settings.m3_company,
+            division=settings.m3_division or None,
+            timeout_s=settings.m3_timeout_s,
+            deadline_s=settings.m3_deadline_s,
+            max_attempts=settings.m3_max_attempts,
+        )
+        lake = DataLakeClient(leases, http, poll_s=settings.data_lake_poll_s, timeout_s=settings.data_lake_timeout_s)
+        assert runtime.engine is not None
+        store = StoredFingerprints(runtime.engine)
+        options = SyncOptions(
+            threshold=settings.data_lake_threshold,
+            warehouse=settings.catalog_warehouse,
+            price_list=settings.catalog_price_list,
+            currency=settings.catalog_currency,
+        )
+        catalog = ProductCatalog(settings.quotewerks_url, settings.quotewerks_api_key, http=http)
+        parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
+        first = settings.full_load_at_start and not await store.all()
+        parts["scheduler"] = asyncio.create_task(schedule(first), name="catalog-schedule")
+
+    @runtime.on_shutdown
+    async def stop() -> None:
+        task = parts.get("scheduler")
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        http = parts.get("http")
+        if isinstance(http, httpx.AsyncClient):
+            await http.aclose()
+
+    @runtime.app.post("/v1/sync/full", tags=["catalog"], summary="Start a full load now")
+    async def full_load(wait: bool = False, path: Literal["data_lake", "mi"] | None = None) -> JSONResponse:
+        """`wait=true` answers with the run's report; otherwise 202 at once. `path` forces Data Lake or MI."""
+        if sync().full_load_running:
+            raise HTTPException(409, "a full load is already running")
+        if wait:
+            report = await sync().full_load(forced=path)
+            return JSONResponse(report.model_dump(mode="json"))
+        task = asyncio.create_task(sync().full_load(forced=path))
+        parts.setdefault("runs", set()).add(task)
+        task.add_done_callback(parts["runs"].discard)
+        return JSONResponse({"accepted": True}, status_code=202)
+
+    @runtime.broker.subscriber(
+        ITEM_CHANGED.name,
+        **runtime.subscriber_options(GROUP),
+        title="catalog-sync/items",
+        description="Changed M3 items update their QuoteWerks products (status 20 = active).",
     )
+    async def on_item(event: ItemChanged) -> None:
+        try:
+            await sync().on_item(event)
+        finally:
+            sync().progress.deltas["handled"] += 1
+
+    @runtime.broker.subscriber(
+        PRICE_CHANGED.name,
+        **runtime.subscriber_options(GROUP),
+        title="catalog-sync/prices",
+        description="Changed prices of the configured price list update QuoteWerks product prices.",
+    )
+    async def on_price(event: PriceChanged) -> None:
+        try:
+            await sync().on_price(event)
+        finally:
+            sync().progress.deltas["handled"] += 1
+
+    @runtime.broker.subscriber(
+        INVENTORY_CHANGED.name,
+        **runtime.subscriber_options(GROUP),
+        title="catalog-sync/inventory",
+        description="Stock changes in the configured warehouse update QuoteWerks product availability.",
+    )
+    async def on_inventory(event: InventoryChanged) -> None:
+        try:
+            await sync().on_inventory(event)
+        finally:
+            sync().progress.deltas["handled"] += 1
+
+    def progress() -> dict[str, Any]:
+        found = parts.get("sync")
+        return found.progress.snapshot() if isinstance(found, CatalogSync) else {"state": "starting"}
+
+    runtime.health.set_detail("logic", progress)
     return runtime

@@ -28,8 +28,7 @@ from services.inventory_query.messages import (
     ErrorBody,
 )
 from shared.contracts import InventoryChanged
-from shared.lease import LeaseClient
-from shared.m3 import M3Client
+from shared.m3 import m3_client_for
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
 from shared.topics import INVENTORY_CHANGED
@@ -78,16 +77,7 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
     async def start() -> None:
         http = httpx.AsyncClient()
         parts["http"] = http
-        leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
-        m3 = M3Client(
-            leases,
-            http,
-            company=settings.m3_company,
-            division=settings.m3_division or None,
-            timeout_s=min(settings.m3_timeout_s, settings.answer_deadline_s),
-            deadline_s=min(settings.m3_deadline_s, settings.answer_deadline_s),
-            max_attempts=settings.m3_max_attempts,
-        )
+        m3 = m3_client_for(settings, http, deadline_s=settings.answer_deadline_s)
         reader = M3Reader(
             m3,
             price_list=settings.price_list,

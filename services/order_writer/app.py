@@ -10,20 +10,21 @@ from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
+from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError, load_sync_rules
 from services.order_writer.mapping import MappingRules, load_rules
 from services.order_writer.orders import OrderWriter, RejectedError
-from shared.contracts import OrderResult, Problem, QuoteApproved
+from shared.contracts import OrderResult, Problem, QuoteApproved, QuoteWerksCustomerChanged
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.kafka import publish
-from shared.lease import LeaseClient
-from shared.m3 import M3Client
+from shared.m3 import m3_client_for
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
-from shared.topics import ORDER_RESULT, QUOTE_APPROVED
+from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RULES = Path("deploy/config/order-mapping.yaml")
+DEFAULT_CUSTOMER_RULES = Path("deploy/config/customer-sync.yaml")
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
@@ -40,6 +41,10 @@ class OrderWriterSettings(M3CallerSettings):
         DEFAULT_RULES, description="The quote → M3 order mapping rules (YAML); relative to the working directory."
     )
     use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
+    customer_sync_file: Path = Field(
+        DEFAULT_CUSTOMER_RULES,
+        description="Customer field ownership and conflict rules (YAML), shared with catalog-sync.",
+    )
 
 
 def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntime:
@@ -51,6 +56,7 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         uses_state=True,
     )
     rules: MappingRules = load_rules(rules_path(settings.mapping_file))  # invalid rules stop the service at start
+    customer_rules = load_sync_rules(rules_path(settings.customer_sync_file))
     parts: dict[str, object] = {}
 
     def writer() -> OrderWriter:
@@ -63,18 +69,10 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
     async def start() -> None:
         http = httpx.AsyncClient()
         parts["http"] = http
-        leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
-        m3 = M3Client(
-            leases,
-            http,
-            company=settings.m3_company,
-            division=settings.m3_division or None,
-            timeout_s=settings.m3_timeout_s,
-            deadline_s=settings.m3_deadline_s,
-            max_attempts=settings.m3_max_attempts,
-        )
+        m3 = m3_client_for(settings, http)
         assert runtime.engine is not None
         parts["writer"] = OrderWriter(m3, runtime.engine, rules, use_bulk=settings.use_bulk)
+        parts["customers"] = CustomerSync(writer(), runtime.engine, customer_rules)
 
     @runtime.on_shutdown
     async def stop() -> None:
@@ -108,6 +106,27 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
                 await dead_letter_for(message, "held", result.problems)
         await publish(runtime.broker, ORDER_RESULT, result, key=quote.doc_no, max_bytes=settings.kafka_max_request_size)
 
+    @runtime.broker.subscriber(
+        QUOTEWERKS_CUSTOMER_CHANGED.name,
+        **runtime.subscriber_options("m3bridge.order-writer.customers"),
+        # Committed after M3 has the change (or the dead letter is on the broker); transient failures redeliver.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="order-writer/customer-changes",
+        description="QuoteWerks customer changes written to M3 (CRS610MI), by the field ownership rules.",
+    )
+    async def on_customer(change: QuoteWerksCustomerChanged, message: KafkaMessage) -> None:
+        sync = parts.get("customers")
+        if not isinstance(sync, CustomerSync):
+            raise RuntimeError("order-writer is not started")
+        try:
+            outcome = await sync.apply(change)
+        except CustomerSyncRejectedError as rejected:
+            log.warning("customer change %s rejected: %s", change.customer_id, rejected)
+            await dead_letter_for(message, "customer-rejected", rejected.problems)
+            return
+        log.info("customer change %s: %s %s %s", change.customer_id, outcome.action, outcome.customer_number,
+                 outcome.reason or sorted(outcome.written))  # fmt: skip
+
     async def dead_letter_for(message: KafkaMessage, error_class: str, problems: list[Problem]) -> None:
         letter = dead_letter(
             message,
@@ -119,5 +138,12 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         )
         await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
 
-    runtime.health.set_detail("logic", {"mapping": str(settings.mapping_file), "bulk_lines": settings.use_bulk})
+    runtime.health.set_detail(
+        "logic",
+        {
+            "mapping": str(settings.mapping_file),
+            "bulk_lines": settings.use_bulk,
+            "customer_sync": str(settings.customer_sync_file),
+        },
+    )
     return runtime

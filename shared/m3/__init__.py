@@ -3,7 +3,7 @@
 Nothing else in the code builds M3 URLs or parses `MIRecord`.
 """
 
-from shared.m3.client import M3Client
+from shared.m3.client import M3Client, m3_client_for
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
     M3BusinessError,
@@ -28,4 +28,5 @@ __all__ = [
     "M3TransientError",
     "M3UnauthorizedError",
     "TransactionMetadata",
+    "m3_client_for",
 ]

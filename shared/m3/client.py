@@ -28,6 +28,7 @@ from shared.m3.errors import (
     M3UnauthorizedError,
 )
 from shared.m3.metadata import Record, TransactionMetadata, from_api_repository, from_wire, to_wire
+from shared.settings import M3CallerSettings
 
 log = logging.getLogger(__name__)
 
@@ -338,3 +339,19 @@ def _outcome(status: int) -> str:
 
 def _jitter() -> float:
     return random.random()  # noqa: S311 - jitter, not security
+
+
+def m3_client_for(settings: M3CallerSettings, http: httpx.AsyncClient, *, deadline_s: float | None = None) -> M3Client:
+    """The M3 client of a service, leasing from token-service with the service's own key. `deadline_s` caps
+    how long one call may take (interactive callers keep it short)."""
+    leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
+    deadline = settings.m3_deadline_s if deadline_s is None else min(deadline_s, settings.m3_deadline_s)
+    return M3Client(
+        leases,
+        http,
+        company=settings.m3_company,
+        division=settings.m3_division or None,
+        timeout_s=min(settings.m3_timeout_s, deadline),
+        deadline_s=deadline,
+        max_attempts=settings.m3_max_attempts,
+    )

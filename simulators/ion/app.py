@@ -24,6 +24,7 @@ class IonSim:
     gateway: Gateway
     m3: Any  # simulators.ion.m3.M3Simulator, or None when a test mounts its own router
     bods: Any = None  # simulators.ion.bods.BodPublisher (with .emitter), when the M3 simulator is mounted
+    datalake: Any = None  # simulators.ion.datalake.DataLake, when the M3 simulator is mounted
 
     def stats(self, *, include_times: bool = False) -> dict[str, Any]:
         return {
@@ -209,6 +210,12 @@ def create_app(
     app.include_router(m3_router, prefix=f"/{config.tenant}/M3/m3api-rest")
     app.include_router(_admin_router(ion))
     app.include_router(_m3_admin_router(ion))
+    if m3_sim is not None:
+        # Data Lake (Compass v2) over the M3 simulator's tables; under /{tenant}/, so the Gateway applies.
+        datalake = importlib.import_module("simulators.ion.datalake")
+        ion.datalake = datalake.DataLake(lambda: m3_sim.store)
+        app.include_router(datalake.datalake_router(ion.datalake), prefix=f"/{config.tenant}/DATAFABRIC/compass/v2")
+        app.include_router(datalake.datalake_admin_router(ion.datalake))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -47,12 +47,12 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, postgres_url: str) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
     ion = start_ion(tmp_path_factory.mktemp("ion"))
     token_service = start_token_service(ion, kafka_bootstrap, KEYS)
     ingest_port = free_port()
     quotewerks = start_quotewerks(f"http://127.0.0.1:{ingest_port}/webhooks/quotewerks", SECRET)
-    common = {"M3B_STATE_URL": postgres_url, "M3B_SESSION_TIMEOUT_MS": "6000"}
+    common = {"M3B_STATE_URL": module_postgres_url, "M3B_KAFKA_SESSION_TIMEOUT_MS": "6000"}
     ingest = start_service("quote-ingest", kafka_bootstrap, {
         **common, "M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": quotewerks.api_key,
         "M3B_WEBHOOK_SECRET": SECRET,

@@ -22,9 +22,9 @@ HEADER = "X-M3Bridge-BOD-Secret"
 
 
 @pytest.fixture(scope="module")
-def listener(kafka_bootstrap: str, postgres_url: str) -> Iterator[tuple[Captured, str]]:
+def listener(kafka_bootstrap: str, module_postgres_url: str) -> Iterator[tuple[Captured, str]]:
     process, url = start_service(
-        "bod-listener", kafka_bootstrap, {"M3B_STATE_URL": postgres_url, "M3B_BOD_SECRET": SECRET,
+        "bod-listener", kafka_bootstrap, {"M3B_STATE_URL": module_postgres_url, "M3B_BOD_SECRET": SECRET,
                                           "M3B_BOD_MAX_BYTES": "200000"}
     )  # fmt: skip
     yield process, url

@@ -1,0 +1,458 @@
+"""The catalog synchronisation itself: M3 items + prices + stock → QuoteWerks products, only what changed.
+
+A product is pushed when the sha256 of its pushed fields differs from the fingerprint stored for it (kind
+"product"); the fingerprint is stored only after QuoteWerks accepted the PUT, so a failed push is retried next run.
+Full loads read M3 through the Data Lake (big catalogs) or MI paging (small ones); deltas come from M3 change events
+and read the rest of the product through single MI calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged, Problem
+from shared.lease import Priority
+from shared.m3.errors import M3Error
+from shared.quotewerks import QuoteWerksError
+from shared.state import fingerprints
+from shared.state.models import SyncFingerprint
+
+log = logging.getLogger(__name__)
+
+KIND = "product"
+ACTIVE_STATUS = "20"
+MAX_PROBLEMS = 20
+Path = Literal["data_lake", "mi"]
+
+
+# --- the product as pushed ---------------------------------------------------------------------------------------
+
+
+def _decimal(value: object) -> Decimal:
+    if value in (None, ""):
+        return Decimal(0)
+    try:
+        return Decimal(str(value).strip())
+    except InvalidOperation:
+        return Decimal(0)
+
+
+@dataclass(frozen=True)
+class Product:
+    part: str
+    description: str
+    unit: str
+    price: Decimal
+    active: bool
+    availability: int
+
+    def fields(self) -> dict[str, object]:
+        """The QuoteWerks PUT body: exactly the pushed fields."""
+        return {
+            "Description": self.description or self.part,
+            "UnitOfMeasure": self.unit,
+            "Price": float(self.price),
+            "Active": self.active,
+            "Availability": self.availability,
+        }
+
+    def fingerprint(self) -> str:
+        canonical = {**self.fields(), "Price": str(self.price.quantize(Decimal("0.0001")))}
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def product_from(item: Mapping[str, object], price: object, available: object, *, deleted: bool = False) -> Product:
+    """M3 values (MITMAS/MMS200MI item, SAPR, AV01) → the product QuoteWerks gets. Active only when STAT is 20."""
+    status = str(item.get("STAT") or "").strip()
+    return Product(
+        part=str(item.get("ITNO") or "").strip(),
+        description=str(item.get("ITDS") or "").strip(),
+        unit=str(item.get("UNMS") or "").strip(),
+        price=_decimal(price),
+        active=status == ACTIVE_STATUS and not deleted,
+        availability=max(int(_decimal(available)), 0),
+    )
+
+
+def choose_path(
+    item_count: int | None, threshold: int, *, forced: Path | None = None, why_unknown: str = ""
+) -> tuple[Path, str]:
+    """Data Lake above the threshold (one query instead of thousands of MI calls), MI paging below it."""
+    if forced is not None:
+        return forced, f"path {forced} requested by the operator"
+    if item_count is None:
+        return "mi", f"item count unknown ({why_unknown or 'Data Lake not reachable'}); MI paging at bulk priority"
+    if item_count > threshold:
+        pages = -(-item_count // 100)
+        return "data_lake", (
+            f"{item_count} items > threshold {threshold}: one Data Lake query per table instead of ~{pages} MI pages "
+            "plus a balance call per item"
+        )
+    return (
+        "mi",
+        f"{item_count} items <= threshold {threshold}: MI paging at bulk priority is cheaper than Data Lake jobs",
+    )
+
+
+# --- ports -------------------------------------------------------------------------------------------------------
+
+
+class Catalog(Protocol):
+    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool: ...
+
+
+class M3(Protocol):
+    async def execute(
+        self, program: str, transaction: str, fields: Mapping[str, object] | None = None, *, priority: Priority,
+        maxrecs: int = 100, returncols: Any = None,
+    ) -> list[dict[str, Any]]: ...  # fmt: skip
+
+    def list_all(
+        self, program: str, transaction: str, fields: Mapping[str, object] | None = None, *, key_fields: Any,
+        priority: Priority, page_size: int = 100,
+    ) -> Any: ...  # fmt: skip
+
+    async def bulk(self, program: str, transactions: Any, *, priority: Priority, chunk: int = 80) -> list[Any]: ...
+
+
+class Lake(Protocol):
+    async def query(self, sql: str) -> list[dict[str, Any]]: ...
+
+
+class Fingerprints(Protocol):
+    async def all(self) -> dict[str, str]: ...
+    async def get(self, key: str) -> str | None: ...
+    async def put(self, key: str, value: str) -> None: ...
+
+
+class StoredFingerprints:
+    """`shared.state.fingerprints`, kind "product", plus reading them all at once for full loads."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def all(self) -> dict[str, str]:
+        # Not in shared/state/fingerprints.py yet (should move there): one query instead of one per product.
+        async with async_sessionmaker(self._engine)() as session:
+            rows = await session.execute(
+                select(SyncFingerprint.entity_key, SyncFingerprint.fingerprint).where(SyncFingerprint.kind == KIND)
+            )
+            return {str(key): str(value) for key, value in rows.all()}
+
+    async def get(self, key: str) -> str | None:
+        return await fingerprints.get(self._engine, KIND, key)
+
+    async def put(self, key: str, value: str) -> None:
+        await fingerprints.put(self._engine, KIND, key, value)
+
+
+# --- the sync ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyncOptions:
+    threshold: int = 2000
+    warehouse: str = "100"
+    price_list: str = "STD"
+    currency: str = "EUR"
+    push_concurrency: int = 8
+
+
+@dataclass
+class Progress:
+    run_id: str = ""
+    mode: str = ""
+    path: str = ""
+    running: bool = False
+    total: int = 0
+    done: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    last_full: dict[str, Any] | None = None
+    deltas: dict[str, int] = field(
+        default_factory=lambda: {"handled": 0, "events": 0, "pushed": 0, "unchanged": 0, "failed": 0}
+    )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": "built",
+            "full_load": {
+                "running": self.running, "run_id": self.run_id, "path": self.path, "done": self.done,
+                "total": self.total, "counts": dict(self.counts),
+            },
+            "last_full_load": self.last_full,
+            "deltas": dict(self.deltas),
+        }  # fmt: skip
+
+
+def _problem(exc: BaseException, part: str) -> Problem:
+    if isinstance(exc, M3Error):
+        error_class = (
+            exc.error_class
+            if exc.error_class in ("authorization", "business", "throttled", "unauthorized", "transient", "not_found")
+            else "transient"
+        )
+        return Problem.model_validate(
+            {"error_class": error_class, "message": f"{part}: {exc}"[:2000], "program": exc.program[:16],
+             "transaction": exc.transaction[:32]}
+        )  # fmt: skip
+    retryable = getattr(exc, "retryable", True)
+    return Problem(error_class="transient" if retryable else "validation", message=f"{part}: {exc}"[:2000])
+
+
+Publish = Callable[[CatalogSyncReport], Awaitable[None]]
+
+
+class CatalogSync:
+    def __init__(
+        self, m3: M3, lake: Lake, catalog: Catalog, store: Fingerprints, publish: Publish, options: SyncOptions
+    ) -> None:
+        self.m3 = m3
+        self.lake = lake
+        self.catalog = catalog
+        self.store = store
+        self.publish = publish
+        self.options = options
+        self.progress = Progress()
+        self._full_lock = asyncio.Lock()
+
+    @property
+    def full_load_running(self) -> bool:
+        return self._full_lock.locked()
+
+    # --- pushing -----------------------------------------------------------------------------------------------
+
+    async def push(self, product: Product, known: str | None, counts: dict[str, int], problems: list[Problem]) -> None:
+        fingerprint = product.fingerprint()
+        if known == fingerprint:
+            counts["unchanged"] += 1
+            return
+        try:
+            created = await self.catalog.put_product(product.part, product.fields())
+            await self.store.put(product.part, fingerprint)
+        except (QuoteWerksError, OSError, ValueError) as exc:
+            counts["failed"] += 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(_problem(exc, product.part))
+            log.warning("product %s not pushed: %s", product.part, exc)
+            return
+        counts["created" if created else "updated"] += 1
+
+    # --- full load ---------------------------------------------------------------------------------------------
+
+    async def count_items(self) -> tuple[int | None, str]:
+        try:
+            rows = await self.lake.query("SELECT COUNT(*) FROM MITMAS WHERE deleted = false")
+            return int(next(iter(rows[0].values()))), ""
+        except Exception as exc:  # any failure of the count means: we do not know the volume
+            return None, f"{type(exc).__name__}: {exc}"[:200]
+
+    async def full_load(self, *, forced: Path | None = None) -> CatalogSyncReport:
+        async with self._full_lock:
+            return await self._full_load(forced)
+
+    async def _full_load(self, forced: Path | None) -> CatalogSyncReport:
+        started = datetime.now(UTC)
+        run_id = f"full-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
+        problems: list[Problem] = []
+        progress = self.progress
+        progress.run_id, progress.mode, progress.running, progress.counts = run_id, "full", True, counts
+        progress.total = progress.done = 0
+        path: Path = "mi"
+        reason = ""
+        try:
+            count, why = (None, "") if forced else await self.count_items()
+            path, reason = choose_path(count, self.options.threshold, forced=forced, why_unknown=why)
+            progress.path = path
+            log.info("full load %s via %s: %s", run_id, path, reason)
+            products = await (self._read_data_lake() if path == "data_lake" else self._read_mi())
+            progress.total = len(products)
+            known = await self.store.all()
+            gate = asyncio.Semaphore(self.options.push_concurrency)
+
+            async def one(product: Product) -> None:
+                async with gate:
+                    await self.push(product, known.get(product.part), counts, problems)
+                    progress.done += 1
+
+            await asyncio.gather(*(one(p) for p in products))
+        except Exception as exc:
+            log.exception("full load %s failed", run_id)
+            counts["failed"] += 1
+            problems.append(_problem(exc, "full load"))
+        finally:
+            progress.running = False
+        report = CatalogSyncReport(
+            run_id=run_id, mode="full", path=path, path_reason=reason[:500], started_at=started,
+            finished_at=datetime.now(UTC), counts=dict(counts), problems=problems,
+        )  # fmt: skip
+        progress.last_full = report.model_dump(mode="json")
+        await self.publish(report)
+        return report
+
+    async def _read_data_lake(self) -> list[Product]:
+        o = self.options
+        items, prices, balances = await asyncio.gather(
+            self.lake.query("SELECT ITNO, ITDS, UNMS, STAT FROM MITMAS WHERE deleted = false"),
+            self.lake.query(
+                f"SELECT ITNO, SAPR FROM OPRBAS WHERE PRRF = '{_sql(o.price_list)}' AND CUCD = '{_sql(o.currency)}' "  # noqa: S608
+                "AND CUNO = '' AND deleted = false"
+            ),
+            self.lake.query(
+                f"SELECT ITNO, AV01 FROM MITBAL WHERE WHLO = '{_sql(o.warehouse)}' AND deleted = false"  # noqa: S608
+            ),
+        )
+        price_of = {str(r.get("ITNO", "")).strip(): r.get("SAPR") for r in prices}
+        stock_of = {str(r.get("ITNO", "")).strip(): r.get("AV01") for r in balances}
+        return _products(items, price_of, stock_of)
+
+    async def _read_mi(self) -> list[Product]:
+        o = self.options
+        # ITNO is mandatory in LstItmByItm: start from the lowest printable item number.
+        items = [
+            r
+            async for r in self.m3.list_all(
+                "MMS200MI", "LstItmByItm", {"ITNO": "!"}, key_fields=["ITNO"], priority=Priority.BULK
+            )
+        ]
+        prices = await self.m3.execute(
+            "OIS017MI", "LstBasePrice", {"PRRF": o.price_list, "CUCD": o.currency, "FVDT": date.today()},
+            priority=Priority.BULK, maxrecs=0,
+        )  # fmt: skip
+        outcomes = await self.m3.bulk(
+            "MMS200MI",
+            [("GetItmWhsBal", {"WHLO": o.warehouse, "ITNO": r["ITNO"]}) for r in items],
+            priority=Priority.BULK,
+        )
+        stock_of: dict[str, object] = {}
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.error is None and outcome.records:
+                stock_of[str(item["ITNO"])] = outcome.records[0].get("AV01")
+        price_of = {str(r.get("ITNO", "")).strip(): r.get("SAPR") for r in prices if not str(r.get("CUNO") or "")}
+        return _products(items, price_of, stock_of)
+
+    # --- deltas ------------------------------------------------------------------------------------------------
+
+    async def _item(self, itno: str) -> dict[str, Any]:
+        record = await self.m3.execute("MMS200MI", "GetItmBasic", {"ITNO": itno}, priority=Priority.BULK, maxrecs=1)
+        return record[0] if record else {"ITNO": itno}
+
+    async def _price(self, itno: str) -> object:
+        o = self.options
+        try:
+            rows = await self.m3.execute(
+                "OIS017MI", "GetBasePrice",
+                {"PRRF": o.price_list, "CUCD": o.currency, "FVDT": date.today(), "ITNO": itno},
+                priority=Priority.BULK, maxrecs=1,
+            )  # fmt: skip
+        except M3Error as exc:
+            if exc.retryable:
+                raise
+            return 0  # no price on the list: pushed as 0 (QuoteWerks needs a number)
+        return rows[0].get("SAPR") if rows else 0
+
+    async def _stock(self, itno: str) -> object:
+        try:
+            rows = await self.m3.execute(
+                "MMS200MI", "GetItmWhsBal", {"WHLO": self.options.warehouse, "ITNO": itno},
+                priority=Priority.BULK, maxrecs=1,
+            )  # fmt: skip
+        except M3Error as exc:
+            if exc.retryable:
+                raise
+            return 0  # item not stocked in the warehouse
+        return rows[0].get("AV01") if rows else 0
+
+    async def on_item(self, event: ItemChanged) -> CatalogSyncReport:
+        item = {
+            "ITNO": event.item_number,
+            "ITDS": event.description,
+            "UNMS": event.unit_of_measure,
+            "STAT": event.status,
+        }
+
+        async def build() -> Product:
+            if not event.description and event.action != "delete":
+                item.update(await self._item(event.item_number))  # a thin event: read the item itself
+            price, stock = await asyncio.gather(self._price(event.item_number), self._stock(event.item_number))
+            return product_from(item, price, stock, deleted=event.action == "delete")
+
+        return await self._delta(event.item_number, build)
+
+    async def on_price(self, event: PriceChanged) -> CatalogSyncReport | None:
+        o = self.options
+        if event.customer_number or (event.price_list and event.price_list != o.price_list):
+            return None  # not the list the catalog shows
+        if event.currency and event.currency != o.currency:
+            return None
+
+        async def build() -> Product:
+            item, stock = await asyncio.gather(self._item(event.item_number), self._stock(event.item_number))
+            return product_from(item, event.sales_price, stock)
+
+        return await self._delta(event.item_number, build)
+
+    async def on_inventory(self, event: InventoryChanged) -> CatalogSyncReport | None:
+        if event.warehouse != self.options.warehouse:
+            return None
+
+        async def build() -> Product:
+            item, price = await asyncio.gather(self._item(event.item_number), self._price(event.item_number))
+            return product_from(item, price, event.allocatable)
+
+        return await self._delta(event.item_number, build)
+
+    async def _delta(self, part: str, build: Callable[[], Awaitable[Product]]) -> CatalogSyncReport:
+        started = datetime.now(UTC)
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
+        problems: list[Problem] = []
+        self.progress.deltas["events"] += 1
+        try:
+            product = await build()
+            await self.push(product, await self.store.get(product.part), counts, problems)
+        except (M3Error, OSError) as exc:
+            counts["failed"] += 1
+            problems.append(_problem(exc, part))
+            log.warning("delta for %s failed: %s", part, exc)
+        except Exception as exc:  # a lease or lookup failure: reported, never a silent drop
+            counts["failed"] += 1
+            problems.append(_problem(exc, part))
+            log.exception("delta for %s failed", part)
+        deltas = self.progress.deltas
+        deltas["pushed"] += counts["created"] + counts["updated"]
+        deltas["unchanged"] += counts["unchanged"]
+        deltas["failed"] += counts["failed"]
+        report = CatalogSyncReport(
+            run_id=f"delta-{uuid.uuid4().hex[:12]}", mode="delta", path="events",
+            path_reason=f"M3 change event for {part}; missing fields read through MI", started_at=started,
+            finished_at=datetime.now(UTC), counts=counts, problems=problems,
+        )  # fmt: skip
+        await self.publish(report)
+        return report
+
+
+def _sql(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _products(
+    items: Iterable[Mapping[str, object]], price_of: Mapping[str, object], stock_of: Mapping[str, object]
+) -> list[Product]:
+    seen: dict[str, Product] = {}
+    for item in items:
+        part = str(item.get("ITNO") or "").strip()
+        if part:
+            seen[part] = product_from(item, price_of.get(part), stock_of.get(part))
+    return list(seen.values())

@@ -1,0 +1,181 @@
+"""QuoteWerks → M3 customers through order-writer: the ION simulator, token-service and order-writer as processes,
+the session's broker and PostgreSQL. Changes are published to `quotewerks.customer.changed.v1` as quote-ingest would.
+
+Events of one customer share a key, so one partition, so order-writer takes them in order: a change that must
+not be written is followed by one that must, and once that one shows in M3 the first has been dealt with."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from services.order_writer.customers import FINGERPRINT_M3, m3_state, state_hash
+from shared.contracts import Party, QuoteWerksCustomerChanged
+from shared.kafka import create_broker, publish
+from shared.lease import LeaseClient, Priority
+from shared.m3 import M3Client
+from shared.settings import BridgeSettings
+from shared.state import db, fingerprints, ledger
+from shared.topics import QUOTEWERKS_CUSTOMER_CHANGED
+from tests.processes import Captured
+from tests.stack import IonSim, TokenService, start_ion, start_service, start_token_service
+
+KEYS = {"order-writer": "ow-key-123456", "inspector": "inspector-key-123456"}
+
+
+@dataclass
+class Stack:
+    ion: IonSim
+    token_service: TokenService
+    writer: Captured
+    bootstrap: str
+    state_url: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
+    ion = start_ion(tmp_path_factory.mktemp("ion"))
+    token_service = start_token_service(ion, kafka_bootstrap, KEYS)
+    writer, _ = start_service("order-writer", kafka_bootstrap, {
+        "M3B_STATE_URL": module_postgres_url, "M3B_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "M3B_TOKEN_SERVICE_URL": token_service.url, "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
+    })  # fmt: skip
+    yield Stack(ion, token_service, writer, kafka_bootstrap, module_postgres_url)
+    writer.kill_all()
+    token_service.stop()
+    ion.stop()
+
+
+async def m3_call(stack: Stack, transaction: str, fields: dict[str, str]) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as http:
+        leases = LeaseClient(stack.token_service.url, "inspector", SecretStr(KEYS["inspector"]), http=http)
+        client = M3Client(leases, http, company=100)
+        return await client.execute("CRS610MI", transaction, fields, priority=Priority.INTERACTIVE, maxrecs=0)
+
+
+def customer(stack: Stack, number: str) -> dict[str, Any]:
+    return asyncio.run(m3_call(stack, "GetBasicData", {"CUNO": number}))[0]
+
+
+def party_of(record: dict[str, Any], **changes: str) -> Party:
+    """The M3 customer as QuoteWerks would hold it, with `changes` (Party field names)."""
+    data = {
+        "company": record["CUNM"], "address1": record["CUA1"], "city": record["TOWN"],
+        "postal_code": record["PONO"], "country": record["CSCD"], "phone_number": record["PHNO"],
+        "email": record["MAIL"], "cm_account_no": record["CUNO"],
+    }  # fmt: skip
+    return Party.model_validate({**data, **changes})
+
+
+_clock = datetime.now(UTC)
+
+
+def next_time() -> datetime:
+    """Strictly increasing change times: an older change than the last applied one is ignored."""
+    global _clock
+    _clock = max(_clock + timedelta(seconds=1), datetime.now(UTC))
+    return _clock
+
+
+def send(stack: Stack, customer_id: str, party: Party, *, origin: str = "quotewerks") -> None:
+    change = QuoteWerksCustomerChanged(
+        customer_id=customer_id, change="updated", customer=party, changed_at=next_time(), origin=origin
+    )
+
+    async def go() -> None:
+        broker = create_broker(BridgeSettings(kafka_bootstrap_servers=stack.bootstrap, service_name="test"))
+        async with broker:
+            await broker.start()
+            await publish(broker, QUOTEWERKS_CUSTOMER_CHANGED, change, key=customer_id)
+
+    asyncio.run(go())
+
+
+def wait_for(stack: Stack, number: str, field: str, value: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        record = customer(stack, number)
+        if str(record.get(field) or "") == value:
+            return record
+        time.sleep(0.3)
+    raise AssertionError(f"{number} {field} never became {value!r}: {record}\n{stack.writer.output[-3000:]}")
+
+
+def test_a_quotewerks_owned_field_change_reaches_m3(stack: Stack) -> None:
+    before = customer(stack, "C000003")
+    send(stack, "C000003", party_of(before, phone_number="+46 700 1234"))
+    after = wait_for(stack, "C000003", "PHNO", "+46 700 1234")
+    assert (after["CUNM"], after["MAIL"], after["CUA1"]) == (before["CUNM"], before["MAIL"], before["CUA1"])
+
+    async def remembered() -> str | None:
+        engine = db.create_engine(stack.state_url)
+        try:
+            return await fingerprints.get(engine, FINGERPRINT_M3, "C000003")
+        finally:
+            await engine.dispose()
+
+    # What the bridge wrote is remembered, so the m3.customer.changed.v1 event for it is recognised as an echo.
+    assert asyncio.run(remembered()) == state_hash(m3_state(after))
+
+
+def changes_sent(stack: Stack) -> int:
+    return int(stack.ion.stats()["m3"].get("CRS610MI/ChgBasicData", 0))
+
+
+def test_the_bridges_own_write_coming_back_changes_nothing(stack: Stack) -> None:
+    before, writes = customer(stack, "C000003"), changes_sent(stack)
+    send(stack, "C000003", party_of(before, phone_number="+46 700 9999"), origin="m3bridge")
+    send(stack, "C000003", party_of(before, phone_number="+46 700 5555"))  # the sentinel
+    wait_for(stack, "C000003", "PHNO", "+46 700 5555")
+    assert changes_sent(stack) == writes + 1, "only the sentinel was written"
+
+
+def test_an_m3_owned_field_change_from_quotewerks_is_not_written(stack: Stack) -> None:
+    before = customer(stack, "C000003")
+    writes = changes_sent(stack)
+    send(stack, "C000003", party_of(before, company="Renamed In QuoteWerks AB"))
+    send(stack, "C000003", party_of(before, phone_number="+46 700 4242"))  # the sentinel
+    after = wait_for(stack, "C000003", "PHNO", "+46 700 4242")
+    assert after["CUNM"] == before["CUNM"]
+    assert changes_sent(stack) == writes + 1, "nothing was sent for the name"
+
+
+def test_an_unknown_customer_is_created_and_linked(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:8]
+    customer_id = f"QW{tag}"
+    party = Party(
+        company=f"Brand New {tag} GmbH",
+        address1="7 Neue Strasse",
+        city="Berlin",
+        postal_code="10115",
+        country="Germany",
+        phone_number="+49 30 1234",
+        email=f"buyer-{tag}@brandnew.example",
+    )
+    send(stack, customer_id, party)
+
+    async def link() -> str | None:
+        engine = db.create_engine(stack.state_url)
+        try:
+            found = await ledger.customer_link(engine, customer_id)
+            return found.m3_customer_number if found is not None else None
+        finally:
+            await engine.dispose()
+
+    deadline = time.monotonic() + 60
+    number = None
+    while number is None and time.monotonic() < deadline:
+        number = asyncio.run(link())
+        time.sleep(0.3)
+    assert number, f"{customer_id} was never linked:\n{stack.writer.output[-3000:]}"
+    created = customer(stack, number)
+    assert (created["CUNM"], created["MAIL"], created["CSCD"]) == (party.company, party.email, "DE")
+    assert (created["PHNO"], created["TOWN"]) == ("+49 30 1234", "Berlin")

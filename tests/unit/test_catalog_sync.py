@@ -1,0 +1,222 @@
+"""catalog-sync logic with fakes: path choice by volume, fingerprint skip, inactive items, deltas."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from services.catalog_sync.datalake import tenant_base
+from services.catalog_sync.sync import CatalogSync, SyncOptions, choose_path, product_from
+from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
+from shared.lease import Priority
+from shared.m3.client import BulkOutcome
+
+pytestmark = pytest.mark.unit
+
+ITEMS = [
+    {"ITNO": f"ITM{n:06d}", "ITDS": f"Item {n}", "UNMS": "PCS", "STAT": "90" if n % 33 == 0 else "20"}
+    for n in range(1, 41)
+]
+
+
+class FakeLake:
+    def __init__(self, items: list[dict[str, Any]], fail: bool = False) -> None:
+        self.items = items
+        self.fail = fail
+        self.queries: list[str] = []
+
+    async def query(self, sql: str) -> list[dict[str, Any]]:
+        self.queries.append(sql)
+        if self.fail:
+            raise ConnectionError("lake down")
+        if "COUNT(*)" in sql:
+            return [{"count": len(self.items)}]
+        if "FROM MITMAS" in sql:
+            return list(self.items)
+        if "FROM OPRBAS" in sql:
+            return [{"ITNO": i["ITNO"], "SAPR": 12.5} for i in self.items]
+        return [{"ITNO": i["ITNO"], "AV01": 7} for i in self.items]
+
+
+class FakeM3:
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = {i["ITNO"]: i for i in items}
+        self.calls: list[str] = []
+
+    async def execute(
+        self,
+        program: str,
+        transaction: str,
+        fields: Mapping[str, object] | None = None,
+        *,
+        priority: Priority,
+        maxrecs: int = 100,
+        returncols: Any = None,
+    ) -> list[dict[str, Any]]:
+        self.calls.append(f"{program}/{transaction}")
+        assert priority is Priority.BULK
+        itno = str((fields or {}).get("ITNO", ""))
+        if transaction == "LstBasePrice":
+            return [{"ITNO": i, "SAPR": Decimal("12.50"), "CUNO": ""} for i in self.items]
+        if transaction == "GetBasePrice":
+            return [{"ITNO": itno, "SAPR": Decimal("12.50")}]
+        if transaction == "GetItmWhsBal":
+            return [{"ITNO": itno, "AV01": Decimal(7)}]
+        return [self.items[itno]]
+
+    async def list_all(
+        self,
+        program: str,
+        transaction: str,
+        fields: Mapping[str, object] | None = None,
+        *,
+        key_fields: Any,
+        priority: Priority,
+        page_size: int = 100,
+    ) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(f"{program}/{transaction}")
+        for item in self.items.values():
+            yield item
+
+    async def bulk(self, program: str, transactions: Any, *, priority: Priority, chunk: int = 80) -> list[Any]:
+        self.calls.append(f"{program}/bulk")
+        return [BulkOutcome(t, [{"ITNO": f["ITNO"], "AV01": Decimal(7)}], None) for t, f in transactions]
+
+
+class FakeCatalog:
+    def __init__(self) -> None:
+        self.products: dict[str, dict[str, object]] = {}
+        self.puts = 0
+
+    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
+        self.puts += 1
+        created = part not in self.products
+        self.products[part] = dict(fields)
+        return created
+
+
+class MemoryFingerprints:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def all(self) -> dict[str, str]:
+        return dict(self.values)
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def put(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+
+def make_sync(
+    threshold: int = 10, lake_fails: bool = False
+) -> tuple[CatalogSync, FakeLake, FakeM3, FakeCatalog, list[CatalogSyncReport]]:
+    reports: list[CatalogSyncReport] = []
+
+    async def publish(report: CatalogSyncReport) -> None:
+        reports.append(report)
+
+    lake, m3, catalog = FakeLake(ITEMS, fail=lake_fails), FakeM3(ITEMS), FakeCatalog()
+    sync = CatalogSync(m3, lake, catalog, MemoryFingerprints(), publish, SyncOptions(threshold=threshold))
+    return sync, lake, m3, catalog, reports
+
+
+def test_path_choice_by_volume() -> None:
+    assert choose_path(5000, 2000)[0] == "data_lake"
+    assert "5000 items > threshold 2000" in choose_path(5000, 2000)[1]
+    assert choose_path(2000, 2000)[0] == "mi"
+    assert choose_path(None, 2000, why_unknown="boom") == (
+        "mi",
+        "item count unknown (boom); MI paging at bulk priority",
+    )
+    assert choose_path(10, 2000, forced="data_lake")[0] == "data_lake"
+
+
+async def test_big_catalog_reads_the_data_lake_and_second_run_pushes_nothing() -> None:
+    sync, _lake, m3, catalog, reports = make_sync(threshold=10)
+    first = await sync.full_load()
+    assert (first.path, first.counts) == ("data_lake", {"created": 40, "updated": 0, "unchanged": 0, "failed": 0})
+    assert "40 items > threshold 10" in first.path_reason
+    assert m3.calls == []  # no MI call at all
+    assert catalog.products["ITM000001"] == {
+        "Description": "Item 1", "UnitOfMeasure": "PCS", "Price": 12.5, "Active": True, "Availability": 7,
+    }  # fmt: skip
+    second = await sync.full_load()
+    assert second.counts == {"created": 0, "updated": 0, "unchanged": 40, "failed": 0}
+    assert catalog.puts == 40
+    assert [r.run_id for r in reports] == [first.run_id, second.run_id]
+    assert sync.progress.snapshot()["last_full_load"]["counts"]["unchanged"] == 40
+
+
+async def test_small_catalog_pages_mi_and_gives_the_same_fingerprints() -> None:
+    sync, _lake, m3, _catalog, _ = make_sync(threshold=100)
+    first = await sync.full_load()
+    assert first.path == "mi"
+    assert "MMS200MI/LstItmByItm" in m3.calls
+    assert first.counts["created"] == 40
+    sync.options.threshold = 10  # now the lake: identical values, nothing to push
+    again = await sync.full_load()
+    assert again.path == "data_lake"
+    assert again.counts["unchanged"] == 40
+
+
+async def test_lake_down_falls_back_to_mi_and_says_why() -> None:
+    sync, *_ = make_sync(threshold=10, lake_fails=True)
+    report = await sync.full_load()
+    assert report.path == "mi"
+    assert "lake down" in report.path_reason
+
+
+def test_inactive_item_is_not_active() -> None:
+    assert product_from({"ITNO": "X", "ITDS": "x", "STAT": "90"}, "1.00", "3").active is False
+    assert product_from({"ITNO": "X", "ITDS": "x", "STAT": "10"}, "1.00", "3").active is False
+    assert product_from({"ITNO": "X", "ITDS": "x", "STAT": "20"}, "1.00", "3").active is True
+    assert product_from({"ITNO": "X", "ITDS": "x", "STAT": "20"}, "1", "3", deleted=True).active is False
+    # the fingerprint is over the pushed values, not their spelling
+    assert product_from({"ITNO": "X", "STAT": "20"}, 12.5, 3).fingerprint() == (
+        product_from({"ITNO": "X", "STAT": "20"}, Decimal("12.50"), Decimal("3.000")).fingerprint()
+    )
+
+
+async def test_item_event_with_status_90_deactivates_and_repeat_is_skipped() -> None:
+    sync, _, _, catalog, reports = make_sync()
+    await sync.full_load()
+    assert catalog.products["ITM000002"]["Active"] is True
+    event = ItemChanged(
+        item_number="ITM000002", action="change", description="Item 2", unit_of_measure="PCS", status="90",
+        changed_at=datetime.now(UTC),
+    )  # fmt: skip
+    report = await sync.on_item(event)
+    assert report.counts["updated"] == 1
+    assert catalog.products["ITM000002"]["Active"] is False
+    repeat = await sync.on_item(event)
+    assert repeat.counts == {"created": 0, "updated": 0, "unchanged": 1, "failed": 0}
+    assert reports[-1].mode == "delta"
+
+
+async def test_price_and_stock_events() -> None:
+    sync, _, _, catalog, _ = make_sync()
+    await sync.full_load()
+    now = datetime.now(UTC)
+    await sync.on_price(
+        PriceChanged(item_number="ITM000003", price_list="STD", sales_price=Decimal(99), changed_at=now)
+    )
+    assert catalog.products["ITM000003"]["Price"] == 99.0
+    other_list = PriceChanged(item_number="ITM000003", price_list="PROMO", sales_price=Decimal(1), changed_at=now)
+    assert await sync.on_price(other_list) is None
+    stock = InventoryChanged(
+        item_number="ITM000004", warehouse="100", on_hand=Decimal(50), allocatable=Decimal(42), changed_at=now
+    )
+    await sync.on_inventory(stock)
+    assert catalog.products["ITM000004"]["Availability"] == 42
+    assert await sync.on_inventory(stock.model_copy(update={"warehouse": "200"})) is None
+
+
+def test_tenant_base_from_the_lease() -> None:
+    assert tenant_base("https://ion.example/TENANT/M3") == "https://ion.example/TENANT"
+    assert tenant_base("https://ion.example/TENANT/M3/") == "https://ion.example/TENANT"
