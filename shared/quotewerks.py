@@ -36,7 +36,8 @@ class QuoteWerksClient:
         self._http = http
         self._timeout = timeout_s
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer, unless QuoteWerks could not be reached or failed (retryable QuoteWerksError)."""
         try:
             response = await self._http.request(
                 method,
@@ -51,6 +52,10 @@ class QuoteWerksClient:
             raise QuoteWerksError(
                 f"QuoteWerks answered {response.status_code}", retryable=True, status=response.status_code
             )
+        return response
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._send(method, path, **kwargs)
         if response.status_code >= 400:
             raise QuoteWerksError(
                 f"QuoteWerks refused {method} {path}: {response.status_code} {response.text[:200]}",
@@ -77,6 +82,17 @@ class QuoteWerksClient:
 
     async def update_document(self, doc_no: str, fields: Mapping[str, str]) -> None:
         await self._request("PATCH", f"/documents/{quote(doc_no, safe='')}", json={"fields": dict(fields)})
+
+    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
+        """Create or replace a catalog product; True when it was created."""
+        response = await self._send("PUT", f"/products/{quote(part, safe='')}", json=dict(fields))
+        if response.status_code >= 400:
+            raise QuoteWerksError(
+                f"QuoteWerks refused product {part}: {response.status_code} {response.text[:200]}",
+                retryable=False,
+                status=response.status_code,
+            )
+        return response.status_code == 201
 
     async def customer(self, account: str) -> dict[str, Any]:
         body = await self._request("GET", f"/customers/{quote(account, safe='')}")

@@ -16,13 +16,13 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr
 
-from services.catalog_sync.catalog import ProductCatalog
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.sync import CatalogSync, StoredFingerprints, SyncOptions
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.kafka import publish
 from shared.lease import LeaseClient
 from shared.m3 import M3Client
+from shared.quotewerks import QuoteWerksClient
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED
@@ -115,7 +115,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             price_list=settings.catalog_price_list,
             currency=settings.catalog_currency,
         )
-        catalog = ProductCatalog(settings.quotewerks_url, settings.quotewerks_api_key, http=http)
+        catalog = QuoteWerksClient(settings.quotewerks_url, settings.quotewerks_api_key, http=http)
         parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
         first = settings.full_load_at_start and not await store.all()
         parts["scheduler"] = asyncio.create_task(schedule(first), name="catalog-schedule")
