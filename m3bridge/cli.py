@@ -80,6 +80,8 @@ def _keys(options: argparse.Namespace) -> int:
     keys = {name: secrets.token_urlsafe(32) for name in callers}
     files = {out / "service-keys.json": json.dumps(keys, indent=2) + "\n"}
     files |= {out / f"{name}.key": key for name, key in keys.items()}
+    # The secrets senders put in a custom header: configure the same value in QuoteWerks' webhook / ION.
+    files |= {out / "webhook-secret": secrets.token_urlsafe(32), out / "bod-secret": secrets.token_urlsafe(32)}
     existing = [path for path in files if path.exists()]
     if existing and not options.force:
         print(f"{existing[0]} exists; --force replaces all keys (restart every service afterwards)", file=sys.stderr)

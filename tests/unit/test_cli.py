@@ -13,6 +13,8 @@ def test_keys_are_written_privately_and_not_overwritten_by_accident(tmp_path: Pa
     for name, key in keys.items():
         assert (tmp_path / f"{name}.key").read_text() == key
         assert len(key) >= 40
+    assert len((tmp_path / "webhook-secret").read_text()) >= 40
+    assert len((tmp_path / "bod-secret").read_text()) >= 40
     for path in tmp_path.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert main(["keys", "--out", str(tmp_path)]) == 1

@@ -389,3 +389,12 @@ def test_the_image_carries_the_default_mapping_rules() -> None:
 
     assert not DEFAULT_RULES.is_absolute()
     assert (ROOT / DEFAULT_RULES).exists()
+
+
+def test_inbound_endpoints_get_their_secrets(compose_services: dict[str, dict[str, Any]]) -> None:
+    def targets(name: str) -> set[str]:
+        return {s["target"] for s in compose_services[name].get("secrets") or [] if isinstance(s, dict)}
+
+    assert {"m3b_webhook_secret", "m3b_quotewerks_api_key"} <= targets("quote-ingest")
+    assert "m3b_bod_secret" in targets("bod-listener")
+    assert "m3b_quotewerks_api_key" in targets("catalog-sync")
