@@ -304,9 +304,9 @@ async def test_rate_smoothing_delays_requests_after_the_count() -> None:
             start = time.perf_counter()
             assert (await call_m3(client, token)).status_code == 200
             elapsed.append(time.perf_counter() - start)
-    assert elapsed[2] >= 0.28
-    assert elapsed[2] - max(elapsed[:2]) >= 0.2
+    # Only the third request is past the count: it is delayed (a lower bound, which a slow machine cannot break).
     assert app.state.ion.gateway.stats.delayed == 1
+    assert elapsed[2] >= 0.28
 
 
 def test_throttle_policy_from_gateway_xml_and_baas_json() -> None:
