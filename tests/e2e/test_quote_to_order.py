@@ -3,6 +3,7 @@
 PostgreSQL; the broker is the session's Tansu."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -48,26 +49,27 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
-    ion = start_ion(tmp_path_factory.mktemp("ion"))
-    token_service = start_token_service(ion, kafka_bootstrap, KEYS)
-    ingest_port = free_port()
-    quotewerks = start_quotewerks(f"http://127.0.0.1:{ingest_port}/webhooks/quotewerks", SECRET)
-    common = {"M3B_STATE_URL": module_postgres_url, "M3B_KAFKA_SESSION_TIMEOUT_MS": "6000"}
-    ingest = start_service("quote-ingest", kafka_bootstrap, {
-        **common, "M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": quotewerks.api_key,
-        "M3B_WEBHOOK_SECRET": SECRET,
-    }, port=ingest_port)  # fmt: skip
-    writer_settings = {
-        **common, "M3B_TOKEN_SERVICE_URL": token_service.url, "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
-    }  # fmt: skip
-    writer = start_service("order-writer", kafka_bootstrap, writer_settings)
-    built = Stack(ion, quotewerks, token_service, ingest, writer, writer_settings, kafka_bootstrap)
-    yield built
-    for process in (built.writer[0], built.ingest[0]):
-        process.kill_all()
-    quotewerks.stop()
-    token_service.stop()
-    ion.stop()
+    with contextlib.ExitStack() as started:  # a part that fails to start still stops the ones before it
+        ion = start_ion(tmp_path_factory.mktemp("ion"))
+        started.callback(ion.stop)
+        token_service = start_token_service(ion, kafka_bootstrap, KEYS)
+        started.callback(token_service.stop)
+        ingest_port = free_port()
+        quotewerks = start_quotewerks(f"http://127.0.0.1:{ingest_port}/webhooks/quotewerks", SECRET)
+        started.callback(quotewerks.stop)
+        common = {"M3B_STATE_URL": module_postgres_url, "M3B_KAFKA_SESSION_TIMEOUT_MS": "6000"}
+        ingest = start_service("quote-ingest", kafka_bootstrap, {
+            **common, "M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": quotewerks.api_key,
+            "M3B_WEBHOOK_SECRET": SECRET,
+        }, port=ingest_port)  # fmt: skip
+        started.callback(ingest[0].kill_all)
+        writer_settings = {
+            **common, "M3B_TOKEN_SERVICE_URL": token_service.url, "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
+        }  # fmt: skip
+        writer = start_service("order-writer", kafka_bootstrap, writer_settings)
+        built = Stack(ion, quotewerks, token_service, ingest, writer, writer_settings, kafka_bootstrap)
+        started.callback(lambda: built.writer[0].kill_all())  # the test may have replaced it
+        yield built
 
 
 def m3(stack: Stack) -> tuple[M3Client, httpx.AsyncClient]:

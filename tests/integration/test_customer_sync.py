@@ -5,6 +5,7 @@ Events of one customer share a key, so one partition, so order-writer takes them
 not be written is followed by one that must, and once that one shows in M3 the first has been dealt with."""
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,16 +42,17 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
-    ion = start_ion(tmp_path_factory.mktemp("ion"))
-    token_service = start_token_service(ion, kafka_bootstrap, KEYS)
-    writer, _ = start_service("order-writer", kafka_bootstrap, {
-        "M3B_STATE_URL": module_postgres_url, "M3B_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "M3B_TOKEN_SERVICE_URL": token_service.url, "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
-    })  # fmt: skip
-    yield Stack(ion, token_service, writer, kafka_bootstrap, module_postgres_url)
-    writer.kill_all()
-    token_service.stop()
-    ion.stop()
+    with contextlib.ExitStack() as started:  # a part that fails to start still stops the ones before it
+        ion = start_ion(tmp_path_factory.mktemp("ion"))
+        started.callback(ion.stop)
+        token_service = start_token_service(ion, kafka_bootstrap, KEYS)
+        started.callback(token_service.stop)
+        writer, _ = start_service("order-writer", kafka_bootstrap, {
+            "M3B_STATE_URL": module_postgres_url, "M3B_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "M3B_TOKEN_SERVICE_URL": token_service.url, "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
+        })  # fmt: skip
+        started.callback(writer.kill_all)
+        yield Stack(ion, token_service, writer, kafka_bootstrap, module_postgres_url)
 
 
 async def m3_call(stack: Stack, transaction: str, fields: dict[str, str]) -> list[dict[str, Any]]:
