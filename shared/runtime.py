@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
@@ -78,6 +79,7 @@ class ServiceRuntime:
         self.health = Health(self.name)
         self.peers: dict[str, Heartbeat] = {}
         self.engine: AsyncEngine | None = None
+        self._http: httpx.AsyncClient | None = None
         self._uses_state = uses_state
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
@@ -113,6 +115,13 @@ class ServiceRuntime:
         self._on_shutdown.append(hook)
         return hook
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The service's one HTTP client (token-service, M3, QuoteWerks), open from start-up to shutdown."""
+        if self._http is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._http
+
     def subscriber_options(self, group: str | None) -> dict[str, Any]:
         return consumer_options(self.settings, group=group)
 
@@ -123,6 +132,7 @@ class ServiceRuntime:
         if self._uses_state:
             await db.migrate(self.settings.state_url)
             self.engine = db.create_engine(self.settings.state_url)
+        self._http = httpx.AsyncClient()
         for hook in self._on_startup:
             await hook()
         await self.broker.start()
@@ -141,6 +151,7 @@ class ServiceRuntime:
             await self.broker.stop()
             for hook in reversed(self._on_shutdown):
                 await hook()
+            await self._http.aclose()
             if self.engine is not None:
                 await self.engine.dispose()
             log.info("%s stopped", self.name)

@@ -11,7 +11,6 @@ import contextlib
 import logging
 from typing import Any, Literal
 
-import httpx
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr
@@ -20,8 +19,7 @@ from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.sync import CatalogSync, StoredFingerprints, SyncOptions
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.kafka import publish
-from shared.lease import LeaseClient
-from shared.m3 import M3Client
+from shared.m3 import m3_client_for
 from shared.quotewerks import QuoteWerksClient
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
@@ -94,19 +92,9 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
 
     @runtime.on_startup
     async def start() -> None:
-        http = httpx.AsyncClient()
-        parts["http"] = http
-        leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
-        m3 = M3Client(
-            leases,
-            http,
-            company=settings.m3_company,
-            division=settings.m3_division or None,
-            timeout_s=settings.m3_timeout_s,
-            deadline_s=settings.m3_deadline_s,
-            max_attempts=settings.m3_max_attempts,
-        )
-        lake = DataLakeClient(leases, http, poll_s=settings.data_lake_poll_s, timeout_s=settings.data_lake_timeout_s)
+        http = runtime.http
+        m3 = m3_client_for(settings, http)
+        lake = DataLakeClient(m3, poll_s=settings.data_lake_poll_s, timeout_s=settings.data_lake_timeout_s)
         assert runtime.engine is not None
         store = StoredFingerprints(runtime.engine)
         options = SyncOptions(
@@ -127,9 +115,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        http = parts.get("http")
-        if isinstance(http, httpx.AsyncClient):
-            await http.aclose()
 
     @runtime.app.post("/v1/sync/full", tags=["catalog"], summary="Start a full load now")
     async def full_load(wait: bool = False, path: Literal["data_lake", "mi"] | None = None) -> JSONResponse:

@@ -1,7 +1,7 @@
 """Infor Data Lake (Data Fabric Compass v2) queries: submit SQL, poll the status, page the result.
 
-Each request goes under a token-service lease (bulk priority), like an MI call. The tenant's Gateway base is derived
-from the lease's `m3_base_url` (`{iu}/{ti}/M3` → `{iu}/{ti}`).
+Each request goes through the M3 client's Gateway path (a token-service lease at bulk priority, retries, 429/401
+reports), to `{iu}/{ti}/DATAFABRIC/compass/v2/…`.
 """
 
 from __future__ import annotations
@@ -14,74 +14,43 @@ from typing import Any
 
 import httpx
 
-from shared.lease import LeaseClient, Priority, Report
+from shared.lease import Priority
+from shared.m3 import M3Client
 
 
 class DataLakeError(Exception):
+    """A query the Data Lake ran but did not finish (FAILED, or still running at the deadline)."""
+
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
 
 
-def tenant_base(m3_base_url: str) -> str:
-    base = m3_base_url.rstrip("/")
-    return base[: -len("/M3")] if base.endswith("/M3") else base
-
-
 class DataLakeClient:
+    """Requests go through `M3Client.gateway` (lease, retries, 429/401 reports, error classes: `shared.m3`)."""
+
     def __init__(
-        self,
-        leases: LeaseClient,
-        http: httpx.AsyncClient,
-        *,
-        poll_s: float = 0.2,
-        timeout_s: float = 600.0,
-        page_size: int = 100_000,
-        request_timeout_s: float = 60.0,
+        self, m3: M3Client, *, poll_s: float = 0.2, timeout_s: float = 600.0, page_size: int = 100_000
     ) -> None:
-        self._leases = leases
-        self._http = http
+        self._m3 = m3
         self._poll_s = poll_s
         self._timeout_s = timeout_s
         self._page_size = min(page_size, 100_000)
-        self._request_timeout_s = request_timeout_s
 
-    async def _call(self, method: str, path: str, **request: Any) -> httpx.Response:
-        for attempt in range(2):
-            lease = await self._leases.lease(Priority.BULK, max_wait_s=min(self._timeout_s, 120.0))
-            url = f"{tenant_base(lease.m3_base_url)}/DATAFABRIC/compass/v2/{path}"
-            headers = {"Authorization": f"Bearer {lease.access_token.get_secret_value()}", **request.pop("headers", {})}
-            try:
-                response = await self._http.request(
-                    method, url, headers=headers, timeout=self._request_timeout_s, **request
-                )
-            except httpx.HTTPError as exc:
-                raise DataLakeError(f"Data Lake unreachable: {type(exc).__name__}", retryable=True) from exc
-            if response.status_code == 401 and attempt == 0:
-                await self._leases.report(Report(kind="unauthorized", token_fingerprint=lease.fingerprint))
-                request["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-                continue
-            if response.status_code == 429:
-                retry_after = response.headers.get("retry-after")
-                await self._leases.report(
-                    Report(kind="throttled", retry_after_s=float(retry_after) if retry_after else None)
-                )
-                raise DataLakeError("Data Lake throttled (429)", retryable=True)
-            if response.status_code >= 400:
-                raise DataLakeError(
-                    f"Data Lake answered {response.status_code}: {response.text[:300]}",
-                    retryable=response.status_code >= 500,
-                )
-            return response
-        raise DataLakeError("Data Lake refused the token twice (401)", retryable=False)
+    async def _call(self, method: str, path: str, step: str, **request: Any) -> httpx.Response:
+        return await self._m3.gateway(
+            method, f"/DATAFABRIC/compass/v2/{path}", priority=Priority.BULK, label=("DATAFABRIC", step), **request
+        )
 
     async def query(self, sql: str) -> list[dict[str, Any]]:
         """Run one query to the end and return every row."""
-        submitted = await self._call("POST", "jobs/", content=sql.encode(), headers={"Content-Type": "text/plain"})
+        submitted = await self._call(
+            "POST", "jobs/", "submit", content=sql.encode(), headers={"Content-Type": "text/plain"}
+        )
         query_id = str(submitted.json()["queryId"])
         deadline = time.monotonic() + self._timeout_s
         while True:
-            status = str((await self._call("GET", f"jobs/{query_id}/status/")).json().get("status", ""))
+            status = str((await self._call("GET", f"jobs/{query_id}/status/", "status")).json().get("status", ""))
             if status == "FINISHED":
                 break
             if status == "FAILED":
@@ -95,7 +64,7 @@ class DataLakeClient:
         offset = 0
         while True:
             page = await self._call(
-                "GET", f"jobs/{query_id}/result/", params={"offset": offset, "limit": self._page_size}
+                "GET", f"jobs/{query_id}/result/", "result", params={"offset": offset, "limit": self._page_size}
             )
             found = _rows(page)
             rows.extend(found)

@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-import httpx
 from fastapi import HTTPException, Path, Query
 from faststream import AckPolicy
 from faststream.kafka import KafkaResponse
@@ -75,8 +74,7 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
 
     @runtime.on_startup
     async def start() -> None:
-        http = httpx.AsyncClient()
-        parts["http"] = http
+        http = runtime.http
         m3 = m3_client_for(settings, http, deadline_s=settings.answer_deadline_s)
         reader = M3Reader(
             m3,
@@ -91,12 +89,6 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
             max_entries=settings.last_known_max_entries,
             outage_backoff_s=settings.outage_backoff_s,
         )
-
-    @runtime.on_shutdown
-    async def stop() -> None:
-        http = parts.get("http")
-        if isinstance(http, httpx.AsyncClient):
-            await http.aclose()
 
     # --- HTTP ----------------------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
@@ -67,18 +66,11 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
 
     @runtime.on_startup
     async def start() -> None:
-        http = httpx.AsyncClient()
-        parts["http"] = http
+        http = runtime.http
         m3 = m3_client_for(settings, http)
         assert runtime.engine is not None
         parts["writer"] = OrderWriter(m3, runtime.engine, rules, use_bulk=settings.use_bulk)
         parts["customers"] = CustomerSync(writer(), runtime.engine, customer_rules)
-
-    @runtime.on_shutdown
-    async def stop() -> None:
-        http = parts.get("http")
-        if isinstance(http, httpx.AsyncClient):
-            await http.aclose()
 
     @runtime.broker.subscriber(
         QUOTE_APPROVED.name,

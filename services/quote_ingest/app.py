@@ -6,7 +6,6 @@ import contextlib
 import logging
 from datetime import datetime
 
-import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
@@ -90,8 +89,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
 
     @runtime.on_startup
     async def start() -> None:
-        http = httpx.AsyncClient()
-        parts["http"] = http
+        http = runtime.http
         assert runtime.engine is not None
         parts["ingest"] = Ingest(
             QuoteWerksClient(settings.quotewerks_url, settings.quotewerks_api_key, http=http),
@@ -115,9 +113,6 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
-        http = parts.get("http")
-        if isinstance(http, httpx.AsyncClient):
-            await http.aclose()
 
     async def poll_forever() -> None:
         since: datetime | None = None

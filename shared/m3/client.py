@@ -213,8 +213,28 @@ class M3Client:
             return None
         return from_api_repository(program, transaction, rows["I"], rows["O"])
 
+    async def gateway(
+        self, method: str, path: str, *, priority: Priority, label: tuple[str, str], **request: Any
+    ) -> httpx.Response:
+        """A request to another API of the tenant behind the same Gateway (the Data Lake, say): `path` is relative
+        to `{iu}/{ti}`. Same lease, retries, 429/401 reports and error classes as an MI call; `label` names it in
+        metrics and errors. Returns the 2xx answer."""
+        response: httpx.Response = await self._with_retries(
+            *label, priority, method, path, raw=True, under_tenant=True, **request
+        )
+        return response
+
     async def _with_retries(
-        self, program: str, transaction: str, priority: Priority, method: str, path: str, **request: Any
+        self,
+        program: str,
+        transaction: str,
+        priority: Priority,
+        method: str,
+        path: str,
+        *,
+        raw: bool = False,
+        under_tenant: bool = False,
+        **request: Any,
     ) -> Any:
         unauthorized_seen = 0
 
@@ -244,15 +264,32 @@ class M3Client:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(program, transaction, priority, method, path, **request)
+                return await self._attempt(
+                    program, transaction, priority, method, path, raw=raw, under_tenant=under_tenant, **request
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
-        self, program: str, transaction: str, priority: Priority, method: str, path: str, **request: Any
+        self,
+        program: str,
+        transaction: str,
+        priority: Priority,
+        method: str,
+        path: str,
+        *,
+        raw: bool,
+        under_tenant: bool,
+        **request: Any,
     ) -> Any:
         lease = await self._leases.lease(priority, max_wait_s=self._deadline_s)
-        url = lease.m3_base_url.rstrip("/") + path
-        headers = {"Authorization": f"Bearer {lease.access_token.get_secret_value()}", "Accept": "application/json"}
+        base = tenant_base(lease.m3_base_url) if under_tenant else lease.m3_base_url.rstrip("/")
+        url = base + path
+        request = dict(request)  # the same request is sent again on a retry
+        headers = {
+            "Accept": "application/json",
+            **request.pop("headers", {}),
+            "Authorization": f"Bearer {lease.access_token.get_secret_value()}",
+        }
         started = time.monotonic()
         try:
             response = await self._http.request(method, url, headers=headers, timeout=self._timeout_s, **request)
@@ -266,11 +303,15 @@ class M3Client:
             raise M3TransientError(
                 f"connection failed: {type(exc).__name__}", program=program, transaction=transaction
             ) from exc
-        return await self._read(response, lease, program, transaction, started)
+        if raw and 200 <= response.status_code < 300:
+            self._observe(program, transaction, "ok", started)
+            return response
+        return await self._read(response, lease, program, transaction, started, raw=raw)
 
     async def _read(
-        self, response: httpx.Response, lease: Lease, program: str, transaction: str, started: float
+        self, response: httpx.Response, lease: Lease, program: str, transaction: str, started: float, *, raw: bool
     ) -> Any:
+        """An MI answer as JSON, or the error it is; `raw` answers (not MI) only go through the error mapping."""
         status = response.status_code
         body: Any = None
         if response.headers.get("content-type", "").startswith("application/json") or response.content[:1] in (
@@ -283,7 +324,9 @@ class M3Client:
                 body = None
         # Whether a bulk request with failed transactions answers 200 or 400 is not documented: read both.
         bulk_answer = transaction == "bulk" and isinstance(body, dict) and isinstance(body.get("results"), list)
-        if (status == 200 and body is not None) or (status == 400 and bulk_answer):
+        if raw:
+            body = None
+        if (status == 200 and body is not None) or (status == 400 and bulk_answer and not raw):
             try:
                 if transaction != "bulk":
                     wire.parse_v1(body, program, transaction)  # raises on NOK
@@ -325,6 +368,12 @@ class M3Client:
     def _observe(program: str, transaction: str, outcome: str, started: float) -> None:
         m3_requests.labels(program, transaction, outcome).inc()
         m3_duration.labels(program, transaction).observe(time.monotonic() - started)
+
+
+def tenant_base(m3_base_url: str) -> str:
+    """`{iu}/{ti}/M3` → `{iu}/{ti}`: where the tenant's other APIs are reached through the Gateway."""
+    base = m3_base_url.rstrip("/")
+    return base[: -len("/M3")] if base.endswith("/M3") else base
 
 
 def _outcome(status: int) -> str:

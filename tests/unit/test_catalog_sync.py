@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from services.catalog_sync.datalake import tenant_base
 from services.catalog_sync.sync import CatalogSync, SyncOptions, choose_path, product_from
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.lease import Priority
-from shared.m3.client import BulkOutcome
+from shared.m3.client import BulkOutcome, tenant_base
 
 pytestmark = pytest.mark.unit
 

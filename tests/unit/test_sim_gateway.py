@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
 
+from shared.ionapi import IonApiCredentials
 from simulators.ion.app import create_app
 from simulators.ion.auth import ionapi_dict, write_ionapi
 from simulators.ion.config import FaultProfile, IonSimConfig, LatencyProfile, ThrottlePolicy
@@ -484,23 +485,19 @@ async def test_ionapi_urls_drive_the_whole_flow() -> None:
 
 def test_ionapi_file_loads_with_the_bridge_reader(tmp_path: Path) -> None:
     """The file the simulator writes is the file the bridge's token service reads."""
-    ionapi = pytest.importorskip("shared.ionapi")
     config = IonSimConfig()
     path = write_ionapi(tmp_path / "sim.ionapi", config, "http://127.0.0.1:8200")
-    credentials = ionapi.IonApiCredentials.load(path)
+    credentials = IonApiCredentials.load(path)
     assert credentials.grant_type == "password"
     assert credentials.token_url == f"http://127.0.0.1:8200/{TENANT}/as/token.oauth2"
     assert credentials.revoke_url == f"http://127.0.0.1:8200/{TENANT}/as/revoke_token.oauth2"
     assert credentials.m3_base_url == f"http://127.0.0.1:8200/{TENANT}/M3"
     cc_path = write_ionapi(tmp_path / "cc.ionapi", config, "http://127.0.0.1:8200", service_account=False)
-    assert ionapi.IonApiCredentials.load(cc_path).grant_type == "client_credentials"
+    assert IonApiCredentials.load(cc_path).grant_type == "client_credentials"
 
 
 async def test_real_m3_router_behind_the_gateway() -> None:
     """The assembled simulator with the real M3 MI programs: token, grant, one MI call through the Gateway."""
-    m3 = pytest.importorskip("simulators.ion.m3")
-    if not hasattr(m3, "m3_router"):  # the package is still being written
-        pytest.skip("simulators.ion.m3 does not export m3_router yet")
     m3_config = {"seed": 42, "customers": 5, "items": 5, "authorization_enabled": True}
     app = create_app(IonSimConfig(throttle=NO_THROTTLE, m3=m3_config))
     config = creds(app)
