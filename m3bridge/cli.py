@@ -103,12 +103,13 @@ def _dead_letters(options: argparse.Namespace) -> int:
 def _dry_run(options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from services.order_writer.app import OrderWriterSettings, rules_path
-    from services.order_writer.mapping import MappingRulesError, describe, load_rules, plan_customer, plan_order
+    from services.order_writer.app import OrderWriterSettings
     from shared.contracts import QuoteApproved
+    from shared.mapping import MappingRulesError, describe, load_rules, plan_customer, plan_order
+    from shared.settings import config_path
 
     try:
-        rules = load_rules(options.rules or rules_path(OrderWriterSettings().mapping_file))
+        rules = load_rules(options.rules or config_path(OrderWriterSettings().mapping_file))
         quote = QuoteApproved.model_validate_json(options.quote.read_text())
     except (MappingRulesError, ValidationError, OSError) as exc:
         print(f"cannot plan: {exc}", file=sys.stderr)

@@ -100,6 +100,33 @@ class QuoteWerksClient:
             raise QuoteWerksError(f"customer {account}: unexpected answer shape", retryable=False)
         return body
 
+    async def find_customer(self, account: str) -> dict[str, Any] | None:
+        """The contact-manager record, or None when QuoteWerks has no customer with that CMAccountNo."""
+        try:
+            return await self.customer(account)
+        except QuoteWerksError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def customers(self) -> list[dict[str, Any]]:
+        body = await self._request("GET", "/customers")
+        customers = body.get("customers") if isinstance(body, dict) else None
+        if not isinstance(customers, list):
+            raise QuoteWerksError("customer list: unexpected answer shape", retryable=False)
+        return [c for c in customers if isinstance(c, dict)]
+
+    async def put_customer(self, account: str, fields: Mapping[str, str]) -> bool:
+        """Create or replace a contact-manager record; True when it was created."""
+        response = await self._send("PUT", f"/customers/{quote(account, safe='')}", json=dict(fields))
+        if response.status_code >= 400:
+            raise QuoteWerksError(
+                f"QuoteWerks refused customer {account}: {response.status_code} {response.text[:200]}",
+                retryable=False,
+                status=response.status_code,
+            )
+        return response.status_code == 201
+
 
 # --- QuoteWerks rows → contracts ---------------------------------------------------------------------------
 
@@ -205,6 +232,11 @@ def quote_from_document(document: Mapping[str, Any], *, approval_event: str, app
         raise DocumentError(f"document {_text(header, 'DocNo') or '?'} is not a valid quote: {problems}") from None
 
 
+def party_from_contact(contact: Mapping[str, Any]) -> Party:
+    """A contact-manager record (CMAccountNo, Company, Address1, …) as the contract's party."""
+    return Party.model_validate({field: _text(contact, column) for field, column in _PARTY_COLUMNS.items()})
+
+
 def customer_from_contact(
     contact: Mapping[str, Any],
     *,
@@ -216,7 +248,7 @@ def customer_from_contact(
         return QuoteWerksCustomerChanged(
             customer_id=_text(contact, "CMAccountNo"),
             change=change,
-            customer=Party.model_validate({field: _text(contact, column) for field, column in _PARTY_COLUMNS.items()}),
+            customer=party_from_contact(contact),
             changed_at=changed_at,
             origin=origin,
         )

@@ -23,6 +23,16 @@ from pydantic_settings import (
 
 ENV_PREFIX = "M3B_"
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
+DEFAULT_MAPPING_FILE = Path("deploy/config/order-mapping.yaml")
+DEFAULT_CUSTOMER_RULES = Path("deploy/config/customer-sync.yaml")
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def config_path(configured: Path) -> Path:
+    """A relative rules file is looked up in the working directory (the image's /app), then in the checkout."""
+    if configured.is_absolute() or configured.exists():
+        return configured
+    return CHECKOUT / configured
 
 
 class BridgeSettings(BaseSettings):
@@ -127,6 +137,20 @@ class M3CallerSettings(BridgeSettings):
     )
     m3_deadline_s: float = Field(120.0, gt=0, description="Total time one M3 call may take, retries included.")
     m3_max_attempts: int = Field(6, ge=1, le=20, description="Attempts for transient failures and 429s.")
+
+
+class CustomerRulesSettings(M3CallerSettings):
+    """The services that apply customer changes (order-writer one way, catalog-sync the other) read the same rules."""
+
+    mapping_file: Path = Field(
+        DEFAULT_MAPPING_FILE,
+        description="The quote → M3 order mapping rules (YAML; catalog-sync reads its country table); relative to the "
+        "working directory.",
+    )
+    customer_sync_file: Path = Field(
+        DEFAULT_CUSTOMER_RULES,
+        description="Customer field ownership and conflict rules (YAML), read by order-writer and catalog-sync.",
+    )
 
 
 def settings_table(service_settings: dict[str, type[BridgeSettings]]) -> str:

@@ -13,24 +13,30 @@ from typing import Any, Literal
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field, SecretStr
 
+from services.catalog_sync.customers import CustomerPush, CustomerPushRejectedError, country_table
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.sync import CatalogSync, StoredFingerprints, SyncOptions
-from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
+from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, M3CustomerChanged, PriceChanged
+from shared.customers import load_sync_rules
+from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.kafka import publish
 from shared.m3 import m3_client_for
-from shared.quotewerks import QuoteWerksClient
+from shared.mapping import load_rules
+from shared.quotewerks import QuoteWerksClient, QuoteWerksError
 from shared.runtime import ServiceRuntime
-from shared.settings import M3CallerSettings
-from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED
+from shared.settings import CustomerRulesSettings, config_path
+from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, M3_CUSTOMER_CHANGED, PRICE_CHANGED
 
 log = logging.getLogger(__name__)
 
 GROUP = "m3bridge.catalog-sync"
 
 
-class CatalogSyncSettings(M3CallerSettings):
+class CatalogSyncSettings(CustomerRulesSettings):
     service_name: str = "catalog-sync"
     quotewerks_url: str = Field("http://127.0.0.1:8300", description="Base URL of the QuoteWerks API adapter.")
     quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks API adapter.")
@@ -56,6 +62,8 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         description="Keeps the QuoteWerks catalog in step with M3 items, prices and stock.",
         uses_state=True,
     )
+    customer_rules = load_sync_rules(config_path(settings.customer_sync_file))  # invalid rules stop the service
+    countries = country_table(load_rules(config_path(settings.mapping_file)))
     parts: dict[str, Any] = {}
 
     def sync() -> CatalogSync:
@@ -105,6 +113,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         )
         catalog = QuoteWerksClient(settings.quotewerks_url, settings.quotewerks_api_key, http=http)
         parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
+        parts["customers"] = CustomerPush(catalog, runtime.engine, customer_rules, countries)
         first = settings.full_load_at_start and not await store.all()
         parts["scheduler"] = asyncio.create_task(schedule(first), name="catalog-schedule")
 
@@ -165,9 +174,43 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         finally:
             sync().progress.deltas["handled"] += 1
 
+    customer_counts = {"created": 0, "updated": 0, "unchanged": 0, "ignored": 0, "dead_lettered": 0}
+
+    @runtime.broker.subscriber(
+        M3_CUSTOMER_CHANGED.name,
+        **runtime.subscriber_options("m3bridge.catalog-sync.customers"),
+        # Committed after QuoteWerks has the change (or the dead letter is on the broker); transient failures
+        # redeliver.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="catalog-sync/customers",
+        description="M3 customer changes written to the QuoteWerks contact manager, by the field ownership rules.",
+    )
+    async def on_customer(change: M3CustomerChanged, message: KafkaMessage) -> None:
+        push = parts.get("customers")
+        if not isinstance(push, CustomerPush):
+            raise RuntimeError("catalog-sync is not started")
+        try:
+            outcome = await push.apply(change)
+        except (CustomerPushRejectedError, QuoteWerksError) as refused:
+            if isinstance(refused, QuoteWerksError) and refused.retryable:
+                raise
+            log.warning("M3 customer change %s rejected: %s", change.customer_number, refused)
+            letter = dead_letter(
+                message, service=settings.service_name, error_class="customer-rejected",
+                error_message=str(refused), attempts=1,
+            )  # fmt: skip
+            await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
+            customer_counts["dead_lettered"] += 1
+            return
+        customer_counts[outcome.action] += 1
+        log.info("M3 customer change %s: %s %s %s", change.customer_number, outcome.action, outcome.customer_id,
+                 outcome.reason or sorted(outcome.written))  # fmt: skip
+
     def progress() -> dict[str, Any]:
         found = parts.get("sync")
-        return found.progress.snapshot() if isinstance(found, CatalogSync) else {"state": "starting"}
+        if not isinstance(found, CatalogSync):
+            return {"state": "starting"}
+        return {**found.progress.snapshot(), "customers": dict(customer_counts)}
 
     runtime.health.set_detail("logic", progress)
     return runtime

@@ -3,47 +3,29 @@
 # No `from __future__ import annotations`: faststream reads the handler signature at runtime.
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
-from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError, load_sync_rules
-from services.order_writer.mapping import MappingRules, load_rules
+from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError
 from services.order_writer.orders import OrderWriter, RejectedError
 from shared.contracts import OrderResult, Problem, QuoteApproved, QuoteWerksCustomerChanged
+from shared.customers import load_sync_rules
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.kafka import publish
 from shared.m3 import m3_client_for
+from shared.mapping import MappingRules, load_rules
 from shared.runtime import ServiceRuntime
-from shared.settings import M3CallerSettings
+from shared.settings import CustomerRulesSettings, config_path
 from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES = Path("deploy/config/order-mapping.yaml")
-DEFAULT_CUSTOMER_RULES = Path("deploy/config/customer-sync.yaml")
-CHECKOUT = Path(__file__).resolve().parents[2]
 
-
-def rules_path(configured: Path) -> Path:
-    """A relative path is looked up in the working directory (the image's /app), then in the checkout."""
-    if configured.is_absolute() or configured.exists():
-        return configured
-    return CHECKOUT / configured
-
-
-class OrderWriterSettings(M3CallerSettings):
+class OrderWriterSettings(CustomerRulesSettings):
     service_name: str = "order-writer"
-    mapping_file: Path = Field(
-        DEFAULT_RULES, description="The quote → M3 order mapping rules (YAML); relative to the working directory."
-    )
     use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
-    customer_sync_file: Path = Field(
-        DEFAULT_CUSTOMER_RULES,
-        description="Customer field ownership and conflict rules (YAML), shared with catalog-sync.",
-    )
 
 
 def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntime:
@@ -54,8 +36,8 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         description="Turns approved quotes into confirmed M3 customer orders, creating customers first, exactly once.",
         uses_state=True,
     )
-    rules: MappingRules = load_rules(rules_path(settings.mapping_file))  # invalid rules stop the service at start
-    customer_rules = load_sync_rules(rules_path(settings.customer_sync_file))
+    rules: MappingRules = load_rules(config_path(settings.mapping_file))  # invalid rules stop the service at start
+    customer_rules = load_sync_rules(config_path(settings.customer_sync_file))
     parts: dict[str, object] = {}
 
     def writer() -> OrderWriter:

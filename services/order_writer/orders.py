@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.order_writer.mapping import MappingRules, OrderPlan, plan_customer, plan_order
 from shared.contracts import OrderResult, Problem, QuoteApproved
 from shared.lease import Priority
 from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error
 from shared.m3.metadata import Record
+from shared.mapping import MappingRules, OrderPlan, plan_customer, plan_order
 from shared.state import ledger
 from shared.state.ledger import OrderState
 

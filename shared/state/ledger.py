@@ -70,6 +70,12 @@ async def customer_link(engine: AsyncEngine, quotewerks_customer_id: str) -> Cus
         return await session.get(CustomerLink, quotewerks_customer_id)
 
 
+async def customer_link_for_m3(engine: AsyncEngine, m3_customer_number: str) -> CustomerLink | None:
+    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+        found = await session.execute(select(CustomerLink).where(CustomerLink.m3_customer_number == m3_customer_number))
+        return found.scalars().first()
+
+
 async def link_customer(
     engine: AsyncEngine, quotewerks_customer_id: str, m3_customer_number: str, *, email: str, company: str, by: str
 ) -> bool:

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from services.order_writer.customers import FINGERPRINT_M3, m3_state, state_hash
 from shared.contracts import Party, QuoteWerksCustomerChanged
+from shared.customers import FINGERPRINT_M3, m3_state, state_hash
 from shared.kafka import create_broker, publish
 from shared.lease import LeaseClient, Priority
 from shared.m3 import M3Client

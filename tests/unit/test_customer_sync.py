@@ -13,12 +13,13 @@ import pytest
 import yaml
 
 from services.order_writer import customers
-from services.order_writer.customers import (
+from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError
+from services.order_writer.orders import OrderWriter
+from shared.contracts import M3CustomerChanged, Party, QuoteWerksCustomerChanged
+from shared.customers import (
     FINGERPRINT_M3,
     FINGERPRINT_QUOTEWERKS,
     SYNCED_AT,
-    CustomerSync,
-    CustomerSyncRejectedError,
     CustomerSyncRules,
     CustomerSyncRulesError,
     changes_for_m3,
@@ -32,10 +33,8 @@ from services.order_writer.customers import (
     sync_rules_from_data,
     winner,
 )
-from services.order_writer.mapping import load_rules
-from services.order_writer.orders import OrderWriter
-from shared.contracts import M3CustomerChanged, Party, QuoteWerksCustomerChanged
 from shared.m3 import M3BusinessError, M3TransientError
+from shared.mapping import load_rules
 
 pytestmark = pytest.mark.unit
 

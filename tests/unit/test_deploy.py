@@ -385,7 +385,7 @@ def test_the_image_carries_the_default_mapping_rules() -> None:
     assert "COPY --chown=m3bridge:m3bridge deploy/config /app/deploy/config" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert "!deploy/config" in ignored[ignored.index("deploy") :]
-    from services.order_writer.app import DEFAULT_RULES
+    from shared.settings import DEFAULT_MAPPING_FILE as DEFAULT_RULES
 
     assert not DEFAULT_RULES.is_absolute()
     assert (ROOT / DEFAULT_RULES).exists()

@@ -1,0 +1,244 @@
+"""Customers both ways: the shared rules (who owns which field, last writer wins), the canonical state of a customer
+on each side, and the echo guard. Both directions use this module: order-writer (`quotewerks.customer.changed.v1` →
+CRS610MI, `services/order_writer/customers.py`) and catalog-sync (`m3.customer.changed.v1` → QuoteWerks,
+`services/catalog_sync/customers.py`).
+
+- `load_sync_rules` / `sync_rules_from_data`: validate `deploy/config/customer-sync.yaml` (a bad file stops the
+  service at start);
+- `winner(rules, field, quotewerks_at=..., m3_at=...)`: which side's value holds for one field;
+- `m3_state` (a CRS610MI record), `m3_event_state` (an `M3CustomerChanged`), `party_state` (a QuoteWerks party):
+  the synced fields in one canonical form; `state_hash` of such a state;
+- the echo guard: before writing, each direction stores the hash of the state it is about to produce on the other
+  side (`FINGERPRINT_M3` keyed by CUNO, `FINGERPRINT_QUOTEWERKS` keyed by the QuoteWerks customer id); a change
+  event whose state has that hash is the bridge's own write coming back (`is_m3_echo`, `is_quotewerks_echo`), as is
+  any event with `origin == "m3bridge"`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.contracts import M3CustomerChanged, Party, QuoteWerksCustomerChanged
+from shared.state import fingerprints
+
+BRIDGE_ORIGIN = "m3bridge"
+# Fingerprint kinds (at most 16 characters).
+FINGERPRINT_M3 = "customer-m3"  # key CUNO: hash of the M3 state the bridge last wrote (order-writer puts it)
+FINGERPRINT_QUOTEWERKS = "customer-qw"  # key QuoteWerks customer id: what the bridge last wrote there (catalog-sync)
+SYNCED_AT = "customer-qw-at"  # key CUNO: ChangedAt (ISO) of the newest QuoteWerks change applied to M3
+M3_SYNCED_AT = "customer-m3-at"  # key CUNO: changed_at (ISO) of the newest M3 change applied to QuoteWerks
+
+FieldName = Literal["name", "address", "city", "postal_code", "country", "phone", "email"]
+Owner = Literal["m3", "quotewerks", "newest"]
+Side = Literal["m3", "quotewerks"]
+FIELD_NAMES: tuple[FieldName, ...] = ("name", "address", "city", "postal_code", "country", "phone", "email")
+# The CRS610MI fields of each synced field.
+M3_FIELDS: dict[FieldName, tuple[str, ...]] = {
+    "name": ("CUNM",),
+    "address": ("CUA1", "CUA2", "CUA3", "CUA4"),
+    "city": ("TOWN",),
+    "postal_code": ("PONO",),
+    "country": ("CSCD",),
+    "phone": ("PHNO",),
+    "email": ("MAIL",),
+}
+FIELD_OF_CODE = {code: name for name, codes in M3_FIELDS.items() for code in codes}
+
+
+class CustomerSyncRulesError(ValueError):
+    """customer-sync.yaml is not valid; the message names each entry at fault."""
+
+
+class FieldOwners(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Owner
+    address: Owner
+    city: Owner
+    postal_code: Owner
+    country: Owner
+    phone: Owner
+    email: Owner
+
+
+class CustomerSyncRules(BaseModel):
+    """Who owns which customer field; read by both directions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    fields: FieldOwners
+    tie: Side = "m3"
+    create_in_m3: bool = True
+
+    def owner(self, name: FieldName) -> Owner:
+        owner: Owner = getattr(self.fields, name)
+        return owner
+
+
+def sync_rules_from_data(data: object, *, origin: str = "<customer-sync>") -> CustomerSyncRules:
+    try:
+        return CustomerSyncRules.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for item in exc.errors():
+            where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+            problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        raise CustomerSyncRulesError(f"invalid customer sync rules {origin}:\n" + "\n".join(problems)) from None
+
+
+def load_sync_rules(path: str | Path) -> CustomerSyncRules:
+    """Read and validate customer-sync.yaml; call at start-up."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CustomerSyncRulesError(f"invalid customer sync rules {file}: not YAML: {exc}") from None
+    return sync_rules_from_data(data, origin=str(file))
+
+
+# --- decisions ------------------------------------------------------------------------------------------
+
+
+def winner(
+    rules: CustomerSyncRules,
+    name: FieldName,
+    *,
+    quotewerks_at: datetime | None,
+    m3_at: datetime | date | None,
+) -> Side:
+    """Whose value of `name` holds. For `newest`: the later change; an M3 time given as a date (LMDT) is compared
+    by day; equal (or same day) → `rules.tie`; a side without a known time loses to one with."""
+    owner = rules.owner(name)
+    if owner != "newest":
+        return owner
+    if quotewerks_at is None or m3_at is None:
+        if quotewerks_at is None and m3_at is None:
+            return rules.tie
+        return "m3" if quotewerks_at is None else "quotewerks"
+    qw = quotewerks_at.astimezone(UTC)
+    if isinstance(m3_at, datetime):
+        m3 = m3_at.astimezone(UTC)
+        if qw == m3:
+            return rules.tie
+        return "quotewerks" if qw > m3 else "m3"
+    if qw.date() == m3_at:
+        return rules.tie
+    return "quotewerks" if qw.date() > m3_at else "m3"
+
+
+# --- canonical state and the echo guard -------------------------------------------------------------------
+
+State = dict[FieldName, str]
+
+
+def _clean(value: object) -> str:
+    return " ".join(str(value or "").split())
+
+
+def _lines(values: list[object]) -> str:
+    return "\n".join(text for text in (_clean(v) for v in values) if text)
+
+
+def m3_state(record: Mapping[str, object]) -> State:
+    """The synced fields of a CRS610MI record (GetBasicData, or what a write leaves)."""
+    return {
+        "name": _clean(record.get("CUNM")),
+        "address": _lines([record.get(code) for code in M3_FIELDS["address"]]),
+        "city": _clean(record.get("TOWN")),
+        "postal_code": _clean(record.get("PONO")),
+        "country": _clean(record.get("CSCD")),
+        "phone": _clean(record.get("PHNO")),
+        "email": _clean(record.get("MAIL")),
+    }
+
+
+def m3_event_state(event: M3CustomerChanged) -> State:
+    """The synced fields of an `m3.customer.changed.v1` event, in the form `m3_state` gives."""
+    return {
+        "name": _clean(event.name),
+        "address": _lines(list(event.address_lines)),
+        "city": _clean(event.town),
+        "postal_code": _clean(event.postal_code),
+        "country": _clean(event.country),
+        "phone": _clean(event.phone),
+        "email": _clean(event.email),
+    }
+
+
+def party_state(party: Party) -> State:
+    """The synced fields of a QuoteWerks customer (as QuoteWerks has them, before any mapping)."""
+    return {
+        "name": _clean(party.company),
+        "address": _lines([party.address1, party.address2, party.address3]),
+        "city": _clean(party.city),
+        "postal_code": _clean(party.postal_code),
+        "country": _clean(party.country),
+        "phone": _clean(party.phone_number),
+        "email": _clean(party.email),
+    }
+
+
+def state_hash(state: Mapping[FieldName, str]) -> str:
+    canonical = json.dumps({name: state.get(name, "") for name in FIELD_NAMES}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def is_m3_echo(engine: AsyncEngine, event: M3CustomerChanged) -> bool:
+    """True when the M3 change is the bridge's own write (for catalog-sync, before writing to QuoteWerks)."""
+    if event.origin == BRIDGE_ORIGIN:
+        return True
+    written = await fingerprints.get(engine, FINGERPRINT_M3, event.customer_number)
+    return written is not None and written == state_hash(m3_event_state(event))
+
+
+async def is_quotewerks_echo(engine: AsyncEngine, event: QuoteWerksCustomerChanged) -> bool:
+    """True when the QuoteWerks change is the bridge's own write (catalog-sync records those under
+    `FINGERPRINT_QUOTEWERKS`, keyed by the QuoteWerks customer id, before writing)."""
+    if event.origin == BRIDGE_ORIGIN:
+        return True
+    written = await fingerprints.get(engine, FINGERPRINT_QUOTEWERKS, event.customer_id)
+    return written is not None and written == state_hash(party_state(event.customer))
+
+
+async def last_synced_at(engine: AsyncEngine, customer_number: str, kind: str = SYNCED_AT) -> datetime | None:
+    """When the newest change applied in one direction happened: `SYNCED_AT` (QuoteWerks → M3) or `M3_SYNCED_AT`."""
+    text = await fingerprints.get(engine, kind, customer_number)
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def changes_for_m3(
+    rules: CustomerSyncRules,
+    current: Mapping[str, object],
+    planned: Mapping[str, str],
+    *,
+    quotewerks_at: datetime,
+    m3_at: datetime | date | None,
+) -> dict[str, str]:
+    """The CRS610MI fields to send: those of fields QuoteWerks wins whose planned (mapped) value is not empty and
+    differs from M3's. Address lines go as a unit: all four when any differs."""
+    changes: dict[str, str] = {}
+    for name in FIELD_NAMES:
+        if winner(rules, name, quotewerks_at=quotewerks_at, m3_at=m3_at) != "quotewerks":
+            continue
+        codes = M3_FIELDS[name]
+        wanted = {code: _clean(planned.get(code)) for code in codes}
+        if not any(wanted.values()):
+            continue  # an empty QuoteWerks value never clears M3
+        if any(wanted[code] != _clean(current.get(code)) for code in codes):
+            changes.update({code: value for code, value in wanted.items() if value or _clean(current.get(code))})
+    return changes
