@@ -132,9 +132,9 @@ def _m3_admin_router(ion: IonSim) -> APIRouter:
             raise HTTPException(501, "no M3 simulator mounted")
         return ion.bods
 
-    async def edit(method: str, *args: str, fields: dict[str, Any]) -> dict[str, Any]:
+    async def edit(method: str, *args: Any) -> dict[str, Any]:
         try:
-            record: dict[str, object] = getattr(publisher(), method)(*args, fields)
+            record: dict[str, object] = getattr(publisher(), method)(*args)
         except bods_module.EditError as exc:
             raise HTTPException(exc.status, str(exc)) from None
         return {name: str(value) for name, value in record.items()}
@@ -142,22 +142,32 @@ def _m3_admin_router(ion: IonSim) -> APIRouter:
     @router.post("/m3/items/{itno}")
     async def edit_item(itno: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Changed MITMAS fields, e.g. {"ITDS": "…", "STAT": "90"}; publishes SyncItemMaster."""
-        return await edit("edit_item", itno, fields=fields)
+        return await edit("edit_item", itno, fields)
 
     @router.post("/m3/balances/{whlo}/{itno}")
     async def edit_balance(whlo: str, itno: str, fields: dict[str, Any]) -> dict[str, Any]:
         """{"STQT": "12", "ALQT": "2"}; publishes SyncInventoryCount."""
-        return await edit("edit_balance", whlo, itno, fields=fields)
+        return await edit("edit_balance", whlo, itno, fields)
 
     @router.post("/m3/prices/{itno}")
     async def edit_price(itno: str, fields: dict[str, Any]) -> dict[str, Any]:
         """{"SAPR": "12.50"} (price list STD); publishes SyncPriceList."""
-        return await edit("edit_price", itno, fields=fields)
+        return await edit("edit_price", itno, fields)
+
+    @router.get("/m3/customers/{cuno}")
+    async def read_customer(cuno: str) -> dict[str, Any]:
+        """The OCUSMA record as M3 holds it (a look at the data, no Gateway call)."""
+        return await edit("customer", cuno)
+
+    @router.post("/m3/customers")
+    async def add_customer(fields: dict[str, Any]) -> dict[str, Any]:
+        """A user creates a customer in M3 (number assigned); publishes SyncCustomerPartyMaster with actionCode Add."""
+        return await edit("add_customer", fields)
 
     @router.post("/m3/customers/{cuno}")
     async def edit_customer(cuno: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Changed OCUSMA fields, e.g. {"CUNM": "…"}; publishes SyncCustomerPartyMaster."""
-        return await edit("edit_customer", cuno, fields=fields)
+        return await edit("edit_customer", cuno, fields)
 
     @router.get("/bods")
     async def bod_stats() -> dict[str, Any]:

@@ -629,6 +629,32 @@ class BodPublisher:
         self.sim.notify(ChangeEvent("price", "change", itno, record))
         return record
 
+    def customer(self, cuno: str) -> dict[str, object]:
+        record = self.sim.store.customers.get(cuno)
+        if record is None:
+            raise EditError(404, f"Customer number {cuno} does not exist")
+        return dict(record)
+
+    def add_customer(self, fields: dict[str, Any]) -> dict[str, object]:
+        """A user creates a customer in M3 (CRS610 with the first customer as template); publishes an Add."""
+        store = self.sim.store
+        if not str(fields.get("CUNM") or "").strip():
+            raise EditError(422, "CUNM (the customer name) is required")
+        template = store.customer_keys[0]
+        unknown = sorted(name for name in fields if name not in store.customers[template] or name in _CUSTOMER_FIXED)
+        if unknown:
+            raise EditError(422, f"not editable: {', '.join(unknown)}")
+        cuno = store.next_customer_number()
+        record = dict(store.customers[template])
+        for name in ("CUA1", "CUA2", "CUA3", "CUA4", "TOWN", "PONO", "PHNO", "MAIL", "YREF"):
+            if name in record:
+                record[name] = ""
+        record.update({name: str(value) for name, value in fields.items()})
+        record.update({"CUNO": cuno, "PYNO": cuno, "LMDT": store.today, "RGDT": store.today})
+        store.add_customer(record)
+        self.sim.notify(ChangeEvent("customer", "add", cuno, dict(record)))
+        return dict(record)
+
     def edit_customer(self, cuno: str, fields: dict[str, Any]) -> dict[str, object]:
         record = self.sim.store.customers.get(cuno)
         if record is None:

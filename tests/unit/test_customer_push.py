@@ -31,7 +31,8 @@ from shared.state import db, fingerprints, ledger
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES = load_sync_rules(ROOT / "deploy/config/customer-sync.yaml")  # name, address, … m3; phone quotewerks; email newest
+# name, address, city, postal code, country: m3; phone: quotewerks; email: newest
+RULES = load_sync_rules(ROOT / "deploy/config/customer-sync.yaml")
 COUNTRIES = country_table(load_rules(ROOT / "deploy/config/order-mapping.yaml"))
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -112,7 +113,8 @@ async def test_an_m3_owned_change_reaches_the_linked_quotewerks_customer(engine:
         "Nordic Pumps Group AB", "Malmo", "Sweden", "Eva Berg"
     )  # fmt: skip
     link = await ledger.customer_link_for_m3(engine, "C000003")
-    assert link is not None and link.quotewerks_customer_id == "C000003"
+    assert link is not None
+    assert link.quotewerks_customer_id == "C000003"
 
 
 async def test_the_write_it_causes_in_quotewerks_is_recognised_as_an_echo(engine: AsyncEngine) -> None:
@@ -127,7 +129,8 @@ async def test_the_write_it_causes_in_quotewerks_is_recognised_as_an_echo(engine
 
 async def test_fields_quotewerks_owns_or_won_are_not_overwritten(engine: AsyncEngine) -> None:
     later = NOW + timedelta(hours=1)  # the QuoteWerks e-mail is newer than the M3 change
-    contacts = Contacts(contact("C000003", PhoneNumber="+46 777", Email="new@nordic.example", LastModified=stamp(later)))
+    newer = contact("C000003", PhoneNumber="+46 777", Email="new@nordic.example", LastModified=stamp(later))
+    contacts = Contacts(newer)
     outcome = await push(contacts, engine).apply(m3_event(phone="+46 555", email="old@nordic.example"))
     assert outcome.action == "unchanged"
     assert contacts.puts == []
@@ -177,9 +180,11 @@ async def test_dedupe_by_email_then_company_links_an_existing_quotewerks_custome
     assert by_email.customer_id == "QW-17"
     by_name = await push(contacts, engine).apply(m3_event("C000051", name="ACME  ltd", email=""))
     assert by_name.customer_id == "QW-18"
-    assert "C000050" not in contacts.records and "C000051" not in contacts.records
+    assert "C000050" not in contacts.records
+    assert "C000051" not in contacts.records
     link = await ledger.customer_link(engine, "QW-17")
-    assert link is not None and link.m3_customer_number == "C000050"
+    assert link is not None
+    assert link.m3_customer_number == "C000050"
 
 
 async def test_two_quotewerks_customers_with_the_same_email_need_a_person(engine: AsyncEngine) -> None:
@@ -207,5 +212,6 @@ async def test_an_older_m3_change_than_the_one_applied_is_ignored(engine: AsyncE
 async def test_a_deleted_m3_customer_keeps_its_quotewerks_customer(engine: AsyncEngine) -> None:
     contacts = Contacts(contact("C000003"))
     outcome = await push(contacts, engine).apply(m3_event(action="delete"))
-    assert outcome.action == "ignored" and "deleted" in outcome.reason
+    assert outcome.action == "ignored"
+    assert "deleted" in outcome.reason
     assert "C000003" in contacts.records

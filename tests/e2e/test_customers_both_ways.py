@@ -1,0 +1,216 @@
+"""Customers both ways, every box a process. A user edits a customer in M3 (ION simulator admin) →
+SyncCustomerPartyMaster BOD → bod-listener → `m3.customer.changed.v1` → catalog-sync → QuoteWerks contact manager;
+a user edits it in QuoteWerks → webhook → quote-ingest → `quotewerks.customer.changed.v1` → order-writer → CRS610MI.
+Each write the bridge makes comes back as a change event on the other side, and must be recognised and dropped (no
+ping-pong): the BODs M3 publishes and the webhooks QuoteWerks sends are counted to prove it. State in PostgreSQL."""
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from m3bridge.tansu import free_port
+from shared.customers import State, m3_state, party_state
+from shared.quotewerks import party_from_contact
+from tests.processes import Captured
+from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
+
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+BOD_SECRET = "bod-secret-for-tests"
+KEYS = {"order-writer": "ow-key-123456", "catalog-sync": "cs-key-123456"}
+CUSTOMER_EVENT = "QuoteWerks.CustomerChanged"
+CUSTOMER = "C000012"
+
+
+@dataclass
+class Stack:
+    ion: IonSim
+    quotewerks: QuoteWerksSim
+    writer: Captured
+    catalog: Captured
+    catalog_url: str
+
+    def m3_customer(self, number: str) -> dict[str, Any]:
+        """CRS610MI as M3 holds it (the simulator's admin read: no Gateway call, no budget)."""
+        record: dict[str, Any] = self.ion.admin("GET", f"m3/customers/{number}")
+        return record
+
+    def bods_generated(self) -> int:
+        return int(self.ion.admin("GET", "bods")["generated"])
+
+    def customer_webhooks(self) -> int:
+        """Deliveries of customer-change webhooks QuoteWerks made (retries of one delivery count once)."""
+        hooks = self.quotewerks.api("GET", "webhooks")["webhooks"]
+        total = 0
+        for hook in hooks:
+            if hook["Event"] == CUSTOMER_EVENT:
+                deliveries = self.quotewerks.api("GET", f"webhooks/{hook['ID']}/deliveries")["deliveries"]
+                total += sum(1 for d in deliveries if d["Attempt"] == 1)
+        return total
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 60, *, dump: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{dump()}")
+
+
+def settled(read: Callable[[], Any], quiet_s: float = 3.0, timeout_s: float = 60) -> Any:
+    """The value once it has not changed for `quiet_s` (the system has stopped reacting)."""
+    deadline = time.monotonic() + timeout_s
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return value
+    raise AssertionError(f"never settled: still changing at {value!r}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
+    common = {"M3B_STATE_URL": module_postgres_url, "M3B_KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    with contextlib.ExitStack() as started:  # a part that fails to start still stops the ones before it
+        listener, listener_url = start_service(
+            "bod-listener", kafka_bootstrap, {**common, "M3B_BOD_SECRET": BOD_SECRET}
+        )
+        started.callback(listener.kill_all)
+        ion = start_ion(
+            tmp_path_factory.mktemp("ion"),
+            {"bod_target_url": f"{listener_url}/bods", "bod_headers": {"X-M3Bridge-BOD-Secret": BOD_SECRET}},
+        )
+        started.callback(ion.stop)
+        token_service = start_token_service(ion, kafka_bootstrap, KEYS)
+        started.callback(token_service.stop)
+        ingest_port = free_port()
+        webhook_url = f"http://127.0.0.1:{ingest_port}/webhooks/quotewerks"
+        quotewerks = start_quotewerks(webhook_url, WEBHOOK_SECRET)
+        started.callback(quotewerks.stop)
+        quotewerks.api("POST", "webhooks", {
+            "Name": "M3 Bridge customers", "Event": CUSTOMER_EVENT, "URL": webhook_url,
+            "Headers": {"X-M3Bridge-Webhook-Secret": WEBHOOK_SECRET},
+            "Body": '{"event": "{{System.EventFullName}}", "CMAccountNo": "{{Customer.CMAccountNo}}"}',
+        })  # fmt: skip
+        ingest, _ = start_service("quote-ingest", kafka_bootstrap, {
+            **common, "M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": quotewerks.api_key,
+            "M3B_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }, port=ingest_port)  # fmt: skip
+        started.callback(ingest.kill_all)
+        m3_caller = {"M3B_TOKEN_SERVICE_URL": token_service.url}
+        writer, _ = start_service("order-writer", kafka_bootstrap, {
+            **common, **m3_caller, "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
+        })  # fmt: skip
+        started.callback(writer.kill_all)
+        catalog, catalog_url = start_service("catalog-sync", kafka_bootstrap, {
+            **common, **m3_caller, "M3B_TOKEN_SERVICE_KEY": KEYS["catalog-sync"],
+            "M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": quotewerks.api_key,
+            "M3B_FULL_LOAD_AT_START": "false", "M3B_FULL_LOAD_INTERVAL_S": "0",
+        })  # fmt: skip
+        started.callback(catalog.kill_all)
+        built = Stack(ion, quotewerks, writer, catalog, catalog_url)
+        # Other tests of the session may have left M3 customer changes on the topic; let the services finish them.
+        settled(lambda: (built.customer_webhooks(), len(writer.lines), len(catalog.lines)))
+        yield built
+
+
+def dump(stack: Stack) -> Callable[[], str]:
+    return lambda: f"--- catalog-sync\n{stack.catalog.output[-3000:]}\n--- order-writer\n{stack.writer.output[-3000:]}"
+
+
+def quotewerks_customer(stack: Stack, account: str) -> dict[str, Any]:
+    record: dict[str, Any] = stack.quotewerks.api("GET", f"customers/{account}")
+    return record
+
+
+def same_customer(stack: Stack, number: str) -> tuple[State, State]:
+    """Both sides' synced fields in one canonical form."""
+    m3 = m3_state(stack.m3_customer(number))
+    qw = party_state(party_from_contact(quotewerks_customer(stack, number)))
+    return m3, qw
+
+
+def test_an_m3_edit_reaches_quotewerks_and_is_not_echoed_back(stack: Stack) -> None:
+    bods, hooks = stack.bods_generated(), stack.customer_webhooks()
+    stack.ion.admin("POST", f"m3/customers/{CUSTOMER}", {"CUNM": "Edited In M3 AB", "TOWN": "Lund"})
+    wait_until(
+        "the M3 name in QuoteWerks",
+        lambda: quotewerks_customer(stack, CUSTOMER)["Company"] == "Edited In M3 AB",
+        dump=dump(stack),
+    )
+    # QuoteWerks announces the bridge's write; order-writer must see it and drop it as the bridge's own.
+    wait_until(
+        "order-writer to drop the echo",
+        lambda: f"customer change {CUSTOMER}: ignored" in stack.writer.output,
+        dump=dump(stack),
+    )
+    assert settled(lambda: (stack.bods_generated(), stack.customer_webhooks())) == (bods + 1, hooks + 1)
+    assert stack.m3_customer(CUSTOMER)["CUNM"] == "Edited In M3 AB"
+    record = quotewerks_customer(stack, CUSTOMER)
+    assert (record["Company"], record["City"]) == ("Edited In M3 AB", "Lund")
+
+
+def test_a_quotewerks_edit_reaches_m3_and_is_not_echoed_back(stack: Stack) -> None:
+    bods, hooks = stack.bods_generated(), stack.customer_webhooks()
+    current = quotewerks_customer(stack, CUSTOMER)
+    body = {k: v for k, v in current.items() if k not in ("CMAccountNo", "LastModified")}
+    stack.quotewerks.api("PUT", f"customers/{CUSTOMER}", {**body, "PhoneNumber": "+46 46 123 456"})  # QuoteWerks owns
+    wait_until(
+        "the QuoteWerks phone in M3",
+        lambda: stack.m3_customer(CUSTOMER)["PHNO"] == "+46 46 123 456",
+        dump=dump(stack),
+    )
+    wait_until(
+        "catalog-sync to drop the echo",
+        lambda: f"M3 customer change {CUSTOMER}: ignored" in stack.catalog.output,
+        dump=dump(stack),
+    )
+    assert settled(lambda: (stack.bods_generated(), stack.customer_webhooks())) == (bods + 1, hooks + 1)
+
+
+def test_after_edits_on_both_sides_both_hold_the_same_customer(stack: Stack) -> None:
+    m3, qw = same_customer(stack, CUSTOMER)
+    assert m3 == qw
+    assert (m3["name"], m3["city"], m3["phone"]) == ("Edited In M3 AB", "Lund", "+46 46 123 456")
+
+
+def test_an_m3_edit_of_a_field_quotewerks_owns_stays_in_m3(stack: Stack) -> None:
+    hooks = stack.customer_webhooks()
+    stack.ion.admin("POST", f"m3/customers/{CUSTOMER}", {"PHNO": "+46 99"})
+    wait_until(
+        "catalog-sync to leave QuoteWerks as it is",
+        lambda: f"M3 customer change {CUSTOMER}: unchanged" in stack.catalog.output,
+        dump=dump(stack),
+    )
+    assert settled(stack.customer_webhooks) == hooks
+    assert quotewerks_customer(stack, CUSTOMER)["PhoneNumber"] == "+46 46 123 456"
+
+
+def test_a_new_m3_customer_appears_in_quotewerks_once(stack: Stack) -> None:
+    before = {c["CMAccountNo"] for c in stack.quotewerks.api("GET", "customers")["customers"]}
+    number = "C000012"
+    assert number in before  # the seeded catalogs share customers; a new one is added in M3 below
+    event_fields = {"CUNM": "Brand New Oy", "CUA1": "Katu 1", "TOWN": "Espoo", "PONO": "02100", "CSCD": "FI",
+                    "MAIL": "info@brandnew.example"}  # fmt: skip
+    created = stack.ion.admin("POST", "m3/customers", event_fields)
+    new_number = created["CUNO"]
+    assert new_number not in before
+    wait_until(
+        "the new customer in QuoteWerks",
+        lambda: new_number in {c["CMAccountNo"] for c in stack.quotewerks.api("GET", "customers")["customers"]},
+        dump=dump(stack),
+    )
+    hooks = settled(stack.customer_webhooks)
+    after = stack.quotewerks.api("GET", "customers")["customers"]
+    assert len(after) == len(before) + 1
+    m3, qw = same_customer(stack, new_number)
+    assert m3 == qw, (m3, qw)
+    assert settled(stack.customer_webhooks) == hooks
