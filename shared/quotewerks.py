@@ -94,6 +94,22 @@ class QuoteWerksClient:
             )
         return response.status_code == 201
 
+    async def find_product(self, part: str) -> dict[str, Any] | None:
+        """The catalog product, or None when QuoteWerks has no product with that part number."""
+        response = await self._send("GET", f"/products/{quote(part, safe='')}")
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise QuoteWerksError(
+                f"QuoteWerks refused product {part}: {response.status_code} {response.text[:200]}",
+                retryable=False,
+                status=response.status_code,
+            )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise QuoteWerksError(f"product {part}: unexpected answer shape", retryable=False)
+        return body
+
     async def customer(self, account: str) -> dict[str, Any]:
         body = await self._request("GET", f"/customers/{quote(account, safe='')}")
         if not isinstance(body, dict):

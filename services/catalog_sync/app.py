@@ -49,6 +49,15 @@ class CatalogSyncSettings(CustomerRulesSettings):
     )
     data_lake_poll_s: float = Field(0.5, gt=0, description="How often a running Data Lake query is polled.")
     data_lake_timeout_s: float = Field(900.0, gt=0, description="How long one Data Lake query may run.")
+    catalog_retire_limit: float = Field(
+        0.1, ge=0, le=1, description="Most share of the synced products one full load may deactivate as gone from M3."
+    )
+    item_poll_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between polls of MMS200MI/LstItmByChgDate for changed items (0 = off; turn on when M3 "
+        "does not send BODs to the bridge).",
+    )
     catalog_warehouse: str = Field("100", min_length=1, max_length=3, description="Warehouse (WHLO) of availability.")
     catalog_price_list: str = Field("STD", min_length=1, max_length=10, description="Sales price list (PRRF).")
     catalog_currency: str = Field("EUR", min_length=1, max_length=3, description="Currency of the price list (CUCD).")
@@ -110,20 +119,34 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             warehouse=settings.catalog_warehouse,
             price_list=settings.catalog_price_list,
             currency=settings.catalog_currency,
+            retire_limit=settings.catalog_retire_limit,
         )
         catalog = QuoteWerksClient(settings.quotewerks_url, settings.quotewerks_api_key, http=http)
         parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
         parts["customers"] = CustomerPush(catalog, runtime.engine, customer_rules, countries)
         first = settings.full_load_at_start and not await store.all()
         parts["scheduler"] = asyncio.create_task(schedule(first), name="catalog-schedule")
+        if settings.item_poll_interval_s > 0:
+            parts["poller"] = asyncio.create_task(poll(), name="catalog-poll")
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(settings.item_poll_interval_s)
+            if sync().full_load_running:
+                continue  # the full load reads everything anyway
+            try:
+                await sync().poll_changes()
+            except Exception:
+                log.exception("change poll failed")
 
     @runtime.on_shutdown
     async def stop() -> None:
-        task = parts.get("scheduler")
-        if isinstance(task, asyncio.Task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for name in ("scheduler", "poller"):
+            task = parts.get(name)
+            if isinstance(task, asyncio.Task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     @runtime.app.post("/v1/sync/full", tags=["catalog"], summary="Start a full load now")
     async def full_load(wait: bool = False, path: Literal["data_lake", "mi"] | None = None) -> JSONResponse:
@@ -137,6 +160,12 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         parts.setdefault("runs", set()).add(task)
         task.add_done_callback(parts["runs"].discard)
         return JSONResponse({"accepted": True}, status_code=202)
+
+    @runtime.app.post("/v1/sync/poll", tags=["catalog"], summary="Poll M3 for changed items now")
+    async def poll_now() -> JSONResponse:
+        """One MMS200MI/LstItmByChgDate poll (the path when BODs are off); answers with its report."""
+        report = await sync().poll_changes()
+        return JSONResponse(report.model_dump(mode="json"))
 
     @runtime.broker.subscriber(
         ITEM_CHANGED.name,

@@ -64,7 +64,11 @@ class DataLakeClient:
         offset = 0
         while True:
             page = await self._call(
-                "GET", f"jobs/{query_id}/result/", "result", params={"offset": offset, "limit": self._page_size}
+                "GET",
+                f"jobs/{query_id}/result/",
+                "result",
+                params={"offset": offset, "limit": self._page_size},
+                headers={"Accept": "application/json"},  # the lake answers in the format asked for (CSV otherwise)
             )
             found = _rows(page)
             rows.extend(found)

@@ -32,6 +32,9 @@ from shared.state.models import SyncFingerprint
 log = logging.getLogger(__name__)
 
 KIND = "product"
+MARKER_KIND = "catalog-marker"
+POLL_MARKER = "item-poll-since"  # the first change date (yyyy-mm-dd) the next LstItmByChgDate poll reads
+RETIRED = "retired:"  # fingerprint prefix of a product deactivated because M3 no longer has the item
 ACTIVE_STATUS = "20"
 MAX_PROBLEMS = 20
 Path = Literal["data_lake", "mi"]
@@ -111,6 +114,7 @@ def choose_path(
 
 class Catalog(Protocol):
     async def put_product(self, part: str, fields: Mapping[str, object]) -> bool: ...
+    async def find_product(self, part: str) -> dict[str, Any] | None: ...
 
 
 class M3(Protocol):
@@ -135,10 +139,13 @@ class Fingerprints(Protocol):
     async def all(self) -> dict[str, str]: ...
     async def get(self, key: str) -> str | None: ...
     async def put(self, key: str, value: str) -> None: ...
+    async def marker(self, name: str) -> str | None: ...
+    async def set_marker(self, name: str, value: str) -> None: ...
 
 
 class StoredFingerprints:
-    """`shared.state.fingerprints`, kind "product", plus reading them all at once for full loads."""
+    """`shared.state.fingerprints`, kind "product", plus reading them all at once for full loads, and the
+    markers of the sync itself (kind "catalog-marker", e.g. the date the change poll has reached)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -157,6 +164,12 @@ class StoredFingerprints:
     async def put(self, key: str, value: str) -> None:
         await fingerprints.put(self._engine, KIND, key, value)
 
+    async def marker(self, name: str) -> str | None:
+        return await fingerprints.get(self._engine, MARKER_KIND, name)
+
+    async def set_marker(self, name: str, value: str) -> None:
+        await fingerprints.put(self._engine, MARKER_KIND, name, value)
+
 
 # --- the sync ----------------------------------------------------------------------------------------------------
 
@@ -168,6 +181,9 @@ class SyncOptions:
     price_list: str = "STD"
     currency: str = "EUR"
     push_concurrency: int = 8
+    # A full load deactivates products whose item M3 no longer has, but never more than this share of the catalog
+    # in one run: a wrong query or an emptied table must not switch off the whole QuoteWerks catalog.
+    retire_limit: float = 0.1
 
 
 @dataclass
@@ -183,6 +199,7 @@ class Progress:
     deltas: dict[str, int] = field(
         default_factory=lambda: {"handled": 0, "events": 0, "pushed": 0, "unchanged": 0, "failed": 0}
     )
+    last_poll: dict[str, Any] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -193,6 +210,7 @@ class Progress:
             },
             "last_full_load": self.last_full,
             "deltas": dict(self.deltas),
+            "last_poll": self.last_poll,
         }  # fmt: skip
 
 
@@ -265,7 +283,7 @@ class CatalogSync:
     async def _full_load(self, forced: Path | None) -> CatalogSyncReport:
         started = datetime.now(UTC)
         run_id = f"full-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "retired": 0}
         problems: list[Problem] = []
         progress = self.progress
         progress.run_id, progress.mode, progress.running, progress.counts = run_id, "full", True, counts
@@ -277,7 +295,17 @@ class CatalogSync:
             path, reason = choose_path(count, self.options.threshold, forced=forced, why_unknown=why)
             progress.path = path
             log.info("full load %s via %s: %s", run_id, path, reason)
-            products = await (self._read_data_lake() if path == "data_lake" else self._read_mi())
+            try:
+                products = await (self._read_data_lake() if path == "data_lake" else self._read_mi())
+            except Exception as exc:
+                if path != "data_lake" or forced:
+                    raise
+                # The count worked but a table query did not (a FAILED job, a timeout): MI paging still gets
+                # the catalog across, slower, at bulk priority.
+                log.warning("full load %s: Data Lake read failed (%s); paging MI instead", run_id, exc)
+                path = progress.path = "mi"
+                reason = f"{reason}; the Data Lake read failed ({type(exc).__name__}: {exc}), so MI paging instead"
+                products = await self._read_mi()
             progress.total = len(products)
             known = await self.store.all()
             gate = asyncio.Semaphore(self.options.push_concurrency)
@@ -288,6 +316,7 @@ class CatalogSync:
                     progress.done += 1
 
             await asyncio.gather(*(one(p) for p in products))
+            await self._retire({p.part for p in products}, known, counts, problems)
         except Exception as exc:
             log.exception("full load %s failed", run_id)
             counts["failed"] += 1
@@ -301,6 +330,44 @@ class CatalogSync:
         progress.last_full = report.model_dump(mode="json")
         await self.publish(report)
         return report
+
+    async def _retire(
+        self, in_m3: set[str], known: Mapping[str, str], counts: dict[str, int], problems: list[Problem]
+    ) -> None:
+        """Products pushed before whose item the complete read of M3 no longer has: deactivated in QuoteWerks
+        (kept, since old quotes refer to them), fingerprint marked retired so the next run does not repeat it."""
+        gone = sorted(part for part, fp in known.items() if part not in in_m3 and not fp.startswith(RETIRED))
+        if not gone:
+            return
+        limit = int(len(known) * self.options.retire_limit)
+        if len(gone) > limit:
+            problems.append(
+                Problem(
+                    error_class="validation",
+                    message=f"{len(gone)} of {len(known)} synced products are no longer in M3 (first: "
+                    f"{', '.join(gone[:5])}); more than the retire limit of {limit} ({self.options.retire_limit:.0%})"
+                    ": none deactivated. Check the M3 read; raise M3B_CATALOG_RETIRE_LIMIT if it is right.",
+                )
+            )
+            log.warning("full load: %d products gone from M3, over the retire limit %d: none deactivated", len(gone),
+                        limit)  # fmt: skip
+            return
+        for part in gone:
+            try:
+                current = await self.catalog.find_product(part)
+                if current is not None and current.get("Active") is not False:
+                    fields: dict[str, object] = {
+                        k: current[k] for k in ("Description", "UnitOfMeasure", "Price") if k in current
+                    }
+                    await self.catalog.put_product(part, {**fields, "Active": False, "Availability": 0})
+                await self.store.put(part, RETIRED + (known.get(part) or "")[: 64 - len(RETIRED)])
+            except (QuoteWerksError, OSError, ValueError) as exc:
+                counts["failed"] += 1
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(_problem(exc, part))
+                continue
+            counts["retired"] += 1
+            log.info("product %s deactivated: item no longer in M3", part)
 
     async def _read_data_lake(self) -> list[Product]:
         o = self.options
@@ -342,6 +409,49 @@ class CatalogSync:
                 stock_of[str(item["ITNO"])] = outcome.records[0].get("AV01")
         price_of = {str(r.get("ITNO", "")).strip(): r.get("SAPR") for r in prices if not str(r.get("CUNO") or "")}
         return _products(items, price_of, stock_of)
+
+    # --- the change poll (when BODs are off) ------------------------------------------------------------------
+
+    async def poll_changes(self, today: date | None = None) -> CatalogSyncReport:
+        """Items M3 changed since the last poll (MMS200MI/LstItmByChgDate, by change date), with their price and
+        stock, pushed when their fingerprint changed. M3 keeps the change date by day only, so each poll reads the
+        whole of the day it starts from; unchanged products cost no QuoteWerks call."""
+        started = datetime.now(UTC)
+        today = today or started.date()
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
+        problems: list[Problem] = []
+        marker = await self.store.marker(POLL_MARKER)
+        since = date.fromisoformat(marker) if marker else today
+        reason = f"MMS200MI/LstItmByChgDate from {since.isoformat()} to {today.isoformat()} (M3 BODs not used)"
+        try:
+            items = await self.m3.execute(
+                "MMS200MI", "LstItmByChgDate", {"FLMD": since, "TLMD": today}, priority=Priority.BULK, maxrecs=0
+            )
+            gate = asyncio.Semaphore(self.options.push_concurrency)
+
+            async def one(item: dict[str, Any]) -> None:
+                async with gate:
+                    itno = str(item.get("ITNO") or "").strip()
+                    if not itno:
+                        return
+                    price, stock = await asyncio.gather(self._price(itno), self._stock(itno))
+                    product = product_from(item, price, stock)
+                    await self.push(product, await self.store.get(itno), counts, problems)
+
+            await asyncio.gather(*(one(item) for item in items))
+            if counts["failed"] == 0:
+                await self.store.set_marker(POLL_MARKER, today.isoformat())  # else the same days again next time
+        except Exception as exc:
+            log.exception("change poll failed")
+            counts["failed"] += 1
+            problems.append(_problem(exc, "change poll"))
+        report = CatalogSyncReport(
+            run_id=f"poll-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}", mode="poll", path="mi",
+            path_reason=reason, started_at=started, finished_at=datetime.now(UTC), counts=counts, problems=problems,
+        )  # fmt: skip
+        self.progress.last_poll = report.model_dump(mode="json")
+        await self.publish(report)
+        return report
 
     # --- deltas ------------------------------------------------------------------------------------------------
 

@@ -136,11 +136,11 @@ def test_full_load_lands_every_item_once_and_a_repeat_pushes_nothing(stack: Stac
     # Stale events of other tests' simulators may have been applied after the start-up load; a repeat corrects them.
     assert second["counts"]["updated"] <= len(stack.backlog_keys)
     if not stack.backlog_keys:
-        assert second["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS, "failed": 0}
+        assert second["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS, "failed": 0, "retired": 0}
 
     third = full_load(stack, path="mi")  # the MI path reads the same values: nothing to push
     assert third["path"] == "mi"
-    assert third["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS, "failed": 0}
+    assert third["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS, "failed": 0, "retired": 0}
 
     reports = asyncio.run(read_all(kafka_bootstrap, [CATALOG_SYNC_REPORT.name]))
     published = {json.loads(value)["run_id"]: json.loads(value) for _, _, value in reports}
@@ -173,3 +173,20 @@ def test_item_event_with_status_90_deactivates_the_product(stack: Stack, kafka_b
 
     product = wait_for("the product to be deactivated", deactivated, timeout_s=60)
     assert product["Description"] == "Retired part"
+
+
+def test_the_change_poll_brings_an_m3_edit_across_without_bods(stack: Stack) -> None:
+    """This ION simulator sends no BODs: the MMS200MI/LstItmByChgDate poll is the path."""
+    part = "ITM000007"
+    wait_for("the start-up full load", lambda: healthz(stack.url).get("last_full_load"))
+    stack.ion.admin("POST", f"m3/items/{part}", {"ITDS": "Edited in MMS001"})
+    response = httpx.post(f"{stack.url}/v1/sync/poll", timeout=120)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["mode"], report["path"]) == ("poll", "mi")
+    assert report["counts"]["failed"] == 0, report["problems"]
+    assert report["counts"]["updated"] >= 1
+    assert stack.quotewerks.api("GET", f"products/{part}")["Description"] == "Edited in MMS001"
+    again = httpx.post(f"{stack.url}/v1/sync/poll", timeout=120).json()
+    assert again["counts"]["updated"] == again["counts"]["created"] == 0
+    assert healthz(stack.url)["last_poll"]["run_id"] == again["run_id"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from services.catalog_sync.sync import CatalogSync, SyncOptions, choose_path, product_from
+from services.catalog_sync.datalake import DataLakeError
+from services.catalog_sync.sync import POLL_MARKER, RETIRED, CatalogSync, SyncOptions, choose_path, product_from
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.lease import Priority
 from shared.m3.client import BulkOutcome, tenant_base
@@ -24,8 +25,9 @@ ITEMS = [
 
 class FakeLake:
     def __init__(self, items: list[dict[str, Any]], fail: bool = False) -> None:
-        self.items = items
+        self.items = list(items)
         self.fail = fail
+        self.fail_tables = False
         self.queries: list[str] = []
 
     async def query(self, sql: str) -> list[dict[str, Any]]:
@@ -34,6 +36,8 @@ class FakeLake:
             raise ConnectionError("lake down")
         if "COUNT(*)" in sql:
             return [{"count": len(self.items)}]
+        if self.fail_tables:
+            raise DataLakeError("Data Lake query q-1 FAILED", retryable=True)
         if "FROM MITMAS" in sql:
             return list(self.items)
         if "FROM OPRBAS" in sql:
@@ -43,8 +47,9 @@ class FakeLake:
 
 class FakeM3:
     def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = {i["ITNO"]: i for i in items}
+        self.items = {i["ITNO"]: dict(i) for i in items}
         self.calls: list[str] = []
+        self.poll_ranges: list[tuple[Any, Any]] = []
 
     async def execute(
         self,
@@ -65,6 +70,10 @@ class FakeM3:
             return [{"ITNO": itno, "SAPR": Decimal("12.50")}]
         if transaction == "GetItmWhsBal":
             return [{"ITNO": itno, "AV01": Decimal(7)}]
+        if transaction == "LstItmByChgDate":
+            assert fields is not None
+            self.poll_ranges.append((fields["FLMD"], fields["TLMD"]))
+            return [i for i in self.items.values() if fields["FLMD"] <= i.get("LMDT", date.min) <= fields["TLMD"]]
         return [self.items[itno]]
 
     async def list_all(
@@ -97,10 +106,21 @@ class FakeCatalog:
         self.products[part] = dict(fields)
         return created
 
+    async def find_product(self, part: str) -> dict[str, Any] | None:
+        found = self.products.get(part)
+        return dict(found) if found is not None else None
+
 
 class MemoryFingerprints:
     def __init__(self) -> None:
         self.values: dict[str, str] = {}
+        self.markers: dict[str, str] = {}
+
+    async def marker(self, name: str) -> str | None:
+        return self.markers.get(name)
+
+    async def set_marker(self, name: str, value: str) -> None:
+        self.markers[name] = value
 
     async def all(self) -> dict[str, str]:
         return dict(self.values)
@@ -139,14 +159,16 @@ def test_path_choice_by_volume() -> None:
 async def test_big_catalog_reads_the_data_lake_and_second_run_pushes_nothing() -> None:
     sync, _lake, m3, catalog, reports = make_sync(threshold=10)
     first = await sync.full_load()
-    assert (first.path, first.counts) == ("data_lake", {"created": 40, "updated": 0, "unchanged": 0, "failed": 0})
+    assert (first.path, first.counts) == (
+        "data_lake", {"created": 40, "updated": 0, "unchanged": 0, "failed": 0, "retired": 0}
+    )  # fmt: skip
     assert "40 items > threshold 10" in first.path_reason
     assert m3.calls == []  # no MI call at all
     assert catalog.products["ITM000001"] == {
         "Description": "Item 1", "UnitOfMeasure": "PCS", "Price": 12.5, "Active": True, "Availability": 7,
     }  # fmt: skip
     second = await sync.full_load()
-    assert second.counts == {"created": 0, "updated": 0, "unchanged": 40, "failed": 0}
+    assert second.counts == {"created": 0, "updated": 0, "unchanged": 40, "failed": 0, "retired": 0}
     assert catalog.puts == 40
     assert [r.run_id for r in reports] == [first.run_id, second.run_id]
     assert sync.progress.snapshot()["last_full_load"]["counts"]["unchanged"] == 40
@@ -169,6 +191,80 @@ async def test_lake_down_falls_back_to_mi_and_says_why() -> None:
     report = await sync.full_load()
     assert report.path == "mi"
     assert "lake down" in report.path_reason
+
+
+async def test_a_failed_data_lake_table_query_falls_back_to_mi_and_says_why() -> None:
+    sync, lake, m3, _catalog, _ = make_sync(threshold=10)
+    lake.fail_tables = True
+    report = await sync.full_load()
+    assert report.path == "mi"
+    assert "40 items > threshold 10" in report.path_reason
+    assert (
+        "Data Lake read failed (DataLakeError: Data Lake query q-1 FAILED), so MI paging instead" in report.path_reason
+    )
+    assert report.counts["created"] == 40
+    assert "MMS200MI/LstItmByItm" in m3.calls
+
+
+async def test_a_forced_data_lake_load_does_not_fall_back() -> None:
+    sync, lake, m3, _catalog, _ = make_sync(threshold=10)
+    lake.fail_tables = True
+    report = await sync.full_load(forced="data_lake")
+    assert (report.path, report.counts["failed"]) == ("data_lake", 1)
+    assert m3.calls == []
+
+
+async def test_items_gone_from_m3_are_deactivated_once_and_come_back_when_m3_has_them_again() -> None:
+    sync, lake, m3, catalog, _ = make_sync(threshold=10)
+    sync.options.retire_limit = 0.1
+    await sync.full_load()
+    gone = lake.items.pop(3)  # ITM000004 deleted in M3
+    m3.items.pop(gone["ITNO"])
+    report = await sync.full_load()
+    assert report.counts["retired"] == 1
+    assert catalog.products["ITM000004"] == {
+        "Description": "Item 4", "UnitOfMeasure": "PCS", "Price": 12.5, "Active": False, "Availability": 0,
+    }  # fmt: skip
+    assert sync.store.values["ITM000004"].startswith(RETIRED)  # type: ignore[attr-defined]
+    puts = catalog.puts
+    again = await sync.full_load()
+    assert (again.counts["retired"], again.counts["unchanged"], catalog.puts) == (0, 39, puts)
+    lake.items.insert(3, gone)
+    back = await sync.full_load()
+    assert back.counts["updated"] == 1
+    assert catalog.products["ITM000004"]["Active"] is True
+
+
+async def test_a_read_missing_much_of_the_catalog_deactivates_nothing() -> None:
+    sync, lake, _m3, catalog, _ = make_sync(threshold=5)
+    await sync.full_load()
+    del lake.items[10:]  # 30 of 40 products "gone": a broken read, not a real clean-up
+    report = await sync.full_load()
+    assert report.counts["retired"] == 0
+    assert "30 of 40 synced products are no longer in M3" in report.problems[0].message
+    assert all(p["Active"] for n, p in catalog.products.items() if int(n[3:]) % 33)
+
+
+async def test_the_change_poll_pushes_items_m3_changed_since_the_last_poll() -> None:
+    sync, _lake, m3, catalog, reports = make_sync(threshold=10)
+    today = date(2026, 12, 1)
+    for item in m3.items.values():
+        item["LMDT"] = today - timedelta(days=30)
+    await sync.full_load()
+    m3.items["ITM000005"].update({"ITDS": "Item 5, new text", "LMDT": today})
+    first = await sync.poll_changes(today=today)
+    assert (first.mode, first.path, first.counts["updated"]) == ("poll", "mi", 1)
+    assert catalog.products["ITM000005"]["Description"] == "Item 5, new text"
+    assert "LstItmByChgDate" in first.path_reason
+    assert sync.store.markers[POLL_MARKER] == "2026-12-01"  # type: ignore[attr-defined]
+    puts = catalog.puts
+    second = await sync.poll_changes(today=today)  # the same day again: read, nothing pushed
+    assert (second.counts["unchanged"], catalog.puts) == (1, puts)
+    tomorrow = today + timedelta(days=1)
+    await sync.poll_changes(today=tomorrow)
+    assert m3.poll_ranges[-1] == (today, tomorrow)
+    assert reports[-1].mode == "poll"
+    assert sync.progress.snapshot()["last_poll"]["counts"]["unchanged"] == 1  # changed today: read again tomorrow
 
 
 def test_inactive_item_is_not_active() -> None:
