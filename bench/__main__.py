@@ -2,9 +2,14 @@
 
 import sys
 
-from bench import availability, m3_path, quote_to_order
+from bench import availability, full_load, m3_path, quote_to_order
 
-BENCHMARKS = {"m3-path": m3_path.main, "quote-to-order": quote_to_order.main, "availability": availability.main}
+BENCHMARKS = {
+    "m3-path": m3_path.main,
+    "quote-to-order": quote_to_order.main,
+    "availability": availability.main,
+    "full-load": full_load.main,
+}
 
 chosen = sys.argv[1:] or list(BENCHMARKS)
 for name in chosen:

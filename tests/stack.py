@@ -117,11 +117,16 @@ def wait_http(url: str, process: Captured, what: str, timeout_s: float = 30) -> 
     raise AssertionError(f"{what} did not start:\n{process.output[-3000:]}")
 
 
-def start_quotewerks(webhook_url: str, webhook_secret: str, api_key: str = "qw-test-key") -> QuoteWerksSim:
+def start_quotewerks(
+    webhook_url: str, webhook_secret: str, api_key: str = "qw-test-key", config_file: Path | None = None
+) -> QuoteWerksSim:
+    """`config_file`: a QwSimConfig as JSON (e.g. how many products it seeds)."""
     port = free_port()
     env = {**os.environ, "QW_API_KEY": api_key, "QW_WEBHOOK_SECRET": webhook_secret}
     command = [sys.executable, "-m", "simulators.quotewerks", "--port", str(port), "--webhook-url", webhook_url,
                "--log-level", "warning"]  # fmt: skip
+    if config_file is not None:
+        command += ["--config", str(config_file)]
     process = Captured(command, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", process, "QuoteWerks simulator")

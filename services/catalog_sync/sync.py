@@ -19,15 +19,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged, Problem
 from shared.lease import Priority
 from shared.m3.errors import M3Error
 from shared.quotewerks import QuoteWerksError
 from shared.state import fingerprints
-from shared.state.models import SyncFingerprint
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +35,7 @@ POLL_MARKER = "item-poll-since"  # the first change date (yyyy-mm-dd) the next L
 RETIRED = "retired:"  # fingerprint prefix of a product deactivated because M3 no longer has the item
 ACTIVE_STATUS = "20"
 MAX_PROBLEMS = 20
+FINGERPRINT_BATCH = 500  # fingerprints stored per transaction during a full load
 Path = Literal["data_lake", "mi"]
 
 
@@ -139,6 +138,7 @@ class Fingerprints(Protocol):
     async def all(self) -> dict[str, str]: ...
     async def get(self, key: str) -> str | None: ...
     async def put(self, key: str, value: str) -> None: ...
+    async def put_many(self, values: Mapping[str, str]) -> None: ...
     async def marker(self, name: str) -> str | None: ...
     async def set_marker(self, name: str, value: str) -> None: ...
 
@@ -151,18 +151,16 @@ class StoredFingerprints:
         self._engine = engine
 
     async def all(self) -> dict[str, str]:
-        # Not in shared/state/fingerprints.py yet (should move there): one query instead of one per product.
-        async with async_sessionmaker(self._engine)() as session:
-            rows = await session.execute(
-                select(SyncFingerprint.entity_key, SyncFingerprint.fingerprint).where(SyncFingerprint.kind == KIND)
-            )
-            return {str(key): str(value) for key, value in rows.all()}
+        return await fingerprints.all_of(self._engine, KIND)
 
     async def get(self, key: str) -> str | None:
         return await fingerprints.get(self._engine, KIND, key)
 
     async def put(self, key: str, value: str) -> None:
         await fingerprints.put(self._engine, KIND, key, value)
+
+    async def put_many(self, values: Mapping[str, str]) -> None:
+        await fingerprints.put_many(self._engine, KIND, values)
 
     async def marker(self, name: str) -> str | None:
         return await fingerprints.get(self._engine, MARKER_KIND, name)
@@ -251,14 +249,27 @@ class CatalogSync:
 
     # --- pushing -----------------------------------------------------------------------------------------------
 
-    async def push(self, product: Product, known: str | None, counts: dict[str, int], problems: list[Problem]) -> None:
+    async def push(
+        self,
+        product: Product,
+        known: str | None,
+        counts: dict[str, int],
+        problems: list[Problem],
+        *,
+        pushed: dict[str, str] | None = None,
+    ) -> None:
+        """Put the product when its fingerprint changed, then remember the fingerprint: at once, or in `pushed`
+        for the caller to store in batches (a crash before that only means those products are pushed again)."""
         fingerprint = product.fingerprint()
         if known == fingerprint:
             counts["unchanged"] += 1
             return
         try:
             created = await self.catalog.put_product(product.part, product.fields())
-            await self.store.put(product.part, fingerprint)
+            if pushed is not None:
+                pushed[product.part] = fingerprint
+            else:
+                await self.store.put(product.part, fingerprint)
         except (QuoteWerksError, OSError, ValueError) as exc:
             counts["failed"] += 1
             if len(problems) < MAX_PROBLEMS:
@@ -309,13 +320,24 @@ class CatalogSync:
             progress.total = len(products)
             known = await self.store.all()
             gate = asyncio.Semaphore(self.options.push_concurrency)
+            pushed: dict[str, str] = {}
+
+            async def store_pushed() -> None:
+                batch = dict(pushed)
+                pushed.clear()
+                await self.store.put_many(batch)
 
             async def one(product: Product) -> None:
                 async with gate:
-                    await self.push(product, known.get(product.part), counts, problems)
+                    await self.push(product, known.get(product.part), counts, problems, pushed=pushed)
                     progress.done += 1
+                    if len(pushed) >= FINGERPRINT_BATCH:
+                        await store_pushed()
 
-            await asyncio.gather(*(one(p) for p in products))
+            try:
+                await asyncio.gather(*(one(p) for p in products))
+            finally:
+                await store_pushed()
             await self._retire({p.part for p in products}, known, counts, problems)
         except Exception as exc:
             log.exception("full load %s failed", run_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from shared.state.models import SyncFingerprint
@@ -23,3 +26,39 @@ async def put(engine: AsyncEngine, kind: str, entity_key: str, fingerprint: str)
         else:
             found.fingerprint = fingerprint[:64]
             found.synced_at = datetime.now(UTC)
+
+
+async def put_many(engine: AsyncEngine, kind: str, values: Mapping[str, str]) -> None:
+    """`put` for many entities in one transaction (a full load stores thousands: one commit per batch, not each)."""
+    if not values:
+        return
+    keys = {key[:64]: value[:64] for key, value in values.items()}
+    for attempt in (1, 2):
+        try:
+            await _upsert(engine, kind, keys)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise  # a single put of the same key raced the batch's insert; the second try finds its row
+
+
+async def _upsert(engine: AsyncEngine, kind: str, keys: Mapping[str, str]) -> None:
+    now = datetime.now(UTC)
+    async with async_sessionmaker(engine).begin() as session:
+        query = select(SyncFingerprint).where(SyncFingerprint.kind == kind, SyncFingerprint.entity_key.in_(keys))
+        found = {row.entity_key: row for row in (await session.execute(query.with_for_update())).scalars()}
+        for key, value in keys.items():
+            row = found.get(key)
+            if row is None:
+                session.add(SyncFingerprint(kind=kind, entity_key=key, fingerprint=value))
+            else:
+                row.fingerprint, row.synced_at = value, now
+
+
+async def all_of(engine: AsyncEngine, kind: str) -> dict[str, str]:
+    """Every remembered value of one kind, in one query."""
+    async with async_sessionmaker(engine)() as session:
+        rows = await session.execute(
+            select(SyncFingerprint.entity_key, SyncFingerprint.fingerprint).where(SyncFingerprint.kind == kind)
+        )
+        return {str(key): str(value) for key, value in rows.all()}

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from shared.state import db
+from shared.state import db, fingerprints
 from shared.state.models import Base, CustomerLink, OrderLedgerEntry
 
 
@@ -67,6 +67,25 @@ async def test_rows_round_trip_and_constraints_hold(state_url: str) -> None:
                 session.add(CustomerLink(quotewerks_customer_id="OTHER", m3_customer_number="C0001"))
         await db.ping(engine)
         assert await db.current_revision(engine) == db.head_revision()
+    finally:
+        await engine.dispose()
+        await _reset(state_url)
+
+
+async def test_fingerprints_one_by_one_and_in_batches(state_url: str) -> None:
+    await db.migrate(state_url)
+    engine = db.create_engine(state_url)
+    try:
+        await fingerprints.put(engine, "product", "ITM000001", "a" * 64)
+        batch = {f"ITM{n:06d}": f"{n:064d}" for n in range(1, 1201)}  # ITM000001 exists: updated, the rest added
+        await fingerprints.put_many(engine, "product", batch)
+        await fingerprints.put_many(engine, "product", {"ITM000002": "b" * 64})
+        await fingerprints.put(engine, "other", "ITM000001", "c" * 64)
+        stored = await fingerprints.all_of(engine, "product")
+        assert len(stored) == 1200
+        assert stored["ITM000001"] == f"{1:064d}"
+        assert stored["ITM000002"] == "b" * 64
+        assert await fingerprints.get(engine, "other", "ITM000001") == "c" * 64
     finally:
         await engine.dispose()
         await _reset(state_url)

@@ -131,6 +131,9 @@ class MemoryFingerprints:
     async def put(self, key: str, value: str) -> None:
         self.values[key] = value
 
+    async def put_many(self, values: Mapping[str, str]) -> None:
+        self.values.update(values)
+
 
 def make_sync(
     threshold: int = 10, lake_fails: bool = False
