@@ -161,6 +161,29 @@ def _date(text: str, where: str) -> date | None:
     return _datetime(text, where).date()
 
 
+# Infor's standard status texts (BODs may carry these instead of M3's numeric codes) → the M3 master-data status.
+_STATUS_WORDS = {
+    "open": "20", "active": "20", "released": "20", "approved": "20",
+    "inactive": "90", "closed": "90", "blocked": "90", "obsolete": "90", "cancelled": "90", "canceled": "90",
+}  # fmt: skip
+
+
+def _master_status(element: Element, path: str, where: str) -> str:
+    """An item's or customer's status as M3's code (20 = active): the M3 field STAT in the UserArea when present,
+    else Status/Code as a number, else as one of Infor's status words; another word cannot be judged."""
+    from_user_area = _name_value(element, "STAT")
+    if from_user_area:
+        return from_user_area
+    text = _text(element, path)
+    if not text or (text.isdigit() and len(text) <= 2):
+        return text
+    code = _STATUS_WORDS.get(text.casefold())
+    if code is None:
+        known = ", ".join(sorted({w.capitalize() for w in _STATUS_WORDS}))
+        raise BodError("invalid_content", f"{where}: {path} {text!r} is neither an M3 status nor one of {known}")
+    return code
+
+
 @dataclass(frozen=True)
 class _Context:
     noun: str
@@ -199,7 +222,7 @@ ITEM_PATHS = {
     "unit_of_measure": "ItemMasterHeader/BaseUOMCode",
     "item_group": "ItemMasterHeader/Classification[@type='ItemGroup']/Codes/Code",
     "item_type": "ItemMasterHeader/Classification[@type='ItemType']/Codes/Code",
-    "status": "ItemMasterHeader/Status/Code",
+    "status": "ItemMasterHeader/ItemStatus/Code (else ItemMasterHeader/Status/Code)",
     "changed_at": "ItemMasterHeader/LastModificationDateTime",
 }
 
@@ -226,7 +249,9 @@ def _read_item(noun: Element, ctx: _Context) -> list[NormalizedEvent]:
         "unit_of_measure": _text(header, "BaseUOMCode"),
         "item_group": _classification(header, "ItemGroup"),
         "item_type": _classification(header, "ItemType"),
-        "status": _text(header, "Status/Code"),
+        "status": _master_status(
+            header, "ItemStatus/Code" if _find(header, "ItemStatus") is not None else "Status/Code", ctx.noun
+        ),
         "changed_at": ctx.changed_at(header),
         "variation": ctx.variation,
     }
@@ -237,22 +262,31 @@ def _read_item(noun: Element, ctx: _Context) -> list[NormalizedEvent]:
 CUSTOMER_PATHS = {
     "customer_number": "CustomerPartyMaster/PartyIDs/ID",
     "name": "CustomerPartyMaster/Name",
-    "address_lines": "CustomerPartyMaster/Location/Address/AddressLine",
+    "address_lines": "CustomerPartyMaster/Location/Address[AddressLine]/AddressLine",
     "town": "CustomerPartyMaster/Location/Address/CityName",
     "postal_code": "CustomerPartyMaster/Location/Address/PostalCode",
     "country": "CustomerPartyMaster/Location/Address/CountryCode",
-    "phone": "CustomerPartyMaster/Communication[ChannelCode='Telephone']/DialNumber",
+    "phone": "CustomerPartyMaster/Communication[ChannelCode='Phone' or 'Telephone']/DialNumber",
     "email": "CustomerPartyMaster/Communication[ChannelCode='EMail']/URI",
     "status": "CustomerPartyMaster/Status/Code",
     "changed_at": "CustomerPartyMaster/LastModificationDateTime",
 }
 
 
-def _communication(noun: Element, channel: str, value: str) -> str:
+def _communication(noun: Element, channels: tuple[str, ...], value: str) -> str:
+    """The first channel of those kinds with a value (Infor sends `Phone`; `Telephone` is OAGIS' own word)."""
+    wanted = {channel.lower() for channel in channels}
     for communication in _children(noun, "Communication"):
-        if _text(communication, "ChannelCode").lower() == channel.lower():
+        if _text(communication, "ChannelCode").lower() in wanted and _text(communication, value):
             return _text(communication, value)
     return ""
+
+
+def _postal_address(noun: Element) -> Element | None:
+    """Infor may send the address twice (`type="text"` with AddressLine, `type="Discrete"` with street parts):
+    the one with address lines, else the first."""
+    addresses = [a for location in _children(noun, "Location") for a in _children(location, "Address")]
+    return next((a for a in addresses if _children(a, "AddressLine")), next(iter(addresses), None))
 
 
 def _sequence(element: Element) -> int:
@@ -261,7 +295,7 @@ def _sequence(element: Element) -> int:
 
 
 def _read_customer(noun: Element, ctx: _Context) -> list[NormalizedEvent]:
-    address = _find(noun, "Location/Address")
+    address = _postal_address(noun)
     lines: list[str] = []
     if address is not None:
         ordered = sorted(_children(address, "AddressLine"), key=_sequence)
@@ -274,9 +308,9 @@ def _read_customer(noun: Element, ctx: _Context) -> list[NormalizedEvent]:
         "town": _text(address, "CityName"),
         "postal_code": _text(address, "PostalCode"),
         "country": _text(address, "CountryCode"),
-        "phone": _communication(noun, "Telephone", "DialNumber"),
-        "email": _communication(noun, "EMail", "URI"),
-        "status": _text(noun, "Status/Code"),
+        "phone": _communication(noun, ("Phone", "Telephone"), "DialNumber"),
+        "email": _communication(noun, ("EMail", "E-mail", "Email"), "URI"),
+        "status": _master_status(noun, "Status/Code", ctx.noun),
         "changed_at": ctx.changed_at(noun),
     }
     payload = _validate(contracts.M3CustomerChanged, data, CUSTOMER_PATHS, f"{ctx.noun} {ctx.document_id!r}")
@@ -406,7 +440,8 @@ NOUNS: dict[str, _Noun] = {
     "InventoryCount": _Noun("InventoryCountHeader/DocumentID/ID", _read_inventory, deletable=False),
     "PriceList": _Noun("PriceListHeader/ID", _read_price, deletable=False),
 }
-VERBS = ("Sync",)
+# Sync: a change; Show: what M3 sends for an initial load (EVS005, e.g. M3BE_Out_ShowItemMaster), read the same way.
+VERBS = ("Sync", "Show")
 SUPPORTED_DOCUMENTS = tuple(f"{verb}{noun}" for verb in VERBS for noun in NOUNS)
 
 _ROOT = re.compile(r"^([A-Z][a-z]+)([A-Z]\w*)$")

@@ -240,7 +240,11 @@ class OrderStatusChanged(Contract):
     order_number: str = Field(min_length=1, max_length=10, description="M3 order number (the message key).")
     customer_order_number: str = Field("", max_length=20, description="The customer's reference: our DocNo.")
     customer_number: str = Field("", max_length=10)
-    status: str = Field(max_length=2, description="M3 order status code (lowest and highest line status).")
+    status: str = Field(
+        max_length=20,
+        description="M3 order status code (lowest line status, e.g. 22, 33) when the BOD carries it, else Infor's "
+        "status text (e.g. Open).",
+    )
     highest_status: str = Field("", max_length=2)
     changed_at: datetime
     bod_id: str = Field("", max_length=500)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,14 +71,11 @@ class PriceLine:
     customer_number: str = ""
 
 
-def make_bod_id(
-    ctx: BodContext, noun: str, document_id: str, variation: int, *, verb: str = "Sync", revision: str = "1"
-) -> str:
-    """`infor-nid:{tenant}:{accountingEntity}:{location}:{documentId}:{revision}?{Noun}&verb={Verb}&variationID={n}`"""
-    return (
-        f"infor-nid:{ctx.tenant}:{ctx.accounting_entity}:{ctx.location}:{document_id}:{revision}"
-        f"?{noun}&verb={verb}&variationID={variation}"
-    )
+def make_bod_id(ctx: BodContext, noun: str, document_id: str, variation: int, *, verb: str = "Sync") -> str:
+    """A UUID, as M3 (M3BE) sends BODIDs; derived from the change, so a redelivered BOD keeps its id. (Other Infor
+    applications use `infor-nid:…` ids, which the bridge also reads.)"""
+    name = f"{ctx.tenant}|{ctx.accounting_entity}|{verb}{noun}|{document_id}|{variation}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
 def _q(name: str) -> str:
@@ -132,7 +130,6 @@ def _envelope(
     _sub(app, "BODID", bod_id)
     data_area = _sub(root, "DataArea")
     verb_element = _sub(data_area, verb)
-    _sub(verb_element, "TenantID", ctx.tenant)
     _sub(verb_element, "AccountingEntityID", ctx.accounting_entity)
     _sub(verb_element, "LocationID", ctx.location)
     criteria = _sub(verb_element, "ActionCriteria")
@@ -181,7 +178,7 @@ def build_item_master(
     for kind, code, list_id in (("ItemGroup", item_group, "Item Groups"), ("ItemType", item_type, "Item Types")):
         if code:
             _sub(_sub(_sub(header, "Classification", type=kind), "Codes"), "Code", code, listID=list_id)
-    _sub(_sub(header, "Status"), "Code", status, listID="M3 Item Status")
+    _sub(_sub(header, "ItemStatus"), "Code", status, listID="M3 Item Status")
     _sub(header, "LastModificationDateTime", changed_at or _now())
     return _finish(root, "ItemMaster", "Sync", item_number, variation, bod_id)
 
@@ -207,7 +204,7 @@ def build_customer_party_master(
     noun = _sub(data_area, "CustomerPartyMaster")
     _id(_sub(noun, "PartyIDs"), ctx, customer_number, variation)
     _sub(noun, "Name", name)
-    address = _sub(_sub(noun, "Location", type="Customer"), "Address", type="PostalAddress")
+    address = _sub(_sub(noun, "Location", type="Customer"), "Address", type="text")
     for number, line in enumerate(address_lines, start=1):
         if line:
             _sub(address, "AddressLine", line, sequence=str(number))
@@ -216,11 +213,13 @@ def build_customer_party_master(
     _sub(address, "PostalCode", postal_code)
     if phone:
         communication = _sub(noun, "Communication")
-        _sub(communication, "ChannelCode", "Telephone")
+        _sub(communication, "ChannelCode", "Phone", listID="Communication Channels")
+        _sub(communication, "UseCode", "Office", listID="Communication Use Codes")
         _sub(communication, "DialNumber", phone)
     if email:
         communication = _sub(noun, "Communication")
-        _sub(communication, "ChannelCode", "EMail")
+        _sub(communication, "ChannelCode", "EMail", listID="Communication Channels")
+        _sub(communication, "UseCode", "Office", listID="Communication Use Codes")
         _sub(communication, "URI", email)
     _sub(_sub(noun, "Status"), "Code", status, listID="M3 Customer Status")
     _sub(noun, "LastModificationDateTime", changed_at or _now())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -48,7 +49,8 @@ def test_item_master_round_trip() -> None:
     )
     parsed = parse_bod(bod.xml)
     assert (parsed.verb, parsed.noun, parsed.document_id, parsed.variation) == ("Sync", "ItemMaster", "ITM000001", 7)
-    assert parsed.bod_id == bod.bod_id == "infor-nid:TST:100_AAA:100:ITM000001:1?ItemMaster&verb=Sync&variationID=7"
+    assert parsed.bod_id == bod.bod_id
+    assert str(uuid.UUID(parsed.bod_id)) == parsed.bod_id  # M3 sends UUID BODIDs
     assert parsed.creation == WHEN
     [event] = parsed.events
     assert event.topic is topics.ITEM_CHANGED
@@ -194,17 +196,75 @@ def test_unknown_action_code_and_delete_without_contract_support() -> None:
     assert "SalesOrder" in str(error)
 
 
-def test_variation_from_the_id_attribute_or_the_bodid() -> None:
+def test_variation_from_the_id_attribute_or_an_infor_nid_bodid() -> None:
     bod = build_item_master(CTX, item_number="ITM000003", variation=12)
     assert parse_bod(bod.xml).variation == 12
-    # without the attribute, the BODID's variationID counts
+    # Without the attribute, an `infor-nid:` BODID (other Infor senders) may carry it; a UUID (M3) carries none.
     stripped = bod.xml.replace(b' variationID="12"', b"")
-    assert b"variationID=12" in stripped
-    parsed = parse_bod(stripped)
+    assert parse_bod(stripped).variation == 0
+    nid = "infor-nid:TST:100_AAA:100:ITM000003:1?ItemMaster&amp;verb=Sync&amp;variationID=12"
+    with_nid = stripped.replace(bod.bod_id.encode(), nid.encode())
+    parsed = parse_bod(with_nid)
     assert parsed.variation == 12
     payload = parsed.events[0].payload
     assert isinstance(payload, contracts.ItemChanged)
     assert payload.variation == 12
+
+
+def test_show_documents_of_an_initial_load_are_read_like_sync() -> None:
+    bod = build_item_master(CTX, item_number="ITM000004", description="Initial", status="20", variation=1)
+    shown = bod.xml.replace(b"SyncItemMaster", b"ShowItemMaster").replace(b"<Sync>", b"<Show>")
+    shown = shown.replace(b"</Sync>", b"</Show>").replace(b"/SyncItemMaster/", b"/ShowItemMaster/")
+    parsed = parse_bod(shown)
+    assert (parsed.verb, parsed.noun) == ("Show", "ItemMaster")
+    payload = parsed.events[0].payload
+    assert isinstance(payload, contracts.ItemChanged)
+    assert (payload.item_number, payload.status, payload.action) == ("ITM000004", "20", "change")
+
+
+def test_customer_address_and_channels_as_infor_sends_them() -> None:
+    """Two Address blocks (text lines and discrete parts), ChannelCode Phone / EMail with UseCode."""
+    xml = b"""<SyncCustomerPartyMaster xmlns="http://schema.infor.com/InforOAGIS/2">
+  <ApplicationArea><Sender><LogicalID>lid://infor.m3.m3</LogicalID></Sender>
+    <CreationDateTime>2026-12-01T10:00:00Z</CreationDateTime><BODID>0b61d005-7e42-41e8-bf47-13039b8bd10d</BODID>
+  </ApplicationArea>
+  <DataArea><Sync><AccountingEntityID>100_AAA</AccountingEntityID>
+    <ActionCriteria><ActionExpression actionCode="Replace"/></ActionCriteria></Sync>
+    <CustomerPartyMaster>
+      <PartyIDs><ID accountingEntity="100_AAA" variationID="4">C000042</ID></PartyIDs>
+      <Name>Nordic Pump AB</Name>
+      <Location><Address type="Discrete"><StreetName>Harbour Road</StreetName><BuildingNumber>12</BuildingNumber>
+        </Address>
+        <Address type="text"><AddressLine sequence="2">Box 7</AddressLine><AddressLine sequence="1">12 Harbour Road
+        </AddressLine><CityName>Goteborg</CityName><CountryCode listID="Countries">SE</CountryCode>
+        <PostalCode>41101</PostalCode></Address></Location>
+      <Communication><ChannelCode listID="Communication Channels">Phone</ChannelCode><UseCode>Office</UseCode>
+        <DialNumber>+46 31 555</DialNumber></Communication>
+      <Communication><ChannelCode>EMail</ChannelCode><URI>orders@nordic.example</URI></Communication>
+      <Status><Code>Open</Code></Status>
+    </CustomerPartyMaster></DataArea></SyncCustomerPartyMaster>"""
+    parsed = parse_bod(xml)
+    assert (parsed.document_id, parsed.variation) == ("C000042", 4)
+    payload = parsed.events[0].payload
+    assert isinstance(payload, contracts.M3CustomerChanged)
+    assert payload.address_lines == ["12 Harbour Road", "Box 7"]
+    assert (payload.town, payload.country, payload.postal_code) == ("Goteborg", "SE", "41101")
+    assert (payload.phone, payload.email, payload.action) == ("+46 31 555", "orders@nordic.example", "change")
+    assert payload.status == "20"  # Infor's "Open" as M3's active status
+
+
+def test_status_words_and_codes() -> None:
+    def item_status(code: bytes) -> str:
+        bod = build_item_master(CTX, item_number="ITM000005", description="x", status="20", variation=1)
+        payload = parse_bod(bod.xml.replace(b">20</Code>", b">" + code + b"</Code>")).events[0].payload
+        assert isinstance(payload, contracts.ItemChanged)
+        return payload.status
+
+    assert (item_status(b"20"), item_status(b"90"), item_status(b"Active"), item_status(b"Obsolete")) == (
+        "20", "90", "20", "90"
+    )  # fmt: skip
+    with pytest.raises(BodError, match="'Pending' is neither an M3 status nor one of Active"):
+        item_status(b"Pending")
 
 
 def test_parse_bod_id() -> None:
