@@ -4,6 +4,7 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from fastapi import Request
@@ -16,14 +17,14 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.webhooks import parse
-from shared.contracts import OrderResult
+from shared.contracts import OrderResult, OrderStatusChanged
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
 from shared.kafka import publish
 from shared.quotewerks import DocumentError, QuoteWerksClient, QuoteWerksError
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
-from shared.topics import ORDER_RESULT, Topic
+from shared.topics import ORDER_RESULT, ORDER_STATUS, Topic
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +153,10 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         status = {"published": 202, "ignored": 200, "duplicate": 409}[result.outcome]
         return JSONResponse({"status": result.outcome, "detail": result.detail}, status)
 
-    @runtime.broker.subscriber(
-        ORDER_RESULT.name,
-        **runtime.subscriber_options("m3bridge.quote-ingest"),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title="quote-ingest/order-results",
-        description="Writes the M3 order number and outcome back onto the QuoteWerks quote.",
-    )
-    async def on_order_result(result: OrderResult, message: KafkaMessage) -> None:
+    async def write_back(
+        message: KafkaMessage, doc_no: str, outcome: str, write: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Write to the quote, retrying what QuoteWerks may accept later; a refusal goes to the dead letters."""
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
@@ -170,17 +167,44 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             ):
                 with attempt:
                     attempts += 1
-                    await ingest().write_back(result)
+                    await write()
         except QuoteWerksError as exc:
             write_backs_total.labels("dead_lettered").inc()
             letter = dead_letter(
                 message, service=settings.service_name, error_class="quotewerks", error_message=str(exc),
-                attempts=attempts, details={"doc_no": result.doc_no, "status": exc.status},
+                attempts=attempts, details={"doc_no": doc_no, "status": exc.status},
             )  # fmt: skip
             await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
-            log.error("could not write %s back to quote %s: %s (dead-lettered)", result.outcome, result.doc_no, exc)
+            log.error("could not write %s back to quote %s: %s (dead-lettered)", outcome, doc_no, exc)
             return
-        write_backs_total.labels(result.outcome).inc()
+        write_backs_total.labels(outcome).inc()
+
+    @runtime.broker.subscriber(
+        ORDER_RESULT.name,
+        **runtime.subscriber_options("m3bridge.quote-ingest"),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="quote-ingest/order-results",
+        description="Writes the M3 order number and outcome back onto the QuoteWerks quote.",
+    )
+    async def on_order_result(result: OrderResult, message: KafkaMessage) -> None:
+        await write_back(message, result.doc_no, result.outcome, lambda: ingest().write_back(result))
+
+    @runtime.broker.subscriber(
+        ORDER_STATUS.name,
+        **runtime.subscriber_options("m3bridge.quote-ingest.order-status"),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="quote-ingest/order-status",
+        description="Writes M3 order status changes (from SalesOrder BODs) onto the quote the order came from.",
+    )
+    async def on_order_status(change: OrderStatusChanged, message: KafkaMessage) -> None:
+        written: list[bool] = []
+
+        async def write() -> None:
+            written.append(await ingest().write_status(change))
+
+        await write_back(message, change.customer_order_number or change.order_number, "status", write)
+        if written and not written[-1]:
+            log.info("M3 order %s status %s: not from a QuoteWerks quote", change.order_number, change.status)
 
     runtime.health.set_detail(
         "logic",

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.webhooks import Delivery
-from shared.contracts import OrderResult
-from shared.quotewerks import QuoteWerksClient, customer_from_contact, quote_from_document
+from shared.contracts import OrderResult, OrderStatusChanged
+from shared.quotewerks import QuoteWerksClient, QuoteWerksError, customer_from_contact, quote_from_document
 from shared.state import deliveries
 from shared.topics import QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED, Topic
 
@@ -122,6 +122,32 @@ class Ingest:
         if result.outcome == "created" and self.rules.created_doc_status:
             fields["DocStatus"] = self.rules.created_doc_status
         await self.quotewerks.update_document(result.doc_no, fields)
+
+    async def write_status(self, change: OrderStatusChanged) -> bool:
+        """Put an M3 order's new status on the quote it came from (its DocNo is the order's CUOR). False when the
+        order did not come from a QuoteWerks quote (no CUOR, or no document with that number)."""
+        doc_no = change.customer_order_number
+        if not doc_no:
+            return False
+        try:
+            header = (await self.quotewerks.document(doc_no))["DocumentHeader"]
+        except QuoteWerksError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        known = str(header.get(self.rules.order_number_field) or "")
+        if known and known != change.order_number:
+            return False  # the quote carries another order (e.g. the CUOR was reused by hand in M3)
+        status = change.status if not change.highest_status or change.highest_status == change.status else (
+            f"{change.status}-{change.highest_status}"
+        )  # fmt: skip
+        customer = f" for customer {change.customer_number}" if change.customer_number else ""
+        fields = {
+            self.rules.order_status_field: f"M3 order {change.order_number}{customer}, status {status}",
+            self.rules.order_number_field: change.order_number,
+        }
+        await self.quotewerks.update_document(doc_no, fields)
+        return True
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -154,6 +154,11 @@ def _m3_admin_router(ion: IonSim) -> APIRouter:
         """{"SAPR": "12.50"} (price list STD); publishes SyncPriceList."""
         return await edit("edit_price", itno, fields)
 
+    @router.post("/m3/orders/{orno}")
+    async def progress_order(orno: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """{"ORST": "66"}: the order moved on in M3 (e.g. delivered); publishes SyncSalesOrder."""
+        return await edit("progress_order", orno, fields)
+
     @router.get("/m3/customers/{cuno}")
     async def read_customer(cuno: str) -> dict[str, Any]:
         """The OCUSMA record as M3 holds it (a look at the data, no Gateway call)."""

@@ -33,7 +33,8 @@ from simulators.ion.m3.simulator import ChangeEvent, M3Simulator
 log = logging.getLogger(__name__)
 
 ActionCode = Literal["Add", "Change", "Replace", "Delete"]
-_ACTION_CODES: dict[str, ActionCode] = {"add": "Add", "change": "Change", "delete": "Delete"}
+# M3 sends Replace for a changed record (the one M3BE sample); Add and Delete are OAGIS' own codes.
+_ACTION_CODES: dict[str, ActionCode] = {"add": "Add", "change": "Replace", "delete": "Delete"}
 
 
 # --- builders --------------------------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def build_item_master(
     item_group: str = "",
     item_type: str = "",
     status: str = "",
-    action: ActionCode = "Change",
+    action: ActionCode = "Replace",
     variation: int = 1,
     changed_at: datetime | None = None,
     creation: datetime | None = None,
@@ -195,7 +196,7 @@ def build_customer_party_master(
     phone: str = "",
     email: str = "",
     status: str = "",
-    action: ActionCode = "Change",
+    action: ActionCode = "Replace",
     variation: int = 1,
     changed_at: datetime | None = None,
     creation: datetime | None = None,
@@ -234,7 +235,7 @@ def build_sales_order(
     customer_order_number: str = "",
     customer_number: str = "",
     highest_status: str = "",
-    action: ActionCode = "Change",
+    action: ActionCode = "Replace",
     variation: int = 1,
     changed_at: datetime | None = None,
     creation: datetime | None = None,
@@ -267,7 +268,7 @@ def build_inventory_count(
     allocatable: Decimal | str,
     allocated: Decimal | str = "0",
     unit: str = "",
-    action: ActionCode = "Change",
+    action: ActionCode = "Replace",
     variation: int = 1,
     changed_at: datetime | None = None,
     creation: datetime | None = None,
@@ -293,7 +294,7 @@ def build_price_list(
     price_list: str,
     currency: str,
     lines: Sequence[PriceLine],
-    action: ActionCode = "Change",
+    action: ActionCode = "Replace",
     variation: int = 1,
     changed_at: datetime | None = None,
     creation: datetime | None = None,
@@ -627,6 +628,20 @@ class BodPublisher:
         }
         self.sim.notify(ChangeEvent("price", "change", itno, record))
         return record
+
+    def progress_order(self, orno: str, fields: dict[str, Any]) -> dict[str, object]:
+        """The order moves on in M3 (picked, delivered, invoiced): every line to `ORST`; publishes SyncSalesOrder."""
+        order = self.sim.store.orders.get(orno)
+        if order is None:
+            raise EditError(404, f"Order number {orno} does not exist")
+        status = str(fields.get("ORST") or "")
+        if set(fields) != {"ORST"} or not (status.isdigit() and len(status) == 2):
+            raise EditError(422, 'only {"ORST": "<two digits>"} (the new status of every line) is accepted')
+        for line in order.lines:
+            line["ORST"] = status
+        order.head.update({"ORSL": status, "ORST": status, "STAT": status})
+        self.sim.notify(ChangeEvent("order", "change", orno, dict(order.head)))
+        return dict(order.head)
 
     def customer(self, cuno: str) -> dict[str, object]:
         record = self.sim.store.customers.get(cuno)

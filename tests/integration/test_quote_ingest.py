@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.webhooks import Delivery
-from shared.contracts import OrderResult, Problem, QuoteApproved, QuoteWerksCustomerChanged
+from shared.contracts import OrderResult, OrderStatusChanged, Problem, QuoteApproved, QuoteWerksCustomerChanged
 from shared.quotewerks import QuoteWerksClient
 from shared.state import db
 from shared.topics import Topic
@@ -114,3 +114,26 @@ async def test_results_are_written_back_on_the_quote(engine: AsyncEngine, quotew
     await ingest.write_back(OrderResult(doc_no="AAAQ1003", outcome="held", decided_at=now, problems=[problem]))
     held = (await http.get("/api/v1/documents/AAAQ1003", headers={"X-API-Key": "qw-sim-api-key"})).json()
     assert held["DocumentHeader"]["CustomText02"] == "M3 held: item NOPE-123 unknown"
+
+
+async def test_m3_order_status_changes_are_written_on_the_quote_they_came_from(
+    engine: AsyncEngine, quotewerks: QW
+) -> None:
+    client, http = quotewerks
+    ingest = Ingest(client, engine, Recorder(), RULES)
+    now = datetime.now(UTC)
+
+    def change(**fields: str) -> OrderStatusChanged:
+        data = {"order_number": "1000000009", "customer_order_number": "AAAQ1002", "customer_number": "C000002",
+                "status": "33", "highest_status": "44", "changed_at": now}  # fmt: skip
+        return OrderStatusChanged.model_validate({**data, **fields})
+
+    assert await ingest.write_status(change()) is True
+    header = (await http.get("/api/v1/documents/AAAQ1002", headers={"X-API-Key": "qw-sim-api-key"})).json()
+    fields = header["DocumentHeader"]
+    assert (fields["CustomText01"], fields["CustomText02"]) == (
+        "1000000009", "M3 order 1000000009 for customer C000002, status 33-44"
+    )  # fmt: skip
+    assert await ingest.write_status(change(customer_order_number="")) is False  # not an order from a quote
+    assert await ingest.write_status(change(customer_order_number="PO-NOT-A-DOCNO")) is False
+    assert await ingest.write_status(change(order_number="1000000010")) is False  # the quote has another order

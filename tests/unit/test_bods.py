@@ -188,7 +188,7 @@ def test_missing_action_criteria_means_replace() -> None:
 
 
 def test_unknown_action_code_and_delete_without_contract_support() -> None:
-    xml = build_item_master(CTX, item_number="ITM000003").xml.replace(b'actionCode="Change"', b'actionCode="Cancel"')
+    xml = build_item_master(CTX, item_number="ITM000003").xml.replace(b'actionCode="Replace"', b'actionCode="Cancel"')
     assert _reason(xml).reason == "unsupported_action"
     order = build_sales_order(CTX, order_number="1000000001", status="22", action="Delete")
     error = _reason(order.xml)

@@ -1,8 +1,11 @@
-"""Customers both ways, every box a process. A user edits a customer in M3 (ION simulator admin) →
-SyncCustomerPartyMaster BOD → bod-listener → `m3.customer.changed.v1` → catalog-sync → QuoteWerks contact manager;
-a user edits it in QuoteWerks → webhook → quote-ingest → `quotewerks.customer.changed.v1` → order-writer → CRS610MI.
-Each write the bridge makes comes back as a change event on the other side, and must be recognised and dropped (no
-ping-pong): the BODs M3 publishes and the webhooks QuoteWerks sends are counted to prove it. State in PostgreSQL."""
+"""M3 changes reach QuoteWerks, and customers go both ways; every box a process.
+
+A user edits a customer in M3 (ION simulator admin) → SyncCustomerPartyMaster BOD → bod-listener →
+`m3.customer.changed.v1` → catalog-sync → QuoteWerks contact manager; a user edits it in QuoteWerks → webhook →
+quote-ingest → `quotewerks.customer.changed.v1` → order-writer → CRS610MI. Each write the bridge makes comes back
+as a change event on the other side, and must be recognised and dropped (no ping-pong): the BODs M3 publishes and
+the webhooks QuoteWerks sends are counted to prove it. An order moving on in M3 (SyncSalesOrder) shows on the
+quote it came from. State in PostgreSQL."""
 
 import contextlib
 import time
@@ -214,3 +217,20 @@ def test_a_new_m3_customer_appears_in_quotewerks_once(stack: Stack) -> None:
     m3, qw = same_customer(stack, new_number)
     assert m3 == qw, (m3, qw)
     assert settled(stack.customer_webhooks) == hooks
+
+
+def test_an_order_moving_on_in_m3_shows_on_its_quote(stack: Stack) -> None:
+    stack.quotewerks.api("POST", "documents/AAAQ1001/approve")
+
+    def header() -> dict[str, Any]:
+        found: dict[str, Any] = stack.quotewerks.api("GET", "documents/AAAQ1001")["DocumentHeader"]
+        return found
+
+    written = wait_until("the order number on the quote", lambda: header().get("CustomText01"), dump=dump(stack))
+    stack.ion.admin("POST", f"m3/orders/{written}", {"ORST": "66"})  # delivered
+    wait_until(
+        "the delivered status on the quote",
+        lambda: header()["CustomText02"] == f"M3 order {written} for customer C000001, status 66",
+        dump=lambda: f"{header()}\n{dump(stack)()}",
+    )
+    assert header()["CustomText01"] == written
