@@ -198,31 +198,38 @@ class Supervisor:
         created = await ensure_topics(bootstrap, partitions=options.partitions, replication=1)
         self.say("supervisor", f"topics ready ({len(created)} created)")
 
+        services = [SERVICES[name] for name in (options.only or SERVICES)]
+        ports = {
+            entry.name: self._port(options.port_base + (entry.local_port - 8101) if options.port_base else 0)
+            for entry in services
+        }
+        # M3 changes reach bod-listener as BODs with a shared secret header, as from an ION connection point.
+        bod_secret = secrets.token_urlsafe(24)
         ion_port = self._port(options.ion_port)
         ionapi = self.state_dir / "sim-tenant.ionapi"
+        ion_command = [sys.executable, "-m", "simulators.ion", "--port", str(ion_port), "--ionapi", str(ionapi),
+                       "--log-level", "warning"]  # fmt: skip
+        if "bod-listener" in ports:
+            ion_command += ["--bod-url", f"http://127.0.0.1:{ports['bod-listener']}/bods"]
         ion = Child(
             "ion-sim",
-            [sys.executable, "-m", "simulators.ion", "--port", str(ion_port), "--ionapi", str(ionapi),
-             "--log-level", "warning"],
-            {**os.environ, "PYTHONUNBUFFERED": "1"},
+            ion_command,
+            {**os.environ, "PYTHONUNBUFFERED": "1", "ION_BOD_SECRET": bod_secret},
             port=ion_port,
             ready_path="/healthz",
         )  # fmt: skip
         self.children.append(ion)
         await self._spawn(ion, len(self.children))
 
-        services = [SERVICES[name] for name in (options.only or SERVICES)]
-        ports = {
-            entry.name: self._port(options.port_base + (entry.local_port - 8101) if options.port_base else 0)
-            for entry in services
-        }
-        # QuoteWerks sends approvals to quote-ingest with a shared secret in a custom header, as the real one does.
+        # QuoteWerks sends approvals and customer changes to quote-ingest with a shared secret in a custom header,
+        # as the real one does.
         webhook_secret, qw_api_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         qw_port = self._port(options.quotewerks_port)
         quotewerks = Child(
             "quotewerks-sim",
             [sys.executable, "-m", "simulators.quotewerks", "--port", str(qw_port), "--log-level", "warning",
-             "--webhook-url", f"http://127.0.0.1:{ports.get('quote-ingest', 8102)}/webhooks/quotewerks"],
+             "--webhook-url", f"http://127.0.0.1:{ports.get('quote-ingest', 8102)}/webhooks/quotewerks",
+             "--webhook-event", "QuoteValet.Accepted", "--webhook-event", "QuoteWerks.CustomerChanged"],
             {**os.environ, "PYTHONUNBUFFERED": "1", "QW_API_KEY": qw_api_key, "QW_WEBHOOK_SECRET": webhook_secret},
             port=qw_port,
             ready_path="/healthz",
@@ -252,9 +259,12 @@ class Supervisor:
                 env |= {"M3B_TOKEN_SERVICE_URL": token_service_url, "M3B_TOKEN_SERVICE_KEY": keys[entry.name]}
             if entry.name == "token-service":
                 env |= {"M3B_ION_API_FILE": str(ionapi), "M3B_SERVICE_KEYS": json.dumps(keys)}
+            if entry.name in ("quote-ingest", "catalog-sync"):
+                env |= {"M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": qw_api_key}
             if entry.name == "quote-ingest":
-                env |= {"M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": qw_api_key,
-                        "M3B_WEBHOOK_SECRET": webhook_secret}  # fmt: skip
+                env |= {"M3B_WEBHOOK_SECRET": webhook_secret}
+            if entry.name == "bod-listener":
+                env |= {"M3B_BOD_SECRET": bod_secret}
             child = Child(
                 entry.name, [sys.executable, "-m", "m3bridge.cli", "serve", entry.name], env, port=ports[entry.name]
             )

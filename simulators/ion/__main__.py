@@ -1,12 +1,15 @@
 """Run the ION API simulator: `python -m simulators.ion --host 127.0.0.1 --port 8200 --ionapi var/sim-tenant.ionapi`.
 
-Writes the `.ionapi` file (mode 0600) for its own base URL before it starts serving. Secrets are never printed.
+Writes the `.ionapi` file (mode 0600) for its own base URL before it starts serving. `--bod-url URL` sends the BODs
+of M3 changes there, with the shared secret from ION_BOD_SECRET in the `--bod-secret-header` header (kept off the
+command line). Secrets are never printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 import uvicorn
@@ -26,10 +29,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, help="IonSimConfig as JSON")
     parser.add_argument("--public-url", help="base URL written as `iu` (default http://HOST:PORT)")
     parser.add_argument("--client-credentials", action="store_true", help="write an .ionapi without saak/sask")
+    parser.add_argument("--bod-url", help="POST the BODs of M3 changes to this URL (e.g. bod-listener's /bods)")
+    parser.add_argument("--bod-secret-header", default="X-M3Bridge-BOD-Secret", help="header for ION_BOD_SECRET")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
     config = IonSimConfig.model_validate_json(args.config.read_text()) if args.config else IonSimConfig()
+    if args.bod_url:
+        secret = os.environ.get("ION_BOD_SECRET", "")
+        headers = {**config.bod_headers, **({args.bod_secret_header: secret} if secret else {})}
+        config = config.model_copy(update={"bod_target_url": args.bod_url, "bod_headers": headers})
     base_url = args.public_url or f"http://{args.host}:{args.port}"
     app = create_app(config)
     write_ionapi(args.ionapi, config, base_url, service_account=not args.client_credentials)

@@ -1,9 +1,9 @@
 """Run the QuoteWerks simulator: `python -m simulators.quotewerks --host 127.0.0.1 --port 8300`.
 
-`--webhook-url URL --webhook-secret-header NAME --webhook-secret VALUE` registers a QuoteValet.Accepted webhook with
-that custom header at start (the secret may come from QW_WEBHOOK_SECRET instead, to keep it off the command line;
-the API key likewise from QW_API_KEY). Secrets are never printed.
-"""
+`--webhook-url URL --webhook-secret-header NAME --webhook-secret VALUE` registers a webhook with that custom header
+at start for each `--webhook-event` (default QuoteValet.Accepted; customer events get a body naming the customer).
+The secret may come from QW_WEBHOOK_SECRET instead, to keep it off the command line; the API key likewise from
+QW_API_KEY. Secrets are never printed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ import uvicorn
 from pydantic import SecretStr
 
 from simulators.quotewerks.app import create_app
-from simulators.quotewerks.config import QwSimConfig, WebhookSpec
+from simulators.quotewerks.config import (
+    CUSTOMER_BODY_TEMPLATE,
+    DEFAULT_BODY_TEMPLATE,
+    QwSimConfig,
+    WebhookSpec,
+)
 
 log = logging.getLogger("simulators.quotewerks")
 
@@ -29,10 +34,14 @@ def build_config(args: argparse.Namespace) -> QwSimConfig:
     if args.webhook_url:
         secret = args.webhook_secret or os.environ.get("QW_WEBHOOK_SECRET", "")
         headers = {args.webhook_secret_header: secret} if secret else {}
-        spec = WebhookSpec(
-            Name="M3 Bridge quote-ingest", Event="QuoteValet.Accepted", URL=args.webhook_url, Headers=headers
-        )
-        config = config.model_copy(update={"webhooks": [*config.webhooks, spec]})
+        specs = [
+            WebhookSpec(
+                Name=f"M3 Bridge quote-ingest ({event})", Event=event, URL=args.webhook_url, Headers=headers,
+                Body=CUSTOMER_BODY_TEMPLATE if event.startswith("QuoteWerks.Customer") else DEFAULT_BODY_TEMPLATE,
+            )
+            for event in args.webhook_event or ["QuoteValet.Accepted"]
+        ]  # fmt: skip
+        config = config.model_copy(update={"webhooks": [*config.webhooks, *specs]})
     return config
 
 
@@ -42,7 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8300)
     parser.add_argument("--config", type=Path, help="QwSimConfig as JSON")
     parser.add_argument("--api-key", help="value of the X-API-Key header the API requires (or QW_API_KEY)")
-    parser.add_argument("--webhook-url", help="register a QuoteValet.Accepted webhook to this URL at start")
+    parser.add_argument("--webhook-url", help="register webhooks to this URL at start")
+    parser.add_argument(
+        "--webhook-event", action="append", help="an event of such a webhook (repeatable; default QuoteValet.Accepted)"
+    )
     parser.add_argument("--webhook-secret-header", default="X-M3Bridge-Webhook-Secret", help="its custom header name")
     parser.add_argument("--webhook-secret", help="its custom header value (or QW_WEBHOOK_SECRET)")
     parser.add_argument("--log-level", default="info")

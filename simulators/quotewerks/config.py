@@ -17,6 +17,10 @@ DEFAULT_BODY_TEMPLATE = (
     '{"event": "{{System.EventFullName}}", "tenant": "{{System.TenantAccountNumber}}", '
     '"DocNo": "{{Document.DocNo}}", "DocID": "{{Document.ID}}"}'
 )
+CUSTOMER_BODY_TEMPLATE = (
+    '{"event": "{{System.EventFullName}}", "tenant": "{{System.TenantAccountNumber}}", '
+    '"CMAccountNo": "{{Customer.CMAccountNo}}"}'
+)
 
 #: Events the simulator can fire. `QuoteValet.*` are real; the `QuoteWerks.*` names are the simulator's own (the
 #: real QuoteWerks-context event list is not public).
