@@ -20,7 +20,14 @@ from pydantic import Field, SecretStr
 from services.catalog_sync.customers import CustomerPush, CustomerPushRejectedError, country_table
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.sync import CatalogSync, StoredFingerprints, SyncOptions
-from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, M3CustomerChanged, PriceChanged
+from shared.contracts import (
+    CatalogSyncReport,
+    InventoryChanged,
+    ItemChanged,
+    M3CustomerChanged,
+    PriceChanged,
+    Problem,
+)
 from shared.customers import load_sync_rules
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.kafka import publish
@@ -167,41 +174,53 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         report = await sync().poll_changes()
         return JSONResponse(report.model_dump(mode="json"))
 
+    async def dead_letter_for(message: KafkaMessage, error_class: str, text: str, problems: list[Problem]) -> None:
+        letter = dead_letter(
+            message, service=settings.service_name, error_class=error_class, error_message=text, attempts=1,
+            details={"problems": [p.model_dump() for p in problems]},
+        )  # fmt: skip
+        await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
+
+    async def settle_delta(report: CatalogSyncReport | None, message: KafkaMessage) -> None:
+        """A change that could not be pushed (after the M3 client's own retries) is kept as a dead letter, to be
+        replayed (`m3bridge dead-letters replay --service catalog-sync`); the next full load also repairs it."""
+        deltas = sync().progress.deltas
+        deltas["handled"] += 1
+        if report is None or not report.counts.get("failed"):
+            return
+        text = "; ".join(p.message for p in report.problems) or "delta failed"
+        await dead_letter_for(message, "catalog-delta", text, report.problems)
+        deltas["dead_lettered"] += 1
+
     @runtime.broker.subscriber(
         ITEM_CHANGED.name,
         **runtime.subscriber_options(GROUP),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/items",
         description="Changed M3 items update their QuoteWerks products (status 20 = active).",
     )
-    async def on_item(event: ItemChanged) -> None:
-        try:
-            await sync().on_item(event)
-        finally:
-            sync().progress.deltas["handled"] += 1
+    async def on_item(event: ItemChanged, message: KafkaMessage) -> None:
+        await settle_delta(await sync().on_item(event), message)
 
     @runtime.broker.subscriber(
         PRICE_CHANGED.name,
         **runtime.subscriber_options(GROUP),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/prices",
         description="Changed prices of the configured price list update QuoteWerks product prices.",
     )
-    async def on_price(event: PriceChanged) -> None:
-        try:
-            await sync().on_price(event)
-        finally:
-            sync().progress.deltas["handled"] += 1
+    async def on_price(event: PriceChanged, message: KafkaMessage) -> None:
+        await settle_delta(await sync().on_price(event), message)
 
     @runtime.broker.subscriber(
         INVENTORY_CHANGED.name,
         **runtime.subscriber_options(GROUP),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/inventory",
         description="Stock changes in the configured warehouse update QuoteWerks product availability.",
     )
-    async def on_inventory(event: InventoryChanged) -> None:
-        try:
-            await sync().on_inventory(event)
-        finally:
-            sync().progress.deltas["handled"] += 1
+    async def on_inventory(event: InventoryChanged, message: KafkaMessage) -> None:
+        await settle_delta(await sync().on_inventory(event), message)
 
     customer_counts = {"created": 0, "updated": 0, "unchanged": 0, "ignored": 0, "dead_lettered": 0}
 
@@ -224,11 +243,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             if isinstance(refused, QuoteWerksError) and refused.retryable:
                 raise
             log.warning("M3 customer change %s rejected: %s", change.customer_number, refused)
-            letter = dead_letter(
-                message, service=settings.service_name, error_class="customer-rejected",
-                error_message=str(refused), attempts=1,
-            )  # fmt: skip
-            await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
+            await dead_letter_for(message, "customer-rejected", str(refused), [])
             customer_counts["dead_lettered"] += 1
             return
         customer_counts[outcome.action] += 1

@@ -195,7 +195,14 @@ class Progress:
     counts: dict[str, int] = field(default_factory=dict)
     last_full: dict[str, Any] | None = None
     deltas: dict[str, int] = field(
-        default_factory=lambda: {"handled": 0, "events": 0, "pushed": 0, "unchanged": 0, "failed": 0}
+        default_factory=lambda: {
+            "handled": 0,
+            "events": 0,
+            "pushed": 0,
+            "unchanged": 0,
+            "failed": 0,
+            "dead_lettered": 0,
+        }
     )
     last_poll: dict[str, Any] | None = None
 

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shared.contracts import ItemChanged
 from shared.kafka import create_broker, publish
 from shared.settings import BridgeSettings
-from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED
+from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED, dead_letter_topic
 from tests.processes import Captured
 from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 
@@ -190,3 +190,31 @@ def test_the_change_poll_brings_an_m3_edit_across_without_bods(stack: Stack) -> 
     again = httpx.post(f"{stack.url}/v1/sync/poll", timeout=120).json()
     assert again["counts"]["updated"] == again["counts"]["created"] == 0
     assert healthz(stack.url)["last_poll"]["run_id"] == again["run_id"]
+
+
+def test_a_change_that_cannot_be_applied_is_dead_lettered_with_the_reason(stack: Stack, kafka_bootstrap: str) -> None:
+    part = "NOSUCHITEM01"  # a thin event (no description) for an item M3 does not have: GetItmBasic answers NOK
+    wait_for("the start-up full load", lambda: healthz(stack.url).get("last_full_load"))
+
+    async def send() -> None:
+        broker = create_broker(BridgeSettings(kafka_bootstrap_servers=kafka_bootstrap, service_name="test"))
+        await broker.start()
+        try:
+            event = ItemChanged(item_number=part, action="change", changed_at=datetime.now(UTC), variation=1)
+            await publish(broker, ITEM_CHANGED, event, key=part)
+        finally:
+            await broker.stop()
+
+    asyncio.run(send())
+
+    def letter() -> dict[str, Any] | None:
+        found = asyncio.run(read_all(kafka_bootstrap, [dead_letter_topic("catalog-sync").name]))
+        letters = [json.loads(value) for _, key, value in found if key == part.encode()]
+        return letters[-1] if letters else None
+
+    dead = wait_for("the dead letter", letter, timeout_s=60)
+    assert dead["error_class"] == "catalog-delta"
+    assert dead["origin_topic"] == ITEM_CHANGED.name
+    assert part in dead["error_message"]
+    assert json.loads(dead["original_payload"])["item_number"] == part
+    assert healthz(stack.url)["deltas"]["dead_lettered"] >= 1
