@@ -234,3 +234,19 @@ def test_an_order_moving_on_in_m3_shows_on_its_quote(stack: Stack) -> None:
         dump=lambda: f"{header()}\n{dump(stack)()}",
     )
     assert header()["CustomText01"] == written
+
+
+def test_an_item_edited_in_m3_reaches_the_quotewerks_catalog_through_a_bod(stack: Stack) -> None:
+    part = "ITM000021"
+    stack.ion.admin("POST", f"m3/items/{part}", {"ITDS": "Pump impeller, bronze"})
+
+    def product() -> dict[str, Any]:
+        found: dict[str, Any] = stack.quotewerks.api("GET", f"products/{part}")
+        return found
+
+    wait_until("the new description in QuoteWerks", lambda: product()["Description"] == "Pump impeller, bronze",
+               dump=dump(stack))  # fmt: skip
+    assert product()["Active"] is True
+    stack.ion.admin("POST", f"m3/items/{part}", {"STAT": "90"})  # no longer sold
+    wait_until("the product to be inactive", lambda: product()["Active"] is False, dump=dump(stack))
+    assert product()["Description"] == "Pump impeller, bronze"

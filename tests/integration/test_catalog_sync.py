@@ -13,6 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.catalog_sync.app import GROUP
 from shared.contracts import ItemChanged
 from shared.kafka import create_broker, publish
 from shared.settings import BridgeSettings
@@ -35,14 +36,22 @@ class Stack:
     backlog_count: int
 
 
-async def read_all(bootstrap: str, topics: list[str]) -> list[tuple[str, bytes, bytes]]:
-    """Every message now on `topics` as (topic, key, value), without a consumer group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def read_all(
+    bootstrap: str, topics: list[str], *, after_group: str | None = None
+) -> list[tuple[str, bytes, bytes]]:
+    """Every message now on `topics` as (topic, key, value), without joining a consumer group; with `after_group`,
+    only those that group has not committed yet (what its next member will read)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=after_group)
     await consumer.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        if after_group is not None:
+            for tp in partitions:
+                committed = await consumer.committed(tp)
+                if committed is not None:
+                    consumer.seek(tp, committed)
         ends = await consumer.end_offsets(partitions)
         found: list[tuple[str, bytes, bytes]] = []
         deadline = time.monotonic() + 20
@@ -76,8 +85,11 @@ def wait_for(what: str, check: Any, timeout_s: float = 90) -> Any:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
-    # Other tests of the session may have left M3 change events on the topics; the service's group reads them too.
-    backlog = asyncio.run(read_all(kafka_bootstrap, [ITEM_CHANGED.name, PRICE_CHANGED.name, INVENTORY_CHANGED.name]))
+    # Other tests of the session may have left M3 change events on the topics that the service's group has not read
+    # yet (another catalog-sync of the session may have read some); this one reads those first.
+    backlog = asyncio.run(read_all(
+        kafka_bootstrap, [ITEM_CHANGED.name, PRICE_CHANGED.name, INVENTORY_CHANGED.name], after_group=GROUP
+    ))  # fmt: skip
     ion = start_ion(tmp_path_factory.mktemp("ion"), {"m3": {"items": ITEMS}})
     token_service = start_token_service(ion, kafka_bootstrap, KEYS)
     quotewerks = start_quotewerks("http://127.0.0.1:9/unused", "unused-secret")

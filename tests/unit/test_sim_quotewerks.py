@@ -409,9 +409,15 @@ def test_command_line_registers_the_quote_ingest_webhook() -> None:
         webhook_url="http://127.0.0.1:8100/webhooks/quotewerks",
         webhook_secret_header="X-Hook-Secret",
         webhook_secret="abc",
+        webhook_event=None,
     )
     config = build_config(args)
     assert config.api_key.get_secret_value() == "k1"
     assert "k1" not in repr(config)
     [spec] = config.webhooks
     assert (spec.Event, spec.URL, spec.Headers) == ("QuoteValet.Accepted", args.webhook_url, {"X-Hook-Secret": "abc"})
+    args.webhook_event = ["QuoteValet.Accepted", "QuoteWerks.CustomerChanged"]
+    approvals, customers = build_config(args).webhooks
+    assert (approvals.Event, customers.Event) == ("QuoteValet.Accepted", "QuoteWerks.CustomerChanged")
+    assert "{{Customer.CMAccountNo}}" in customers.Body
+    assert "{{Document.DocNo}}" in approvals.Body
