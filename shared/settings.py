@@ -137,6 +137,12 @@ class M3CallerSettings(BridgeSettings):
     )
     m3_deadline_s: float = Field(120.0, gt=0, description="Total time one M3 call may take, retries included.")
     m3_max_attempts: int = Field(6, ge=1, le=20, description="Attempts for transient failures and 429s.")
+    m3_breaker_failures: int = Field(
+        5, ge=1, description="Consecutive transient failures of one M3 program that open its circuit breaker."
+    )
+    m3_breaker_reset_s: float = Field(
+        30.0, gt=0, description="How long an open circuit refuses calls before one probe call may go."
+    )
 
 
 class CustomerRulesSettings(M3CallerSettings):

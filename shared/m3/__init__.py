@@ -3,6 +3,7 @@
 Nothing else in the code builds M3 URLs or parses `MIRecord`.
 """
 
+from shared.m3.breaker import CircuitBreakers, M3CircuitOpenError
 from shared.m3.client import M3Client, m3_client_for
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
@@ -17,9 +18,11 @@ from shared.m3.errors import (
 from shared.m3.metadata import FieldSpec, TransactionMetadata
 
 __all__ = [
+    "CircuitBreakers",
     "FieldSpec",
     "M3AuthorizationDeniedError",
     "M3BusinessError",
+    "M3CircuitOpenError",
     "M3Client",
     "M3Error",
     "M3InputError",

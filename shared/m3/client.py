@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from shared.lease import Lease, LeaseClient, LeaseError, Priority, Report
 from shared.m3 import wire
+from shared.m3.breaker import CircuitBreakers, M3CircuitOpenError
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
     M3Error,
@@ -74,6 +75,7 @@ class M3Client:
         validate: bool = True,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
+        breakers: CircuitBreakers | None = None,
     ) -> None:
         self._leases = leases
         self._http = http
@@ -85,6 +87,7 @@ class M3Client:
         self._validate = validate
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
+        self.breakers = breakers or CircuitBreakers()
         self._metadata: dict[tuple[str, str], asyncio.Task[TransactionMetadata | None]] = {}
 
     # --- public API ---------------------------------------------------------------------------------
@@ -237,9 +240,14 @@ class M3Client:
         **request: Any,
     ) -> Any:
         unauthorized_seen = 0
+        started = time.monotonic()
 
         def retry_wanted(exc: BaseException) -> bool:
             nonlocal unauthorized_seen
+            if isinstance(exc, M3CircuitOpenError):
+                # Wait for the probe only when it can happen within the deadline; else fail now (a rep gets the
+                # last known figure at once instead of waiting out an outage).
+                return time.monotonic() - started + exc.retry_after_s <= self._deadline_s
             if isinstance(exc, M3UnauthorizedError):
                 unauthorized_seen += 1
                 return unauthorized_seen <= 1  # one fresh token; a second 401 is a configuration problem
@@ -247,6 +255,8 @@ class M3Client:
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, M3CircuitOpenError):
+                return exc.retry_after_s
             if isinstance(exc, M3UnauthorizedError):
                 return 0.0
             if isinstance(exc, M3ThrottledError) and exc.retry_after_s is not None:
@@ -270,6 +280,40 @@ class M3Client:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
+        self,
+        program: str,
+        transaction: str,
+        priority: Priority,
+        method: str,
+        path: str,
+        *,
+        raw: bool,
+        under_tenant: bool,
+        **request: Any,
+    ) -> Any:
+        """One request under the program's circuit breaker: transient failures count against the program, any
+        answer from M3 (a NOK too) for it; 429, 401 and lease problems say nothing about the program."""
+        self.breakers.before_call(program, transaction)
+        try:
+            result = await self._request(
+                program, transaction, priority, method, path, raw=raw, under_tenant=under_tenant, **request
+            )
+        except M3TransientError:
+            self.breakers.failed(program)
+            raise
+        except (M3ThrottledError, M3UnauthorizedError, LeaseError):
+            self.breakers.released(program)
+            raise
+        except M3Error:
+            self.breakers.succeeded(program)
+            raise
+        except BaseException:
+            self.breakers.released(program)
+            raise
+        self.breakers.succeeded(program)
+        return result
+
+    async def _request(
         self,
         program: str,
         transaction: str,
@@ -403,4 +447,5 @@ def m3_client_for(settings: M3CallerSettings, http: httpx.AsyncClient, *, deadli
         timeout_s=min(settings.m3_timeout_s, deadline),
         deadline_s=deadline,
         max_attempts=settings.m3_max_attempts,
+        breakers=CircuitBreakers(failures=settings.m3_breaker_failures, reset_after_s=settings.m3_breaker_reset_s),
     )

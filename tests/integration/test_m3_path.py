@@ -10,11 +10,14 @@ from pydantic import SecretStr
 
 from shared.lease import LeaseClient, Priority
 from shared.m3 import (
+    CircuitBreakers,
     M3AuthorizationDeniedError,
     M3BusinessError,
+    M3CircuitOpenError,
     M3Client,
     M3InputError,
     M3NotFoundError,
+    M3TransientError,
 )
 from tests.stack import IonSim, TokenService, start_ion, start_token_service
 
@@ -224,3 +227,29 @@ def test_token_service_keeps_serving_while_the_idp_fails(tmp_path: Path, kafka_b
     finally:
         service.stop()
         sim.stop()
+
+
+async def test_a_failing_program_opens_its_circuit_and_a_probe_closes_it(
+    ion: IonSim, token_service: TokenService
+) -> None:
+    async with httpx.AsyncClient() as http:
+        leases = LeaseClient(token_service.url, "inventory-query", SecretStr(KEYS["inventory-query"]), http=http)
+        breakers = CircuitBreakers(failures=3, reset_after_s=2.0)
+        client = M3Client(leases, http, company=100, max_attempts=1, deadline_s=1.0, breakers=breakers, validate=False)
+        ion.admin("PUT", "faults", {"error_rate": 1.0, "status_weights": {"503": 1.0}})
+        try:
+            for _ in range(3):
+                with pytest.raises(M3TransientError):
+                    await client.execute("MMS200MI", "GetItmBasic", {"ITNO": "ITM000001"}, priority=Priority.BULK)
+            assert breakers.state("MMS200MI") == "open"
+            reached = ion.stats()["gateway"]["accepted"]
+            with pytest.raises(M3CircuitOpenError):  # refused at once: the deadline is shorter than the rest
+                await client.execute("MMS200MI", "GetItmBasic", {"ITNO": "ITM000001"}, priority=Priority.BULK)
+            assert ion.stats()["gateway"]["accepted"] == reached  # nothing reached the Gateway
+        finally:
+            ion.admin("PUT", "faults", {})
+        # A caller with time to wait gets the probe's answer once the rest is over.
+        patient = M3Client(leases, http, company=100, deadline_s=10.0, breakers=breakers, validate=False)
+        [item] = await patient.execute("MMS200MI", "GetItmBasic", {"ITNO": "ITM000001"}, priority=Priority.BULK)
+        assert item["ITNO"] == "ITM000001"
+        assert breakers.state("MMS200MI") == "closed"

@@ -19,6 +19,7 @@ from faststream.prometheus.container import MetricsContainer
 from jsonschema import Draft201909Validator
 from prometheus_client import REGISTRY, CollectorRegistry
 
+import shared.m3  # registers the M3 client's metrics, which the rules use
 import shared.metrics
 from services import SERVICES, m3_callers, settings_classes
 from shared.settings import ENV_PREFIX, BridgeSettings
