@@ -55,14 +55,13 @@ class QuoteWerksClient:
         return response
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._send(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise QuoteWerksError(
-                f"QuoteWerks refused {method} {path}: {response.status_code} {response.text[:200]}",
-                retryable=False,
-                status=response.status_code,
-            )
+        response = _accepted(await self._send(method, path, **kwargs), f"{method} {path}")
         return response.json() if response.content else None
+
+    async def _put(self, path: str, what: str, fields: Mapping[str, object]) -> bool:
+        """Create or replace a record; True when it was created."""
+        response = _accepted(await self._send("PUT", path, json=dict(fields)), what)
+        return response.status_code == 201
 
     async def document(self, doc_no: str) -> dict[str, Any]:
         body = await self._request("GET", f"/documents/{quote(doc_no, safe='')}")
@@ -85,27 +84,14 @@ class QuoteWerksClient:
 
     async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
         """Create or replace a catalog product; True when it was created."""
-        response = await self._send("PUT", f"/products/{quote(part, safe='')}", json=dict(fields))
-        if response.status_code >= 400:
-            raise QuoteWerksError(
-                f"QuoteWerks refused product {part}: {response.status_code} {response.text[:200]}",
-                retryable=False,
-                status=response.status_code,
-            )
-        return response.status_code == 201
+        return await self._put(f"/products/{quote(part, safe='')}", f"product {part}", fields)
 
     async def find_product(self, part: str) -> dict[str, Any] | None:
         """The catalog product, or None when QuoteWerks has no product with that part number."""
         response = await self._send("GET", f"/products/{quote(part, safe='')}")
         if response.status_code == 404:
             return None
-        if response.status_code >= 400:
-            raise QuoteWerksError(
-                f"QuoteWerks refused product {part}: {response.status_code} {response.text[:200]}",
-                retryable=False,
-                status=response.status_code,
-            )
-        body = response.json()
+        body = _accepted(response, f"product {part}").json()
         if not isinstance(body, dict):
             raise QuoteWerksError(f"product {part}: unexpected answer shape", retryable=False)
         return body
@@ -134,14 +120,18 @@ class QuoteWerksClient:
 
     async def put_customer(self, account: str, fields: Mapping[str, str]) -> bool:
         """Create or replace a contact-manager record; True when it was created."""
-        response = await self._send("PUT", f"/customers/{quote(account, safe='')}", json=dict(fields))
-        if response.status_code >= 400:
-            raise QuoteWerksError(
-                f"QuoteWerks refused customer {account}: {response.status_code} {response.text[:200]}",
-                retryable=False,
-                status=response.status_code,
-            )
-        return response.status_code == 201
+        return await self._put(f"/customers/{quote(account, safe='')}", f"customer {account}", fields)
+
+
+def _accepted(response: httpx.Response, what: str) -> httpx.Response:
+    """The answer, unless QuoteWerks refused the request (a 4xx: not retryable, the message says why)."""
+    if response.status_code >= 400:
+        raise QuoteWerksError(
+            f"QuoteWerks refused {what}: {response.status_code} {response.text[:200]}",
+            retryable=False,
+            status=response.status_code,
+        )
+    return response
 
 
 # --- QuoteWerks rows → contracts ---------------------------------------------------------------------------

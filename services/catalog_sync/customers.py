@@ -232,11 +232,16 @@ class CustomerPush:
                 return same[0]
         return None
 
-    async def _write(self, account: str, record: Mapping[str, str]) -> bool:
+    async def _write(self, account: str, number: str, record: Mapping[str, str], changed_at: datetime) -> None:
+        """Put the record, link it to the M3 customer and remember the M3 change as applied."""
         # The fingerprint goes first: QuoteWerks' change event for this write may reach order-writer before we return.
         party = party_from_contact({**record, "CMAccountNo": account})
         await fingerprints.put(self.engine, FINGERPRINT_QUOTEWERKS, account, state_hash(party_state(party)))
-        return await self.contacts.put_customer(account, record)
+        await self.contacts.put_customer(account, record)
+        await ledger.link_customer(
+            self.engine, account, number, email=record["Email"], company=record["Company"], by=BRIDGE_ORIGIN
+        )
+        await self._mark_applied(number, changed_at)
 
     async def _create(self, event: M3CustomerChanged, account: str, changed_at: datetime) -> PushOutcome:
         if not _clean(event.name):
@@ -245,12 +250,7 @@ class CustomerPush:
         record = dict.fromkeys(WRITABLE_COLUMNS, "")
         for columns in wanted.values():
             record.update(columns)
-        await self._write(account, record)
-        await ledger.link_customer(
-            self.engine, account, event.customer_number, email=record["Email"], company=record["Company"],
-            by=BRIDGE_ORIGIN,
-        )  # fmt: skip
-        await self._mark_applied(event.customer_number, changed_at)
+        await self._write(account, event.customer_number, record, changed_at)
         log.info("M3 customer %s created in QuoteWerks as %s", event.customer_number, account)
         return PushOutcome("created", account, written={k: v for k, v in record.items() if v})
 
@@ -264,12 +264,7 @@ class CustomerPush:
             return PushOutcome("unchanged", account, reason="nothing M3 wins differs from QuoteWerks")
         record = {column: _clean(current.get(column)) for column in WRITABLE_COLUMNS}
         record.update(changes)
-        await self._write(account, record)
-        await ledger.link_customer(
-            self.engine, account, event.customer_number, email=record["Email"], company=record["Company"],
-            by=BRIDGE_ORIGIN,
-        )  # fmt: skip
-        await self._mark_applied(event.customer_number, changed_at)
+        await self._write(account, event.customer_number, record, changed_at)
         log.info("QuoteWerks customer %s changed from M3 %s: %s", account, event.customer_number, sorted(changes))
         return PushOutcome("updated", account, written=changes)
 

@@ -279,25 +279,12 @@ class M3Client:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(
-        self,
-        program: str,
-        transaction: str,
-        priority: Priority,
-        method: str,
-        path: str,
-        *,
-        raw: bool,
-        under_tenant: bool,
-        **request: Any,
-    ) -> Any:
-        """One request under the program's circuit breaker: transient failures count against the program, any
+    async def _attempt(self, program: str, transaction: str, *args: Any, **kwargs: Any) -> Any:
+        """`_request` under the program's circuit breaker: transient failures count against the program, any
         answer from M3 (a NOK too) for it; 429, 401 and lease problems say nothing about the program."""
         self.breakers.before_call(program, transaction)
         try:
-            result = await self._request(
-                program, transaction, priority, method, path, raw=raw, under_tenant=under_tenant, **request
-            )
+            result = await self._request(program, transaction, *args, **kwargs)
         except M3TransientError:
             self.breakers.failed(program)
             raise
