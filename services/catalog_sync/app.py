@@ -15,6 +15,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import Counter
 from pydantic import Field, SecretStr
 
 from services.catalog_sync.customers import CustomerPush, CustomerPushRejectedError, country_table
@@ -41,6 +42,10 @@ from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, 
 log = logging.getLogger(__name__)
 
 GROUP = "m3bridge.catalog-sync"
+
+customer_changes = Counter(
+    "m3bridge_catalog_customer_changes_total", "M3 customer changes applied to QuoteWerks, by outcome.", ["outcome"]
+)
 
 
 class CatalogSyncSettings(CustomerRulesSettings):
@@ -245,8 +250,10 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             log.warning("M3 customer change %s rejected: %s", change.customer_number, refused)
             await dead_letter_for(message, "customer-rejected", str(refused), [])
             customer_counts["dead_lettered"] += 1
+            customer_changes.labels("dead_lettered").inc()
             return
         customer_counts[outcome.action] += 1
+        customer_changes.labels(outcome.action).inc()
         log.info("M3 customer change %s: %s %s %s", change.customer_number, outcome.action, outcome.customer_id,
                  outcome.reason or sorted(outcome.written))  # fmt: skip
 

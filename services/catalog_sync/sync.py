@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged, Problem
@@ -28,6 +29,16 @@ from shared.quotewerks import QuoteWerksError
 from shared.state import fingerprints
 
 log = logging.getLogger(__name__)
+
+products_synced = Counter(
+    "m3bridge_catalog_products_total", "Products handled by catalog runs, by mode (full, delta, poll) and outcome.",
+    ["mode", "outcome"],
+)  # fmt: skip
+full_load_finished = Gauge(
+    "m3bridge_catalog_full_load_finished_timestamp_seconds", "When the last full load ended, by result (ok, failed).",
+    ["result"],
+)  # fmt: skip
+full_load_seconds = Gauge("m3bridge_catalog_full_load_duration_seconds", "How long the last full load took.")
 
 KIND = "product"
 MARKER_KIND = "catalog-marker"
@@ -357,6 +368,7 @@ class CatalogSync:
             finished_at=datetime.now(UTC), counts=dict(counts), problems=problems,
         )  # fmt: skip
         progress.last_full = report.model_dump(mode="json")
+        _observe(report)
         await self.publish(report)
         return report
 
@@ -479,6 +491,7 @@ class CatalogSync:
             path_reason=reason, started_at=started, finished_at=datetime.now(UTC), counts=counts, problems=problems,
         )  # fmt: skip
         self.progress.last_poll = report.model_dump(mode="json")
+        _observe(report)
         await self.publish(report)
         return report
 
@@ -578,8 +591,19 @@ class CatalogSync:
             path_reason=f"M3 change event for {part}; missing fields read through MI", started_at=started,
             finished_at=datetime.now(UTC), counts=counts, problems=problems,
         )  # fmt: skip
+        _observe(report)
         await self.publish(report)
         return report
+
+
+def _observe(report: CatalogSyncReport) -> None:
+    for outcome, count in report.counts.items():
+        if count:
+            products_synced.labels(report.mode, outcome).inc(count)
+    if report.mode == "full":
+        result = "failed" if report.counts.get("failed") else "ok"
+        full_load_finished.labels(result).set(report.finished_at.timestamp())
+        full_load_seconds.set((report.finished_at - report.started_at).total_seconds())
 
 
 def _sql(text: str) -> str:

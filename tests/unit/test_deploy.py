@@ -19,7 +19,6 @@ from faststream.prometheus.container import MetricsContainer
 from jsonschema import Draft201909Validator
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import shared.m3  # registers the M3 client's metrics, which the rules use
 import shared.metrics
 from services import SERVICES, m3_callers, settings_classes
 from shared.settings import ENV_PREFIX, BridgeSettings
@@ -345,6 +344,7 @@ SERIES_SUFFIXES = {
 
 def _exported_metric_names() -> set[str]:
     """Every series name the services can export: shared.metrics plus faststream's with our prefix."""
+    settings_classes()  # imports every service's modules, which register their metrics
     faststream_registry = CollectorRegistry()
     MetricsContainer(faststream_registry, metrics_prefix=shared.metrics.PREFIX, custom_label_names=[])
     names: set[str] = set()
