@@ -32,6 +32,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULES_DIR = PROMETHEUS_DIR / "rules"
+GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 CONTAINER_PORT = "8000"
 # Read by shared.settings itself (where to look for settings), not fields of BridgeSettings.
 SETTINGS_LOCATION_KEYS = {"M3B_SECRETS_DIR", "M3B_ENV_FILE"}
@@ -360,6 +361,47 @@ def test_alert_rules_use_only_exported_metrics() -> None:
         used = set(re.findall(rf"\b{shared.metrics.PREFIX}_[a-zA-Z0-9_]+", str(rule["expr"])))
         unknown = used - exported
         assert not unknown, f"{rule.get('alert')} uses metrics no service exports: {sorted(unknown)}"
+
+
+# --- (f) Grafana dashboard ---
+
+
+def _dashboard() -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads((GRAFANA_PROVISIONING / "dashboards" / "m3bridge.json").read_text())
+    return dashboard
+
+
+def test_the_dashboard_is_provisioned_from_the_mounted_folder() -> None:
+    provider = _load_yaml(GRAFANA_PROVISIONING / "dashboards" / "m3bridge.yml")
+    [entry] = provider["providers"]
+    # docker-compose.yml mounts deploy/grafana/provisioning at /etc/grafana/provisioning.
+    assert entry["options"]["path"] == "/etc/grafana/provisioning/dashboards"
+    assert entry["type"] == "file"
+    datasources = _load_yaml(GRAFANA_PROVISIONING / "datasources" / "prometheus.yml")["datasources"]
+    uids = {source["uid"] for source in datasources}
+    dashboard = _dashboard()
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels), "panel ids must be unique"
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] <= 24 - grid["w"], panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] in uids, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] in uids, panel["title"]
+
+
+def test_the_dashboard_uses_only_exported_metrics() -> None:
+    exported = _exported_metric_names() | {"up"}
+    for panel in _dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            used = set(re.findall(rf"\b{shared.metrics.PREFIX}_[a-zA-Z0-9_]+", target["expr"]))
+            unknown = used - exported
+            assert not unknown, f"panel {panel['title']!r} uses metrics no service exports: {sorted(unknown)}"
 
 
 def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
