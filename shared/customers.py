@@ -23,10 +23,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import rules_files
 from shared.contracts import M3CustomerChanged, Party, QuoteWerksCustomerChanged
 from shared.state import fingerprints
 
@@ -86,24 +86,14 @@ class CustomerSyncRules(BaseModel):
 
 
 def sync_rules_from_data(data: object, *, origin: str = "<customer-sync>") -> CustomerSyncRules:
-    try:
-        return CustomerSyncRules.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-            problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
-        raise CustomerSyncRulesError(f"invalid customer sync rules {origin}:\n" + "\n".join(problems)) from None
+    return rules_files.validated(
+        CustomerSyncRules, data, error=CustomerSyncRulesError, what="customer sync rules", origin=origin
+    )
 
 
 def load_sync_rules(path: str | Path) -> CustomerSyncRules:
     """Read and validate customer-sync.yaml; call at start-up."""
-    file = Path(path)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CustomerSyncRulesError(f"invalid customer sync rules {file}: not YAML: {exc}") from None
-    return sync_rules_from_data(data, origin=str(file))
+    return rules_files.load(CustomerSyncRules, path, error=CustomerSyncRulesError, what="customer sync rules")
 
 
 # --- decisions ------------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared import rules_files
 from shared.contracts import LineAttribute, LineType, Party, QuoteApproved, QuoteLine
 from shared.m3.metadata import to_wire
 
@@ -437,33 +437,14 @@ def _check_path(path: str, section: SectionName, defaults: Mapping[str, str]) ->
     return f"path {path!r}: not a quote field"
 
 
-def _format_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ""
-        for part in item["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where or '(top level)'}: {message}")
-    return "\n".join(lines)
-
-
 def rules_from_data(data: object, *, origin: str = "<rules>") -> MappingRules:
     """Validate already-parsed YAML data; MappingRulesError names each rule path at fault."""
-    try:
-        return MappingRules.model_validate(data)
-    except ValidationError as exc:
-        raise MappingRulesError(f"invalid order mapping {origin}:\n{_format_validation_error(exc)}") from None
+    return rules_files.validated(MappingRules, data, error=MappingRulesError, what="order mapping", origin=origin)
 
 
 def load_rules(path: str | Path) -> MappingRules:
     """Read and validate the mapping YAML. Call at start-up: a bad file stops the service with a clear message."""
-    file = Path(path)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise MappingRulesError(f"invalid order mapping {file}: not YAML: {exc}") from None
-    return rules_from_data(data, origin=str(file))
+    return rules_files.load(MappingRules, path, error=MappingRulesError, what="order mapping")
 
 
 # --- Plans ------------------------------------------------------------------------------------------------
