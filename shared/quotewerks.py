@@ -29,6 +29,13 @@ class QuoteWerksError(Exception):
         self.status = status
 
 
+class QuoteWerksConflictError(QuoteWerksError):
+    """A conditional write found the record changed (or created) by someone else since it was read: read again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True, status=412)
+
+
 class QuoteWerksClient:
     def __init__(self, base_url: str, api_key: SecretStr, *, http: httpx.AsyncClient, timeout_s: float = 15.0) -> None:
         self._base = base_url.rstrip("/") + "/api/v1"
@@ -38,13 +45,10 @@ class QuoteWerksClient:
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The answer, unless QuoteWerks could not be reached or failed (retryable QuoteWerksError)."""
+        headers = {**(kwargs.pop("headers", None) or {}), "X-API-Key": self._key.get_secret_value()}
         try:
             response = await self._http.request(
-                method,
-                self._base + path,
-                headers={"X-API-Key": self._key.get_secret_value()},
-                timeout=self._timeout,
-                **kwargs,
+                method, self._base + path, headers=headers, timeout=self._timeout, **kwargs
             )
         except httpx.HTTPError as exc:
             raise QuoteWerksError(f"QuoteWerks unreachable: {type(exc).__name__}", retryable=True) from exc
@@ -58,10 +62,14 @@ class QuoteWerksClient:
         response = _accepted(await self._send(method, path, **kwargs), f"{method} {path}")
         return response.json() if response.content else None
 
-    async def _put(self, path: str, what: str, fields: Mapping[str, object]) -> bool:
+    async def _put(
+        self, path: str, what: str, fields: Mapping[str, object], headers: Mapping[str, str] | None = None
+    ) -> bool:
         """Create or replace a record; True when it was created."""
-        response = _accepted(await self._send("PUT", path, json=dict(fields)), what)
-        return response.status_code == 201
+        response = await self._send("PUT", path, json=dict(fields), headers=dict(headers or {}))
+        if response.status_code == 412:
+            raise QuoteWerksConflictError(f"QuoteWerks {what} changed since it was read: {response.text[:200]}")
+        return _accepted(response, what).status_code == 201
 
     async def document(self, doc_no: str) -> dict[str, Any]:
         body = await self._request("GET", f"/documents/{quote(doc_no, safe='')}")
@@ -118,9 +126,14 @@ class QuoteWerksClient:
             raise QuoteWerksError("customer list: unexpected answer shape", retryable=False)
         return [c for c in customers if isinstance(c, dict)]
 
-    async def put_customer(self, account: str, fields: Mapping[str, str]) -> bool:
-        """Create or replace a contact-manager record; True when it was created."""
-        return await self._put(f"/customers/{quote(account, safe='')}", f"customer {account}", fields)
+    async def put_customer(
+        self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
+    ) -> bool:
+        """Create or replace a contact-manager record; True when it was created. `read_as` (the LastModified the
+        record had when read) or `new` make the write conditional: QuoteWerksConflictError when someone else
+        changed or created it meanwhile."""
+        headers = {"If-Match": read_as} if read_as else ({"If-None-Match": "*"} if new else {})
+        return await self._put(f"/customers/{quote(account, safe='')}", f"customer {account}", fields, headers)
 
 
 def _accepted(response: httpx.Response, what: str) -> httpx.Response:

@@ -35,10 +35,12 @@ from shared.customers import (
     winner,
 )
 from shared.mapping import LookupTable, MappingRules
-from shared.quotewerks import party_from_contact
+from shared.quotewerks import QuoteWerksConflictError, party_from_contact
 from shared.state import fingerprints, ledger
 
 log = logging.getLogger(__name__)
+
+CONFLICT_ATTEMPTS = 3  # a QuoteWerks user editing the same customer meanwhile: read again and decide again
 
 # The QuoteWerks contact-manager columns of each synced field.
 QUOTEWERKS_COLUMNS: dict[FieldName, tuple[str, ...]] = {
@@ -61,7 +63,9 @@ class Contacts(Protocol):
 
     async def find_customer(self, account: str) -> dict[str, Any] | None: ...
     async def customers(self) -> list[dict[str, Any]]: ...
-    async def put_customer(self, account: str, fields: Mapping[str, str]) -> bool: ...
+    async def put_customer(
+        self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
+    ) -> bool: ...
 
 
 class CustomerPushRejectedError(Exception):
@@ -167,7 +171,20 @@ class CustomerPush:
         self.countries = countries
 
     async def apply(self, event: M3CustomerChanged) -> PushOutcome:
-        """Raises CustomerPushRejectedError (dead-letter) or a retryable error (QuoteWerksError, OSError: redeliver)."""
+        """Raises CustomerPushRejectedError (dead-letter) or a retryable error (QuoteWerksError, OSError: redeliver).
+        Writes are conditional on the record as read, so an edit made in QuoteWerks meanwhile is never overwritten:
+        the change is decided again on the newer record."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return await self._apply(event)
+            except QuoteWerksConflictError:
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                log.info("QuoteWerks customer for %s changed while it was updated: reading it again",
+                         event.customer_number)  # fmt: skip
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _apply(self, event: M3CustomerChanged) -> PushOutcome:
         number = event.customer_number
         if await is_m3_echo(self.engine, event):
             return PushOutcome("ignored", reason=f"M3 customer {number}: the bridge's own write coming back")
@@ -232,12 +249,22 @@ class CustomerPush:
                 return same[0]
         return None
 
-    async def _write(self, account: str, number: str, record: Mapping[str, str], changed_at: datetime) -> None:
-        """Put the record, link it to the M3 customer and remember the M3 change as applied."""
+    async def _write(
+        self,
+        account: str,
+        number: str,
+        record: Mapping[str, str],
+        changed_at: datetime,
+        *,
+        read_as: str | None,
+        new: bool = False,
+    ) -> None:
+        """Put the record only if QuoteWerks still has it as read (`read_as`: its LastModified; `new`: it did not
+        exist), link it to the M3 customer and remember the M3 change as applied."""
         # The fingerprint goes first: QuoteWerks' change event for this write may reach order-writer before we return.
         party = party_from_contact({**record, "CMAccountNo": account})
         await fingerprints.put(self.engine, FINGERPRINT_QUOTEWERKS, account, state_hash(party_state(party)))
-        await self.contacts.put_customer(account, record)
+        await self.contacts.put_customer(account, record, read_as=read_as, new=new)
         await ledger.link_customer(
             self.engine, account, number, email=record["Email"], company=record["Company"], by=BRIDGE_ORIGIN
         )
@@ -250,7 +277,7 @@ class CustomerPush:
         record = dict.fromkeys(WRITABLE_COLUMNS, "")
         for columns in wanted.values():
             record.update(columns)
-        await self._write(account, event.customer_number, record, changed_at)
+        await self._write(account, event.customer_number, record, changed_at, read_as=None, new=True)
         log.info("M3 customer %s created in QuoteWerks as %s", event.customer_number, account)
         return PushOutcome("created", account, written={k: v for k, v in record.items() if v})
 
@@ -264,7 +291,8 @@ class CustomerPush:
             return PushOutcome("unchanged", account, reason="nothing M3 wins differs from QuoteWerks")
         record = {column: _clean(current.get(column)) for column in WRITABLE_COLUMNS}
         record.update(changes)
-        await self._write(account, event.customer_number, record, changed_at)
+        read_as = str(current.get("LastModified") or "") or None
+        await self._write(account, event.customer_number, record, changed_at, read_as=read_as)
         log.info("QuoteWerks customer %s changed from M3 %s: %s", account, event.customer_number, sorted(changes))
         return PushOutcome("updated", account, written=changes)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -241,11 +241,27 @@ def _api_router(sim_ref: FastAPI) -> APIRouter:
         return customer
 
     @router.put("/customers/{cm_account_no}")
-    async def put_customer(cm_account_no: str, body: CustomerBody, response: Response) -> dict[str, Any]:
+    async def put_customer(
+        cm_account_no: str,
+        body: CustomerBody,
+        response: Response,
+        if_match: str | None = Header(None, description="Write only if LastModified is still this value."),
+        if_none_match: str | None = Header(None, description="`*`: write only if the customer does not exist."),
+    ) -> dict[str, Any]:
+        """Create or replace a contact. `If-Match: <LastModified>` / `If-None-Match: *` make the write conditional
+        (412 when someone else changed or created it first), so a writer never overwrites an edit it has not seen."""
         if body.CMAccountNo not in (None, cm_account_no):
             raise ApiError(400, "CMAccountNo in the body differs from the path", field="CMAccountNo")
         store = qw().store
-        created = cm_account_no not in store.customers
+        current = store.customers.get(cm_account_no)
+        if if_none_match == "*" and current is not None:
+            raise ApiError(412, "customer exists", CMAccountNo=cm_account_no, LastModified=current["LastModified"])
+        if if_match is not None and (current is None or if_match.strip('"') != current["LastModified"]):
+            raise ApiError(
+                412, "customer changed since it was read", CMAccountNo=cm_account_no,
+                LastModified=current["LastModified"] if current else None,
+            )  # fmt: skip
+        created = current is None
         record = {**body.model_dump(), "CMAccountNo": cm_account_no, "LastModified": store.now()}
         store.customers[cm_account_no] = {column: record.get(column, "") for column in CUSTOMER_COLUMNS}
         response.status_code = 201 if created else 200

@@ -25,7 +25,7 @@ from shared.customers import (
     state_hash,
 )
 from shared.mapping import LookupTable, load_rules
-from shared.quotewerks import customer_from_contact
+from shared.quotewerks import QuoteWerksConflictError, customer_from_contact
 from shared.state import db, fingerprints, ledger
 
 pytestmark = pytest.mark.unit
@@ -47,6 +47,7 @@ class Contacts:
     def __init__(self, *records: dict[str, str]) -> None:
         self.records = {r["CMAccountNo"]: dict(r) for r in records}
         self.puts: list[tuple[str, dict[str, str]]] = []
+        self.edit_before_next_put: dict[str, str] = {}  # a QuoteWerks user saving this just before our write
 
     async def find_customer(self, account: str) -> dict[str, Any] | None:
         found = self.records.get(account)
@@ -55,7 +56,15 @@ class Contacts:
     async def customers(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.records.values()]
 
-    async def put_customer(self, account: str, fields: Mapping[str, str]) -> bool:
+    async def put_customer(
+        self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
+    ) -> bool:
+        if self.edit_before_next_put:
+            edit, self.edit_before_next_put = self.edit_before_next_put, {}
+            self.records[account] = {**self.records[account], **edit, "LastModified": stamp(datetime.now(UTC))}
+        current = self.records.get(account)
+        if (new and current is not None) or (read_as is not None and (current or {}).get("LastModified") != read_as):
+            raise QuoteWerksConflictError(f"customer {account} changed since it was read")
         created = account not in self.records
         self.puts.append((account, dict(fields)))
         self.records[account] = {**fields, "CMAccountNo": account, "LastModified": stamp(datetime.now(UTC))}
@@ -215,3 +224,16 @@ async def test_a_deleted_m3_customer_keeps_its_quotewerks_customer(engine: Async
     assert outcome.action == "ignored"
     assert "deleted" in outcome.reason
     assert "C000003" in contacts.records
+
+
+async def test_an_edit_in_quotewerks_during_the_write_is_not_overwritten(engine: AsyncEngine) -> None:
+    contacts = Contacts(contact("C000003"))
+    contacts.edit_before_next_put = {"PhoneNumber": "+46 111", "Email": "new@nordic.example"}
+    outcome = await push(contacts, engine).apply(m3_event(name="Nordic Pumps Group AB"))
+    assert outcome.action == "updated"
+    record = contacts.records["C000003"]
+    # The M3 name is written on top of the record as the user left it, not on the one read before.
+    assert (record["Company"], record["PhoneNumber"], record["Email"]) == (
+        "Nordic Pumps Group AB", "+46 111", "new@nordic.example"
+    )  # fmt: skip
+    assert len(contacts.puts) == 1

@@ -388,6 +388,23 @@ async def test_products_customers_and_admin_reset() -> None:
         mismatch = {"Company": "X", "CMAccountNo": "C000002"}
         assert (await client.put("/api/v1/customers/C000001", json=mismatch, headers=AUTH)).status_code == 400
 
+        # Conditional writes: If-Match the LastModified as read, If-None-Match * to create only.
+        seen = (await client.get("/api/v1/customers/C000001", headers=AUTH)).json()
+        body = {"Company": "Renamed Ltd"}
+        first = await client.put(
+            "/api/v1/customers/C000001", json=body, headers={**AUTH, "If-Match": seen["LastModified"]}
+        )
+        assert first.status_code == 200
+        stale = await client.put(
+            "/api/v1/customers/C000001", json=body, headers={**AUTH, "If-Match": seen["LastModified"]}
+        )
+        assert stale.status_code == 412
+        assert stale.json()["LastModified"] == first.json()["LastModified"]
+        exists = await client.put("/api/v1/customers/C000001", json=body, headers={**AUTH, "If-None-Match": "*"})
+        assert exists.status_code == 412
+        fresh = await client.put("/api/v1/customers/C900002", json=body, headers={**AUTH, "If-None-Match": "*"})
+        assert fresh.status_code == 201
+
         await client.post(f"/api/v1/documents/{SCENARIOS['ordinary']}/approve", headers=AUTH)
         stats = (await client.post("/__admin/reset")).json()
         assert stats["documents"] >= len(SCENARIOS)
