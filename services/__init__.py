@@ -44,7 +44,7 @@ SERVICES: dict[str, ServiceEntry] = {
 
 def settings_classes() -> dict[str, type[BridgeSettings]]:
     """Each service's settings class (the `BridgeSettings` subclass its `app.py` defines)."""
-    from shared.settings import BridgeSettings, CustomerRulesSettings, M3CallerSettings
+    from shared.settings import BridgeSettings
 
     found: dict[str, type[BridgeSettings]] = {}
     for entry in SERVICES.values():
@@ -53,7 +53,7 @@ def settings_classes() -> dict[str, type[BridgeSettings]]:
             if (
                 isinstance(value, type)
                 and issubclass(value, BridgeSettings)
-                and value not in (BridgeSettings, M3CallerSettings, CustomerRulesSettings)
+                and value.__module__ == entry.module  # its own, not a shared base it imports
             ):
                 found[entry.name] = value
     return found

@@ -131,50 +131,51 @@ def winner(
 State = dict[FieldName, str]
 
 
-def _clean(value: object) -> str:
+def clean(value: object) -> str:
+    """Text as compared on both sides: trimmed, inner runs of blanks folded to one."""
     return " ".join(str(value or "").split())
 
 
 def _lines(values: list[object]) -> str:
-    return "\n".join(text for text in (_clean(v) for v in values) if text)
+    return "\n".join(text for text in (clean(v) for v in values) if text)
 
 
 def m3_state(record: Mapping[str, object]) -> State:
     """The synced fields of a CRS610MI record (GetBasicData, or what a write leaves)."""
     return {
-        "name": _clean(record.get("CUNM")),
+        "name": clean(record.get("CUNM")),
         "address": _lines([record.get(code) for code in M3_FIELDS["address"]]),
-        "city": _clean(record.get("TOWN")),
-        "postal_code": _clean(record.get("PONO")),
-        "country": _clean(record.get("CSCD")),
-        "phone": _clean(record.get("PHNO")),
-        "email": _clean(record.get("MAIL")),
+        "city": clean(record.get("TOWN")),
+        "postal_code": clean(record.get("PONO")),
+        "country": clean(record.get("CSCD")),
+        "phone": clean(record.get("PHNO")),
+        "email": clean(record.get("MAIL")),
     }
 
 
 def m3_event_state(event: M3CustomerChanged) -> State:
     """The synced fields of an `m3.customer.changed.v1` event, in the form `m3_state` gives."""
     return {
-        "name": _clean(event.name),
+        "name": clean(event.name),
         "address": _lines(list(event.address_lines)),
-        "city": _clean(event.town),
-        "postal_code": _clean(event.postal_code),
-        "country": _clean(event.country),
-        "phone": _clean(event.phone),
-        "email": _clean(event.email),
+        "city": clean(event.town),
+        "postal_code": clean(event.postal_code),
+        "country": clean(event.country),
+        "phone": clean(event.phone),
+        "email": clean(event.email),
     }
 
 
 def party_state(party: Party) -> State:
     """The synced fields of a QuoteWerks customer (as QuoteWerks has them, before any mapping)."""
     return {
-        "name": _clean(party.company),
+        "name": clean(party.company),
         "address": _lines([party.address1, party.address2, party.address3]),
-        "city": _clean(party.city),
-        "postal_code": _clean(party.postal_code),
-        "country": _clean(party.country),
-        "phone": _clean(party.phone_number),
-        "email": _clean(party.email),
+        "city": clean(party.city),
+        "postal_code": clean(party.postal_code),
+        "country": clean(party.country),
+        "phone": clean(party.phone_number),
+        "email": clean(party.email),
     }
 
 
@@ -211,6 +212,13 @@ async def last_synced_at(engine: AsyncEngine, customer_number: str, kind: str = 
         return None
 
 
+async def mark_synced(engine: AsyncEngine, customer_number: str, changed_at: datetime, kind: str = SYNCED_AT) -> None:
+    """Remember `changed_at` as the newest change applied in one direction, unless a newer one is remembered."""
+    applied = await last_synced_at(engine, customer_number, kind)
+    if applied is None or changed_at > applied:
+        await fingerprints.put(engine, kind, customer_number, changed_at.isoformat())
+
+
 def changes_for_m3(
     rules: CustomerSyncRules,
     current: Mapping[str, object],
@@ -226,9 +234,9 @@ def changes_for_m3(
         if winner(rules, name, quotewerks_at=quotewerks_at, m3_at=m3_at) != "quotewerks":
             continue
         codes = M3_FIELDS[name]
-        wanted = {code: _clean(planned.get(code)) for code in codes}
+        wanted = {code: clean(planned.get(code)) for code in codes}
         if not any(wanted.values()):
             continue  # an empty QuoteWerks value never clears M3
-        if any(wanted[code] != _clean(current.get(code)) for code in codes):
-            changes.update({code: value for code, value in wanted.items() if value or _clean(current.get(code))})
+        if any(wanted[code] != clean(current.get(code)) for code in codes):
+            changes.update({code: value for code, value in wanted.items() if value or clean(current.get(code))})
     return changes

@@ -189,6 +189,17 @@ def _party(header: Mapping[str, Any], prefix: str) -> Party:
     return Party.model_validate({field: _text(header, prefix + column) for field, column in _PARTY_COLUMNS.items()})
 
 
+def parse_last_modified(value: Any) -> datetime | None:
+    """A QuoteWerks `LastModified` (ISO 8601, `Z` or an offset; none = UTC) as an aware datetime, None if absent."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _date(value: Any) -> date | None:
     if not value:
         return None

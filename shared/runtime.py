@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,14 +17,16 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import shared
 from shared import topics
-from shared.contracts import Heartbeat
+from shared.contracts import Heartbeat, Problem
 from shared.correlation import HTTP_HEADER, _current, bind_correlation_id
+from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.health import Health
 from shared.kafka import consumer_options, create_broker, publish
 from shared.logs import configure_logging
@@ -124,6 +126,29 @@ class ServiceRuntime:
 
     def subscriber_options(self, group: str | None) -> dict[str, Any]:
         return consumer_options(self.settings, group=group)
+
+    async def dead_letter(
+        self,
+        message: KafkaMessage,
+        *,
+        error_class: str,
+        problems: Sequence[Problem] = (),
+        error_message: str = "",
+        attempts: int = 1,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Keep a consumed message this service cannot process in `dlq.<service>.v1`, with the reason a person
+        needs (the problems' messages unless `error_message` says it), to be listed and replayed."""
+        extra = {"problems": [p.model_dump() for p in problems]} if problems else {}
+        letter = dead_letter(
+            message,
+            service=self.settings.service_name,
+            error_class=error_class,
+            error_message=error_message or "; ".join(p.message for p in problems) or error_class,
+            attempts=attempts,
+            details={**(details or {}), **extra},
+        )
+        await send_to_dead_letters(self.broker, letter, max_bytes=self.settings.kafka_max_request_size)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,6 +58,19 @@ class Captured:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def wait_until(
+    what: str, check: Callable[[], Any], timeout_s: float = 60, *, dump: Callable[[], str] = lambda: ""
+) -> Any:
+    """The first truthy value of `check()`, polled every 0.2 s; fails naming `what` (and `dump()`: logs, state)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{dump()}")
 
 
 def wait_ready(url: str, timeout_s: float) -> dict:

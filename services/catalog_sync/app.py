@@ -15,7 +15,6 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import Counter
 from pydantic import Field, SecretStr
 
 from services.catalog_sync.customers import CustomerPush, CustomerPushRejectedError, country_table
@@ -27,14 +26,12 @@ from shared.contracts import (
     ItemChanged,
     M3CustomerChanged,
     PriceChanged,
-    Problem,
 )
 from shared.customers import load_sync_rules
-from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.kafka import publish
 from shared.m3 import m3_client_for
 from shared.mapping import load_rules
-from shared.quotewerks import QuoteWerksClient, QuoteWerksError
+from shared.quotewerks import QuoteWerksClient
 from shared.runtime import ServiceRuntime
 from shared.settings import CustomerRulesSettings, config_path
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, M3_CUSTOMER_CHANGED, PRICE_CHANGED
@@ -42,10 +39,6 @@ from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, 
 log = logging.getLogger(__name__)
 
 GROUP = "m3bridge.catalog-sync"
-
-customer_changes = Counter(
-    "m3bridge_catalog_customer_changes_total", "M3 customer changes applied to QuoteWerks, by outcome.", ["outcome"]
-)
 
 
 class CatalogSyncSettings(CustomerRulesSettings):
@@ -90,6 +83,12 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     def sync() -> CatalogSync:
         found = parts.get("sync")
         if not isinstance(found, CatalogSync):
+            raise RuntimeError("catalog-sync is not started")
+        return found
+
+    def customers() -> CustomerPush:
+        found = parts.get("customers")
+        if not isinstance(found, CustomerPush):
             raise RuntimeError("catalog-sync is not started")
         return found
 
@@ -179,13 +178,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         report = await sync().poll_changes()
         return JSONResponse(report.model_dump(mode="json"))
 
-    async def dead_letter_for(message: KafkaMessage, error_class: str, text: str, problems: list[Problem]) -> None:
-        letter = dead_letter(
-            message, service=settings.service_name, error_class=error_class, error_message=text, attempts=1,
-            details={"problems": [p.model_dump() for p in problems]},
-        )  # fmt: skip
-        await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
-
     async def settle_delta(report: CatalogSyncReport | None, message: KafkaMessage) -> None:
         """A change that could not be pushed (after the M3 client's own retries) is kept as a dead letter, to be
         replayed (`m3bridge dead-letters replay --service catalog-sync`); the next full load also repairs it."""
@@ -193,8 +185,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         deltas["handled"] += 1
         if report is None or not report.counts.get("failed"):
             return
-        text = "; ".join(p.message for p in report.problems) or "delta failed"
-        await dead_letter_for(message, "catalog-delta", text, report.problems)
+        await runtime.dead_letter(message, error_class="catalog-delta", problems=report.problems)
         deltas["dead_lettered"] += 1
 
     @runtime.broker.subscriber(
@@ -227,8 +218,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     async def on_inventory(event: InventoryChanged, message: KafkaMessage) -> None:
         await settle_delta(await sync().on_inventory(event), message)
 
-    customer_counts = {"created": 0, "updated": 0, "unchanged": 0, "ignored": 0, "dead_lettered": 0}
-
     @runtime.broker.subscriber(
         M3_CUSTOMER_CHANGED.name,
         **runtime.subscriber_options("m3bridge.catalog-sync.customers"),
@@ -239,21 +228,12 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         description="M3 customer changes written to the QuoteWerks contact manager, by the field ownership rules.",
     )
     async def on_customer(change: M3CustomerChanged, message: KafkaMessage) -> None:
-        push = parts.get("customers")
-        if not isinstance(push, CustomerPush):
-            raise RuntimeError("catalog-sync is not started")
         try:
-            outcome = await push.apply(change)
-        except (CustomerPushRejectedError, QuoteWerksError) as refused:
-            if isinstance(refused, QuoteWerksError) and refused.retryable:
-                raise
-            log.warning("M3 customer change %s rejected: %s", change.customer_number, refused)
-            await dead_letter_for(message, "customer-rejected", str(refused), [])
-            customer_counts["dead_lettered"] += 1
-            customer_changes.labels("dead_lettered").inc()
+            outcome = await customers().apply(change)
+        except CustomerPushRejectedError as rejected:
+            log.warning("M3 customer change %s rejected: %s", change.customer_number, rejected)
+            await runtime.dead_letter(message, error_class="customer-rejected", problems=rejected.problems)
             return
-        customer_counts[outcome.action] += 1
-        customer_changes.labels(outcome.action).inc()
         log.info("M3 customer change %s: %s %s %s", change.customer_number, outcome.action, outcome.customer_id,
                  outcome.reason or sorted(outcome.written))  # fmt: skip
 
@@ -261,7 +241,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         found = parts.get("sync")
         if not isinstance(found, CatalogSync):
             return {"state": "starting"}
-        return {**found.progress.snapshot(), "customers": dict(customer_counts)}
+        return {**found.progress.snapshot(), "customers": dict(customers().counts)}
 
     runtime.health.set_detail("logic", progress)
     return runtime

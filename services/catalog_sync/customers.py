@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.contracts import M3CustomerChanged
+from shared.contracts import M3CustomerChanged, Problem
 from shared.customers import (
     BRIDGE_ORIGIN,
     FIELD_NAMES,
@@ -28,18 +29,23 @@ from shared.customers import (
     M3_SYNCED_AT,
     CustomerSyncRules,
     FieldName,
+    clean,
     is_m3_echo,
     last_synced_at,
+    mark_synced,
     party_state,
     state_hash,
     winner,
 )
 from shared.mapping import LookupTable, MappingRules
-from shared.quotewerks import QuoteWerksConflictError, party_from_contact
+from shared.quotewerks import QuoteWerksConflictError, QuoteWerksError, parse_last_modified, party_from_contact
 from shared.state import fingerprints, ledger
 
 log = logging.getLogger(__name__)
 
+customer_changes = Counter(
+    "m3bridge_catalog_customer_changes_total", "M3 customer changes applied to QuoteWerks, by outcome.", ["outcome"]
+)
 CONFLICT_ATTEMPTS = 3  # a QuoteWerks user editing the same customer meanwhile: read again and decide again
 
 # The QuoteWerks contact-manager columns of each synced field.
@@ -69,7 +75,12 @@ class Contacts(Protocol):
 
 
 class CustomerPushRejectedError(Exception):
-    """The change cannot be applied without a person (e.g. several QuoteWerks customers match); dead-letter it."""
+    """The change cannot be applied without a person (several QuoteWerks customers match, QuoteWerks refused the
+    record, …); dead-letter it with `problems`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.problems = [Problem(error_class="business", message=message[:2000])]
 
 
 @dataclass
@@ -78,10 +89,6 @@ class PushOutcome:
     customer_id: str = ""
     written: dict[str, str] = field(default_factory=dict)
     reason: str = ""
-
-
-def _clean(value: object) -> str:
-    return " ".join(str(value or "").split())
 
 
 def country_table(rules: MappingRules) -> LookupTable | None:
@@ -112,29 +119,18 @@ def quotewerks_values(event: M3CustomerChanged, current: Mapping[str, object], t
 ]:  # fmt: skip
     """Each synced field of the M3 customer as the QuoteWerks columns it becomes. M3 has four address lines,
     QuoteWerks three: the fourth continues the third."""
-    lines = [_clean(line) for line in event.address_lines if _clean(line)]
+    lines = [clean(line) for line in event.address_lines if clean(line)]
     address = [*lines[:2], ", ".join(lines[2:])] if len(lines) > 3 else list(lines)
     address += [""] * (3 - len(address))
     return {
-        "name": {"Company": _clean(event.name)},
+        "name": {"Company": clean(event.name)},
         "address": dict(zip(QUOTEWERKS_COLUMNS["address"], address, strict=True)),
-        "city": {"City": _clean(event.town)},
-        "postal_code": {"PostalCode": _clean(event.postal_code)},
-        "country": {"Country": quotewerks_country(_clean(event.country), _clean(current.get("Country")), table)},
-        "phone": {"PhoneNumber": _clean(event.phone)},
-        "email": {"Email": _clean(event.email)},
+        "city": {"City": clean(event.town)},
+        "postal_code": {"PostalCode": clean(event.postal_code)},
+        "country": {"Country": quotewerks_country(clean(event.country), clean(current.get("Country")), table)},
+        "phone": {"PhoneNumber": clean(event.phone)},
+        "email": {"Email": clean(event.email)},
     }
-
-
-def _modified(record: Mapping[str, object]) -> datetime | None:
-    text = str(record.get("LastModified") or "").strip()
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def changes_for_quotewerks(
@@ -146,7 +142,7 @@ def changes_for_quotewerks(
 ) -> dict[str, str]:
     """The QuoteWerks columns to write: those of fields M3 wins whose M3 value is not empty and differs. Address
     lines go as a unit."""
-    quotewerks_at = _modified(current)
+    quotewerks_at = parse_last_modified(current.get("LastModified"))
     changes: dict[str, str] = {}
     for name in FIELD_NAMES:
         if winner(rules, name, quotewerks_at=quotewerks_at, m3_at=m3_at) != "m3":
@@ -154,7 +150,7 @@ def changes_for_quotewerks(
         columns = wanted[name]
         if not any(columns.values()):
             continue  # an empty M3 value never clears QuoteWerks
-        if any(value != _clean(current.get(column)) for column, value in columns.items()):
+        if any(value != clean(current.get(column)) for column, value in columns.items()):
             changes.update(columns)
     return changes
 
@@ -169,11 +165,30 @@ class CustomerPush:
         self.engine = engine
         self.rules = rules
         self.countries = countries
+        self.counts = {"created": 0, "updated": 0, "unchanged": 0, "ignored": 0, "rejected": 0}
 
     async def apply(self, event: M3CustomerChanged) -> PushOutcome:
-        """Raises CustomerPushRejectedError (dead-letter) or a retryable error (QuoteWerksError, OSError: redeliver).
-        Writes are conditional on the record as read, so an edit made in QuoteWerks meanwhile is never overwritten:
-        the change is decided again on the newer record."""
+        """Raises CustomerPushRejectedError (dead-letter it) or a retryable error (QuoteWerksError, OSError:
+        redeliver). Writes are conditional on the record as read, so an edit made in QuoteWerks meanwhile is never
+        overwritten: the change is decided again on the newer record."""
+        try:
+            outcome = await self._apply_reading_again(event)
+        except QuoteWerksError as exc:
+            if exc.retryable:
+                raise
+            self._count("rejected")
+            raise CustomerPushRejectedError(f"M3 customer {event.customer_number}: {exc}") from exc
+        except CustomerPushRejectedError:
+            self._count("rejected")
+            raise
+        self._count(outcome.action)
+        return outcome
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        customer_changes.labels(outcome).inc()
+
+    async def _apply_reading_again(self, event: M3CustomerChanged) -> PushOutcome:
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             try:
                 return await self._apply(event)
@@ -222,23 +237,21 @@ class CustomerPush:
                 "merge or relink them"
             )
         await ledger.link_customer(
-            self.engine, account, number, email=_clean(record.get("Email")), company=_clean(record.get("Company")),
+            self.engine, account, number, email=clean(record.get("Email")), company=clean(record.get("Company")),
             by="m3",
         )  # fmt: skip
         return account, record
 
     async def _match(self, event: M3CustomerChanged) -> dict[str, Any] | None:
-        """Dedupe: the one QuoteWerks customer with the same e-mail, else the same company name, not linked yet."""
-        candidates = []
-        for record in await self.contacts.customers():
-            account = str(record.get("CMAccountNo") or "")
-            if account and await ledger.customer_link(self.engine, account) is None:
-                candidates.append(record)
+        """Dedupe: the one QuoteWerks customer not linked yet with the same e-mail, else the same company name."""
+        records = await self.contacts.customers()
         for column, value in (("Email", event.email), ("Company", event.name)):
-            wanted = _clean(value).casefold()
+            wanted = clean(value).casefold()
             if not wanted:
                 continue
-            same = [r for r in candidates if _clean(r.get(column)).casefold() == wanted]
+            alike = [r for r in records if r.get("CMAccountNo") and clean(r.get(column)).casefold() == wanted]
+            # The link lookup only for the few with the same value, not for every QuoteWerks customer.
+            same = [r for r in alike if await ledger.customer_link(self.engine, str(r["CMAccountNo"])) is None]
             if len(same) > 1:
                 accounts = ", ".join(sorted(str(r.get("CMAccountNo")) for r in same)[:5])
                 raise CustomerPushRejectedError(
@@ -268,10 +281,10 @@ class CustomerPush:
         await ledger.link_customer(
             self.engine, account, number, email=record["Email"], company=record["Company"], by=BRIDGE_ORIGIN
         )
-        await self._mark_applied(number, changed_at)
+        await mark_synced(self.engine, number, changed_at, M3_SYNCED_AT)
 
     async def _create(self, event: M3CustomerChanged, account: str, changed_at: datetime) -> PushOutcome:
-        if not _clean(event.name):
+        if not clean(event.name):
             raise CustomerPushRejectedError(f"M3 customer {event.customer_number} has no name: QuoteWerks needs one")
         wanted = quotewerks_values(event, {}, self.countries)
         record = dict.fromkeys(WRITABLE_COLUMNS, "")
@@ -287,16 +300,11 @@ class CustomerPush:
         wanted = quotewerks_values(event, current, self.countries)
         changes = changes_for_quotewerks(self.rules, current, wanted, m3_at=changed_at)
         if not changes:
-            await self._mark_applied(event.customer_number, changed_at)
+            await mark_synced(self.engine, event.customer_number, changed_at, M3_SYNCED_AT)
             return PushOutcome("unchanged", account, reason="nothing M3 wins differs from QuoteWerks")
-        record = {column: _clean(current.get(column)) for column in WRITABLE_COLUMNS}
+        record = {column: clean(current.get(column)) for column in WRITABLE_COLUMNS}
         record.update(changes)
         read_as = str(current.get("LastModified") or "") or None
         await self._write(account, event.customer_number, record, changed_at, read_as=read_as)
         log.info("QuoteWerks customer %s changed from M3 %s: %s", account, event.customer_number, sorted(changes))
         return PushOutcome("updated", account, written=changes)
-
-    async def _mark_applied(self, number: str, changed_at: datetime) -> None:
-        applied_at = await last_synced_at(self.engine, number, M3_SYNCED_AT)
-        if applied_at is None or changed_at > applied_at:
-            await fingerprints.put(self.engine, M3_SYNCED_AT, number, changed_at.isoformat())

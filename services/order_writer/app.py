@@ -10,9 +10,8 @@ from pydantic import Field
 
 from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError
 from services.order_writer.orders import OrderWriter, RejectedError
-from shared.contracts import OrderResult, Problem, QuoteApproved, QuoteWerksCustomerChanged
+from shared.contracts import OrderResult, QuoteApproved, QuoteWerksCustomerChanged
 from shared.customers import load_sync_rules
-from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.kafka import publish
 from shared.m3 import m3_client_for
 from shared.mapping import MappingRules, load_rules
@@ -74,10 +73,10 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
                 problems=rejected.problems,
                 decided_at=datetime.now(UTC),
             )
-            await dead_letter_for(message, "rejected", rejected.problems)
+            await runtime.dead_letter(message, error_class="rejected", problems=rejected.problems)
         else:
             if result.outcome == "held":
-                await dead_letter_for(message, "held", result.problems)
+                await runtime.dead_letter(message, error_class="held", problems=result.problems)
         await publish(runtime.broker, ORDER_RESULT, result, key=quote.doc_no, max_bytes=settings.kafka_max_request_size)
 
     @runtime.broker.subscriber(
@@ -96,21 +95,10 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
             outcome = await sync.apply(change)
         except CustomerSyncRejectedError as rejected:
             log.warning("customer change %s rejected: %s", change.customer_id, rejected)
-            await dead_letter_for(message, "customer-rejected", rejected.problems)
+            await runtime.dead_letter(message, error_class="customer-rejected", problems=rejected.problems)
             return
         log.info("customer change %s: %s %s %s", change.customer_id, outcome.action, outcome.customer_number,
                  outcome.reason or sorted(outcome.written))  # fmt: skip
-
-    async def dead_letter_for(message: KafkaMessage, error_class: str, problems: list[Problem]) -> None:
-        letter = dead_letter(
-            message,
-            service=settings.service_name,
-            error_class=error_class,
-            error_message="; ".join(p.message for p in problems),
-            attempts=1,
-            details={"problems": [p.model_dump() for p in problems]},
-        )
-        await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
 
     runtime.health.set_detail(
         "logic",

@@ -21,12 +21,12 @@ from shared.customers import (
     FIELD_OF_CODE,
     FINGERPRINT_M3,
     M3_FIELDS,
-    SYNCED_AT,
     CustomerSyncRules,
     changes_for_m3,
     is_quotewerks_echo,
     last_synced_at,
     m3_state,
+    mark_synced,
     state_hash,
 )
 from shared.m3 import M3BusinessError, M3Error
@@ -120,7 +120,7 @@ class CustomerSync:
         number = await self.writer.customer(quote)
         record = await self.m3.execute_one("CRS610MI", "GetBasicData", {"CUNO": number}, priority=PRIORITY)
         await fingerprints.put(self.engine, FINGERPRINT_M3, number, state_hash(m3_state(record or {})))
-        await fingerprints.put(self.engine, SYNCED_AT, number, event.changed_at.astimezone(UTC).isoformat())
+        await mark_synced(self.engine, number, event.changed_at.astimezone(UTC))
         log.info("QuoteWerks customer %s created as M3 customer %s", event.customer_id, number)
         return SyncOutcome("created", number, written={str(k): v for k, v in m3_state(record or {}).items()})
 
@@ -149,13 +149,13 @@ class CustomerSync:
                 for r in refused
             ])  # fmt: skip
         if not changes:
-            await self._mark_synced(number, changed_at, synced_at)
+            await mark_synced(self.engine, number, changed_at)
             return SyncOutcome("unchanged", number, reason="nothing QuoteWerks owns differs from M3")
         after = {**current, **changes}
         # The fingerprint goes first: M3's change event for this write may reach catalog-sync before we return.
         await fingerprints.put(self.engine, FINGERPRINT_M3, number, state_hash(m3_state(after)))
         await self.m3.execute("CRS610MI", "ChgBasicData", {"CUNO": number, **changes}, priority=PRIORITY)
-        await self._mark_synced(number, changed_at, synced_at)
+        await mark_synced(self.engine, number, changed_at)
         await ledger.link_customer(
             self.engine,
             event.customer_id,
@@ -176,7 +176,3 @@ class CustomerSync:
             return synced_at
         lmdt = current.get("LMDT")
         return lmdt if isinstance(lmdt, date) else None
-
-    async def _mark_synced(self, number: str, changed_at: datetime, synced_at: datetime | None) -> None:
-        if synced_at is None or changed_at > synced_at:
-            await fingerprints.put(self.engine, SYNCED_AT, number, changed_at.isoformat())

@@ -18,7 +18,6 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.webhooks import parse
 from shared.contracts import OrderResult, OrderStatusChanged
-from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
 from shared.kafka import publish
 from shared.quotewerks import DocumentError, QuoteWerksClient, QuoteWerksError
@@ -170,11 +169,10 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
                     await write()
         except QuoteWerksError as exc:
             write_backs_total.labels("dead_lettered").inc()
-            letter = dead_letter(
-                message, service=settings.service_name, error_class="quotewerks", error_message=str(exc),
-                attempts=attempts, details={"doc_no": doc_no, "status": exc.status},
+            await runtime.dead_letter(
+                message, error_class="quotewerks", error_message=str(exc), attempts=attempts,
+                details={"doc_no": doc_no, "status": exc.status},
             )  # fmt: skip
-            await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
             log.error("could not write %s back to quote %s: %s (dead-lettered)", outcome, doc_no, exc)
             return
         write_backs_total.labels(outcome).inc()
@@ -197,14 +195,8 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         description="Writes M3 order status changes (from SalesOrder BODs) onto the quote the order came from.",
     )
     async def on_order_status(change: OrderStatusChanged, message: KafkaMessage) -> None:
-        written: list[bool] = []
-
-        async def write() -> None:
-            written.append(await ingest().write_status(change))
-
-        await write_back(message, change.customer_order_number or change.order_number, "status", write)
-        if written and not written[-1]:
-            log.info("M3 order %s status %s: not from a QuoteWerks quote", change.order_number, change.status)
+        doc_no = change.customer_order_number or change.order_number
+        await write_back(message, doc_no, "status", lambda: ingest().write_status(change))
 
     runtime.health.set_detail(
         "logic",

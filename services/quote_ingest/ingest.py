@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.webhooks import Delivery
 from shared.contracts import OrderResult, OrderStatusChanged
-from shared.quotewerks import QuoteWerksClient, QuoteWerksError, customer_from_contact, quote_from_document
+from shared.quotewerks import (
+    QuoteWerksClient,
+    QuoteWerksError,
+    customer_from_contact,
+    parse_last_modified,
+    quote_from_document,
+)
 from shared.state import deliveries
 from shared.topics import QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED, Topic
 
@@ -72,7 +78,7 @@ class Ingest:
         identity = doc_no
         if await deliveries.seen(self.engine, "quote-approval", identity):
             return Result("duplicate", f"{doc_no} (this version) was already published")
-        approved_at = _parse_time(header.get("LastModified")) or datetime.now(UTC)
+        approved_at = parse_last_modified(header.get("LastModified")) or datetime.now(UTC)
         quote = quote_from_document(document, approval_event=event or source, approved_at=approved_at)
         await self.publish(QUOTE_APPROVED, quote, quote.doc_no)
         await deliveries.remember(self.engine, "quote-approval", identity)
@@ -84,7 +90,7 @@ class Ingest:
         identity = f"{account}|{contact.get('LastModified') or ''}"
         if await deliveries.seen(self.engine, "qw-customer", identity):
             return Result("duplicate", f"customer {account} (this version) was already published")
-        changed_at = _parse_time(contact.get("LastModified")) or datetime.now(UTC)
+        changed_at = parse_last_modified(contact.get("LastModified")) or datetime.now(UTC)
         change = customer_from_contact(contact, change="updated", changed_at=changed_at)
         await self.publish(QUOTEWERKS_CUSTOMER_CHANGED, change, change.customer_id)
         await deliveries.remember(self.engine, "qw-customer", identity)
@@ -101,7 +107,7 @@ class Ingest:
                     continue
                 result = await self._document("poller", doc_no, "poller")
                 published += result.outcome == "published"
-                changed = _parse_time(header.get("LastModified"))
+                changed = parse_last_modified(header.get("LastModified"))
                 if changed is not None and (newest is None or changed > newest):
                     newest = changed
         return published, newest
@@ -124,20 +130,16 @@ class Ingest:
         await self.quotewerks.update_document(result.doc_no, fields)
 
     async def write_status(self, change: OrderStatusChanged) -> bool:
-        """Put an M3 order's new status on the quote it came from (its DocNo is the order's CUOR). False when the
-        order did not come from a QuoteWerks quote (no CUOR, or no document with that number)."""
+        """Put an M3 order's new status on the quote it came from (its DocNo is the order's CUOR). False, and
+        logged, when the order did not come from a QuoteWerks quote."""
         doc_no = change.customer_order_number
-        if not doc_no:
+        header = await self._quote_of(doc_no) if doc_no else None
+        known = str(header.get(self.rules.order_number_field) or "") if header is not None else ""
+        if header is None or (known and known != change.order_number):
+            # No CUOR, no such document, or the quote carries another order (a CUOR reused by hand in M3).
+            log.info("M3 order %s status %s: not from a QuoteWerks quote (CUOR %r)", change.order_number,
+                     change.status, doc_no)  # fmt: skip
             return False
-        try:
-            header = (await self.quotewerks.document(doc_no))["DocumentHeader"]
-        except QuoteWerksError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        known = str(header.get(self.rules.order_number_field) or "")
-        if known and known != change.order_number:
-            return False  # the quote carries another order (e.g. the CUOR was reused by hand in M3)
         status = change.status if not change.highest_status or change.highest_status == change.status else (
             f"{change.status}-{change.highest_status}"
         )  # fmt: skip
@@ -149,12 +151,11 @@ class Ingest:
         await self.quotewerks.update_document(doc_no, fields)
         return True
 
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    async def _quote_of(self, doc_no: str) -> dict[str, Any] | None:
+        try:
+            header: dict[str, Any] = (await self.quotewerks.document(doc_no))["DocumentHeader"]
+        except QuoteWerksError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return header

@@ -19,13 +19,7 @@ async def get(engine: AsyncEngine, kind: str, entity_key: str) -> str | None:
 
 
 async def put(engine: AsyncEngine, kind: str, entity_key: str, fingerprint: str) -> None:
-    async with async_sessionmaker(engine).begin() as session:
-        found = await session.get(SyncFingerprint, (kind, entity_key[:64]), with_for_update=True)
-        if found is None:
-            session.add(SyncFingerprint(kind=kind, entity_key=entity_key[:64], fingerprint=fingerprint[:64]))
-        else:
-            found.fingerprint = fingerprint[:64]
-            found.synced_at = datetime.now(UTC)
+    await put_many(engine, kind, {entity_key: fingerprint})
 
 
 async def put_many(engine: AsyncEngine, kind: str, values: Mapping[str, str]) -> None:

@@ -18,7 +18,7 @@ from shared.contracts import ItemChanged
 from shared.kafka import create_broker, publish
 from shared.settings import BridgeSettings
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED, dead_letter_topic
-from tests.processes import Captured
+from tests.processes import Captured, wait_until
 from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 
 ITEMS = 600
@@ -73,16 +73,6 @@ def healthz(url: str) -> dict[str, Any]:
     return logic
 
 
-def wait_for(what: str, check: Any, timeout_s: float = 90) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
     # Other tests of the session may have left M3 change events on the topics that the service's group has not read
@@ -122,7 +112,7 @@ def full_load(stack: Stack, **params: str) -> dict[str, Any]:
 
 
 def test_full_load_lands_every_item_once_and_a_repeat_pushes_nothing(stack: Stack, kafka_bootstrap: str) -> None:
-    first = wait_for("the start-up full load", lambda: healthz(stack.url).get("last_full_load"))
+    first = wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
     assert first["path"] == "data_lake", first
     assert f"{ITEMS} items > threshold {THRESHOLD}" in first["path_reason"]
     counts = first["counts"]
@@ -140,7 +130,9 @@ def test_full_load_lands_every_item_once_and_a_repeat_pushes_nothing(stack: Stac
     assert by_part["ITM000001"]["Active"] is True  # seeded STAT 20
 
     # Let any backlog of change events from earlier tests be handled before comparing runs.
-    wait_for("the event backlog", lambda: healthz(stack.url)["deltas"]["handled"] >= stack.backlog_count)
+    wait_until(
+        "the event backlog", lambda: healthz(stack.url)["deltas"]["handled"] >= stack.backlog_count, timeout_s=90
+    )
     second = full_load(stack)
     assert second["path"] == "data_lake"
     assert second["counts"]["created"] == 0
@@ -162,7 +154,7 @@ def test_full_load_lands_every_item_once_and_a_repeat_pushes_nothing(stack: Stac
 
 def test_item_event_with_status_90_deactivates_the_product(stack: Stack, kafka_bootstrap: str) -> None:
     part = "ITM000005"
-    wait_for("the start-up full load", lambda: healthz(stack.url).get("last_full_load"))
+    wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
     assert stack.quotewerks.api("GET", f"products/{part}")["Active"] is True
 
     async def send() -> None:
@@ -183,14 +175,14 @@ def test_item_event_with_status_90_deactivates_the_product(stack: Stack, kafka_b
         found: dict[str, Any] = stack.quotewerks.api("GET", f"products/{part}")
         return found if found["Active"] is False else None
 
-    product = wait_for("the product to be deactivated", deactivated, timeout_s=60)
+    product = wait_until("the product to be deactivated", deactivated, timeout_s=60)
     assert product["Description"] == "Retired part"
 
 
 def test_the_change_poll_brings_an_m3_edit_across_without_bods(stack: Stack) -> None:
     """This ION simulator sends no BODs: the MMS200MI/LstItmByChgDate poll is the path."""
     part = "ITM000007"
-    wait_for("the start-up full load", lambda: healthz(stack.url).get("last_full_load"))
+    wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
     stack.ion.admin("POST", f"m3/items/{part}", {"ITDS": "Edited in MMS001"})
     response = httpx.post(f"{stack.url}/v1/sync/poll", timeout=120)
     assert response.status_code == 200, response.text
@@ -206,7 +198,7 @@ def test_the_change_poll_brings_an_m3_edit_across_without_bods(stack: Stack) -> 
 
 def test_a_change_that_cannot_be_applied_is_dead_lettered_with_the_reason(stack: Stack, kafka_bootstrap: str) -> None:
     part = "NOSUCHITEM01"  # a thin event (no description) for an item M3 does not have: GetItmBasic answers NOK
-    wait_for("the start-up full load", lambda: healthz(stack.url).get("last_full_load"))
+    wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
 
     async def send() -> None:
         broker = create_broker(BridgeSettings(kafka_bootstrap_servers=kafka_bootstrap, service_name="test"))
@@ -224,7 +216,7 @@ def test_a_change_that_cannot_be_applied_is_dead_lettered_with_the_reason(stack:
         letters = [json.loads(value) for _, key, value in found if key == part.encode()]
         return letters[-1] if letters else None
 
-    dead = wait_for("the dead letter", letter, timeout_s=60)
+    dead = wait_until("the dead letter", letter, timeout_s=60)
     assert dead["error_class"] == "catalog-delta"
     assert dead["origin_topic"] == ITEM_CHANGED.name
     assert part in dead["error_message"]

@@ -92,7 +92,8 @@ class FakeM3:
 
     async def bulk(self, program: str, transactions: Any, *, priority: Priority, chunk: int = 80) -> list[Any]:
         self.calls.append(f"{program}/bulk")
-        return [BulkOutcome(t, [{"ITNO": f["ITNO"], "AV01": Decimal(7)}], None) for t, f in transactions]
+        values = {"GetItmWhsBal": {"AV01": Decimal(7)}, "GetBasePrice": {"SAPR": Decimal("12.50")}}
+        return [BulkOutcome(t, [{"ITNO": f["ITNO"], **values[t]}], None) for t, f in transactions]
 
 
 class FakeCatalog:
@@ -259,6 +260,8 @@ async def test_the_change_poll_pushes_items_m3_changed_since_the_last_poll() -> 
     assert (first.mode, first.path, first.counts["updated"]) == ("poll", "mi", 1)
     assert catalog.products["ITM000005"]["Description"] == "Item 5, new text"
     assert "LstItmByChgDate" in first.path_reason
+    assert {"OIS017MI/bulk", "MMS200MI/bulk"} <= set(m3.calls)  # price and stock 80 items a Gateway call
+    assert "OIS017MI/GetBasePrice" not in m3.calls
     assert sync.store.markers[POLL_MARKER] == "2026-12-01"  # type: ignore[attr-defined]
     puts = catalog.puts
     second = await sync.poll_changes(today=today)  # the same day again: read, nothing pushed

@@ -25,7 +25,7 @@ from shared.customers import (
     state_hash,
 )
 from shared.mapping import LookupTable, load_rules
-from shared.quotewerks import QuoteWerksConflictError, customer_from_contact
+from shared.quotewerks import QuoteWerksConflictError, QuoteWerksError, customer_from_contact
 from shared.state import db, fingerprints, ledger
 
 pytestmark = pytest.mark.unit
@@ -237,3 +237,26 @@ async def test_an_edit_in_quotewerks_during_the_write_is_not_overwritten(engine:
         "Nordic Pumps Group AB", "+46 111", "new@nordic.example"
     )  # fmt: skip
     assert len(contacts.puts) == 1
+
+
+async def test_a_record_quotewerks_refuses_is_rejected_and_counted(engine: AsyncEngine) -> None:
+    class Refusing(Contacts):
+        async def put_customer(self, account: str, fields: Mapping[str, str], **_: Any) -> bool:
+            raise QuoteWerksError(
+                "QuoteWerks refused customer C000003: 422 Company too long", retryable=False, status=422
+            )
+
+    pusher = push(Refusing(contact("C000003")), engine)
+    with pytest.raises(CustomerPushRejectedError, match="422 Company too long") as rejected:
+        await pusher.apply(m3_event(name="Renamed AB"))
+    assert rejected.value.problems[0].message.startswith("M3 customer C000003")
+    assert pusher.counts["rejected"] == 1
+
+
+async def test_quotewerks_being_down_is_retried_by_redelivery(engine: AsyncEngine) -> None:
+    class Down(Contacts):
+        async def put_customer(self, account: str, fields: Mapping[str, str], **_: Any) -> bool:
+            raise QuoteWerksError("QuoteWerks answered 503", retryable=True, status=503)
+
+    with pytest.raises(QuoteWerksError, match="503"):
+        await push(Down(contact("C000003")), engine).apply(m3_event(name="Renamed AB"))
