@@ -54,6 +54,11 @@ _MAX_FORMULA_DEPTH = 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")  # line breaks and tabs in QuoteWerks text become one space
 
 
+#: The batch order line field the bridge fills with the quote line number: how it tells, after a lost answer, which
+#: lines a batch order already holds (OIS100MI/LstBatchLine returns it).
+LINE_KEY = "CUPO"
+
+
 class MappingRulesError(ValueError):
     """The mapping YAML is not valid; the message names each rule path at fault."""
 
@@ -405,6 +410,11 @@ class MappingRules(_Strict):
                     f"{name}: needs a rule `target: CUOR, source: doc_no, on_too_long: refuse` without `when:` "
                     "(the DocNo in CUOR is the bridge's idempotency key in M3)"
                 )
+        if name == "order_line" and any(rule.target == LINE_KEY for rule in section.fields):
+            problems.append(
+                f"order_line: {LINE_KEY} is set by the bridge (the quote line number, its key for each batch order "
+                "line in M3); remove the rule"
+            )
         return problems
 
 
@@ -912,6 +922,7 @@ def plan_order(
         context = _Context(quote=quote, defaults=rules.defaults, line=quote.lines[index])
         builder = _Builder("order_line", rules, line_lengths, context, f"line {index}")
         builder.apply_all()
+        builder.fields[LINE_KEY] = str(index + 1)
         planned.append(PlannedLine(source_line=index, fields=builder.fields))
         notes.extend(builder.notes)
         refusals.extend(builder.refusals)

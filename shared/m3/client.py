@@ -24,11 +24,13 @@ from shared.m3.breaker import CircuitBreakers, M3CircuitOpenError
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
     M3Error,
+    M3OutcomeUnknownError,
     M3ThrottledError,
     M3TransientError,
     M3UnauthorizedError,
 )
 from shared.m3.metadata import Record, TransactionMetadata, from_api_repository, from_wire, to_wire
+from shared.m3.transactions import changes_m3
 from shared.settings import M3CallerSettings
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,9 @@ class M3Client:
         path = wire.v1_path(
             program, transaction, maxrecs=maxrecs, returncols=returncols, company=self._company, division=self._division
         )
-        body = await self._with_retries(program, transaction, priority, "GET", path, params=inputs)
+        body = await self._with_retries(
+            program, transaction, priority, "GET", path, changes=changes_m3(program, transaction), params=inputs
+        )
         rows, specs = wire.parse_v1(body, program, transaction)
         outputs = {**(metadata.outputs if metadata else {}), **specs}
         return [{name: from_wire(outputs.get(name), text) for name, text in row.items()} for row in rows]
@@ -165,6 +169,7 @@ class M3Client:
                 metadata.encode_inputs(fields) if metadata is not None else {k: to_wire(v) for k, v in fields.items()}
             )
             encoded.append((transaction, values))
+        changes = any(changes_m3(program, transaction) for transaction, _ in encoded)
         for start in range(0, len(encoded), chunk):
             part = encoded[start : start + chunk]
             payload: dict[str, Any] = {
@@ -175,10 +180,14 @@ class M3Client:
                 payload["cono"] = self._company
             if self._division is not None:
                 payload["divi"] = self._division
-            body = await self._with_retries(program, "bulk", priority, "POST", wire.v2_bulk_path(), json=payload)
+            body = await self._with_retries(
+                program, "bulk", priority, "POST", wire.v2_bulk_path(), changes=changes, json=payload
+            )
             results = body.get("results") if isinstance(body, dict) else None
             if not isinstance(results, list) or len(results) != len(part):
-                raise M3TransientError("bulk answer does not match the request", program=program, transaction="bulk")
+                raise _lost_answer(
+                    changes, "bulk answer does not match the request", program=program, transaction="bulk"
+                )
             for (transaction, _), result in zip(part, results, strict=True):
                 error = wire.v2_result_error(result, program, transaction)
                 records = [{k: from_wire(None, str(v)) for k, v in r.items()} for r in result.get("records") or []]
@@ -203,7 +212,7 @@ class M3Client:
             path = wire.v1_path(*REPOSITORY, maxrecs=0, returncols=None, company=self._company, division=self._division)
             params = {"MINM": program, "TRNM": transaction, "TRTP": direction}
             try:
-                body = await self._with_retries(*REPOSITORY, priority, "GET", path, params=params)
+                body = await self._with_retries(*REPOSITORY, priority, "GET", path, changes=False, params=params)
             except M3AuthorizationDeniedError:
                 log.warning(
                     "no access to the API repository (MRS001MI): %s/%s is not pre-checked", program, transaction
@@ -217,13 +226,21 @@ class M3Client:
         return from_api_repository(program, transaction, rows["I"], rows["O"])
 
     async def gateway(
-        self, method: str, path: str, *, priority: Priority, label: tuple[str, str], **request: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        priority: Priority,
+        label: tuple[str, str],
+        changes: bool = False,
+        **request: Any,
     ) -> httpx.Response:
         """A request to another API of the tenant behind the same Gateway (the Data Lake, say): `path` is relative
         to `{iu}/{ti}`. Same lease, retries, 429/401 reports and error classes as an MI call; `label` names it in
-        metrics and errors. Returns the 2xx answer."""
+        metrics and errors; `changes` says whether a lost answer leaves the outcome unknown (a write). Returns
+        the 2xx answer."""
         response: httpx.Response = await self._with_retries(
-            *label, priority, method, path, raw=True, under_tenant=True, **request
+            *label, priority, method, path, changes=changes, raw=True, under_tenant=True, **request
         )
         return response
 
@@ -235,15 +252,21 @@ class M3Client:
         method: str,
         path: str,
         *,
+        changes: bool,
         raw: bool = False,
         under_tenant: bool = False,
         **request: Any,
     ) -> Any:
+        """One call with the retry policy for M3: what provably did not reach M3 (refused connection, 429, 401,
+        lease problems, an open circuit) is retried, and so is a read whose answer was lost; a write whose answer
+        was lost raises `M3OutcomeUnknownError` at once."""
         unauthorized_seen = 0
         started = time.monotonic()
 
         def retry_wanted(exc: BaseException) -> bool:
             nonlocal unauthorized_seen
+            if isinstance(exc, M3OutcomeUnknownError):
+                return False
             if isinstance(exc, M3CircuitOpenError):
                 # Wait for the probe only when it can happen within the deadline; else fail now (a rep gets the
                 # last known figure at once instead of waiting out an outage).
@@ -275,7 +298,15 @@ class M3Client:
         async for attempt in retrying:
             with attempt:
                 return await self._attempt(
-                    program, transaction, priority, method, path, raw=raw, under_tenant=under_tenant, **request
+                    program,
+                    transaction,
+                    priority,
+                    method,
+                    path,
+                    changes=changes,
+                    raw=raw,
+                    under_tenant=under_tenant,
+                    **request,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -308,6 +339,7 @@ class M3Client:
         method: str,
         path: str,
         *,
+        changes: bool,
         raw: bool,
         under_tenant: bool,
         **request: Any,
@@ -324,20 +356,37 @@ class M3Client:
         started = time.monotonic()
         try:
             response = await self._http.request(method, url, headers=headers, timeout=self._timeout_s, **request)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing was sent: safe to send again, write or not.
+            self._observe(program, transaction, "connection", started)
+            raise M3TransientError(
+                f"could not connect: {type(exc).__name__}", program=program, transaction=transaction
+            ) from exc
         except httpx.TimeoutException as exc:
             self._observe(program, transaction, "timeout", started)
-            raise M3TransientError(
-                f"no answer within {self._timeout_s:g}s", program=program, transaction=transaction
+            raise _lost_answer(
+                changes, f"no answer within {self._timeout_s:g}s", program=program, transaction=transaction
             ) from exc
         except httpx.TransportError as exc:
             self._observe(program, transaction, "connection", started)
-            raise M3TransientError(
-                f"connection failed: {type(exc).__name__}", program=program, transaction=transaction
+            raise _lost_answer(
+                changes,
+                f"connection lost after sending: {type(exc).__name__}",
+                program=program,
+                transaction=transaction,
             ) from exc
         if raw and 200 <= response.status_code < 300:
             self._observe(program, transaction, "ok", started)
             return response
-        return await self._read(response, lease, program, transaction, started, raw=raw)
+        try:
+            return await self._read(response, lease, program, transaction, started, raw=raw)
+        except M3TransientError as exc:
+            if not changes:
+                raise
+            # A 5xx (502/504 above all) or an unreadable answer after a write reached the Gateway: M3 may have acted.
+            raise M3OutcomeUnknownError(
+                exc.message, status=exc.status, program=program, transaction=transaction
+            ) from exc
 
     async def _read(
         self, response: httpx.Response, lease: Lease, program: str, transaction: str, started: float, *, raw: bool
@@ -415,6 +464,12 @@ def _outcome(status: int) -> str:
     if status >= 500:
         return "http_5xx"
     return f"http_{status // 100}xx"
+
+
+def _lost_answer(changes: bool, message: str, *, program: str, transaction: str) -> M3TransientError:
+    """The error for an answer lost after the request was sent: a read may simply be sent again, a write not."""
+    error = M3OutcomeUnknownError if changes else M3TransientError
+    return error(message, program=program, transaction=transaction)
 
 
 def _jitter() -> float:

@@ -6,7 +6,11 @@
 - input: our own check against the transaction's metadata failed before any call was made;
 - throttled (429): the Gateway's rate limit; retried after the pause;
 - unauthorized (401): the token was missing, expired or revoked; one retry with a fresh token;
-- transient: 5xx, timeouts, dropped connections; retried with backoff;
+- transient: 5xx, timeouts, dropped connections; retried with backoff (reads, and writes that provably never
+  reached M3);
+- outcome unknown: a write (a transaction that changes M3) was sent, but its answer was lost (timeout, connection
+  cut after sending, 502/504 or another 5xx): M3 may have done it. Never re-sent as is: the caller reads M3 to
+  learn what happened and does only what is missing;
 - not found: no such program or transaction on this tenant.
 """
 
@@ -79,3 +83,10 @@ class M3TransientError(M3Error):
 
 class M3NotFoundError(M3Error):
     error_class = "not_found"
+
+
+class M3OutcomeUnknownError(M3TransientError):
+    """A write was sent and M3 may have done it, but its answer never came back. The M3 client does not retry it;
+    the work can be resumed once the caller has read M3 to learn what happened (`retryable` is about the work)."""
+
+    error_class = "outcome_unknown"

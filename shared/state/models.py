@@ -23,6 +23,7 @@ class OrderLedgerEntry(Base):
     state: Mapped[str] = mapped_column(String(32), index=True)
     customer_number: Mapped[str | None] = mapped_column(String(10))
     order_number: Mapped[str | None] = mapped_column(String(10))
+    batch_order_number: Mapped[str | None] = mapped_column(String(10))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     payload_fingerprint: Mapped[str | None] = mapped_column(String(64))

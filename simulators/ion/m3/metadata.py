@@ -247,6 +247,28 @@ _SPEC: dict[str, tuple[str, dict[str, tuple[str, str, str, bool]]]] = {
                 False,
             ),
             "Confirm": ("Confirm batch order", "CONO ORNO* CTYP", "ORNO STAT", False),
+            # M3H5 OIS100MIResource.cs: inputs; LstBatchHeadResponse.cs / GetBatchHeadResponse.cs /
+            # LstBatchLineResponse.cs: outputs (sources in docs/m3-interfaces.md).
+            "GetBatchHead": (
+                "Retrieve batch order head information",
+                "CONO ORNO*",
+                "ORNO ORTP ORDT STAT FACI CUOR YREF MODL TEDL TEPY CUCD RLDT ORSL ORST",
+                False,
+            ),
+            "LstBatchHead": (
+                "Retrieve customer order head information",
+                "CONO CUNO* ORSL ORST",
+                "ORNO ORTP RLDT STAT FACI CUOR MODL TEDL YREF ORDT ORSL ORST",
+                True,
+            ),
+            "LstBatchLine": (
+                "List all order lines for given batch order",
+                "CONO ORNO*",
+                "ITNO ITDS ORQT:A16 WHLO CUPO DWDT SAPR:A18 DIA1 PONR POSX ATNR",
+                True,
+            ),
+            "DelBatchHead": ("Delete batch order head record", "CONO ORNO*", "", False),
+            "DelBatchLine": ("Delete batch order line", "CONO ORNO* PONR* POSX", "", False),
             "LstErrMsgOrder": ("List error messages of a batch order", "CONO ORNO*", "LEVL MDTA TX60 MSID", True),
             "GetHead": (
                 "Get order head",

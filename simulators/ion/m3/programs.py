@@ -450,6 +450,58 @@ def ois100_confirm(store: Store, inputs: Inputs) -> Iterable[Record]:
     return [{"ORNO": orno, "STAT": "90"}]
 
 
+def _batch_head_record(batch: BatchOrder) -> Record:
+    head = batch.head
+    return {
+        **head,
+        "ORNO": batch.orno,
+        "CUNO": head.get("CUNO", ""),
+        "CUOR": head.get("CUOR", ""),
+        # Not documented: the header status of a batch order that was never confirmed; "" here.
+        "STAT": batch.status,
+        "ORSL": batch.status,
+        "ORST": batch.status,
+    }
+
+
+def ois100_get_batch_head(store: Store, inputs: Inputs) -> Iterable[Record]:
+    return [_batch_head_record(_batch(store, inputs["ORNO"]))]
+
+
+def ois100_lst_batch_head(store: Store, inputs: Inputs) -> Iterator[Record]:
+    """The customer's batch (temporary) orders, confirmed ones included (their header status is 90)."""
+    cuno = str(_customer(store, inputs["CUNO"])["CUNO"])
+    for orno in sorted(store.batch_orders):
+        batch = store.batch_orders[orno]
+        if batch.head.get("CUNO") == cuno:
+            yield _batch_head_record(batch)
+
+
+def ois100_lst_batch_line(store: Store, inputs: Inputs) -> Iterable[Record]:
+    batch = _batch(store, inputs["ORNO"])
+    return [{**line, "ORNO": batch.orno} for line in batch.lines]
+
+
+def ois100_del_batch_head(store: Store, inputs: Inputs) -> Iterable[Record]:
+    batch = _batch(store, inputs["ORNO"])
+    if batch.status == "90":
+        raise Nok(f"Order {batch.orno} is already confirmed", core.CODE_ORDER_STATE, "ORNO")
+    del store.batch_orders[batch.orno]
+    return []
+
+
+def ois100_del_batch_line(store: Store, inputs: Inputs) -> Iterable[Record]:
+    batch = _batch(store, inputs["ORNO"])
+    if batch.status == "90":
+        raise Nok(f"Order {batch.orno} is already confirmed", core.CODE_ORDER_STATE, "ORNO")
+    ponr, posx = str(int(Decimal(inputs["PONR"]))), str(int(Decimal(inputs.get("POSX") or "0")))
+    for index, line in enumerate(batch.lines):
+        if line["PONR"] == ponr and line.get("POSX", "0") == posx:
+            del batch.lines[index]
+            return []
+    raise Nok(f"Order line {batch.orno}/{ponr} does not exist", core.CODE_LINE_MISSING, "PONR")
+
+
 def ois100_lst_err_msg(store: Store, inputs: Inputs) -> Iterable[Record]:
     return [dict(error) for error in _batch(store, inputs["ORNO"]).errors]
 
@@ -538,6 +590,11 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("OIS100MI", "AddBatchHead"): ois100_add_batch_head,
     ("OIS100MI", "AddBatchLine"): ois100_add_batch_line,
     ("OIS100MI", "Confirm"): ois100_confirm,
+    ("OIS100MI", "GetBatchHead"): ois100_get_batch_head,
+    ("OIS100MI", "LstBatchHead"): ois100_lst_batch_head,
+    ("OIS100MI", "LstBatchLine"): ois100_lst_batch_line,
+    ("OIS100MI", "DelBatchHead"): ois100_del_batch_head,
+    ("OIS100MI", "DelBatchLine"): ois100_del_batch_line,
     ("OIS100MI", "LstErrMsgOrder"): ois100_lst_err_msg,
     ("OIS100MI", "GetHead"): ois100_get_head,
     ("OIS100MI", "LstHead"): ois100_lst_head,

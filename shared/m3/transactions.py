@@ -1,0 +1,21 @@
+"""Which MI transactions change M3, declared once for the whole bridge.
+
+A read can be sent again whenever its answer is lost. A write cannot: when its answer is lost after it was sent,
+M3 may have done it, so the M3 client raises `M3OutcomeUnknownError` instead of retrying. The rule goes by
+M3's naming conventions: reads start with Get, Lst, Search, Sel or Check. Anything else counts as a write,
+so a transaction nobody has classified is never re-sent blindly.
+"""
+
+from __future__ import annotations
+
+READ_PREFIXES = ("Get", "Lst", "List", "Search", "Sel", "Check")
+
+# Programs that only describe the API and never change data.
+READ_ONLY_PROGRAMS = frozenset({"MRS001MI"})
+
+
+def changes_m3(program: str, transaction: str) -> bool:
+    """True when running `program/transaction` may change data in M3."""
+    if program in READ_ONLY_PROGRAMS:
+        return False
+    return not transaction.startswith(READ_PREFIXES)
