@@ -7,6 +7,7 @@ service's idempotency (the order ledger) makes a replay of something already don
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from shared.contracts import DeadLetter
-from shared.kafka import aiokafka_client_options, create_broker
+from shared.kafka import aiokafka_client_options, create_broker, publish_raw
 from shared.settings import BridgeSettings
-from shared.topics import dead_letter_topic
+from shared.topics import BOD_INBOUND, Topic, dead_letter_topic, topic_named
 
 REPLAY_HEADER = "m3bridge-replayed-from"
 
@@ -68,7 +69,27 @@ def matches(found: Found, *, key: str | None, error_class: str | None) -> bool:
     )
 
 
+# Where dead letters from before a topic existed came from, and the topic they are replayed to now.
+LEGACY_ORIGINS = {"http:/bods": BOD_INBOUND.name}
+
+
+def original_bytes(letter: DeadLetter) -> bytes:
+    """The original message body as it was received (base64 decoded when the letter says it holds base64)."""
+    if getattr(letter, "original_payload_encoding", "utf-8") == "base64":
+        return base64.b64decode(letter.original_payload)
+    return letter.original_payload.encode()
+
+
+def replay_topic(letter: DeadLetter) -> Topic:
+    """The topic a dead letter is replayed to: where it came from (a registered topic, or one the bridge does not
+    declare, such as a producer's own; the broker refuses an unknown one)."""
+    name = LEGACY_ORIGINS.get(letter.origin_topic, letter.origin_topic)
+    return topic_named(name) or Topic(name, DeadLetter, "original key", "not a registered topic")
+
+
 async def replay(settings: BridgeSettings, service: str, selected: list[Found]) -> int:
+    """Re-publish each selected dead letter's original message, key and headers to its origin topic, through the
+    one publish path (size limit, headers, counts)."""
     broker = create_broker(settings)
     async with broker:
         await broker.start()
@@ -78,10 +99,12 @@ async def replay(settings: BridgeSettings, service: str, selected: list[Found]) 
                 **letter.original_headers,
                 REPLAY_HEADER: f"{dead_letter_topic(service).name}:{item.partition}:{item.offset}",
             }
-            await broker.publish(
-                letter.original_payload.encode(),
-                topic=letter.origin_topic,
-                key=(letter.original_key or "").encode() or None,
+            await publish_raw(
+                broker,
+                replay_topic(letter),
+                original_bytes(letter),
+                key=letter.original_key or None,
+                max_bytes=settings.kafka_max_request_size,
                 headers=headers,
             )
     return len(selected)

@@ -401,7 +401,13 @@ class DeadLetter(Contract):
     origin_offset: int = Field(ge=0)
     original_key: str | None = None
     original_headers: dict[str, str] = Field(default_factory=dict)
-    original_payload: str = Field(description="The original message body, as received (UTF-8 text).")
+    original_payload: str = Field(
+        description="The original message body, as received: the text itself, or its base64 when it was not UTF-8 "
+        "(see `original_payload_encoding`)."
+    )
+    original_payload_encoding: Literal["utf-8", "base64"] = Field(
+        "utf-8", description="How `original_payload` holds the body: `utf-8` text, or `base64` of the raw bytes."
+    )
     error_class: str = Field(max_length=64)
     error_message: str = Field(max_length=4000)
     details: dict[str, Any] = Field(default_factory=dict, description="M3 code/field/program, mapping rule, ...")

@@ -141,12 +141,29 @@ async def publish(
 
     Returning means the message is durable on the broker; callers acknowledge their own input only after."""
     body = encode(topic, payload, max_bytes=max_bytes)
+    await publish_raw(broker, topic, body, key=key, max_bytes=max_bytes, headers=headers)
+
+
+async def publish_raw(
+    broker: KafkaBroker,
+    topic: Topic,
+    body: bytes,
+    *,
+    key: str | None,
+    max_bytes: int = 1_048_576,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Publish bytes that are already encoded (a raw BOD, a dead letter's original message) the way `publish`
+    does: the same size limit, the topic's content type unless `headers` carry one, the same count, and the
+    broker's acknowledgement awaited. `key` None sends no key."""
+    if len(body) > max_bytes:
+        raise MessageTooLargeError(f"{topic.name} message of {len(body)} bytes exceeds the {max_bytes}-byte limit")
     try:
         await broker.publish(
             body,
             topic=topic.name,
-            key=key.encode(),
-            headers={"content-type": "application/json", **(headers or {})},
+            key=key.encode() if key is not None else None,
+            headers={"content-type": topic.content_type, **(headers or {})},
         )
     except Exception:
         messages_published.labels(topic.name, "error").inc()

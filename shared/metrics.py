@@ -22,6 +22,28 @@ messages_published = Counter(
     "Messages the bridge published, by topic and outcome.",
     ["topic", "outcome"],
 )
+messages_dead_lettered = Counter(
+    f"{PREFIX}_messages_dead_lettered_total",
+    "Messages a service put on its dead-letter topic, by origin topic and error class (undecodable, invalid, "
+    "retries-exhausted, not-retryable, or the service's own, e.g. held).",
+    ["service", "topic", "error_class"],
+)
+messages_discarded = Counter(
+    f"{PREFIX}_messages_discarded_total",
+    "Undecodable messages skipped without a dead letter (heartbeats: every replica reads them, none replays them).",
+    ["service", "topic", "error_class"],
+)
+message_retries = Counter(
+    f"{PREFIX}_message_retries_total",
+    "Handler attempts retried after a retryable failure, by subscriber.",
+    ["service", "subscriber"],
+)
+consumer_busy_seconds = Gauge(
+    f"{PREFIX}_consumer_busy_seconds",
+    "Seconds a subscriber has been on its current message, retries included; 0 when idle. Growing means its "
+    "partition is not advancing.",
+    ["service", "subscriber"],
+)
 heartbeats_seen = Counter(
     f"{PREFIX}_heartbeats_seen_total", "Heartbeats received from services on the bus.", ["service", "peer"]
 )

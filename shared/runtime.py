@@ -1,7 +1,9 @@
 """What every service process is made of: one Kafka broker, one HTTP app, health, metrics, heartbeats.
 
-A service's `app.py` builds a `ServiceRuntime`, declares its subscribers on `runtime.broker` and its HTTP
-routes on `runtime.app`, and nothing else; this module owns start-up order and graceful shutdown.
+A service's `app.py` builds a `ServiceRuntime`, declares its subscribers with `runtime.subscriber` and its HTTP
+routes on `runtime.app`, and nothing else; this module owns start-up order and graceful shutdown. Every
+subscriber goes through `shared.consuming`: undecodable messages and ones that keep failing are dead-lettered,
+never redelivered forever.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,15 +27,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import shared
 from shared import topics
+from shared.consuming import Consumer, Consumers, FailureReply, Handler, RetryPolicy, entry, raw_body
 from shared.contracts import Heartbeat, Problem
 from shared.correlation import HTTP_HEADER, _current, bind_correlation_id
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.health import Health
-from shared.kafka import consumer_options, create_broker, publish
+from shared.kafka import MessageTooLargeError, consumer_options, create_broker, publish
 from shared.logs import configure_logging
 from shared.metrics import describe_build, heartbeats_seen
 from shared.settings import BridgeSettings
 from shared.state import db
+from shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +91,26 @@ class ServiceRuntime:
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.consumers = Consumers(self.name, stall_after_s=settings.consumer_stall_after_s)
+        self.retry_policy = RetryPolicy(
+            max_attempts=settings.consumer_max_attempts,
+            initial_s=settings.consumer_backoff_initial_s,
+            max_s=settings.consumer_backoff_max_s,
+        )
 
         self.health.add_check("kafka", self._kafka_ready)
         if uses_state:
             self.health.add_check("state", self._state_ready)
-        self.broker.subscriber(
-            topics.HEARTBEAT.name,
-            **consumer_options(settings, group=None),
+        self.health.set_detail("consumers", self.consumers.describe)
+        self.subscriber(
+            topics.HEARTBEAT,
+            group=None,
+            # No group, nothing committed: every replica of every service reads every heartbeat. A heartbeat that
+            # cannot be read is skipped with one log line and counted; it is not worth a dead letter per replica.
+            ack_policy=AckPolicy.ACK_FIRST,
+            dead_letters=False,
+            max_attempts=1,
             title=f"{self.name}/heartbeats",
             description="Every service listens to every heartbeat to report its peers in /healthz.",
         )(self._on_heartbeat)
@@ -127,6 +145,61 @@ class ServiceRuntime:
     def subscriber_options(self, group: str | None) -> dict[str, Any]:
         return consumer_options(self.settings, group=group)
 
+    def subscriber(
+        self,
+        topic: Topic,
+        *,
+        group: str | None,
+        ack_policy: AckPolicy,
+        title: str,
+        description: str,
+        max_attempts: int | None = None,
+        reply_on_failure: FailureReply | None = None,
+        dead_letters: bool = True,
+        raw: bool = False,
+        **options: Any,
+    ) -> Callable[[Handler], Handler]:
+        """Subscribe `handler(payload: topic.payload, message: KafkaMessage)` to `topic` in consumer `group`.
+
+        The bytes are validated against `topic.payload` here, not by faststream: a message that is not UTF-8,
+        not JSON or not a valid payload goes to `dlq.<service>.v1` at once. A handler failing for retryable
+        reasons is called again with backoff up to `max_attempts` (default `M3B_CONSUMER_MAX_ATTEMPTS`), then
+        the message is dead-lettered; one whose exception has `retryable = False` at once. After a dead letter
+        the handler returns, so `ack_policy` commits the offset and the partition moves on; `reply_on_failure`
+        answers a request/reply requester then. `dead_letters=False` skips (logged, counted) instead. `raw=True`
+        hands the handler the bytes as received, unvalidated (documents that are not JSON, such as XML BODs)."""
+        policy = self.retry_policy
+        if max_attempts is not None:
+            policy = RetryPolicy(max_attempts=max_attempts, initial_s=policy.initial_s, max_s=policy.max_s)
+
+        def register(handler: Handler) -> Handler:
+            consumer = Consumer(
+                service=self.name,
+                subscriber=title,
+                model=None if raw else topic.payload,
+                handler=handler,
+                dead_letter=self._dead_letter_raw,
+                ack_policy=ack_policy,
+                policy=policy,
+                progress=self.consumers.add(title, topic.name),
+                reply_on_failure=reply_on_failure,
+                dead_letters=dead_letters,
+                stopping=self._stopping.is_set,
+                sleep=self._backoff,
+            )
+            self.broker.subscriber(
+                topic.name,
+                **consumer_options(self.settings, group=group),
+                ack_policy=ack_policy,
+                decoder=raw_body,
+                title=title,
+                description=description,
+                **options,
+            )(entry(consumer, getattr(handler, "__name__", title)))
+            return handler
+
+        return register
+
     async def dead_letter(
         self,
         message: KafkaMessage,
@@ -148,7 +221,41 @@ class ServiceRuntime:
             attempts=attempts,
             details={**(details or {}), **extra},
         )
-        await send_to_dead_letters(self.broker, letter, max_bytes=self.settings.kafka_max_request_size)
+        max_bytes = self.settings.kafka_max_request_size
+        try:
+            await send_to_dead_letters(self.broker, letter, max_bytes=max_bytes)
+        except MessageTooLargeError:
+            # The original (close to the size limit, or base64 of one) does not fit into a letter: keep the
+            # letter without it rather than loop; its origin says where the original is.
+            size = len(message.body or b"")
+            log.warning("dead letter of %s@%s too large: kept without its %d-byte payload", letter.origin_topic,
+                        letter.origin_offset, size)  # fmt: skip
+            trimmed = letter.model_copy(
+                update={
+                    "original_payload": "",
+                    "original_payload_encoding": "utf-8",
+                    "details": {**letter.details, "payload_omitted": f"{size} bytes, larger than a dead letter"},
+                }
+            )
+            await send_to_dead_letters(self.broker, trimmed, max_bytes=max_bytes)
+
+    async def _dead_letter_raw(
+        self,
+        message: Any,
+        *,
+        error_class: str,
+        error_message: str,
+        attempts: int,
+        details: Mapping[str, Any] | None,
+    ) -> None:
+        await self.dead_letter(
+            message, error_class=error_class, error_message=error_message, attempts=attempts, details=details
+        )
+
+    async def _backoff(self, seconds: float) -> None:
+        """The wait between two attempts of a message; cut short when the service stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -168,6 +275,7 @@ class ServiceRuntime:
         finally:
             log.info("%s stopping: draining in-flight work", self.name)
             self.health.stopping = True
+            self._stopping.set()
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
@@ -215,7 +323,7 @@ class ServiceRuntime:
 
     # --- heartbeats --------------------------------------------------------------------------------------
 
-    async def _on_heartbeat(self, beat: Heartbeat) -> None:
+    async def _on_heartbeat(self, beat: Heartbeat, _message: KafkaMessage) -> None:
         previous = self.peers.get(beat.service)
         if previous is None or beat.sent_at >= previous.sent_at:
             self.peers[beat.service] = beat

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -26,6 +26,9 @@ DEFAULT_SECRETS_DIR = Path("/run/secrets")
 DEFAULT_MAPPING_FILE = Path("deploy/config/order-mapping.yaml")
 DEFAULT_CUSTOMER_RULES = Path("deploy/config/customer-sync.yaml")
 CHECKOUT = Path(__file__).resolve().parents[1]
+MAX_CONSUMER_BACKOFF_S = 120.0
+"""Most time the waits between the attempts of one consumed message may add up to (half aiokafka's
+max_poll_interval of 300 s, leaving room for the attempts themselves)."""
 
 
 def config_path(configured: Path) -> Path:
@@ -89,6 +92,37 @@ class BridgeSettings(BaseSettings):
         10.0, gt=0, description="How often the service announces itself on the heartbeat topic."
     )
     shutdown_grace_s: float = Field(20.0, gt=0, description="How long in-flight work may take to drain on shutdown.")
+    consumer_max_attempts: int = Field(
+        8,
+        ge=1,
+        le=30,
+        description="Attempts a consumed message gets while its handling fails for retryable reasons; then it is "
+        "dead-lettered and the partition moves on. Messages that cannot be decoded are dead-lettered at once.",
+    )
+    consumer_backoff_initial_s: float = Field(
+        0.5, gt=0, description="Wait before a consumed message's second attempt; doubles each attempt, plus jitter."
+    )
+    consumer_backoff_max_s: float = Field(10.0, gt=0, description="Longest wait between two attempts of a message.")
+    consumer_stall_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A subscriber on one message this long (or retrying it) is listed as stalled in /healthz.",
+    )
+
+    @model_validator(mode="after")
+    def _backoff_fits_the_poll_interval(self) -> Self:
+        # Retries run inside the handler, while the consumer does not poll: all waits of one message must stay well
+        # under the consumer's max_poll_interval (aiokafka: 300 s), or the group evicts the consumer mid-retry.
+        waits = sum(
+            min(self.consumer_backoff_initial_s * (2**n + 1), self.consumer_backoff_max_s)
+            for n in range(self.consumer_max_attempts - 1)
+        )
+        if waits > MAX_CONSUMER_BACKOFF_S:
+            raise ValueError(
+                f"M3B_CONSUMER_MAX_ATTEMPTS, M3B_CONSUMER_BACKOFF_INITIAL_S and M3B_CONSUMER_BACKOFF_MAX_S allow "
+                f"{waits:.0f}s of waits for one message; keep it under {MAX_CONSUMER_BACKOFF_S:.0f}s"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

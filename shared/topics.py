@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from shared import contracts
 
@@ -22,6 +22,12 @@ class Topic:
     payload: type[BaseModel]
     key: str
     description: str
+    #: What the messages are: JSON of `payload`, or (for raw documents) the bytes as received.
+    content_type: str = "application/json"
+
+
+class BodDocument(RootModel[str]):
+    """An Infor BOD exactly as ION sends it: the XML document itself (content type `application/xml`), not JSON."""
 
 
 QUOTE_APPROVED = Topic(
@@ -69,6 +75,14 @@ AVAILABILITY_REQUEST = Topic(
     "Availability and price questions for inventory-query; set `reply_to` and `correlation_id`: the "
     "AvailabilityReply goes to `reply_to` with the same correlation id.",
 )
+BOD_INBOUND = Topic(
+    "ion.bod.inbound.v1",
+    BodDocument,
+    "BODID (any key works)",
+    "Raw ION BOD documents (XML, as ION sends them to /bods) for bod-listener, which treats them like HTTP "
+    "deliveries; a BOD dead-lettered by bod-listener is replayed here.",
+    content_type="application/xml",
+)
 HEARTBEAT = Topic(
     "m3bridge.heartbeat.v1",
     contracts.Heartbeat,
@@ -78,6 +92,11 @@ HEARTBEAT = Topic(
 
 # Services whose failures go to a dead-letter topic of their own.
 DEAD_LETTER_SERVICES = ("order-writer", "bod-listener", "catalog-sync", "quote-ingest", "inventory-query")
+
+
+def topic_named(name: str) -> Topic | None:
+    """The registered topic of that name (dead-letter topics included), None for one the bridge does not know."""
+    return next((topic for topic in ALL_TOPICS if topic.name == name), None)
 
 
 def dead_letter_topic(service: str) -> Topic:
@@ -100,6 +119,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     M3_CUSTOMER_CHANGED,
     CATALOG_SYNC_REPORT,
     AVAILABILITY_REQUEST,
+    BOD_INBOUND,
     HEARTBEAT,
     *(dead_letter_topic(service) for service in DEAD_LETTER_SERVICES),
 )

@@ -1,28 +1,22 @@
-"""bod-listener wiring: ION BOD deliveries in, normalized M3 change events out."""
+"""bod-listener wiring: ION BODs in (HTTP `/bods` and the inbound topic), normalized M3 change events out."""
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 import logging
-from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field, SecretStr
 
-from shared.bods import BodError, ParsedBod, parse_bod
-from shared.contracts import DeadLetter
-from shared.dead_letters import send_to_dead_letters
+from services.bod_listener.receive import BodReceiver, Origin, bods_total
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
-from shared.kafka import publish
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
-from shared.state import deliveries, fingerprints
+from shared.topics import BOD_INBOUND
 
 log = logging.getLogger(__name__)
-
-DEAD_LETTER_PAYLOAD_BYTES = 256 * 1024
-
-bods_total = Counter("m3bridge_bods_received_total", "ION BOD deliveries by noun and outcome.", ["noun", "outcome"])
 
 
 class BodListenerSettings(BridgeSettings):
@@ -34,28 +28,6 @@ class BodListenerSettings(BridgeSettings):
     bod_signature_header: str = Field("X-M3Bridge-Signature", description="HMAC signature header, for signers.")
     bod_signing_secret: SecretStr = Field(SecretStr(""), description="HMAC key for signed BOD deliveries.")
     bod_max_bytes: int = Field(2_097_152, ge=1024, description="Largest BOD accepted (bytes).")
-
-
-async def process(runtime: ServiceRuntime, settings: BodListenerSettings, bod: ParsedBod) -> tuple[str, str]:
-    """Publish the BOD's events once, in variation order per document. Returns (outcome, detail)."""
-    assert runtime.engine is not None
-    engine = runtime.engine
-    if await deliveries.seen(engine, "bod", bod.bod_id):
-        return "duplicate", f"BOD {bod.bod_id} was already received"
-    entity = f"{bod.noun}:{bod.document_id}"
-    newest = await fingerprints.get(engine, "bod-variation", entity)
-    if newest is not None and bod.variation and bod.variation < int(newest):
-        # ION may deliver an older variation after a newer one: the newer state has been published already.
-        await deliveries.remember(engine, "bod", bod.bod_id)
-        return "stale", f"variation {bod.variation} of {entity} is older than {newest}"
-    for event in bod.events:
-        await publish(
-            runtime.broker, event.topic, event.payload, key=event.key, max_bytes=settings.kafka_max_request_size
-        )
-    if bod.variation:
-        await fingerprints.put(engine, "bod-variation", entity, str(bod.variation))
-    await deliveries.remember(engine, "bod", bod.bod_id)
-    return "published", f"{len(bod.events)} events from {bod.noun} {bod.document_id}"
 
 
 def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntime:
@@ -75,6 +47,20 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
     )
     if not auth.shared_secret and not auth.signing_secret:
         log.warning("no BOD secret configured: every delivery will be refused")
+    parts: dict[str, BodReceiver] = {}
+
+    def receiver() -> BodReceiver:
+        if "receiver" not in parts:
+            raise RuntimeError("bod-listener is not started")
+        return parts["receiver"]
+
+    @runtime.on_startup
+    async def start() -> None:
+        assert runtime.engine is not None
+        parts["receiver"] = BodReceiver(
+            runtime.engine, runtime.broker, service=settings.service_name,
+            max_request_size=settings.kafka_max_request_size,
+        )  # fmt: skip
 
     @runtime.app.post(
         "/bods",
@@ -89,31 +75,39 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
         except RejectedDeliveryError as exc:
             bods_total.labels("-", exc.reason).inc()
             return JSONResponse({"status": "rejected", "reason": exc.reason, "detail": str(exc)}, exc.status)
-        try:
-            bod = parse_bod(body)
-        except BodError as exc:
-            # Kept, not dropped: a person can read why and replay it once the cause is fixed.
-            letter = DeadLetter(
-                service=settings.service_name,
-                origin_topic="http:/bods",
-                origin_partition=0,
-                origin_offset=0,
-                original_headers={"content-type": request.headers.get("content-type", "")},
-                # A dead letter must fit in one Kafka message; the start of a huge document says what it was.
-                original_payload=body[:DEAD_LETTER_PAYLOAD_BYTES].decode(errors="replace"),
-                error_class=exc.reason,
-                error_message=str(exc),
-                details={"bytes": len(body), "truncated": len(body) > DEAD_LETTER_PAYLOAD_BYTES},
-                attempts=1,
-                failed_at=datetime.now(UTC),
-            )
-            await send_to_dead_letters(runtime.broker, letter, max_bytes=settings.kafka_max_request_size)
-            bods_total.labels("-", exc.reason).inc()
-            log.warning("BOD not usable (%s): %s; kept in the dead letters", exc.reason, exc)
-            return JSONResponse({"status": "dead-lettered", "reason": exc.reason, "detail": str(exc)}, 202)
-        outcome, detail = await process(runtime, settings, bod)
-        bods_total.labels(bod.noun, outcome).inc()
-        return JSONResponse({"status": outcome, "detail": detail}, 202 if outcome == "published" else 200)
+        # Kept as the inbound topic's kind of message, so that a replay there is read as XML whatever was sent.
+        received_as = request.headers.get("content-type", "")
+        origin = Origin(via="http", headers={"content-type": BOD_INBOUND.content_type, "received-as": received_as})
+        received = await receiver().receive(body, origin)
+        if received.status == "dead-lettered":
+            log.warning("BOD not usable (%s): %s; kept in the dead letters", received.reason, received.detail)
+            return JSONResponse({"status": "dead-lettered", "reason": received.reason, "detail": received.detail}, 202)
+        status = 202 if received.status == "published" else 200
+        return JSONResponse({"status": received.status, "detail": received.detail}, status)
 
-    runtime.health.set_detail("logic", {"endpoint": "/bods", "max_bytes": settings.bod_max_bytes})
+    @runtime.subscriber(
+        BOD_INBOUND,
+        group="m3bridge.bod-listener.inbound",
+        # Committed once the events (or the dead letter) are on the broker; a failed publish is retried.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        raw=True,  # XML, read as received whatever content type the message claims
+        title="bod-listener/inbound-bods",
+        description="Raw BOD documents (XML) from the inbound topic, handled like HTTP deliveries; dead-lettered "
+        "BODs are replayed here.",
+    )
+    async def on_inbound_bod(body: bytes, message: KafkaMessage) -> None:
+        record: Any = message.raw_message
+        key = record.key.decode(errors="replace") if getattr(record, "key", None) else None
+        origin = Origin(
+            via="kafka", topic=BOD_INBOUND.name, partition=int(getattr(record, "partition", 0)),
+            offset=int(getattr(record, "offset", 0)), key=key,
+            headers={k: str(v) for k, v in message.headers.items()},
+        )  # fmt: skip
+        received = await receiver().receive(body, origin)
+        if received.status == "dead-lettered":
+            log.warning("inbound BOD not usable (%s): %s; kept in the dead letters", received.reason, received.detail)
+
+    runtime.health.set_detail(
+        "logic", {"endpoint": "/bods", "topic": BOD_INBOUND.name, "max_bytes": settings.bod_max_bytes}
+    )
     return runtime

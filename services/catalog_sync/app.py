@@ -188,9 +188,9 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         await runtime.dead_letter(message, error_class="catalog-delta", problems=report.problems)
         deltas["dead_lettered"] += 1
 
-    @runtime.broker.subscriber(
-        ITEM_CHANGED.name,
-        **runtime.subscriber_options(GROUP),
+    @runtime.subscriber(
+        ITEM_CHANGED,
+        group=GROUP,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/items",
         description="Changed M3 items update their QuoteWerks products (status 20 = active).",
@@ -198,9 +198,9 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     async def on_item(event: ItemChanged, message: KafkaMessage) -> None:
         await settle_delta(await sync().on_item(event), message)
 
-    @runtime.broker.subscriber(
-        PRICE_CHANGED.name,
-        **runtime.subscriber_options(GROUP),
+    @runtime.subscriber(
+        PRICE_CHANGED,
+        group=GROUP,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/prices",
         description="Changed prices of the configured price list update QuoteWerks product prices.",
@@ -208,9 +208,9 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     async def on_price(event: PriceChanged, message: KafkaMessage) -> None:
         await settle_delta(await sync().on_price(event), message)
 
-    @runtime.broker.subscriber(
-        INVENTORY_CHANGED.name,
-        **runtime.subscriber_options(GROUP),
+    @runtime.subscriber(
+        INVENTORY_CHANGED,
+        group=GROUP,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/inventory",
         description="Stock changes in the configured warehouse update QuoteWerks product availability.",
@@ -218,9 +218,9 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     async def on_inventory(event: InventoryChanged, message: KafkaMessage) -> None:
         await settle_delta(await sync().on_inventory(event), message)
 
-    @runtime.broker.subscriber(
-        M3_CUSTOMER_CHANGED.name,
-        **runtime.subscriber_options("m3bridge.catalog-sync.customers"),
+    @runtime.subscriber(
+        M3_CUSTOMER_CHANGED,
+        group="m3bridge.catalog-sync.customers",
         # Committed after QuoteWerks has the change (or the dead letter is on the broker); transient failures
         # redeliver.
         ack_policy=AckPolicy.NACK_ON_ERROR,

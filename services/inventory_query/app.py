@@ -11,12 +11,13 @@ from fastapi import HTTPException, Path, Query
 from faststream import AckPolicy
 from faststream.kafka import KafkaResponse
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from services.inventory_query.availability import Availability, InvalidQueryError, NotFoundError, UnavailableError
 from services.inventory_query.m3_reader import M3Reader
 from services.inventory_query.messages import (
     MAX_BATCH,
+    REQUEST,
     REQUEST_TOPIC,
     AvailabilityAnswer,
     AvailabilityQuery,
@@ -25,7 +26,9 @@ from services.inventory_query.messages import (
     BatchAnswer,
     BatchQuery,
     ErrorBody,
+    refusal,
 )
+from shared.consuming import INVALID, UNDECODABLE, Failure
 from shared.contracts import InventoryChanged
 from shared.m3 import m3_client_for
 from shared.runtime import ServiceRuntime
@@ -132,40 +135,41 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
 
     # --- Kafka ---------------------------------------------------------------------------------------------
 
-    @runtime.broker.subscriber(
-        INVENTORY_CHANGED.name,
+    @runtime.subscriber(
+        INVENTORY_CHANGED,
         # No group: every replica keeps its own cache, so every replica must see every change (a group would
         # split the events between them). Nothing is committed; a restarted replica reads the history again.
-        **runtime.subscriber_options(None),
+        group=None,
         ack_policy=AckPolicy.MANUAL,
         title="inventory-query/inventory-changed",
         description="Stock changes in M3 replace the cached figures of that item and warehouse.",
     )
-    async def on_inventory_changed(event: InventoryChanged) -> None:
+    async def on_inventory_changed(event: InventoryChanged, _message: KafkaMessage) -> None:
         availability().apply_change(event)
 
-    @runtime.broker.subscriber(
-        REQUEST_TOPIC,
-        **runtime.subscriber_options("m3bridge.inventory-query.requests"),
-        # A request is answered once or not at all: the requester times out and asks again.
+    def refuse(message: KafkaMessage, failure: Failure) -> KafkaResponse:
+        """A request that was dead-lettered still gets a reply: why it was not answered."""
+        correlation_id = message.correlation_id or None
+        unreadable = failure.error_class in (UNDECODABLE, INVALID)
+        reason = f"{'not an availability request' if unreadable else 'not answered'}: {failure.error_message}"
+        return KafkaResponse(refusal(correlation_id, reason), correlation_id=correlation_id)
+
+    @runtime.subscriber(
+        REQUEST,
+        group="m3bridge.inventory-query.requests",
+        # A request is answered once or not at all: the requester times out and asks again. One attempt (the M3
+        # client retries within the answer deadline); an unreadable or failed request is dead-lettered and answered
+        # with the reason.
         ack_policy=AckPolicy.ACK,
+        max_attempts=1,
+        reply_on_failure=refuse,
         title="inventory-query/availability-requests",
         description="Availability requests; the reply goes to the request's `reply_to` topic.",
     )
-    async def on_request(message: KafkaMessage) -> KafkaResponse:
-        # Read here rather than by the signature, so that a malformed request still gets a reply.
+    async def on_request(request: AvailabilityRequest, message: KafkaMessage) -> KafkaResponse:
         correlation_id = message.correlation_id or None
-        try:
-            request = AvailabilityRequest.model_validate_json(message.body)
-        except ValidationError as exc:
-            reply = AvailabilityReply(
-                correlation_id=correlation_id,
-                error=f"not an availability request: {exc.errors(include_url=False)}"[:2000],
-                answered_at=datetime.now(UTC),
-            )
-        else:
-            lines = await availability().check_many(request.lines)
-            reply = AvailabilityReply(correlation_id=correlation_id, lines=lines, answered_at=datetime.now(UTC))
+        lines = await availability().check_many(request.lines)
+        reply = AvailabilityReply(correlation_id=correlation_id, lines=lines, answered_at=datetime.now(UTC))
         return KafkaResponse(reply, correlation_id=correlation_id)
 
     static = {

@@ -3,6 +3,8 @@ in `shared.contracts`; the request topic is `shared.topics.AVAILABILITY_REQUEST`
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import (
@@ -17,11 +19,13 @@ from shared.contracts import (
 )
 from shared.topics import AVAILABILITY_REQUEST
 
+REQUEST = AVAILABILITY_REQUEST
 REQUEST_TOPIC = AVAILABILITY_REQUEST.name
 MAX_BATCH = AVAILABILITY_MAX_LINES
 
 __all__ = [
     "MAX_BATCH",
+    "REQUEST",
     "REQUEST_TOPIC",
     "AvailabilityAnswer",
     "AvailabilityQuery",
@@ -33,6 +37,7 @@ __all__ = [
     "LineProblem",
     "LineResult",
     "Source",
+    "refusal",
 ]
 
 
@@ -48,3 +53,8 @@ class BatchAnswer(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+def refusal(correlation_id: str | None, reason: str) -> AvailabilityReply:
+    """The reply to a request that gets no answer lines: why (it could not be read, or answering failed)."""
+    return AvailabilityReply(correlation_id=correlation_id, error=reason[:2000], answered_at=datetime.now(UTC))

@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 class OrderWriterSettings(CustomerRulesSettings):
     service_name: str = "order-writer"
     use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
+    unknown_outcome_settle_s: float = Field(
+        1.0,
+        ge=0,
+        description="After a write's answer was lost, wait this long before reading M3 to learn what it did (it may "
+        "still be running).",
+    )
 
 
 def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntime:
@@ -50,12 +56,14 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         http = runtime.http
         m3 = m3_client_for(settings, http)
         assert runtime.engine is not None
-        parts["writer"] = OrderWriter(m3, runtime.engine, rules, use_bulk=settings.use_bulk)
+        parts["writer"] = OrderWriter(
+            m3, runtime.engine, rules, use_bulk=settings.use_bulk, settle_s=settings.unknown_outcome_settle_s
+        )
         parts["customers"] = CustomerSync(writer(), runtime.engine, customer_rules)
 
-    @runtime.broker.subscriber(
-        QUOTE_APPROVED.name,
-        **runtime.subscriber_options("m3bridge.order-writer"),
+    @runtime.subscriber(
+        QUOTE_APPROVED,
+        group="m3bridge.order-writer",
         # The offset is committed after the result (and any dead letter) is on the broker; a crash or a
         # retryable failure redelivers the quote, and the ledger makes the redelivery resume, not repeat.
         ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -79,9 +87,9 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
                 await runtime.dead_letter(message, error_class="held", problems=result.problems)
         await publish(runtime.broker, ORDER_RESULT, result, key=quote.doc_no, max_bytes=settings.kafka_max_request_size)
 
-    @runtime.broker.subscriber(
-        QUOTEWERKS_CUSTOMER_CHANGED.name,
-        **runtime.subscriber_options("m3bridge.order-writer.customers"),
+    @runtime.subscriber(
+        QUOTEWERKS_CUSTOMER_CHANGED,
+        group="m3bridge.order-writer.customers",
         # Committed after M3 has the change (or the dead letter is on the broker); transient failures redeliver.
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="order-writer/customer-changes",

@@ -1,11 +1,10 @@
-"""quote-ingest wiring: the QuoteWerks webhook endpoint, the fallback poller, order results written back."""
+"""quote-ingest wiring: the QuoteWerks webhook endpoint, the safety-net poller, order results written back."""
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field, SecretStr
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from services.quote_ingest.ingest import Ingest, IngestRules
+from services.quote_ingest.poller import Poller
 from services.quote_ingest.webhooks import parse
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
@@ -53,7 +53,23 @@ class QuoteIngestSettings(BridgeSettings):
     approved_statuses: list[str] = Field(
         default_factory=lambda: ["Accepted"], description="DocStatus values that mean approved (free text in QW)."
     )
-    poll_interval_s: float = Field(0.0, ge=0, description="Poll for approved quotes this often; 0 = webhooks only.")
+    poll_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="Safety net behind the webhooks: look for approved quotes not yet published this often "
+        "(default 60 s; 0 = webhooks only, an approval whose webhook is lost is then never ordered).",
+    )
+    poll_overlap_s: float = Field(
+        300.0,
+        ge=0,
+        description="Each poll looks this far back before the newest change the previous poll saw (clock skew, "
+        "late commits in QuoteWerks); what was published already is skipped without fetching it.",
+    )
+    poll_first_lookback_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="How far back the very first poll of a new state store looks for approved quotes.",
+    )
     writeback_order_field: str = Field("CustomText01", description="Quote header field for the M3 order number.")
     writeback_status_field: str = Field("CustomText02", description="Quote header field for the M3 outcome text.")
     writeback_doc_status: str = Field("", description="DocStatus to set once the M3 order exists; empty = leave it.")
@@ -104,26 +120,24 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             ),
         )
         if settings.poll_interval_s > 0:
-            parts["poller"] = asyncio.create_task(poll_forever(), name="quotewerks-poller")
+            poller = Poller(
+                ingest(),
+                runtime.engine,
+                interval_s=settings.poll_interval_s,
+                overlap_s=settings.poll_overlap_s,
+                first_lookback_s=settings.poll_first_lookback_s,
+            )
+            parts["poller"] = poller
+            parts["poller_task"] = asyncio.create_task(poller.run(), name="quotewerks-poller")
 
     @runtime.on_shutdown
     async def stop() -> None:
-        poller = parts.get("poller")
-        if isinstance(poller, asyncio.Task):
-            poller.cancel()
+        poller, task = parts.get("poller"), parts.get("poller_task")
+        if isinstance(poller, Poller):
+            poller.stop()
+        if isinstance(task, asyncio.Task):
             with contextlib.suppress(asyncio.CancelledError):
-                await poller
-
-    async def poll_forever() -> None:
-        since: datetime | None = None
-        while True:
-            try:
-                published, since = await ingest().poll(since)
-                if published:
-                    log.info("poller published %d approved quotes", published)
-            except (QuoteWerksError, DocumentError) as exc:
-                log.warning("poll failed: %s", exc)
-            await asyncio.sleep(settings.poll_interval_s)
+                await asyncio.wait_for(task, settings.shutdown_grace_s)
 
     @runtime.app.post(
         "/webhooks/quotewerks",
@@ -177,9 +191,9 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             return
         write_backs_total.labels(outcome).inc()
 
-    @runtime.broker.subscriber(
-        ORDER_RESULT.name,
-        **runtime.subscriber_options("m3bridge.quote-ingest"),
+    @runtime.subscriber(
+        ORDER_RESULT,
+        group="m3bridge.quote-ingest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-results",
         description="Writes the M3 order number and outcome back onto the QuoteWerks quote.",
@@ -187,9 +201,9 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     async def on_order_result(result: OrderResult, message: KafkaMessage) -> None:
         await write_back(message, result.doc_no, result.outcome, lambda: ingest().write_back(result))
 
-    @runtime.broker.subscriber(
-        ORDER_STATUS.name,
-        **runtime.subscriber_options("m3bridge.quote-ingest.order-status"),
+    @runtime.subscriber(
+        ORDER_STATUS,
+        group="m3bridge.quote-ingest.order-status",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-status",
         description="Writes M3 order status changes (from SalesOrder BODs) onto the quote the order came from.",
@@ -198,11 +212,9 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         doc_no = change.customer_order_number or change.order_number
         await write_back(message, doc_no, "status", lambda: ingest().write_status(change))
 
-    runtime.health.set_detail(
-        "logic",
-        {
-            "webhook": "/webhooks/quotewerks",
-            "poller": f"every {settings.poll_interval_s:g}s" if settings.poll_interval_s else "off",
-        },
-    )
+    def logic() -> dict[str, object]:
+        poller = parts.get("poller")
+        return {"webhook": "/webhooks/quotewerks", "poller": poller.figures() if isinstance(poller, Poller) else "off"}
+
+    runtime.health.set_detail("logic", logic)
     return runtime

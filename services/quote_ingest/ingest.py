@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.quote_ingest.webhooks import Delivery
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.quotewerks import (
+    DocumentError,
     QuoteWerksClient,
     QuoteWerksError,
     customer_from_contact,
@@ -29,6 +30,15 @@ Publish = Callable[[Topic, BaseModel, str], Awaitable[None]]
 """Publishes to a topic with a key and returns once the broker acknowledged."""
 
 Outcome = Literal["published", "duplicate", "ignored"]
+
+APPROVAL_CLAIMS = "quote-approval"
+CUSTOMER_CLAIMS = "qw-customer"
+
+
+def approval_identity(doc_no: str, revision: int) -> str:
+    """What makes an approval one: DocNo + revision. Revision 0 is the DocNo alone (as claims were stored before
+    revisions counted, so an upgrade does not publish approvals again)."""
+    return doc_no if revision == 0 else f"{doc_no}|r{revision}"
 
 
 @dataclass(frozen=True)
@@ -71,46 +81,69 @@ class Ingest:
             return Result("ignored", f"{doc_no} is a {header.get('DocType')}, not a quote")
         if not self._approved(event, header):
             return Result("ignored", f"{doc_no} status {header.get('DocStatus')!r} is not an approval")
-        # An approval is published once per document: a QuoteWerks retry, a replayed delivery or the poller
-        # after the webhook are the same approval. A quote changed after approval is a new revision with its own
-        # DocNo ("Save As Next Revision" clears the approval); a held quote is re-sent with `dead-letters replay`.
-        # (Not LastModified: the bridge's own write-back changes it.)
-        identity = doc_no
-        if await deliveries.seen(self.engine, "quote-approval", identity):
-            return Result("duplicate", f"{doc_no} (this version) was already published")
         approved_at = parse_last_modified(header.get("LastModified")) or datetime.now(UTC)
         quote = quote_from_document(document, approval_event=event or source, approved_at=approved_at)
-        await self.publish(QUOTE_APPROVED, quote, quote.doc_no)
-        await deliveries.remember(self.engine, "quote-approval", identity)
+        # An approval is published once per document revision: a QuoteWerks retry, a replayed delivery, the
+        # poller after the webhook, concurrent deliveries are the same approval. The claim (one insert on a unique
+        # key) comes before the publication, so of concurrent deliveries exactly one publishes; if publishing
+        # fails the claim is released, so a retry can publish. A quote changed after approval is a new revision
+        # with its own DocNo ("Save As Next Revision" clears the approval); a held quote is re-sent with
+        # `dead-letters replay`. (Not LastModified: the bridge's own write-back changes it.)
+        identity = approval_identity(quote.doc_no, quote.revision)
+        async with deliveries.claiming(self.engine, APPROVAL_CLAIMS, identity) as won:
+            if not won:
+                return Result("duplicate", f"{doc_no} (this version) was already published")
+            await self.publish(QUOTE_APPROVED, quote, quote.doc_no)
         log.info("quote %s approved (%s via %s): published", doc_no, event, source)
         return Result("published", f"{doc_no} published to {QUOTE_APPROVED.name}")
 
     async def _customer(self, event: str, account: str, source: str) -> Result:
         contact = await self.quotewerks.customer(account)
         identity = f"{account}|{contact.get('LastModified') or ''}"
-        if await deliveries.seen(self.engine, "qw-customer", identity):
-            return Result("duplicate", f"customer {account} (this version) was already published")
         changed_at = parse_last_modified(contact.get("LastModified")) or datetime.now(UTC)
         change = customer_from_contact(contact, change="updated", changed_at=changed_at)
-        await self.publish(QUOTEWERKS_CUSTOMER_CHANGED, change, change.customer_id)
-        await deliveries.remember(self.engine, "qw-customer", identity)
+        async with deliveries.claiming(self.engine, CUSTOMER_CLAIMS, identity) as won:
+            if not won:
+                return Result("duplicate", f"customer {account} (this version) was already published")
+            await self.publish(QUOTEWERKS_CUSTOMER_CHANGED, change, change.customer_id)
         return Result("published", f"customer {account} published via {source}")
 
     async def poll(self, since: datetime | None) -> tuple[int, datetime | None]:
-        """The fallback when webhooks are off: approved quotes changed since `since`. Returns how many were
-        published and the newest change seen (the next `since`)."""
+        """The safety net behind the webhooks: approved quotes changed since `since` that are not claimed yet are
+        published through the same claim as a webhook delivery. Only those are fetched in full (the claims of a
+        listing are checked in one query). Returns how many were published and the newest change seen (the next
+        `since`). Raises QuoteWerksError when QuoteWerks cannot be read (nothing is skipped then)."""
         published, newest = 0, since
         for status in self.rules.approved_statuses:
-            for header in await self.quotewerks.documents(doc_type="QUOTE", status=status, modified_since=since):
-                doc_no = str(header.get("DocNo") or "")
-                if not doc_no:
-                    continue
-                result = await self._document("poller", doc_no, "poller")
-                published += result.outcome == "published"
+            headers = await self.quotewerks.documents(doc_type="QUOTE", status=status, modified_since=since)
+            listed = {str(h.get("DocNo") or ""): h for h in headers}
+            listed.pop("", None)
+            # A listed header has no revision of its own: a QuoteWerks document is revision 0 (the contract's
+            # default; quote_from_document sets no other). Should they ever differ, this pre-check only misses
+            # and the claim below still decides.
+            identities = {doc_no: approval_identity(doc_no, 0) for doc_no in listed}
+            done = await deliveries.claimed(self.engine, APPROVAL_CLAIMS, identities.values())
+            for doc_no, header in listed.items():
+                if identities[doc_no] not in done:
+                    published += await self._poll_one(doc_no)
                 changed = parse_last_modified(header.get("LastModified"))
                 if changed is not None and (newest is None or changed > newest):
                     newest = changed
         return published, newest
+
+    async def _poll_one(self, doc_no: str) -> bool:
+        """Publish one listed quote; a quote that cannot be published (invalid, gone) is logged and passed."""
+        try:
+            result = await self._document("poller", doc_no, "poller")
+        except DocumentError as exc:
+            log.warning("poller: quote %s cannot be published: %s", doc_no, exc)
+            return False
+        except QuoteWerksError as exc:
+            if exc.retryable:
+                raise
+            log.warning("poller: quote %s not readable: %s", doc_no, exc)
+            return False
+        return result.outcome == "published"
 
     async def write_back(self, result: OrderResult) -> None:
         """Put the M3 order number and status on the quote (raises QuoteWerksError)."""

@@ -1,0 +1,110 @@
+"""What bod-listener does with one BOD document, whether it came over HTTP (`/bods`) or from the inbound topic
+`ion.bod.inbound.v1`: publish its normalized events once, or keep an unusable document as a dead letter whose
+origin is the inbound topic, so that `m3bridge dead-letters replay` sends it back here. No HTTP or Kafka
+wiring here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from faststream.kafka import KafkaBroker
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.bods import BodError, ParsedBod, parse_bod
+from shared.contracts import DeadLetter
+from shared.dead_letters import payload_text, send_to_dead_letters
+from shared.kafka import publish
+from shared.state import deliveries, fingerprints
+from shared.topics import BOD_INBOUND
+
+BOD_CLAIMS = "bod"
+# A dead letter must fit in one Kafka message; the start of a huge document says what it was.
+DEAD_LETTER_PAYLOAD_BYTES = 256 * 1024
+
+bods_total = Counter("m3bridge_bods_received_total", "ION BOD deliveries by noun and outcome.", ["noun", "outcome"])
+
+Status = Literal["published", "duplicate", "stale", "dead-lettered"]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a BOD came from, for its dead letter. HTTP deliveries are kept as if they came from the inbound
+    topic (partition and offset 0): that is where a replay sends them."""
+
+    via: Literal["http", "kafka"] = "http"
+    topic: str = BOD_INBOUND.name
+    partition: int = 0
+    offset: int = 0
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Received:
+    status: Status
+    detail: str
+    reason: str = ""
+
+
+class BodReceiver:
+    def __init__(self, engine: AsyncEngine, broker: KafkaBroker, *, service: str, max_request_size: int) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.service = service
+        self.max_request_size = max_request_size
+
+    async def receive(self, body: bytes, origin: Origin) -> Received:
+        """One BOD document: its events published once, or the document kept as a dead letter."""
+        try:
+            bod = parse_bod(body)
+        except BodError as exc:
+            await self.dead_letter(body, origin, exc)
+            bods_total.labels("-", exc.reason).inc()
+            return Received("dead-lettered", str(exc), exc.reason)
+        status, detail = await self.process(bod)
+        bods_total.labels(bod.noun, status).inc()
+        return Received(status, detail)
+
+    async def process(self, bod: ParsedBod) -> tuple[Status, str]:
+        """Publish the BOD's events once, in variation order per document. The BODID is claimed (one insert)
+        before anything is published, so of concurrent deliveries of one BOD exactly one publishes; when
+        publishing fails the claim is released and the error goes on, so the redelivery publishes."""
+        async with deliveries.claiming(self.engine, BOD_CLAIMS, bod.bod_id) as won:
+            if not won:
+                return "duplicate", f"BOD {bod.bod_id} was already received"
+            entity = f"{bod.noun}:{bod.document_id}"
+            newest = await fingerprints.get(self.engine, "bod-variation", entity)
+            if newest is not None and bod.variation and bod.variation < int(newest):
+                # ION may deliver an older variation after a newer one: the newer state has been published already.
+                return "stale", f"variation {bod.variation} of {entity} is older than {newest}"
+            for event in bod.events:
+                await publish(self.broker, event.topic, event.payload, key=event.key, max_bytes=self.max_request_size)
+            if bod.variation:
+                await fingerprints.put(self.engine, "bod-variation", entity, str(bod.variation))
+        return "published", f"{len(bod.events)} events from {bod.noun} {bod.document_id}"
+
+    async def dead_letter(self, body: bytes, origin: Origin, exc: BodError) -> None:
+        """Kept, not dropped: a person can read why and replay it (to the inbound topic) once the cause is fixed."""
+        payload, encoding = payload_text(body)
+        truncated = len(payload) > DEAD_LETTER_PAYLOAD_BYTES
+        letter = DeadLetter(
+            service=self.service,
+            origin_topic=origin.topic,
+            origin_partition=origin.partition,
+            origin_offset=origin.offset,
+            original_key=origin.key,
+            original_headers=dict(origin.headers),
+            original_payload=payload[:DEAD_LETTER_PAYLOAD_BYTES],
+            original_payload_encoding=encoding,
+            error_class=exc.reason,
+            error_message=str(exc)[:4000],
+            details={"bytes": len(body), "truncated": truncated, "received_via": origin.via},
+            attempts=1,
+            failed_at=datetime.now(UTC),
+        )
+        await send_to_dead_letters(self.broker, letter, max_bytes=self.max_request_size)
