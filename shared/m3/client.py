@@ -57,6 +57,10 @@ class BulkOutcome:
     error: M3Error | None
 
 
+class DeadlinePassedError(M3TransientError):
+    """The call's deadline passed before a request could be sent (nothing reached M3; not M3's fault)."""
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, LeaseError):
         return exc.retryable
@@ -262,6 +266,8 @@ class M3Client:
         was lost raises `M3OutcomeUnknownError` at once."""
         unauthorized_seen = 0
         started = time.monotonic()
+        # The deadline is the whole call's: the lease wait and every attempt's HTTP timeout come out of it.
+        deadline_at = started + self._deadline_s
 
         def retry_wanted(exc: BaseException) -> bool:
             nonlocal unauthorized_seen
@@ -306,6 +312,7 @@ class M3Client:
                     changes=changes,
                     raw=raw,
                     under_tenant=under_tenant,
+                    deadline_at=deadline_at,
                     **request,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
@@ -316,6 +323,9 @@ class M3Client:
         self.breakers.before_call(program, transaction)
         try:
             result = await self._request(program, transaction, *args, **kwargs)
+        except DeadlinePassedError:
+            self.breakers.released(program)
+            raise
         except M3TransientError:
             self.breakers.failed(program)
             raise
@@ -342,9 +352,11 @@ class M3Client:
         changes: bool,
         raw: bool,
         under_tenant: bool,
+        deadline_at: float,
         **request: Any,
     ) -> Any:
-        lease = await self._leases.lease(priority, max_wait_s=self._deadline_s)
+        lease = await self._leases.lease(priority, max_wait_s=self._time_left(deadline_at, program, transaction))
+        timeout_s = min(self._timeout_s, self._time_left(deadline_at, program, transaction))
         base = tenant_base(lease.m3_base_url) if under_tenant else lease.m3_base_url.rstrip("/")
         url = base + path
         request = dict(request)  # the same request is sent again on a retry
@@ -355,7 +367,7 @@ class M3Client:
         }
         started = time.monotonic()
         try:
-            response = await self._http.request(method, url, headers=headers, timeout=self._timeout_s, **request)
+            response = await self._http.request(method, url, headers=headers, timeout=timeout_s, **request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Nothing was sent: safe to send again, write or not.
             self._observe(program, transaction, "connection", started)
@@ -365,7 +377,7 @@ class M3Client:
         except httpx.TimeoutException as exc:
             self._observe(program, transaction, "timeout", started)
             raise _lost_answer(
-                changes, f"no answer within {self._timeout_s:g}s", program=program, transaction=transaction
+                changes, f"no answer within {timeout_s:.3g}s", program=program, transaction=transaction
             ) from exc
         except httpx.TransportError as exc:
             self._observe(program, transaction, "connection", started)
@@ -387,6 +399,17 @@ class M3Client:
             raise M3OutcomeUnknownError(
                 exc.message, status=exc.status, program=program, transaction=transaction
             ) from exc
+
+    def _time_left(self, deadline_at: float, program: str, transaction: str) -> float:
+        """Seconds left of the call's deadline; past it, nothing more is sent."""
+        left = deadline_at - time.monotonic()
+        if left <= 0:
+            raise DeadlinePassedError(
+                f"the {self._deadline_s:g}s deadline passed before the request could be sent",
+                program=program,
+                transaction=transaction,
+            )
+        return left
 
     async def _read(
         self, response: httpx.Response, lease: Lease, program: str, transaction: str, started: float, *, raw: bool

@@ -65,12 +65,14 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         self.plan: dict[str, list[Fault | None]] = defaultdict(list)
         self.sent: Counter[str] = Counter()  # requests that reached M3, by transaction
         self.faults: Counter[str] = Counter()
+        self.timeouts: dict[str, list[float]] = defaultdict(list)  # the read timeout of each request, by transaction
 
     def lose(self, transaction: str, *faults: Fault | None) -> None:
         self.plan[transaction].extend(faults)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         name = transaction_of(request)
+        self.timeouts[name].append(float(request.extensions.get("timeout", {}).get("read") or 0))
         planned = self.plan.get(name)
         fault = planned.pop(0) if planned else None
         if fault is None:
@@ -97,7 +99,7 @@ class FaultyTransport(httpx.AsyncBaseTransport):
 class FaultyM3:
     """An M3 simulator, the transport in front of it and an M3 client using it."""
 
-    def __init__(self, *, max_attempts: int = 4) -> None:
+    def __init__(self, *, max_attempts: int = 4, timeout_s: float = 60.0, deadline_s: float = 120.0) -> None:
         self.sim = M3Simulator(M3Config(today=date(2026, 11, 23), customers=40, items=200))
         app = FastAPI()
         app.include_router(m3_router(self.sim), prefix="/TST/M3/m3api-rest")
@@ -110,6 +112,8 @@ class FaultyM3:
             company=100,
             division="AAA",
             max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            deadline_s=deadline_s,
             backoff_initial_s=0.0,
             backoff_max_s=0.0,
         )

@@ -97,3 +97,18 @@ async def test_an_unknown_outcome_counts_against_the_programs_circuit_breaker(m3
     with pytest.raises(M3OutcomeUnknownError):
         await m3.client.execute_one("OIS100MI", "Confirm", {"ORNO": "T000000999"}, priority=P)
     assert m3.client.breakers.state("OIS100MI") == "open"
+
+
+async def test_the_deadline_is_the_whole_calls_not_each_attempts() -> None:
+    """No attempt may wait longer than what is left of the call's deadline, whatever M3B_M3_TIMEOUT_S says."""
+    m3 = FaultyM3(timeout_s=60.0, deadline_s=5.0)
+    try:
+        m3.transport.lose("GetBasicData", "timeout", "timeout")
+        customer = next(iter(m3.sim.store.customers))
+        await m3.client.execute_one("CRS610MI", "GetBasicData", {"CUNO": customer}, priority=P)
+        sent = m3.transport.timeouts["GetBasicData"]
+        assert len(sent) == 3
+        assert max(sent) <= 5.0
+        assert sent == sorted(sent, reverse=True)  # each retry gets what is left
+    finally:
+        await m3.close()
