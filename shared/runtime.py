@@ -265,9 +265,17 @@ class ServiceRuntime:
             await db.migrate(self.settings.state_url)
             self.engine = db.create_engine(self.settings.state_url)
         self._http = httpx.AsyncClient()
-        for hook in self._on_startup:
-            await hook()
-        await self.broker.start()
+        try:
+            for hook in self._on_startup:
+                await hook()
+            await self.broker.start()
+        except BaseException:
+            # A service that cannot start must not leave its connections open behind it.
+            await self.broker.stop()
+            await self._http.aclose()
+            if self.engine is not None:
+                await self.engine.dispose()
+            raise
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         log.info("%s started on %s:%s", self.name, self.settings.http_host, self.settings.http_port)
         try:

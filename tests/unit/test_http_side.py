@@ -1,11 +1,14 @@
 """The HTTP side every service shares, exercised without starting the broker (no lifespan)."""
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from services import SERVICES
 from shared.correlation import HTTP_HEADER
 from shared.runtime import ServiceRuntime
+from shared.settings import BridgeSettings
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +63,18 @@ def test_every_service_builds_its_runtime() -> None:
         runtime = entry.create_runtime()
         assert runtime.name == entry.name
         assert "logic" in runtime.health.details  # what it does, or that it is not built yet
+
+
+async def test_a_start_hook_that_fails_leaves_nothing_open(tmp_path: Path) -> None:
+    settings = BridgeSettings(service_name="test-start", state_url=f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    failing = ServiceRuntime(settings, title="t", description="d", uses_state=True)
+
+    @failing.on_startup
+    async def boom() -> None:
+        raise RuntimeError("cannot start")
+
+    with pytest.raises(RuntimeError, match="cannot start"):
+        async with failing._lifespan(failing.app):
+            pass
+    assert failing._http is not None
+    assert failing._http.is_closed
