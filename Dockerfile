@@ -29,6 +29,11 @@ ENV PATH="/opt/venv/bin:$PATH" \
     M3B_HTTP_PORT=8000 \
     M3B_LOG_FORMAT=json
 
+# The QuoteWerks SQL connector (mssql+aioodbc) needs unixODBC and an ODBC driver for SQL Server: FreeTDS.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends unixodbc tdsodbc \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 m3bridge \
     && useradd --system --uid 10001 --gid m3bridge --home-dir /app --shell /usr/sbin/nologin m3bridge \
     && mkdir -p /app/var \

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint fmt docs bench keys venv clean help
+.PHONY: run test test-unit lint fmt docs bench chaos keys venv clean help
 
 help:
 	@echo "make run    - the embedded stack: broker, state, every service (Ctrl-C stops it)"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs  - regenerate docs/asyncapi.json and the README settings table"
 	@echo "make bench - benchmarks: the M3 path under the Gateway throttling policy, bridge vs naive"
+	@echo "make chaos - the quote-to-order path under M3 faults, kills, 429s, poison (CHAOS_ARGS='-s a,e -n 40')"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,12 @@ keys: $(STAMP)
 # Benchmarks print figures and ratios; targets are judged by reading them, never by the test suite.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Chaos scenarios against the real processes; one table row each, exit 1 on any defect. Options:
+# CHAOS_ARGS='-s a,e -n 40' (scenarios a-e, quotes per scenario); `$(BIN)/python -m tests.chaos --help`.
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

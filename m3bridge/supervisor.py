@@ -203,14 +203,15 @@ class Supervisor:
             entry.name: self._port(options.port_base + (entry.local_port - 8101) if options.port_base else 0)
             for entry in services
         }
-        # M3 changes reach bod-listener as BODs with a shared secret header, as from an ION connection point.
+        # M3 changes reach bod-listener as ION delivers BODs: IMS v3 multipart messages to its IMS end point, with the
+        # API key header the Gateway adds for the target (an "IMS via ION API" connection point).
         bod_secret = secrets.token_urlsafe(24)
         ion_port = self._port(options.ion_port)
         ionapi = self.state_dir / "sim-tenant.ionapi"
         ion_command = [sys.executable, "-m", "simulators.ion", "--port", str(ion_port), "--ionapi", str(ionapi),
                        "--log-level", "warning"]  # fmt: skip
         if "bod-listener" in ports:
-            ion_command += ["--bod-url", f"http://127.0.0.1:{ports['bod-listener']}/bods"]
+            ion_command += ["--bod-url", f"http://127.0.0.1:{ports['bod-listener']}/ims"]
         ion = Child(
             "ion-sim",
             ion_command,

@@ -8,15 +8,20 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
+from services.bod_listener.ims import ImsConfig, ims_router
 from services.bod_listener.receive import BodReceiver, Origin, bods_total
+from shared.bods import NOUNS, VERBS
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
 from shared.topics import BOD_INBOUND
 
 log = logging.getLogger(__name__)
+
+#: IMS documentName of every BOD the bridge reads: `Sync.ItemMaster`, …, `Show.PriceList`.
+IMS_DOCUMENTS = [f"{verb}.{noun}" for verb in VERBS for noun in NOUNS]
 
 
 class BodListenerSettings(BridgeSettings):
@@ -27,7 +32,35 @@ class BodListenerSettings(BridgeSettings):
     bod_secret: SecretStr = Field(SecretStr(""), description="The shared secret BOD deliveries carry.")
     bod_signature_header: str = Field("X-M3Bridge-Signature", description="HMAC signature header, for signers.")
     bod_signing_secret: SecretStr = Field(SecretStr(""), description="HMAC key for signed BOD deliveries.")
-    bod_max_bytes: int = Field(2_097_152, ge=1024, description="Largest BOD accepted (bytes).")
+    bod_max_bytes: int = Field(
+        2_097_152, ge=1024, description="Largest BOD accepted (bytes): the body of a delivery, and an IMS payload "
+        "once decoded."
+    )  # fmt: skip
+    ims_path_prefix: str = Field(
+        "/ims",
+        description="Path of the ION Messaging Service v3 end point (`ping`, `protocol`, `versions`, "
+        "`v3/multipartMessage` below it): the Context of the deployment in the ION API suite.",
+    )
+    ims_accepted_documents: list[str] = Field(
+        default_factory=lambda: list(IMS_DOCUMENTS),
+        description="IMS documentNames accepted (JSON list); another one is answered 412. Default: every BOD the "
+        "bridge reads (Sync and Show of ItemMaster, CustomerPartyMaster, SalesOrder, InventoryCount, PriceList).",
+    )
+    ims_sender_logical_ids: list[str] = Field(
+        default_factory=list,
+        description="IMS fromLogicalIds accepted (JSON list); another one is answered 403. Empty: any.",
+    )
+    ims_tenant_id: str = Field(
+        "", description="The tenant ION delivers for (header X-TenantId); another one is answered 403. Empty: any."
+    )
+
+    @field_validator("ims_path_prefix")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        path = "/" + value.strip().strip("/")
+        if path == "/" or " " in path:
+            raise ValueError("a path such as /ims")
+        return path
 
 
 def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntime:
@@ -107,7 +140,18 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
         if received.status == "dead-lettered":
             log.warning("inbound BOD not usable (%s): %s; kept in the dead letters", received.reason, received.detail)
 
-    runtime.health.set_detail(
-        "logic", {"endpoint": "/bods", "topic": BOD_INBOUND.name, "max_bytes": settings.bod_max_bytes}
+    # ION Messaging Service v3: how ION delivers through an "IMS via ION API" connection point (ims.py).
+    ims = ImsConfig(
+        accepted_documents=tuple(settings.ims_accepted_documents),
+        sender_logical_ids=tuple(settings.ims_sender_logical_ids),
+        tenant_id=settings.ims_tenant_id,
+        max_bytes=settings.bod_max_bytes,
     )
+    runtime.app.include_router(ims_router(ims, auth, receiver), prefix=settings.ims_path_prefix)
+
+    runtime.health.set_detail(
+        "logic",
+        {"endpoint": "/bods", "ims": f"{settings.ims_path_prefix}/v3/multipartMessage", "topic": BOD_INBOUND.name,
+         "max_bytes": settings.bod_max_bytes},
+    )  # fmt: skip
     return runtime

@@ -23,6 +23,9 @@ from shared.state import deliveries, fingerprints
 from shared.topics import BOD_INBOUND
 
 BOD_CLAIMS = "bod"
+#: IMS deliveries (ION Messaging Service) are also claimed by their messageId: a redelivered message is a duplicate
+#: before its BOD is even read.
+IMS_MESSAGE_CLAIMS = "ims-message"
 # A dead letter must fit in one Kafka message; the start of a huge document says what it was.
 DEAD_LETTER_PAYLOAD_BYTES = 256 * 1024
 
@@ -58,17 +61,39 @@ class BodReceiver:
         self.service = service
         self.max_request_size = max_request_size
 
-    async def receive(self, body: bytes, origin: Origin) -> Received:
-        """One BOD document: its events published once, or the document kept as a dead letter."""
+    async def receive(
+        self, body: bytes, origin: Origin, *, document_name: str | None = None, delivery_id: str | None = None
+    ) -> Received:
+        """One BOD document: its events published once, or the document kept as a dead letter.
+
+        `document_name` (IMS `documentName`, e.g. `Sync.ItemMaster`) must name the BOD inside, else the document is
+        dead-lettered (`document_mismatch`). `delivery_id` (IMS `messageId`) is claimed before the BOD is read: a
+        second delivery of one message is a duplicate, and the claim is released when publishing fails."""
+        if delivery_id is None:
+            return await self._receive(body, origin, document_name)
+        async with deliveries.claiming(self.engine, IMS_MESSAGE_CLAIMS, delivery_id) as won:
+            if not won:
+                bods_total.labels("-", "duplicate").inc()
+                return Received("duplicate", f"message {delivery_id} was already received")
+            return await self._receive(body, origin, document_name)
+
+    async def _receive(self, body: bytes, origin: Origin, document_name: str | None) -> Received:
         try:
             bod = parse_bod(body)
         except BodError as exc:
-            await self.dead_letter(body, origin, exc)
-            bods_total.labels("-", exc.reason).inc()
-            return Received("dead-lettered", str(exc), exc.reason)
+            return await self.reject(body, origin, exc.reason, str(exc))
+        if document_name is not None and document_name.casefold() != f"{bod.verb}.{bod.noun}".casefold():
+            message = f"documentName {document_name!r} but the BOD inside is {bod.verb}{bod.noun} ({bod.bod_id})"
+            return await self.reject(body, origin, "document_mismatch", message)
         status, detail = await self.process(bod)
         bods_total.labels(bod.noun, status).inc()
         return Received(status, detail)
+
+    async def reject(self, body: bytes, origin: Origin, reason: str, message: str) -> Received:
+        """A delivered document that cannot be used: kept as a dead letter with the reason, and counted."""
+        await self.dead_letter(body, origin, reason, message)
+        bods_total.labels("-", reason).inc()
+        return Received("dead-lettered", message, reason)
 
     async def process(self, bod: ParsedBod) -> tuple[Status, str]:
         """Publish the BOD's events once, in variation order per document. The BODID is claimed (one insert)
@@ -88,7 +113,7 @@ class BodReceiver:
                 await fingerprints.put(self.engine, "bod-variation", entity, str(bod.variation))
         return "published", f"{len(bod.events)} events from {bod.noun} {bod.document_id}"
 
-    async def dead_letter(self, body: bytes, origin: Origin, exc: BodError) -> None:
+    async def dead_letter(self, body: bytes, origin: Origin, reason: str, message: str) -> None:
         """Kept, not dropped: a person can read why and replay it (to the inbound topic) once the cause is fixed."""
         payload, encoding = payload_text(body)
         truncated = len(payload) > DEAD_LETTER_PAYLOAD_BYTES
@@ -101,8 +126,8 @@ class BodReceiver:
             original_headers=dict(origin.headers),
             original_payload=payload[:DEAD_LETTER_PAYLOAD_BYTES],
             original_payload_encoding=encoding,
-            error_class=exc.reason,
-            error_message=str(exc)[:4000],
+            error_class=reason,
+            error_message=message[:4000],
             details={"bytes": len(body), "truncated": truncated, "received_via": origin.via},
             attempts=1,
             failed_at=datetime.now(UTC),

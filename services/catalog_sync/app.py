@@ -31,7 +31,7 @@ from shared.customers import load_sync_rules
 from shared.kafka import publish
 from shared.m3 import m3_client_for
 from shared.mapping import load_rules
-from shared.quotewerks import QuoteWerksClient
+from shared.quotewerks_sql import quotewerks_client
 from shared.runtime import ServiceRuntime
 from shared.settings import CustomerRulesSettings, config_path
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, M3_CUSTOMER_CHANGED, PRICE_CHANGED
@@ -43,8 +43,12 @@ GROUP = "m3bridge.catalog-sync"
 
 class CatalogSyncSettings(CustomerRulesSettings):
     service_name: str = "catalog-sync"
-    quotewerks_url: str = Field("http://127.0.0.1:8300", description="Base URL of the QuoteWerks API adapter.")
-    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks API adapter.")
+    quotewerks_url: str = Field(
+        "http://127.0.0.1:8300",
+        description="Base URL of the QuoteWerks HTTP adapter (a database URL is refused: the SQL connector does not "
+        "write products and contacts yet).",
+    )
+    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks HTTP adapter.")
     full_load_interval_s: float = Field(
         86_400.0, ge=0, description="Seconds between scheduled full loads (0 = only at first start and on demand)."
     )
@@ -132,7 +136,10 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             currency=settings.catalog_currency,
             retire_limit=settings.catalog_retire_limit,
         )
-        catalog = QuoteWerksClient(settings.quotewerks_url, settings.quotewerks_api_key, http=http)
+        # The SQL connector does not write products or contacts yet: a database URL is refused here, at start-up.
+        catalog = quotewerks_client(
+            settings.quotewerks_url, settings.quotewerks_api_key, http=http, needs=("products", "customers")
+        )
         parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
         parts["customers"] = CustomerPush(catalog, runtime.engine, customer_rules, countries)
         first = settings.full_load_at_start and not await store.all()

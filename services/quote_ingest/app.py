@@ -20,7 +20,8 @@ from services.quote_ingest.webhooks import parse
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
 from shared.kafka import publish
-from shared.quotewerks import DocumentError, QuoteWerksClient, QuoteWerksError
+from shared.quotewerks import DocumentError, QuoteWerksError
+from shared.quotewerks_sql import DEFAULT_CHANGE_COLUMN, QuoteWerksSqlClient, quotewerks_client
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
 from shared.topics import ORDER_RESULT, ORDER_STATUS, Topic
@@ -35,8 +36,25 @@ write_backs_total = Counter("m3bridge_quote_write_backs_total", "Order results w
 
 class QuoteIngestSettings(BridgeSettings):
     service_name: str = "quote-ingest"
-    quotewerks_url: str = Field("http://127.0.0.1:8300", description="Base URL of the QuoteWerks API adapter.")
-    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks API adapter.")
+    quotewerks_url: str = Field(
+        "http://127.0.0.1:8300",
+        description="QuoteWerks: its SQL Server database (`mssql+aioodbc://user@host:1433/QuoteWerks?driver=FreeTDS"
+        "&TDS_Version=7.4`) or an HTTP adapter's base URL (`http(s)://`, e.g. the simulator).",
+    )
+    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks HTTP adapter.")
+    quotewerks_sql_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of the SQL login when M3B_QUOTEWERKS_URL is a database URL (kept out of the URL).",
+    )
+    quotewerks_sql_change_column: str = Field(
+        DEFAULT_CHANGE_COLUMN,
+        min_length=1,
+        description="DocumentHeaders column that changes whenever a document is saved (polling and optimistic "
+        "concurrency of the write-back), for a database URL.",
+    )
+    quotewerks_sql_time_zone: str = Field(
+        "UTC", description="Time zone the QuoteWerks database's change stamps are in (IANA name, e.g. Europe/Berlin)."
+    )
     webhook_secret_header: str = Field(
         "X-M3Bridge-Webhook-Secret", description="Custom header the QuoteWerks webhook sends the shared secret in."
     )
@@ -107,8 +125,22 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     async def start() -> None:
         http = runtime.http
         assert runtime.engine is not None
+        writable = {settings.writeback_order_field: False, settings.writeback_status_field: True}
+        if settings.writeback_doc_status:
+            writable["DocStatus"] = False
+        quotewerks = quotewerks_client(
+            settings.quotewerks_url,
+            settings.quotewerks_api_key,
+            http=http,
+            needs=("documents",),
+            writable=writable,
+            change_column=settings.quotewerks_sql_change_column,
+            time_zone=settings.quotewerks_sql_time_zone,
+            sql_password=settings.quotewerks_sql_password,
+        )
+        parts["quotewerks"] = quotewerks
         parts["ingest"] = Ingest(
-            QuoteWerksClient(settings.quotewerks_url, settings.quotewerks_api_key, http=http),
+            quotewerks,
             runtime.engine,
             publish_to,
             IngestRules(
@@ -138,6 +170,9 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         if isinstance(task, asyncio.Task):
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, settings.shutdown_grace_s)
+        quotewerks = parts.get("quotewerks")
+        if isinstance(quotewerks, QuoteWerksSqlClient):
+            await quotewerks.aclose()
 
     @runtime.app.post(
         "/webhooks/quotewerks",

@@ -1,8 +1,9 @@
 """Run the ION API simulator: `python -m simulators.ion --host 127.0.0.1 --port 8200 --ionapi var/sim-tenant.ionapi`.
 
-Writes the `.ionapi` file (mode 0600) for its own base URL before it starts serving. `--bod-url URL` sends the BODs
-of M3 changes there, with the shared secret from ION_BOD_SECRET in the `--bod-secret-header` header (kept off the
-command line). Secrets are never printed.
+Writes the `.ionapi` file (mode 0600) for its own base URL before it starts serving. `--bod-url URL` delivers the BODs
+of M3 changes there as ION does (IMS v3 multipart messages to the IMS end point at URL, e.g. bod-listener's /ims;
+`--bod-protocol raw` POSTs the bare XML instead), with the secret from ION_BOD_SECRET in the `--bod-secret-header`
+header (kept off the command line). Secrets are never printed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, help="IonSimConfig as JSON")
     parser.add_argument("--public-url", help="base URL written as `iu` (default http://HOST:PORT)")
     parser.add_argument("--client-credentials", action="store_true", help="write an .ionapi without saak/sask")
-    parser.add_argument("--bod-url", help="POST the BODs of M3 changes to this URL (e.g. bod-listener's /bods)")
+    parser.add_argument("--bod-url", help="deliver the BODs of M3 changes to this IMS end point (bod-listener's /ims)")
+    parser.add_argument("--bod-protocol", choices=["ims", "raw"], help="ims (default): IMS v3; raw: POST the XML")
     parser.add_argument("--bod-secret-header", default="X-M3Bridge-BOD-Secret", help="header for ION_BOD_SECRET")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.bod_url:
         secret = os.environ.get("ION_BOD_SECRET", "")
         headers = {**config.bod_headers, **({args.bod_secret_header: secret} if secret else {})}
-        config = config.model_copy(update={"bod_target_url": args.bod_url, "bod_headers": headers})
+        update: dict[str, object] = {"bod_target_url": args.bod_url, "bod_headers": headers}
+        if args.bod_protocol:
+            update["bod_protocol"] = args.bod_protocol
+        config = config.model_copy(update=update)
     base_url = args.public_url or f"http://{args.host}:{args.port}"
     app = create_app(config)
     write_ionapi(args.ionapi, config, base_url, service_account=not args.client_credentials)

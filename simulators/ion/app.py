@@ -188,6 +188,59 @@ def _m3_admin_router(ion: IonSim) -> APIRouter:
     return router
 
 
+def _inspection_router(ion: IonSim) -> APIRouter:
+    """`GET /__admin/m3/...`: read-only views of the M3 simulator's data (no Gateway, no stats, no BODs), for
+    tests and the chaos suite to measure what M3 really holds: orders by CUOR with their lines, batch orders
+    not (yet) confirmed, customers by name and e-mail."""
+    router = APIRouter(prefix="/__admin/m3", tags=["simulator admin: M3 inspection (read-only)"])
+    fmt = importlib.import_module("simulators.ion.m3.core").fmt  # values as MI answers them
+
+    def _text(value: object) -> str:
+        return str(fmt(value))
+
+    def store() -> Any:
+        if ion.m3 is None:
+            raise HTTPException(501, "no M3 simulator mounted")
+        return ion.m3.store
+
+    @router.get("/orders")
+    async def orders(cuor: str | None = None) -> dict[str, Any]:
+        """Confirmed customer orders (OOHEAD/OOLINE), oldest first; `cuor` selects one customer order number."""
+        rows = []
+        for orno in sorted(store().orders):
+            order = store().orders[orno]
+            head = {name: _text(value) for name, value in order.head.items()}
+            if cuor is not None and head.get("CUOR") != cuor:
+                continue
+            lines = [{name: _text(value) for name, value in line.items()} for line in order.lines]
+            rows.append({**head, "lines": lines})
+        return {"orders": rows}
+
+    @router.get("/batch-orders")
+    async def batch_orders(unconfirmed: bool = False) -> dict[str, Any]:
+        """Batch orders (AddBatchHead … Confirm): status "" new, "15" rejected by Confirm, "90" confirmed (then
+        FINAL_ORNO is the order). `unconfirmed=true`: only those not confirmed (orphans once nobody works on them)."""
+        rows = []
+        for orno, batch in sorted(store().batch_orders.items()):
+            if unconfirmed and batch.status == "90":
+                continue
+            rows.append({
+                "ORNO": orno, "CUNO": batch.head.get("CUNO", ""), "CUOR": batch.head.get("CUOR", ""),
+                "STATUS": batch.status, "LINES": len(batch.lines), "FINAL_ORNO": batch.final_orno or "",
+                "ERRORS": [dict(error) for error in batch.errors],
+            })  # fmt: skip
+        return {"batch_orders": rows}
+
+    @router.get("/customers")
+    async def customers() -> dict[str, Any]:
+        """Every customer (OCUSMA): number, name, e-mail, status, registration date."""
+        fields = ("CUNO", "CUNM", "MAIL", "STAT", "RGDT")
+        rows = [{name: _text(record.get(name)) for name in fields} for record in store().customers.values()]
+        return {"customers": sorted(rows, key=lambda row: row["CUNO"])}
+
+    return router
+
+
 def create_app(
     config: IonSimConfig | None = None,
     *,
@@ -208,6 +261,9 @@ def create_app(
         emitter = bods.BodEmitter(
             config.bod_target_url,
             config.bod_headers,
+            protocol=config.bod_protocol,
+            encodings=config.bod_encodings,
+            tenant=config.tenant,
             attempts=config.bod_retry_attempts,
             backoff_s=config.bod_retry_backoff_s,
             transport=bod_transport,
@@ -225,6 +281,7 @@ def create_app(
     app.include_router(m3_router, prefix=f"/{config.tenant}/M3/m3api-rest")
     app.include_router(_admin_router(ion))
     app.include_router(_m3_admin_router(ion))
+    app.include_router(_inspection_router(ion))
     if m3_sim is not None:
         # Data Lake (Compass v2) over the M3 simulator's tables; under /{tenant}/, so the Gateway applies.
         datalake = importlib.import_module("simulators.ion.datalake")

@@ -1,12 +1,17 @@
-"""ION BODs from the simulated M3: builders (the shapes `shared.bods.parse_bod` reads), the emitter that POSTs them
-to a receiver (the bridge's bod-listener, standing in for an ION connection point), and the publisher that turns
-M3 simulator changes into BODs.
+"""ION BODs from the simulated M3: builders (the shapes `shared.bods.parse_bod` reads), the emitter that delivers them
+to a receiver as ION does (the bridge's bod-listener behind an "IMS via ION API" connection point), and the
+publisher that turns M3 simulator changes into BODs.
 
 - Builders return a `Bod` (noun, document id, variationID, BODID, XML bytes). Element paths: see
   `docs/m3-interfaces.md` ("ION BODs"); builder and parser are written as a pair and tested as round trips.
-- `BodEmitter` POSTs each BOD (`Content-Type: application/xml`, plus configured headers such as a shared secret)
-  with retries and exponential backoff, in order per entity (noun + document id): a BOD is sent only after the
-  previous one for the same entity was delivered or given up. Counts generated/delivered/failed/retries.
+- `BodEmitter` delivers each BOD with the ION Messaging Service v3 (`protocol="ims"`): `POST {target}/v3/
+  multipartMessage`, multipart/form-data with a `ParameterRequest` JSON part (documentName `Sync.ItemMaster`,
+  messageId, from/toLogicalId, encoding, characterSet, …) and a `MessagePayload` part (the BOD, encoding NONE or
+  BASE64 in turn as `encodings` lists them), plus the `X-TenantId` header and configured headers (the API key the
+  Gateway adds for the target). `protocol="raw"` POSTs the bare XML, as a forwarder would. Non-2xx answers and
+  transport errors are retried with exponential backoff (one messageId per BOD, kept across its retries), in order
+  per entity (noun + document id): a BOD is sent only after the previous one for the same entity was delivered or
+  given up. Counts generated/delivered/failed/retries; `last_deliveries` is the delivery log.
 - `BodPublisher` listens on `M3Simulator.on_change`, keeps a variationID per entity, and offers the admin edits
   ("a user changes the record in M3") behind `/__admin/m3/...`.
 """
@@ -14,6 +19,8 @@ M3 simulator changes into BODs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import uuid
 from collections import deque
@@ -33,6 +40,10 @@ from simulators.ion.m3.simulator import ChangeEvent, M3Simulator
 log = logging.getLogger(__name__)
 
 ActionCode = Literal["Add", "Change", "Replace", "Delete"]
+Protocol = Literal["ims", "raw"]
+Encoding = Literal["NONE", "BASE64"]
+#: The IMS v3 message method under the IMS end point's base URL.
+IMS_MESSAGE_PATH = "/v3/multipartMessage"
 # M3 sends Replace for a changed record (the one M3BE sample); Add and Delete are OAGIS' own codes.
 _ACTION_CODES: dict[str, ActionCode] = {"add": "Add", "change": "Replace", "delete": "Delete"}
 
@@ -318,6 +329,15 @@ def build_price_list(
 
 
 # --- emitter ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Delivery:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    message_id: str  # "" for raw deliveries
+    encoding: str  # NONE / BASE64, or "raw"
+
+
 @dataclass
 class DeliveryStats:
     generated: int = 0
@@ -327,6 +347,8 @@ class DeliveryStats:
     not_sent: int = 0  # generated while no target was configured
     last_sent: deque[str] = field(default_factory=lambda: deque(maxlen=100))
     last_failed: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=100))
+    # The delivery log: one entry per delivered or given-up BOD (messageId, document, encoding, answers).
+    last_deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -337,17 +359,63 @@ class DeliveryStats:
             "not_sent": self.not_sent,
             "last_bod_ids": list(self.last_sent),
             "last_failed": list(self.last_failed),
+            "last_deliveries": list(self.last_deliveries),
         }
 
 
+def ims_message(
+    bod: Bod,
+    *,
+    message_id: str,
+    encoding: Encoding,
+    from_logical_id: str,
+    to_logical_id: str,
+    accounting_entity: str = "",
+    location: str = "",
+) -> tuple[bytes, str]:
+    """One IMS v3 multipartMessage body and its Content-Type: the `ParameterRequest` part (JSON) and the
+    `MessagePayload` part (the BOD, base64 when `encoding` is BASE64), each with its fixed Content-Disposition name."""
+    parameters = {
+        "documentName": f"{bod.verb}.{bod.noun}",
+        "messageId": message_id,
+        "fromLogicalId": from_logical_id,
+        "toLogicalId": to_logical_id,
+        "encoding": encoding,
+        "characterSet": "UTF-8",
+        "accountingEntity": accounting_entity,
+        "location": location,
+        "documentId": bod.document_id,
+        "variationId": bod.variation,
+    }
+    payload = base64.b64encode(bod.xml) if encoding == "BASE64" else bod.xml
+    boundary = uuid.uuid4().hex
+    body = b"".join([
+        f"--{boundary}\r\n".encode(),
+        b'Content-Disposition: form-data; name="ParameterRequest"\r\nContent-Type: application/json\r\n\r\n',
+        json.dumps(parameters).encode(),
+        f"\r\n--{boundary}\r\n".encode(),
+        b'Content-Disposition: form-data; name="MessagePayload"\r\nContent-Type: application/octet-stream\r\n'
+        b"Content-Transfer-Encoding: binary\r\n\r\n",
+        payload,
+        f"\r\n--{boundary}--\r\n".encode(),
+    ])  # fmt: skip
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 class BodEmitter:
-    """POSTs BODs to `target_url`, in order per entity, with retries. Call `emit` from the running event loop."""
+    """Delivers BODs to `target_url` (IMS: the IMS end point's base URL; raw: the URL itself), in order per entity,
+    with retries. Call `emit` from the running event loop."""
 
     def __init__(
         self,
         target_url: str | None = None,
         headers: dict[str, str] | None = None,
         *,
+        protocol: Protocol = "ims",
+        encodings: Sequence[Encoding] = ("NONE", "BASE64"),
+        tenant: str = "",
+        from_logical_id: str = M3_LOGICAL_ID,
+        to_logical_id: str = "lid://infor.ims.m3bridge",
         attempts: int = 5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
@@ -356,6 +424,14 @@ class BodEmitter:
     ) -> None:
         self.target_url = target_url
         self.headers = dict(headers or {})
+        self.protocol: Protocol = protocol
+        self.encodings: tuple[Encoding, ...] = tuple(encodings) or ("NONE",)
+        self.tenant = tenant
+        self.from_logical_id = from_logical_id
+        self.to_logical_id = to_logical_id
+        self.accounting_entity = ""  # the ParameterRequest's accountingEntity / location (set by BodPublisher)
+        self.location = ""
+        self._sent = 0  # BODs handed to delivery: picks the encoding in turn
         self.attempts = max(attempts, 1)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -377,7 +453,13 @@ class BodEmitter:
         return len(self._tasks)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"target_url": self.target_url, "pending": self.pending, **self.stats.snapshot()}
+        return {
+            "target_url": self.target_url,
+            "protocol": self.protocol,
+            "encodings": list(self.encodings),
+            "pending": self.pending,
+            **self.stats.snapshot(),
+        }
 
     def emit(self, bod: Bod) -> None:
         self.stats.generated += 1
@@ -391,7 +473,10 @@ class BodEmitter:
             self.stats.not_sent += 1
             return
         previous = self._tails.get(bod.entity)
-        task = loop.create_task(self._deliver_after(previous, bod, self.target_url, dict(self.headers)))
+        encoding = self.encodings[self._sent % len(self.encodings)]
+        self._sent += 1
+        request = self._request(bod, self.target_url, encoding)
+        task = loop.create_task(self._deliver_after(previous, bod, request))
         self._tails[bod.entity] = task
         self._tasks.add(task)
         entity = bod.entity
@@ -402,41 +487,72 @@ class BodEmitter:
         if self._tails.get(key) is task:
             del self._tails[key]
 
-    async def _deliver_after(
-        self, previous: asyncio.Task[None] | None, bod: Bod, url: str, headers: dict[str, str]
-    ) -> None:
+    def _request(self, bod: Bod, target: str, encoding: Encoding) -> _Delivery:
+        """What is sent for one BOD (every retry sends the same, so a redelivery keeps its messageId)."""
+        if self.protocol == "raw":
+            headers = {**self.headers, "Content-Type": "application/xml"}
+            return _Delivery(target, headers, bod.xml, "", "raw")
+        message_id = f"m3bridge-sim-{uuid.uuid4().hex}"
+        body, content_type = ims_message(
+            bod, message_id=message_id, encoding=encoding, from_logical_id=self.from_logical_id,
+            to_logical_id=self.to_logical_id, accounting_entity=self.accounting_entity, location=self.location,
+        )  # fmt: skip
+        headers = {**self.headers, "Content-Type": content_type}
+        if self.tenant:
+            headers["X-TenantId"] = self.tenant
+        return _Delivery(target.rstrip("/") + IMS_MESSAGE_PATH, headers, body, message_id, encoding)
+
+    async def _deliver_after(self, previous: asyncio.Task[None] | None, bod: Bod, request: _Delivery) -> None:
         if previous is not None and not previous.done():
             await asyncio.wait({previous})
-        await self._deliver(bod, url, headers)
+        await self._deliver(bod, request)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(transport=self._transport, timeout=self.timeout_s)
         return self._client
 
-    async def _deliver(self, bod: Bod, url: str, headers: dict[str, str]) -> None:
+    async def _deliver(self, bod: Bod, request: _Delivery) -> None:
+        """Like ION: every answer but a 2xx (and every transport error) is retried, up to `attempts`."""
         problem = ""
+        answers: list[str] = []
         for attempt in range(1, self.attempts + 1):
             try:
-                response = await self._http().post(
-                    url, content=bod.xml, headers={**headers, "Content-Type": "application/xml"}
-                )
+                response = await self._http().post(request.url, content=request.body, headers=request.headers)
             except httpx.HTTPError as exc:
-                problem, retryable = f"{type(exc).__name__}: {exc}", True
+                problem = f"{type(exc).__name__}: {exc}"
             else:
-                if response.status_code < 300:
+                if 200 <= response.status_code < 300:
+                    answers.append(str(response.status_code))
                     self.stats.delivered += 1
                     self.stats.last_sent.append(bod.bod_id)
+                    self._log(bod, request, answers, "delivered", response)
                     return
                 problem = f"HTTP {response.status_code}"
-                retryable = response.status_code >= 500 or response.status_code in (408, 429)
-            if not retryable or attempt == self.attempts:
+            answers.append(problem)
+            if attempt == self.attempts:
                 break
             self.stats.retries += 1
             await asyncio.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
         self.stats.failed += 1
         self.stats.last_failed.append({"bod_id": bod.bod_id, "problem": problem})
-        log.warning("BOD %s not delivered to %s: %s", bod.bod_id, url, problem)
+        self._log(bod, request, answers, "failed", None)
+        log.warning("BOD %s not delivered to %s: %s", bod.bod_id, request.url, problem)
+
+    def _log(
+        self, bod: Bod, request: _Delivery, answers: list[str], result: str, response: httpx.Response | None
+    ) -> None:
+        outcome = ""
+        if response is not None and response.headers.get("content-type", "").startswith("application/json"):
+            try:
+                outcome = str(response.json().get("outcome", ""))
+            except (ValueError, AttributeError):
+                outcome = ""
+        self.stats.last_deliveries.append({
+            "bod_id": bod.bod_id, "document": f"{bod.verb}.{bod.noun}", "document_id": bod.document_id,
+            "message_id": request.message_id, "encoding": request.encoding, "result": result, "answers": answers,
+            "outcome": outcome,
+        })  # fmt: skip
 
     async def drain(self) -> None:
         """Wait until every emitted BOD was delivered or given up (tests)."""
@@ -484,6 +600,7 @@ class BodPublisher:
         self.emitter = emitter
         self.ctx = ctx
         self.variations: dict[str, int] = {}
+        emitter.accounting_entity, emitter.location = ctx.accounting_entity, ctx.location
         sim.on_change.append(self.on_change)
 
     def _variation(self, noun: str, document_id: str) -> int:

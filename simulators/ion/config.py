@@ -163,6 +163,10 @@ class FaultProfile(BaseModel):
         return self
 
 
+def _both_encodings() -> list[Literal["NONE", "BASE64"]]:
+    return ["NONE", "BASE64"]
+
+
 class IonSimConfig(BaseModel):
     """The whole simulator: tenant identity and credentials, token lifetime, Gateway policies, the M3 part."""
 
@@ -184,10 +188,15 @@ class IonSimConfig(BaseModel):
     latency: LatencyProfile = Field(default_factory=LatencyProfile)
     faults: FaultProfile = Field(default_factory=FaultProfile)
     m3: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of simulators.ion.m3.M3Config
-    # ION BODs published on M3 data changes (simulators/ion/bods.py): POSTed to bod_target_url (None = not sent),
-    # with bod_headers (e.g. a shared-secret header), retried bod_retry_attempts times with exponential backoff.
+    # ION BODs published on M3 data changes (simulators/ion/bods.py), delivered as ION does to bod_target_url (None =
+    # not sent): with bod_protocol "ims" it is the IMS end point's base URL (bod-listener's /ims) and each BOD is an
+    # IMS v3 multipartMessage, its payload encoded as bod_encodings list in turn; "raw" POSTs the bare XML there
+    # (a forwarder). bod_headers go with every request (e.g. the API key the Gateway adds for the target); non-2xx
+    # answers are retried bod_retry_attempts times with exponential backoff.
     bod_target_url: str | None = None
     bod_headers: dict[str, str] = Field(default_factory=dict)
+    bod_protocol: Literal["ims", "raw"] = "ims"
+    bod_encodings: list[Literal["NONE", "BASE64"]] = Field(default_factory=_both_encodings, min_length=1)
     bod_retry_attempts: int = Field(default=5, ge=1)
     bod_retry_backoff_s: float = Field(default=0.5, ge=0)
     bod_location: str = ""  # the BODID location part (M3 BOD Processor: warehouse/facility; inferred)

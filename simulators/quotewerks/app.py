@@ -11,6 +11,7 @@ import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from simulators.quotewerks.data import (
     NUMERIC_HEADER_COLUMNS,
     READ_ONLY_HEADER_COLUMNS,
     QwStore,
+    empty_party,
     parse_iso,
 )
 from simulators.quotewerks.webhooks import WebhookHub
@@ -131,6 +133,34 @@ class EventRequest(BaseModel):
     Event: str = Field(pattern=r"^(QuoteValet|QuoteWerks)\.[A-Za-z][A-Za-z0-9]*$")
     DocNo: str | None = None
     CMAccountNo: str | None = None
+
+
+class NewLine(BaseModel):
+    """One product line of POST /__admin/documents: a catalog product, or any part with its own price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ManufacturerPartNumber: str = Field(min_length=1, max_length=255)
+    QtyTotal: int = Field(ge=0)
+    DiscountPercent: float = Field(0, ge=0, le=100)
+    #: For a part not in the catalog (e.g. one M3 does not know): its list price and description.
+    UnitList: float | None = Field(None, ge=0)
+    Description: str = Field("", max_length=4000)
+
+
+class NewDocument(BaseModel):
+    """POST /__admin/documents: a quote created by a sales rep (the simulator's seeding of test data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    Number: str = Field(pattern=r"^[A-Z][0-9A-Z]{1,20}$", description="DocNo without the install prefix")
+    DocName: str = Field("", max_length=255)
+    DocStatus: str = Field("Quoted", min_length=1, max_length=64)
+    ShipVia: str = Field("UPS Ground", max_length=255)
+    #: An existing contact (its SoldTo* fields are copied), or `SoldTo` fields of a party not in the contacts.
+    CMAccountNo: str | None = None
+    SoldTo: dict[str, str] = Field(default_factory=dict, description="SoldTo<Field> -> value")
+    Lines: list[NewLine] = Field(min_length=1, max_length=1000)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
@@ -348,6 +378,40 @@ def _admin_router(app: FastAPI) -> APIRouter:
     async def scenarios() -> dict[str, str]:
         sim: QwSim = app.state.qw
         return sim.scenarios
+
+    @router.post("/documents", status_code=201)
+    async def add_document(body: NewDocument) -> dict[str, Any]:
+        """Create a quote (no event fires: approving it does). 409 when the DocNo exists."""
+        sim: QwSim = app.state.qw
+        store = sim.store
+        if f"{sim.config.doc_prefix}{body.Number}" in store.documents:
+            raise ApiError(409, "document exists", Number=body.Number)
+        if body.CMAccountNo is not None:
+            if body.CMAccountNo not in store.customers:
+                raise ApiError(404, "customer not found", CMAccountNo=body.CMAccountNo)
+            sold_to = store.party("SoldTo", body.CMAccountNo)
+        else:
+            unknown = sorted(k for k in body.SoldTo if k not in empty_party("SoldTo"))
+            if unknown:
+                raise ApiError(400, f"unknown SoldTo fields {unknown}")
+            sold_to = {**empty_party("SoldTo"), **body.SoldTo}
+        lines = []
+        for line in body.Lines:
+            product = store.products.get(line.ManufacturerPartNumber)
+            if line.UnitList is not None or product is None:
+                price = line.UnitList if line.UnitList is not None else 0.0
+                product = {"Price": price, "Cost": price * 0.6, "Description": line.Description or "Non-catalog part",
+                           "UnitOfMeasure": "EA"}  # fmt: skip
+            discount = Decimal(str(line.DiscountPercent))
+            lines.append(
+                store.product_line(line.ManufacturerPartNumber, line.QtyTotal, discount=discount, product=product)
+            )
+        header = store.add_document(
+            body.Number, name=body.DocName or f"Quote {body.Number}", status=body.DocStatus, sold_to=sold_to,
+            ship_via=body.ShipVia, lines=lines, days_ago=0,
+        )  # fmt: skip
+        header["LastModified"] = store.now()
+        return {"DocumentHeader": header, "DocumentItems": store.items[int(header["ID"])]}
 
     @router.post("/events")
     async def fire(body: EventRequest) -> dict[str, Any]:

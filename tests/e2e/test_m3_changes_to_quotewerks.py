@@ -1,6 +1,7 @@
 """M3 changes reach QuoteWerks, and customers go both ways; every box a process.
 
-A user edits a customer in M3 (ION simulator admin) → SyncCustomerPartyMaster BOD → bod-listener →
+A user edits a customer in M3 (ION simulator admin) → SyncCustomerPartyMaster BOD, delivered as ION does (IMS v3
+multipartMessage) → bod-listener →
 `m3.customer.changed.v1` → catalog-sync → QuoteWerks contact manager; a user edits it in QuoteWerks → webhook →
 quote-ingest → `quotewerks.customer.changed.v1` → order-writer → CRS610MI. Each write the bridge makes comes back
 as a change event on the other side, and must be recognised and dropped (no ping-pong): the BODs M3 publishes and
@@ -79,7 +80,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module
         started.callback(listener.kill_all)
         ion = start_ion(
             tmp_path_factory.mktemp("ion"),
-            {"bod_target_url": f"{listener_url}/bods", "bod_headers": {"X-M3Bridge-BOD-Secret": BOD_SECRET}},
+            # As ION delivers: IMS v3 multipart messages to bod-listener's IMS end point, both payload encodings.
+            {
+                "bod_target_url": f"{listener_url}/ims",
+                "bod_headers": {"X-M3Bridge-BOD-Secret": BOD_SECRET},
+                "bod_encodings": ["NONE", "BASE64"],
+            },
         )
         started.callback(ion.stop)
         token_service = start_token_service(ion, kafka_bootstrap, KEYS)
@@ -147,6 +153,9 @@ def test_an_m3_edit_reaches_quotewerks_and_is_not_echoed_back(stack: Stack) -> N
     )
     assert settled(lambda: (stack.bods_generated(), stack.customer_webhooks())) == (bods + 1, hooks + 1)
     assert stack.m3_customer(CUSTOMER)["CUNM"] == "Edited In M3 AB"
+    [delivery] = [d for d in stack.ion.admin("GET", "bods")["last_deliveries"] if d["document_id"] == CUSTOMER]
+    assert delivery["document"] == "Sync.CustomerPartyMaster"
+    assert (delivery["result"], delivery["answers"], delivery["outcome"]) == ("delivered", ["202"], "published")
     record = quotewerks_customer(stack, CUSTOMER)
     assert (record["Company"], record["City"]) == ("Edited In M3 AB", "Lund")
 
@@ -238,3 +247,9 @@ def test_an_item_edited_in_m3_reaches_the_quotewerks_catalog_through_a_bod(stack
     stack.ion.admin("POST", f"m3/items/{part}", {"STAT": "90"})  # no longer sold
     wait_until("the product to be inactive", lambda: product()["Active"] is False, dump=dump(stack))
     assert product()["Description"] == "Pump impeller, bronze"
+    # Both BODs went as IMS v3 messages (NONE or BASE64 payloads, the simulator alternates) and were published.
+    log = [d for d in stack.ion.admin("GET", "bods")["last_deliveries"] if d["document_id"] == part]
+    assert [(d["document"], d["answers"][-1], d["outcome"]) for d in log] == [
+        ("Sync.ItemMaster", "202", "published")
+    ] * 2
+    assert {d["encoding"] for d in log} <= {"NONE", "BASE64"}

@@ -1,5 +1,6 @@
-"""`make run` from the repository: every service healthy within 60 s, then a clean stop on SIGINT or SIGTERM
-with no process left behind (broker included)."""
+"""`make run` from the repository: every service healthy within 60 s, the demo's M3 changes reaching bod-listener
+as ION delivers them (IMS v3 multipart messages), then a clean stop on SIGINT or SIGTERM with no process left behind
+(broker included)."""
 
 import os
 import re
@@ -7,6 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from m3bridge.tansu import free_port, port_open
 from services import SERVICES
 from tests.conftest import ROOT
-from tests.processes import Captured, alive
+from tests.processes import Captured, alive, wait_until
 
 SUMMARY = re.compile(r"\|\s+(?P<name>[a-z-]+)\s+pid (?P<pid>\d+)\s+(?P<where>\S+)")
 
@@ -53,6 +55,22 @@ def assert_all_ready(children: dict[str, tuple[int, str]]) -> None:
     assert httpx.get(f"{token_service}/readyz", timeout=5).json()["checks"]["ion_token"] == "ok"
 
 
+def assert_bods_went_through_ims(stack: Captured, children: dict[str, tuple[int, str]]) -> None:
+    """The demo's order changes M3 (stock, the order): the simulator delivers those BODs to bod-listener's IMS end
+    point, which accepts them (202) and counts them."""
+    ion, listener = children["ion-sim"][1], children["bod-listener"][1]
+
+    def delivered() -> dict[str, Any] | None:
+        stats: dict[str, Any] = httpx.get(f"{ion}/__admin/bods", timeout=5).json()
+        return stats if stats["delivered"] >= 1 and stats["pending"] == 0 else None
+
+    stats = wait_until("the demo's BODs delivered", delivered, 30, dump=lambda: stack.output[-3000:])
+    assert (stats["protocol"], stats["failed"]) == ("ims", 0), stats
+    assert all(d["answers"][-1] == "202" and d["message_id"] for d in stats["last_deliveries"]), stats
+    metrics = httpx.get(f"{listener}/metrics", timeout=5).text
+    assert 'm3bridge_ims_requests_total{endpoint="v3/multipartMessage",status="202"}' in metrics
+
+
 def assert_all_gone(stack: Captured, children: dict[str, tuple[int, str]]) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(alive(pid) for pid, _ in children.values()):
@@ -78,6 +96,7 @@ def test_stack_starts_healthy_and_stops_clean(command: list[str], signum: int, t
         assert_all_ready(children)
         # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
         stack.wait_for_line("written back on the quote: CustomText01='1", 60)
+        assert_bods_went_through_ims(stack, children)
         if signum == signal.SIGINT:
             stack.signal_group(signum)
         else:

@@ -29,7 +29,7 @@ from shared.kafka import MessageTooLargeError, create_broker, publish_raw
 from shared.metrics import messages_published
 from shared.settings import BridgeSettings
 from shared.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
-from simulators.ion.bods import BodContext, build_item_master
+from simulators.ion.bods import BodContext, Encoding, build_item_master, ims_message
 from tests.processes import Captured, wait_until
 from tests.stack import QuoteWerksSim, start_quotewerks, start_service
 
@@ -182,6 +182,29 @@ def test_200_concurrent_deliveries_of_one_bod_give_one_202_and_one_event(
     assert answers == [(200, "duplicate")] * (CONCURRENT - 1) + [(202, "published")], set(answers)
     found = records(kafka_bootstrap, ITEM_CHANGED.name, number)
     assert [ItemChanged.model_validate_json(r.value).description for r in found] == ["Once"]
+
+
+def test_200_concurrent_ims_messages_of_one_bod_give_one_published_and_one_event(
+    bod_listener: tuple[Captured, str], kafka_bootstrap: str
+) -> None:
+    """As ION delivers: IMS v3 messages, half of them redeliveries of one messageId, the others new messages of the
+    same BOD. Both claims (messageId, BODID) hold under concurrency: exactly one is published."""
+    number = item()
+    bod = build_item_master(BodContext(), item_number=number, description="Once via IMS", status="20")
+    redelivered = uuid.uuid4().hex
+    bodies = []
+    for n in range(CONCURRENT):
+        message_id = redelivered if n % 2 else uuid.uuid4().hex
+        encoding: Encoding = "BASE64" if n % 3 else "NONE"
+        body, content_type = ims_message(
+            bod, message_id=message_id, encoding=encoding, from_logical_id="lid://infor.m3.m3", to_logical_id="lid://x"
+        )
+        bodies.append((body, {"Content-Type": content_type, BOD_HEADER: BOD_SECRET}))
+    responses = asyncio.run(_fire(f"{bod_listener[1]}/ims/v3/multipartMessage", bodies))
+    answers = sorted((r.status_code, r.json()["outcome"]) for r in responses)
+    assert answers == [(202, "duplicate")] * (CONCURRENT - 1) + [(202, "published")], set(answers)
+    found = records(kafka_bootstrap, ITEM_CHANGED.name, number)
+    assert [ItemChanged.model_validate_json(r.value).description for r in found] == ["Once via IMS"]
 
 
 def test_a_bod_on_the_inbound_topic_is_processed_like_an_http_delivery(

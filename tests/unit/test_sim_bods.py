@@ -1,4 +1,5 @@
-"""The ION simulator publishing BODs: admin edits and MI changes → BODs POSTed in order, with retries."""
+"""The ION simulator publishing BODs: admin edits and MI changes → BODs delivered as ION does (IMS v3 multipart
+messages, read back here with bod-listener's own IMS reader), in order, with retries."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from services.bod_listener.app import IMS_DOCUMENTS
+from services.bod_listener.ims import ImsConfig, ParameterRequest, codec_of, read_message, to_utf8
 from shared import contracts
 from shared.bods import parse_bod
 from simulators.ion.app import create_app
@@ -20,29 +23,40 @@ pytestmark = pytest.mark.unit
 BASE = "http://ion.test"
 TENANT = "M3BRIDGE_TST"
 M3 = f"/{TENANT}/M3/m3api-rest"
-TARGET = "http://receiver.test/ion/bods"
+TARGET = "http://receiver.test/ims"
 SECRET = {"X-Bod-Secret": "s3cret"}
+IMS = ImsConfig(accepted_documents=tuple(IMS_DOCUMENTS))
 
 
 @dataclass
 class Receiver:
-    """A tiny BOD receiver: records every POST; answers the queued statuses first, then 200."""
+    """A tiny IMS end point: reads every message (the BOD XML and its ParameterRequest); answers the queued statuses
+    first, then 202. `/raw` takes bare XML."""
 
     statuses: list[int] = field(default_factory=list)
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)  # headers, the BOD XML
+    parameters: list[ParameterRequest] = field(default_factory=list)
     accepted: list[bytes] = field(default_factory=list)
 
     def app(self) -> FastAPI:
         app = FastAPI()
 
-        @app.post("/ion/bods")
-        async def receive(request: Request) -> Response:
-            body = await request.body()
-            self.requests.append((dict(request.headers), body))
-            status = self.statuses.pop(0) if self.statuses else 200
-            if status == 200:
-                self.accepted.append(body)
+        def answer(headers: dict[str, str], xml: bytes) -> Response:
+            self.requests.append((headers, xml))
+            status = self.statuses.pop(0) if self.statuses else 202
+            if status == 202:
+                self.accepted.append(xml)
             return Response(status_code=status)
+
+        @app.post("/ims/v3/multipartMessage")
+        async def multipart_message(request: Request) -> Response:
+            message = read_message(request.headers["content-type"], await request.body(), IMS)
+            self.parameters.append(message.parameters)
+            return answer(dict(request.headers), to_utf8(message.payload, codec_of(message.parameters.character_set)))
+
+        @app.post("/raw")
+        async def raw(request: Request) -> Response:
+            return answer(dict(request.headers), await request.body())
 
         return app
 
@@ -92,8 +106,13 @@ async def test_admin_item_edit_sends_one_sync_item_master(rig: Rig) -> None:
     await rig.drain()
 
     [(headers, body)] = rig.receiver.requests
-    assert headers["content-type"] == "application/xml"
-    assert headers["x-bod-secret"] == "s3cret"
+    assert headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert (headers["x-bod-secret"], headers["x-tenantid"]) == ("s3cret", TENANT)
+    [parameters] = rig.receiver.parameters
+    assert (parameters.document_name, parameters.encoding, parameters.character_set) == (
+        "Sync.ItemMaster", "NONE", "UTF-8"
+    )  # fmt: skip
+    assert (parameters.from_logical_id, parameters.accounting_entity) == ("lid://infor.m3.m3", "100_AAA")
     parsed = parse_bod(body)
     assert (parsed.verb, parsed.noun, parsed.document_id) == ("Sync", "ItemMaster", "ITM000001")
     assert len(parsed.bod_id) == 36  # a UUID, as M3 sends
@@ -104,6 +123,20 @@ async def test_admin_item_edit_sends_one_sync_item_master(rig: Rig) -> None:
     stats = (await rig.client.get("/__admin/bods")).json()
     assert (stats["delivered"], stats["failed"], stats["pending"]) == (1, 0, 0)
     assert stats["last_bod_ids"] == [parsed.bod_id]
+    [logged] = stats["last_deliveries"]
+    assert (logged["document"], logged["message_id"], logged["encoding"]) == (
+        "Sync.ItemMaster", parameters.message_id, "NONE"
+    )  # fmt: skip
+    assert (logged["result"], logged["answers"]) == ("delivered", ["202"])
+
+
+async def test_payloads_are_sent_in_each_configured_encoding_in_turn(rig: Rig) -> None:
+    for name in ("One", "Two", "Three"):
+        await rig.client.post("/__admin/m3/items/ITM000006", json={"ITDS": name})
+    await rig.drain()
+    assert [p.encoding for p in rig.receiver.parameters] == ["NONE", "BASE64", "NONE"]
+    descriptions = [parse_bod(body).events[0].payload.description for body in rig.receiver.accepted]  # type: ignore[attr-defined]
+    assert descriptions == ["One", "Two", "Three"]
 
 
 async def test_the_edit_is_visible_to_mi_reads(rig: Rig) -> None:
@@ -139,6 +172,7 @@ async def test_retries_after_500s_then_delivers(rig: Rig) -> None:
     await rig.drain()
 
     assert len(rig.receiver.requests) == 3
+    assert len({p.message_id for p in rig.receiver.parameters}) == 1  # a redelivery is the same message
     [body] = rig.receiver.accepted
     event = parse_bod(body).events[0]
     assert isinstance(event.payload, contracts.PriceChanged)
@@ -147,19 +181,20 @@ async def test_retries_after_500s_then_delivers(rig: Rig) -> None:
     assert (stats["delivered"], stats["failed"], stats["retries"]) == (1, 0, 2)
 
 
-async def test_gives_up_after_the_configured_attempts_and_4xx_is_not_retried(rig: Rig) -> None:
+async def test_gives_up_after_the_configured_attempts_and_any_non_2xx_is_retried(rig: Rig) -> None:
     rig.receiver.statuses = [500, 500, 500]
     await rig.client.post("/__admin/m3/customers/C000001", json={"CUNM": "Gone Ltd"})
     await rig.drain()
     assert len(rig.receiver.requests) == 3  # bod_retry_attempts
 
-    rig.receiver.statuses = [401]
+    rig.receiver.statuses = [401, 412, 400]
     await rig.client.post("/__admin/m3/customers/C000002", json={"CUNM": "Wrong secret Ltd"})
     await rig.drain()
-    assert len(rig.receiver.requests) == 4
+    assert len(rig.receiver.requests) == 6
     stats = (await rig.client.get("/__admin/bods")).json()
     assert (stats["delivered"], stats["failed"]) == (0, 2)
-    assert [f["problem"] for f in stats["last_failed"]] == ["HTTP 500", "HTTP 401"]
+    assert [f["problem"] for f in stats["last_failed"]] == ["HTTP 500", "HTTP 400"]
+    assert stats["last_deliveries"][-1]["answers"] == ["HTTP 401", "HTTP 412", "HTTP 400"]
 
 
 async def test_balance_and_customer_edits(rig: Rig) -> None:
@@ -274,3 +309,19 @@ async def test_target_can_be_set_at_run_time_and_nothing_is_sent_without_one() -
     [(headers, body)] = receiver.requests
     assert headers["x-bod-secret"] == "s3cret"
     assert parse_bod(body).variation == 2  # the variation counts every change, sent or not
+
+
+async def test_raw_protocol_posts_the_bare_xml_as_a_forwarder_would() -> None:
+    receiver = Receiver()
+    config = IonSimConfig(
+        throttle=ThrottlePolicy(enabled=False), m3={"customers": 5, "items": 10},
+        bod_target_url="http://receiver.test/raw", bod_protocol="raw",
+    )  # fmt: skip
+    app = create_app(config, bod_transport=httpx.ASGITransport(app=receiver.app()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+        await client.post("/__admin/m3/items/ITM000001", json={"ITDS": "Forwarded"})
+        await app.state.ion.bods.emitter.drain()
+    await app.state.ion.bods.emitter.aclose()
+    [(headers, body)] = receiver.requests
+    assert headers["content-type"] == "application/xml"
+    assert parse_bod(body).events[0].payload.description == "Forwarded"  # type: ignore[attr-defined]
