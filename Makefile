@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/m3bridge run
+	$(BIN)/m3bridge run $(if $(QUOTEWERKS),--quotewerks $(QUOTEWERKS))
 
 test: $(STAMP)
 	$(BIN)/pytest -q

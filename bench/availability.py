@@ -21,7 +21,7 @@ import httpx
 
 from m3bridge.tansu import EmbeddedBroker
 from shared.topics import ensure_topics
-from tests.stack import IonSim, start_ion, start_service, start_token_service
+from tests.stack import READ, IonSim, start_ion, start_service, start_token_service
 
 LATENCY_MS = int(os.environ.get("M3B_BENCH_LATENCY_MS", "50"))
 COLD_ITEMS = 40
@@ -38,7 +38,8 @@ def m3_calls(ion: IonSim) -> int:
 
 
 async def measure(url: str, ion: IonSim) -> list[str]:
-    async with httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=REPS * 2)) as http:
+    limits = httpx.Limits(max_connections=REPS * 2)
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits, headers=READ) as http:
 
         async def check(item: str) -> float:
             started = time.monotonic()

@@ -26,7 +26,7 @@ import httpx
 
 from m3bridge.tansu import EmbeddedBroker
 from shared.topics import ensure_topics
-from tests.stack import IonSim, start_ion, start_quotewerks, start_service, start_token_service
+from tests.stack import OPERATOR, IonSim, start_ion, start_quotewerks, start_service, start_token_service
 
 ITEMS = int(os.environ.get("M3B_BENCH_FULL_LOAD_ITEMS", "100000"))
 LATENCY_MS = int(os.environ.get("M3B_BENCH_LATENCY_MS", "50"))
@@ -43,7 +43,7 @@ def run(ion: IonSim, url: str, path: str | None) -> dict[str, Any]:
     accepted, throttled = gateway(ion)
     started = time.monotonic()
     params = {"wait": "true", **({"path": path} if path else {})}
-    response = httpx.post(f"{url}/v1/sync/full", params=params, timeout=3600)
+    response = httpx.post(f"{url}/v1/sync/full", params=params, headers=OPERATOR, timeout=3600)
     response.raise_for_status()
     report: dict[str, Any] = response.json()
     after_accepted, after_throttled = gateway(ion)

@@ -5,7 +5,7 @@ m3bridge run                    the embedded stack (`make run`)
 m3bridge migrate                bring the state store to the newest schema
 m3bridge topics                 create the bridge's topics that are missing
 m3bridge docs [--check]         regenerate docs/asyncapi.json and the README settings table
-m3bridge keys --out DIR         generate token-service keys as secret files for docker compose
+m3bridge keys --out DIR         generate the keys and passwords docker compose reads as secret files
 m3bridge dead-letters list|replay --service order-writer [--key DocNo] [--error-class held]
 m3bridge dry-run QUOTE.json [--customer CUNO]   the M3 calls the order mapping makes of a quote
 """
@@ -43,6 +43,7 @@ def _migrate(_options: argparse.Namespace) -> int:
 
 
 def _topics(options: argparse.Namespace) -> int:
+    from shared.kafka import aiokafka_client_options
     from shared.settings import BridgeSettings
     from shared.topics import ensure_topics
 
@@ -52,6 +53,9 @@ def _topics(options: argparse.Namespace) -> int:
             settings.kafka_bootstrap_servers,
             partitions=options.partitions or settings.kafka_topic_partitions,
             replication=options.replication or settings.kafka_topic_replication,
+            # The services' own connection (M3B_KAFKA_SECURITY_PROTOCOL, M3B_KAFKA_SASL_*).
+            client_options=aiokafka_client_options(settings),
+            dead_letter_retention_ms=settings.kafka_dead_letter_retention_ms,
         )
     )
     print(f"created {len(created)} topics: {', '.join(created) or '-'}")
@@ -82,6 +86,10 @@ def _keys(options: argparse.Namespace) -> int:
     files |= {out / f"{name}.key": key for name, key in keys.items()}
     # The secrets senders put in a custom header: configure the same value in QuoteWerks' webhook / ION.
     files |= {out / "webhook-secret": secrets.token_urlsafe(32), out / "bod-secret": secrets.token_urlsafe(32)}
+    # PostgreSQL's password in docker compose: the postgres container and M3B_STATE_PASSWORD read this file.
+    files |= {out / "postgres-password": secrets.token_urlsafe(32)}
+    # The bridge's own API: operators (M3B_OPERATOR_KEY, e.g. sync now) and readers (M3B_READ_KEY, availability).
+    files |= {out / "operator-key": secrets.token_urlsafe(32), out / "read-key": secrets.token_urlsafe(32)}
     existing = [path for path in files if path.exists()]
     if existing and not options.force:
         print(f"{existing[0]} exists; --force replaces all keys (restart every service afterwards)", file=sys.stderr)
@@ -90,6 +98,12 @@ def _keys(options: argparse.Namespace) -> int:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
+    # What the site supplies (the QuoteWerks adapter's key, the QuoteWerks SQL login's password): empty files, so
+    # docker compose starts, for the operator to fill in; never overwritten.
+    for name in ("quotewerks-api-key", "quotewerks-sql-password"):
+        path = out / name
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     print(f"wrote {len(files)} key files to {out} (mode 0600); never commit them")
     return 0
 
@@ -149,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("--check", action="store_true", help="fail if the committed documents are stale")
     docs.set_defaults(handler=_docs)
 
-    keys = commands.add_parser("keys", help="generate token-service keys (service-keys.json + <service>.key)")
+    keys = commands.add_parser(
+        "keys",
+        help="generate the compose secrets (token-service keys, webhook/BOD secrets, PostgreSQL password, operator and "
+        "read keys)",
+    )
     keys.add_argument("--out", type=Path, default=Path("deploy/secrets"), help="folder to write them to")
     keys.add_argument("--force", action="store_true", help="replace existing keys")
     keys.set_defaults(handler=_keys)

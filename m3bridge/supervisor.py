@@ -3,7 +3,8 @@
 Starts the embedded broker (Tansu), migrates the SQLite state store, creates the topics, then starts every
 service as its own process with prefixed, coloured log lines; waits until each answers ready on /readyz and
 prints where everything listens. SIGINT or SIGTERM stops the services (they drain), then the broker; a process
-that will not stop is killed, and children die with the supervisor even if it is killed itself.
+that will not stop is killed, and children die with the supervisor even if it is killed itself. `--quotewerks db`
+replaces the QuoteWerks simulator with a local SQLite database of its schema (`m3bridge.local_quotewerks`).
 
 A hand-written supervisor rather than honcho: start-up has an order (broker, migrations, topics, services),
 readiness is an HTTP check, and shutdown must reach whole process groups.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from m3bridge import tansu
+from m3bridge import local_quotewerks, tansu
 from services import SERVICES, m3_callers
 from shared.state import db
 from shared.topics import ensure_topics
@@ -73,6 +74,13 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.width = max(len(name) for name in [*SERVICES, *SIMULATORS, "kafka", "supervisor"])
         self.demo_target: tuple[str, str] | None = None
+        self.quotewerks_db: Path | None = None  # `--quotewerks db`: the SQLite file quote-ingest polls
+        self.demo_quotes: list[str] = []
+        self.ingest_view: local_quotewerks.IngestView | None = None
+        self.poll_interval = os.environ.get("M3B_POLL_INTERVAL_S", local_quotewerks.POLL_INTERVAL_S)
+        # This run's keys of the bridge's own API (operator actions, availability reads), shown in the banner.
+        self.operator_key = os.environ.get("M3B_OPERATOR_KEY") or secrets.token_urlsafe(24)
+        self.read_key = os.environ.get("M3B_READ_KEY") or secrets.token_urlsafe(24)
 
     # --- output --------------------------------------------------------------------------------------
 
@@ -157,6 +165,8 @@ class Supervisor:
         self._print_summary(time.monotonic() - started)
         if self.options.demo and self.demo_target is not None and "quote-ingest" in self._names():
             await self._demo(*self.demo_target)
+        elif self.options.demo and self.quotewerks_db is not None and "quote-ingest" in self._names():
+            await self._demo_database()
         watchers = [asyncio.create_task(child.process.wait()) for child in self.children if child.process is not None]
         stop_wait = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait([stop_wait, *watchers], return_when=asyncio.FIRST_COMPLETED)
@@ -225,19 +235,10 @@ class Supervisor:
         # QuoteWerks sends approvals and customer changes to quote-ingest with a shared secret in a custom header,
         # as the real one does.
         webhook_secret, qw_api_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        qw_port = self._port(options.quotewerks_port)
-        quotewerks = Child(
-            "quotewerks-sim",
-            [sys.executable, "-m", "simulators.quotewerks", "--port", str(qw_port), "--log-level", "warning",
-             "--webhook-url", f"http://127.0.0.1:{ports.get('quote-ingest', 8102)}/webhooks/quotewerks",
-             "--webhook-event", "QuoteValet.Accepted", "--webhook-event", "QuoteWerks.CustomerChanged"],
-            {**os.environ, "PYTHONUNBUFFERED": "1", "QW_API_KEY": qw_api_key, "QW_WEBHOOK_SECRET": webhook_secret},
-            port=qw_port,
-            ready_path="/healthz",
-        )  # fmt: skip
-        self.children.append(quotewerks)
-        await self._spawn(quotewerks, len(self.children))
-        self.demo_target = (quotewerks.url, qw_api_key)
+        if options.quotewerks == "db":
+            qw_url = await self._create_quotewerks_db()
+        else:
+            qw_url = await self._start_quotewerks_sim(ports, webhook_secret, qw_api_key)
 
         # Each service gets its own key for token-service; they live only in these processes' environments.
         keys = {name: secrets.token_urlsafe(24) for name in m3_callers()}
@@ -248,6 +249,8 @@ class Supervisor:
             "M3B_LOG_FORMAT": os.environ.get("M3B_LOG_FORMAT", "text"),
             "M3B_HTTP_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
+            # Local runs serve /docs and /openapi.json (off by default in a deployment).
+            "M3B_HTTP_DOCS": os.environ.get("M3B_HTTP_DOCS", "true"),
         }
         token_service_url = f"http://127.0.0.1:{ports.get('token-service', 8101)}"
         for entry in services:
@@ -261,11 +264,18 @@ class Supervisor:
             if entry.name == "token-service":
                 env |= {"M3B_ION_API_FILE": str(ionapi), "M3B_SERVICE_KEYS": json.dumps(keys)}
             if entry.name in ("quote-ingest", "catalog-sync"):
-                env |= {"M3B_QUOTEWERKS_URL": quotewerks.url, "M3B_QUOTEWERKS_API_KEY": qw_api_key}
+                env |= {"M3B_QUOTEWERKS_URL": qw_url, "M3B_QUOTEWERKS_API_KEY": qw_api_key}
             if entry.name == "quote-ingest":
                 env |= {"M3B_WEBHOOK_SECRET": webhook_secret}
+                if self.quotewerks_db is not None:
+                    # No webhooks from a database: the poll is the only way in, so it runs every few seconds.
+                    env |= {**local_quotewerks.INGEST_ENV, "M3B_POLL_INTERVAL_S": self.poll_interval}
             if entry.name == "bod-listener":
                 env |= {"M3B_BOD_SECRET": bod_secret}
+            if entry.name == "catalog-sync":
+                env |= {"M3B_OPERATOR_KEY": self.operator_key}
+            if entry.name == "inventory-query":
+                env |= {"M3B_OPERATOR_KEY": self.operator_key, "M3B_READ_KEY": self.read_key}
             child = Child(
                 entry.name, [sys.executable, "-m", "m3bridge.cli", "serve", entry.name], env, port=ports[entry.name]
             )
@@ -283,6 +293,34 @@ class Supervisor:
                 raise RuntimeError("interrupted while starting")
             stop.cancel()
             gathered.result()
+
+    async def _start_quotewerks_sim(self, ports: dict[str, int], webhook_secret: str, api_key: str) -> str:
+        qw_port = self._port(self.options.quotewerks_port)
+        quotewerks = Child(
+            "quotewerks-sim",
+            [sys.executable, "-m", "simulators.quotewerks", "--port", str(qw_port), "--log-level", "warning",
+             "--webhook-url", f"http://127.0.0.1:{ports.get('quote-ingest', 8102)}/webhooks/quotewerks",
+             "--webhook-event", "QuoteValet.Accepted", "--webhook-event", "QuoteWerks.CustomerChanged"],
+            {**os.environ, "PYTHONUNBUFFERED": "1", "QW_API_KEY": api_key, "QW_WEBHOOK_SECRET": webhook_secret},
+            port=qw_port,
+            ready_path="/healthz",
+        )  # fmt: skip
+        self.children.append(quotewerks)
+        await self._spawn(quotewerks, len(self.children))
+        self.demo_target = (quotewerks.url, api_key)
+        return quotewerks.url
+
+    async def _create_quotewerks_db(self) -> str:
+        """`--quotewerks db`: no QuoteWerks simulator; a SQLite file of the QuoteWerks schema subset with the demo
+        quotes, which quote-ingest (polling) and catalog-sync use through the SQL connector."""
+        path = self.state_dir / local_quotewerks.DATABASE_FILE
+        self.ingest_view = local_quotewerks.ingest_view()
+        approved = {self.ingest_view.approved_status.casefold()}
+        self.demo_quotes = await local_quotewerks.create(path, keep=self.options.keep_state, approved=approved)
+        self.quotewerks_db = path
+        url = local_quotewerks.database_url(path)
+        self.say("supervisor", f"QuoteWerks database {url} with quotes {', '.join(self.demo_quotes)}")
+        return url
 
     async def _stop_all(self) -> None:
         # Services first (they drain and revoke their token against the simulator), then simulators, then Kafka.
@@ -335,6 +373,42 @@ class Supervisor:
             except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
                 say(f"demo could not run: {type(exc).__name__}: {exc}")
 
+    async def _demo_database(self) -> None:
+        """Approve a demo quote in the QuoteWerks database as a save in QuoteWerks would (DocStatus and the change
+        stamp) and follow it to the M3 order number written back on it."""
+        say = functools.partial(self.say, "demo")
+        assert self.quotewerks_db is not None
+        assert self.ingest_view is not None
+        view = self.ingest_view
+        database = local_quotewerks.LocalQuoteWerks(self.quotewerks_db, view)
+        try:
+            doc_no = await database.first_open(self.demo_quotes)
+            if doc_no is None:
+                say("every demo quote is approved or ordered already (--keep-state): nothing to approve")
+                return
+            started = time.monotonic()
+            say(f"approving quote {doc_no} in the QuoteWerks database: DocStatus={view.approved_status!r} and a new "
+                "LastModified (no webhook: quote-ingest's poll finds it)")  # fmt: skip
+            await database.approve(doc_no)
+            deadline = started + 60
+            while time.monotonic() < deadline and not self.stopping.is_set():
+                header = await database.header(doc_no) or {}
+                if header.get(view.status_field):
+                    elapsed = time.monotonic() - started
+                    say(f"+{elapsed:5.2f}s  polled, published, ordered in M3 through token-service and the ION Gateway")
+                    say(
+                        f"+{elapsed:5.2f}s  written back on the quote: {view.order_field}="
+                        f"{header.get(view.order_field)!r} {view.status_field}={header[view.status_field]!r}"
+                    )
+                    return
+                await asyncio.sleep(0.2)
+            if not self.stopping.is_set():
+                say("the demo quote did not come back within 60 s: see the log lines above")
+        except Exception as exc:  # the demo is a show; the stack keeps running
+            say(f"demo could not run: {type(exc).__name__}: {exc}")
+        finally:
+            await database.aclose()
+
     def _print_summary(self, elapsed_s: float) -> None:
         self.say("supervisor", f"M3 Bridge is up in {elapsed_s:.1f}s. Ctrl-C stops everything.")
         for child in self.children:
@@ -346,7 +420,28 @@ class Supervisor:
             else:
                 where = f"{child.url}  (/healthz /readyz /metrics /docs)"
             self.say("supervisor", f"  {child.name:<{self.width}} pid {pid:<8} {where}")
+        if self.quotewerks_db is not None and self.ingest_view is not None:
+            url = local_quotewerks.database_url(self.quotewerks_db)
+            self.say("supervisor", f"  QuoteWerks: the SQLite database {url} (no simulator, no webhooks: quote-ingest "
+                     f"polls it every {self.poll_interval} s)")  # fmt: skip
+            others = self.demo_quotes[1:] or self.demo_quotes
+            if others:
+                how = local_quotewerks.approve_by_hand(self.quotewerks_db, others[0], self.ingest_view)
+                self.say("supervisor", f"  approve another quote by hand: {how}")
+        elif self.demo_target is not None:
+            self.say("supervisor", f"  QuoteWerks: the simulator at {self.demo_target[0]}")
+        self._print_keys()
         self.say("supervisor", "READY")
+
+    def _print_keys(self) -> None:
+        """How to call the routes behind this run's operator and read keys."""
+        urls = {child.name: child.url for child in self.children}
+        if "catalog-sync" in urls:
+            self.say("supervisor", f"  sync now (operator key): curl -X POST -H 'Authorization: Bearer "
+                     f"{self.operator_key}' {urls['catalog-sync']}/v1/sync/poll")  # fmt: skip
+        if "inventory-query" in urls:
+            self.say("supervisor", f"  availability (read key): curl -H 'Authorization: Bearer {self.read_key}' "
+                     f"'{urls['inventory-query']}/v1/availability/ITM000001?warehouse=100'")  # fmt: skip
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -375,8 +470,17 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=int(env("M3B_RUN_QUOTEWERKS_PORT", "8300")),
         help="QuoteWerks simulator port; a free one when taken (env M3B_RUN_QUOTEWERKS_PORT)",
     )
+    parser.add_argument(
+        "--quotewerks",
+        choices=("sim", "db"),
+        default=env("M3B_RUN_QUOTEWERKS", "sim"),
+        help="sim: the QuoteWerks simulator over HTTP, with webhooks; db: a local SQLite database of QuoteWerks' "
+        "schema (<state-dir>/quotewerks.db) that quote-ingest polls (env M3B_RUN_QUOTEWERKS)",
+    )
     parser.add_argument("--no-demo", dest="demo", action="store_false", help="do not approve the demo quote")
-    parser.add_argument("--keep-state", action="store_true", help="keep var/m3bridge.db from the last run")
+    parser.add_argument(
+        "--keep-state", action="store_true", help="keep var/m3bridge.db (and var/quotewerks.db) from the last run"
+    )
     parser.add_argument("--state-dir", default=env("M3B_RUN_STATE_DIR", "var"), help="where the SQLite file lives")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     parser.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for every /readyz")

@@ -72,6 +72,10 @@ FailureReply = Callable[[Any, "Failure"], Any]
 """Builds the answer to a request whose handling failed (request/reply subscribers); its result is returned to
 faststream, which sends it to the request's `reply_to`."""
 
+GiveUpNotice = Callable[[Any, "Failure"], Awaitable[None]]
+"""Told (payload, failure) after a valid message was dead-lettered because its handling failed, so the service can
+say so downstream (order-writer publishes a held OrderResult); not called for undecodable messages."""
+
 
 def is_retryable(exc: BaseException) -> bool:
     """Exceptions say so with `retryable`; one that does not say (a database outage, a bug) is given the attempts
@@ -239,6 +243,7 @@ class Consumer:
         policy: RetryPolicy,
         progress: Progress,
         reply_on_failure: FailureReply | None = None,
+        on_give_up: GiveUpNotice | None = None,
         dead_letters: bool = True,
         stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -252,6 +257,7 @@ class Consumer:
         self.policy = policy
         self.progress = progress
         self.reply_on_failure = reply_on_failure
+        self.on_give_up = on_give_up
         self.dead_letters = dead_letters
         self.stopping = stopping
         self.sleep = sleep
@@ -302,7 +308,14 @@ class Consumer:
                 details={"exception": f"{type(exc).__module__}.{type(exc).__qualname__}"},
             )
             # A traceback only for what nobody classified (likely a bug); our own errors say enough.
-            return await self._give_up(message, body, failure, exc_info=not hasattr(exc, "retryable"))
+            reply = await self._give_up(message, body, failure, exc_info=not hasattr(exc, "retryable"))
+            if self.on_give_up is not None and self.dead_letters:
+                try:
+                    await self.on_give_up(payload, failure)
+                except Exception:  # the dead letter is on the broker: the message is not lost, only the notice
+                    log.exception("%s: the notice for %s, dead-lettered, could not be sent", self.subscriber,
+                                  _origin(message))  # fmt: skip
+            return reply
         raise AssertionError("unreachable: tenacity either returns, raises or retries")  # pragma: no cover
 
     def _before_retry(self, state: RetryCallState) -> None:

@@ -44,6 +44,12 @@ consumer_busy_seconds = Gauge(
     "partition is not advancing.",
     ["service", "subscriber"],
 )
+http_rejected = Counter(
+    f"{PREFIX}_http_rejected_total",
+    "HTTP requests refused for what they hold (too large, undecodable, too deeply nested, invalid, not "
+    "authenticated, ...), by reason.",
+    ["service", "reason"],
+)
 heartbeats_seen = Counter(
     f"{PREFIX}_heartbeats_seen_total", "Heartbeats received from services on the bus.", ["service", "peer"]
 )

@@ -8,14 +8,17 @@ the only place that knows it, so a customer can swap the transport. Documents co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import logging
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from shared.contracts import Party, QuoteApproved, QuoteLine, QuoteWerksCustomerChanged
 
@@ -36,6 +39,67 @@ class QuoteWerksConflictError(QuoteWerksError):
         super().__init__(message, retryable=True, status=412)
 
 
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+QUOTEWERKS_ATTEMPTS = 3
+"""Tries of one QuoteWerks call (adapter or database) that failed for a transient reason: unreachable, 5xx, 429, a
+dropped connection, a deadlock. Longer outages are the callers' to ride out (the consumers' retries, the poll)."""
+
+
+def _transient(exc: BaseException) -> bool:
+    # A conflict is retryable only after reading again, which the caller does; sending the same write again cannot help.
+    return isinstance(exc, QuoteWerksError) and exc.retryable and not isinstance(exc, QuoteWerksConflictError)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("QuoteWerks call failed (attempt %d of %d), trying again: %s", state.attempt_number,
+                QUOTEWERKS_ATTEMPTS, exc)  # fmt: skip
+
+
+def quotewerks_retries(call: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """The one retry policy for QuoteWerks, used by both clients: transient failures are tried again, briefly.
+    Every call it wraps is safe to repeat: reads, writes of whole values, and conditional writes (a repeat of one
+    that had gone through is refused as a conflict, and the caller reads again)."""
+
+    @functools.wraps(call)
+    async def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(QUOTEWERKS_ATTEMPTS),
+            wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+            retry=retry_if_exception(_transient),
+            before_sleep=_log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                return await call(*args, **kwargs)
+        raise AssertionError("unreachable: tenacity either returns, raises or retries")  # pragma: no cover
+
+    return retried
+
+
+class QuoteWerks(Protocol):
+    """What the services ask of QuoteWerks, whichever way it is reached: `QuoteWerksClient` (an HTTP adapter, the
+    simulator) or `shared.quotewerks_sql.QuoteWerksSqlClient` (its database; contacts there answer an error)."""
+
+    async def document(self, doc_no: str) -> dict[str, Any]: ...
+    async def documents(
+        self, *, doc_type: str, status: str, modified_since: datetime | None
+    ) -> list[dict[str, Any]]: ...
+    async def update_document(self, doc_no: str, fields: Mapping[str, str]) -> None: ...
+    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool: ...
+    async def find_product(self, part: str) -> dict[str, Any] | None: ...
+    async def customer(self, account: str) -> dict[str, Any]: ...
+    async def find_customer(self, account: str) -> dict[str, Any] | None: ...
+    async def customers(self) -> list[dict[str, Any]]: ...
+    async def put_customer(
+        self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
+    ) -> bool: ...
+
+
 class QuoteWerksClient:
     def __init__(self, base_url: str, api_key: SecretStr, *, http: httpx.AsyncClient, timeout_s: float = 15.0) -> None:
         self._base = base_url.rstrip("/") + "/api/v1"
@@ -43,6 +107,7 @@ class QuoteWerksClient:
         self._http = http
         self._timeout = timeout_s
 
+    @quotewerks_retries
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The answer, unless QuoteWerks could not be reached or failed (retryable QuoteWerksError)."""
         headers = {**(kwargs.pop("headers", None) or {}), "X-API-Key": self._key.get_secret_value()}

@@ -3,11 +3,13 @@ number back onto the header, with optimistic concurrency on the document's chang
 
 QuoteWerks' developer notes say outside applications may read its database "and even make changes"; the SQL Server
 backend keeps documents in `DocumentHeaders` (one row a document) and `DocumentItems` (`DocID` → `DocumentHeaders.ID`).
-This module is the one place that knows those tables. `QuoteWerksSqlClient` answers the same calls as the HTTP
+`QuoteWerksSqlClient` answers the same calls as the HTTP
 `QuoteWerksClient` for what quote-ingest needs (`document`, `documents`, `update_document`), returning the same
 `{"DocumentHeader": {...}, "DocumentItems": [...]}` shape, so `quote_from_document` and the services do not know
-which transport they use. `quotewerks_client()` chooses by URL: http(s) → the HTTP adapter, a SQLAlchemy database
-URL (`mssql+aioodbc://`, and `postgresql+asyncpg://` / `sqlite+aiosqlite://` for tests) → this connector.
+which transport they use, and writes catalog-sync's products into the bridge's own table (`find_product`,
+`put_product`). The tables and statements are in `shared.quotewerks_schema`. `quotewerks_client()` chooses by URL:
+http(s) → the HTTP adapter, a SQLAlchemy database URL (`mssql+aioodbc://`, and `postgresql+asyncpg://` /
+`sqlite+aiosqlite://` for tests) → this connector.
 
 Column names QuoteWerks does not document verbatim (see docs/quotewerks-interface.md) are not assumed: the tables
 are reflected on first use and only the columns that exist are read; the columns the bridge cannot work without
@@ -33,172 +35,42 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import (
     Column,
-    ColumnElement,
-    DateTime,
-    Float,
-    Integer,
     MetaData,
-    Select,
     Table,
-    Unicode,
-    Update,
-    and_,
-    cast,
     inspect,
-    select,
-    update,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.sql.expression import TableClause, column, table
 from sqlalchemy.types import TypeEngine
 
-from shared.quotewerks import QuoteWerksClient, QuoteWerksConflictError, QuoteWerksError
+from shared.quotewerks import QuoteWerks, QuoteWerksClient, QuoteWerksConflictError, QuoteWerksError, quotewerks_retries
+from shared.quotewerks_schema import (
+    BRIDGE_PRODUCTS,
+    DEFAULT_CHANGE_COLUMN,
+    DOCUMENT_HEADERS,
+    DOCUMENT_ITEMS,
+    HEADERS_TABLE,
+    ITEMS_TABLE,
+    PARTY_PREFIXES,
+    PRODUCTS_DDL_FILE,
+    PRODUCTS_TABLE,
+    REQUIRED_HEADER_COLUMNS,
+    REQUIRED_ITEM_COLUMNS,
+    ProductStatements,
+    ProductValueError,
+    Statements,
+    product_values,
+)
 
 log = logging.getLogger(__name__)
 
-HEADERS_TABLE = "DocumentHeaders"
-ITEMS_TABLE = "DocumentItems"
-DEFAULT_CHANGE_COLUMN = "LastModified"
 WRITE_ATTEMPTS = 3
 """How often a write-back re-reads the document and tries again when it changed between the read and the write."""
-LIST_LIMIT = 1000
-"""Most headers one `documents()` call returns (oldest change first; the poller continues from the newest seen)."""
 
 
 class QuoteWerksConfigError(Exception):
     """The configured QuoteWerks connection cannot do what the service needs; raised at start-up."""
-
-
-# --- the QuoteWerks schema subset ----------------------------------------------------------------------------------
-# What the bridge reads and writes, as SQLAlchemy tables: the tests create them in PostgreSQL and SQLite, and the
-# SQL Server compilation test compiles against them. Types and lengths are the bridge's choice where QuoteWerks does
-# not publish them (docs/quotewerks-interface.md, "SQL Server schema"); a real database keeps its own.
-
-# The party columns as the QuoteWerks COM API names them (Avalara's returns.vb copies them between documents):
-# `SoldToPhone`, not the simulator's `SoldToPhoneNumber`, which the connector adds for `quote_from_document`.
-PARTY_FIELDS = (
-    "Company", "Contact", "Title", "Address1", "Address2", "Address3", "City", "State", "PostalCode", "Country",
-    "Phone", "Email", "CMAccountNo",
-)  # fmt: skip
-PARTY_PREFIXES = ("SoldTo", "ShipTo", "BillTo")
-
-metadata = MetaData()
-
-
-def _text(name: str, length: int = 255) -> Column[str]:
-    return Column(name, Unicode(length), nullable=True)
-
-
-def _number(name: str) -> Column[float]:
-    return Column(name, Float, nullable=True)
-
-
-DOCUMENT_HEADERS = Table(
-    HEADERS_TABLE,
-    metadata,
-    Column("ID", Integer, primary_key=True, autoincrement=True),
-    _text("DocNo", 50),
-    _text("DocType", 20),
-    _text("DocName"),
-    _text("DocStatus", 50),
-    Column("DocDate", DateTime, nullable=True),
-    _text("SalesRep", 50),
-    _text("ShipVia", 50),
-    _text("Terms", 50),
-    _text("CustomerPONumber", 50),
-    *(_text(f"{prefix}{name}") for prefix in PARTY_PREFIXES for name in PARTY_FIELDS),
-    _number("SubTotal"),
-    _number("TotalTax"),
-    _number("ShippingAmount"),
-    _number("GrandTotal"),
-    _text("AlternateCurrencyIdentifier", 10),
-    *(_text(f"CustomText{n:02d}") for n in range(1, 25)),
-    Column(DEFAULT_CHANGE_COLUMN, DateTime, nullable=True),
-)
-
-DOCUMENT_ITEMS = Table(
-    ITEMS_TABLE,
-    metadata,
-    Column("ID", Integer, primary_key=True, autoincrement=True),
-    Column("DocID", Integer, nullable=False, index=True),
-    Column("SortOrder", Integer, nullable=True),
-    Column("LineType", Integer, nullable=True),
-    Column("LineAttributes", Integer, nullable=True),
-    _text("ManufacturerPartNumber"),
-    Column("Description", Unicode(), nullable=True),  # NVARCHAR(max) on SQL Server
-    _number("QtyTotal"),
-    _number("UnitPrice"),
-    _number("UnitList"),
-    _number("UnitCost"),
-    _number("DiscountPercent"),
-    _text("UnitOfMeasure", 20),
-    _text("Vendor"),
-    _text("Manufacturer"),
-    _number("ExtendedPrice"),
-)
-
-REQUIRED_HEADER_COLUMNS = ("ID", "DocNo", "DocType", "DocStatus")
-REQUIRED_ITEM_COLUMNS = ("ID", "DocID")
-
-
-# --- statements ------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Statements:
-    """Every statement the connector issues, built from the columns the database has (reflected, or the shipped
-    subset in tests), so a unit test can compile each for SQL Server."""
-
-    headers: TableClause
-    items: TableClause
-    change_column: str
-    dialect: str
-
-    @classmethod
-    def for_tables(cls, headers: Table, items: Table, *, change_column: str, dialect: str) -> Statements:
-        def clause(source: Table) -> TableClause:
-            return table(source.name, *(column(c.name, c.type) for c in source.columns), schema=source.schema)
-
-        return cls(clause(headers), clause(items), change_column, dialect)
-
-    def _h(self, name: str) -> ColumnElement[Any]:
-        return self.headers.c[name]
-
-    def _stamp_equals(self, value: Any) -> ColumnElement[bool]:
-        stamp = self._h(self.change_column)
-        if value is None:
-            return stamp.is_(None)
-        # SQL Server: compare in the column's own type. A DATETIME read back and bound as DATETIME2 can differ in
-        # the last digit (.003 vs .0033333 at compatibility level 130+), so an unchanged row would look changed.
-        return stamp == (cast(value, stamp.type) if self.dialect == "mssql" else value)
-
-    def header_by_doc_no(self, doc_no: str) -> Select[Any]:
-        """The header of one document; two rows at most, to tell a duplicated DocNo from a unique one."""
-        return select(self.headers).where(self._h("DocNo") == doc_no).limit(2)
-
-    def items_of(self, doc_id: int) -> Select[Any]:
-        order = [self.items.c[name] for name in ("SortOrder", "ID") if name in self.items.c]
-        return select(self.items).where(self.items.c.DocID == doc_id).order_by(*order)
-
-    def headers_changed(self, doc_type: str, status: str, since: datetime | None) -> Select[Any]:
-        stamp = self._h(self.change_column)
-        query = select(self.headers).where(self._h("DocType") == doc_type, self._h("DocStatus") == status)
-        if since is not None:
-            query = query.where(stamp >= since)
-        return query.order_by(stamp, self._h("ID")).limit(LIST_LIMIT)
-
-    def write_target(self, doc_no: str, columns: Collection[str]) -> Select[Any]:
-        """What a write-back needs to read first: the row's identity, its change stamp and the columns it sets."""
-        wanted = ["ID", self.change_column, *(c for c in columns if c not in ("ID", self.change_column))]
-        return select(*(self._h(name) for name in wanted)).where(self._h("DocNo") == doc_no).limit(2)
-
-    def guarded_update(self, doc_id: int, stamp: Any, read: Mapping[str, Any], values: Mapping[str, str]) -> Update:
-        """Set `values` on the header only if it still has the change stamp and the column values it had when read:
-        nothing QuoteWerks (or a person) saved in between is overwritten."""
-        guards = [self._h("ID") == doc_id, self._stamp_equals(stamp)]
-        for name, value in read.items():
-            guards.append(self._h(name).is_(None) if value is None else self._h(name) == value)
-        return update(self.headers).where(and_(*guards)).values({self._h(k): v for k, v in values.items()})
 
 
 # --- rows ------------------------------------------------------------------------------------------------------------
@@ -226,10 +98,10 @@ class _Schema:
     lengths: Mapping[str, int | None]
 
 
-class QuoteWerksSqlClient(QuoteWerksClient):
-    """QuoteWerks documents through its database. A subclass of the HTTP client only so the services' type hints
-    hold: every public call is answered here, from the database, and none goes over HTTP. Contacts and products are
-    not read or written by this connector (yet): `quotewerks_client()` refuses a service that needs them."""
+class QuoteWerksSqlClient:
+    """QuoteWerks through its database (`shared.quotewerks.QuoteWerks`, like the HTTP client). Contacts are not read
+    or written by this connector: `quotewerks_client()` refuses a service that needs them, and a call answers an
+    error. Products go into the bridge's own table, `M3BridgeProducts`, never into a QuoteWerks table."""
 
     def __init__(
         self,
@@ -248,6 +120,7 @@ class QuoteWerksSqlClient(QuoteWerksClient):
         self.zone = _zone(time_zone)
         self.schema = schema or None
         self._schema: _Schema | None = None
+        self._products: ProductStatements | None = None
         self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -342,6 +215,7 @@ class QuoteWerksSqlClient(QuoteWerksClient):
             raise QuoteWerksError(f"document {doc_no}: DocNo is not unique in {HEADERS_TABLE}", retryable=False)
         return dict(rows[0])
 
+    @quotewerks_retries
     async def document(self, doc_no: str) -> dict[str, Any]:
         schema = await self._ready()
         async with self._connect() as connection:
@@ -352,6 +226,7 @@ class QuoteWerksSqlClient(QuoteWerksClient):
             "DocumentItems": [{name: _plain(value) for name, value in row.items()} for row in items],
         }
 
+    @quotewerks_retries
     async def documents(self, *, doc_type: str, status: str, modified_since: datetime | None) -> list[dict[str, Any]]:
         schema = await self._ready()
         since = self._stamp_in(modified_since) if modified_since is not None else None
@@ -379,6 +254,7 @@ class QuoteWerksSqlClient(QuoteWerksClient):
             values[name] = value
         return values
 
+    @quotewerks_retries
     async def update_document(self, doc_no: str, fields: Mapping[str, str]) -> None:
         """Set the write-back columns, guarded by the change stamp and the values as read, so nothing saved in
         QuoteWerks between the read and the write is overwritten. A save in between that left the write-back columns
@@ -400,6 +276,8 @@ class QuoteWerksSqlClient(QuoteWerksClient):
                     raise QuoteWerksError(f"document {doc_no}: DocNo is not unique", retryable=False)
                 row = rows[0]
                 read = {name: row[name] for name in values}
+                if all(read[name] == value for name, value in values.items()):
+                    return  # already written (a redelivered result, or a concurrent write of the same values)
                 if first is None:
                     first = read
                 elif read != first:
@@ -410,8 +288,6 @@ class QuoteWerksSqlClient(QuoteWerksClient):
                         retryable=False,
                         status=409,
                     )
-                if all(read[name] == value for name, value in values.items()):
-                    return  # already written (a redelivered result): nothing to change
                 result = await connection.execute(
                     statements.guarded_update(row["ID"], row[self.change_column], read, values)
                 )
@@ -430,13 +306,11 @@ class QuoteWerksSqlClient(QuoteWerksClient):
         )
 
     # --- what this connector does not do -----------------------------------------------------------------------------
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        raise QuoteWerksError(f"{method} {path}: the SQL connector makes no HTTP calls", retryable=False)
-
     def _unsupported(self, what: str) -> QuoteWerksError:
         return QuoteWerksError(
-            f"{what}: not supported by the SQL connector yet (QuoteWerks contacts and products are not read or "
-            "written through the database; use the HTTP adapter form of M3B_QUOTEWERKS_URL for them)",
+            f"{what}: not supported by the SQL connector (the tables of QuoteWerks' contact manager are not "
+            "published, so contacts are not read or written through the database; use the HTTP adapter form of "
+            "M3B_QUOTEWERKS_URL for them)",
             retryable=False,
             status=501,
         )
@@ -455,11 +329,73 @@ class QuoteWerksSqlClient(QuoteWerksClient):
     ) -> bool:
         raise self._unsupported(f"customer {account}")
 
-    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
-        raise self._unsupported(f"product {part}")
+    # --- products: the bridge's own table ----------------------------------------------------------------------------
+    async def _products_ready(self) -> ProductStatements:
+        if self._products is None:
+            async with self._lock:
+                if self._products is None:
+                    async with self._connect() as connection:
+                        self._products = await connection.run_sync(self._check_products)
+        return self._products
 
+    def _check_products(self, connection: Connection) -> ProductStatements:
+        try:
+            found = {c["name"] for c in inspect(connection).get_columns(PRODUCTS_TABLE, schema=self.schema)}
+        except NoSuchTableError:
+            found = set()
+        missing = [c.name for c in BRIDGE_PRODUCTS.columns if c.name not in found]
+        if missing:
+            what = f"has no table {PRODUCTS_TABLE}" if not found else f"{PRODUCTS_TABLE} lacks {', '.join(missing)}"
+            raise QuoteWerksError(
+                f"the QuoteWerks database {what} (or this login may not see it): have the DBA create it with "
+                f"{PRODUCTS_DDL_FILE}",
+                retryable=False,
+            )
+        table = BRIDGE_PRODUCTS if self.schema is None else BRIDGE_PRODUCTS.to_metadata(MetaData(), schema=self.schema)
+        return ProductStatements(table)
+
+    @quotewerks_retries
+    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
+        """Create or replace the product's row in the bridge's table (the pushed fields only); True when created.
+        Two writers inserting the same new part at once: the loser's INSERT fails on the key and it updates."""
+        statements = await self._products_ready()
+        try:
+            values = {**product_values(part, fields), "LastModified": datetime.now(UTC).replace(tzinfo=None)}
+        except ProductValueError as exc:
+            raise QuoteWerksError(str(exc), retryable=False) from None
+        new_row = {"Description": part, "UnitOfMeasure": "", "Price": Decimal(0), "Active": True, "Availability": 0}
+        for _ in range(2):
+            try:
+                async with self._begin() as connection:
+                    changed = (await connection.execute(statements.replace(part, values))).rowcount
+                    if changed == 1:
+                        return False
+                    if changed != 0:
+                        raise QuoteWerksError(
+                            f"product {part}: the database reported {changed} rows changed (SET NOCOUNT ON for this "
+                            "login?); the write cannot be confirmed",
+                            retryable=False,
+                        )
+                    await connection.execute(statements.add(part, {**new_row, **values}))
+                    return True
+            except QuoteWerksError as exc:
+                if not isinstance(exc.__cause__, IntegrityError):
+                    raise
+                log.info("product %s was created by another writer meanwhile: updating it", part)
+        raise QuoteWerksError(f"product {part}: neither updated nor inserted (key conflicts)", retryable=True)
+
+    @quotewerks_retries
     async def find_product(self, part: str) -> dict[str, Any] | None:
-        raise self._unsupported(f"product {part}")
+        """The product's row in the bridge's table, or None."""
+        statements = await self._products_ready()
+        async with self._connect() as connection:
+            row = (await connection.execute(statements.by_part(part))).mappings().first()
+        if row is None:
+            return None
+        product = {name: _plain(value) for name, value in row.items()}
+        product["Active"] = bool(row["Active"])
+        product["LastModified"] = self._stamp_out(row["LastModified"].replace(tzinfo=UTC))
+        return product
 
 
 class _Guarded:
@@ -503,6 +439,9 @@ def _database_error(exc: SQLAlchemyError) -> QuoteWerksError:
 
 
 # --- choosing the transport ------------------------------------------------------------------------------------------
+SQL_CONNECTOR_SERVES = frozenset({"documents", "products"})
+
+
 def is_database_url(url: str) -> bool:
     return not url.lower().startswith(("http://", "https://"))
 
@@ -531,16 +470,17 @@ def quotewerks_client(
     change_column: str = DEFAULT_CHANGE_COLUMN,
     time_zone: str = "UTC",
     sql_password: SecretStr | None = None,
-) -> QuoteWerksClient:
+) -> QuoteWerks:
     """The QuoteWerks client `url` asks for. `needs` says what the service uses ("documents", "customers",
-    "products"): the SQL connector reads and writes documents only, so a service needing more is refused here,
-    at start-up, with QuoteWerksConfigError rather than failing message by message."""
+    "products"): the SQL connector reads and writes documents and the bridge's product table, not contacts, so a
+    service needing those is refused here, at start-up, with QuoteWerksConfigError rather than failing message by
+    message."""
     if not is_database_url(url):
         return QuoteWerksClient(url, api_key, http=http)
-    unsupported = sorted(set(needs) - {"documents"})
+    unsupported = sorted(set(needs) - SQL_CONNECTOR_SERVES)
     if unsupported:
         raise QuoteWerksConfigError(
-            f"QuoteWerks {' and '.join(unsupported)}: not supported by the SQL connector yet; this service needs "
+            f"QuoteWerks {' and '.join(unsupported)}: not supported by the SQL connector; this service needs "
             "them, so point M3B_QUOTEWERKS_URL at a QuoteWerks HTTP adapter (or the simulator) instead of a database"
         )
     return QuoteWerksSqlClient(

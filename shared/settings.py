@@ -50,6 +50,31 @@ class BridgeSettings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP side (health, metrics, API) binds to.")
     http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP side.")
+    max_body_bytes: int = Field(
+        4_194_304,
+        ge=1024,
+        description="Largest HTTP request body any endpoint accepts (bytes): a larger Content-Length is answered 413 "
+        "before anything is read, a chunked body once it grows past it. Routes with their own limit "
+        "(M3B_WEBHOOK_MAX_BYTES, M3B_BOD_MAX_BYTES) are bounded by this one too.",
+    )
+    operator_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key of operator actions (catalog-sync `POST /v1/sync/full`, `/v1/sync/poll`), sent as "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>`; also admits reads. Unset: those routes answer 401. Use "
+        "a secret file (`m3b_operator_key`; `make keys` writes `operator-key`).",
+    )
+    read_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key of reads (inventory-query `/v1/availability`), sent like the operator key. Unset: only the "
+        "operator key is admitted. Use a secret file (`m3b_read_key`; `make keys` writes `read-key`).",
+    )
+    metrics_require_key: bool = Field(
+        False,
+        description="Put `/metrics` behind the read key (or the operator key); `/healthz` and `/readyz` stay open.",
+    )
+    http_docs: bool = Field(
+        False, description="Serve the OpenAPI document and its pages (`/openapi.json`, `/docs`, `/redoc`)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="`json` lines for collectors, `text` for people.")
 
@@ -82,11 +107,22 @@ class BridgeSettings(BaseSettings):
     kafka_max_request_size: int = Field(1_048_576, ge=1024, description="Largest message the producer sends, bytes.")
     kafka_topic_partitions: int = Field(4, ge=1, description="Partitions for topics the bridge creates.")
     kafka_topic_replication: int = Field(1, ge=1, description="Replication factor for topics the bridge creates.")
+    kafka_dead_letter_retention_ms: int = Field(
+        30 * 24 * 60 * 60 * 1000,
+        ge=-1,
+        description="`retention.ms` of the dead-letter topics `m3bridge topics` creates (default 30 days; -1 keeps "
+        "them forever); existing topics are not changed.",
+    )
 
     state_url: str = Field(
         "sqlite+aiosqlite:///var/m3bridge.db",
         description="SQLAlchemy URL of the state store: `sqlite+aiosqlite:///path` or "
         "`postgresql+asyncpg://user:pass@host/db`.",
+    )
+    state_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of the state store; when set it replaces the one in M3B_STATE_URL (use a secret file, "
+        "`m3b_state_password`).",
     )
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="How often the service announces itself on the heartbeat topic."
@@ -108,6 +144,14 @@ class BridgeSettings(BaseSettings):
         gt=0,
         description="A subscriber on one message this long (or retrying it) is listed as stalled in /healthz.",
     )
+
+    @model_validator(mode="after")
+    def _state_password_into_the_url(self) -> Self:
+        if password := self.state_password.get_secret_value():
+            from sqlalchemy.engine import make_url
+
+            self.state_url = make_url(self.state_url).set(password=password).render_as_string(hide_password=False)
+        return self
 
     @model_validator(mode="after")
     def _backoff_fits_the_poll_interval(self) -> Self:
@@ -190,6 +234,21 @@ class CustomerRulesSettings(M3CallerSettings):
     customer_sync_file: Path = Field(
         DEFAULT_CUSTOMER_RULES,
         description="Customer field ownership and conflict rules (YAML), read by order-writer and catalog-sync.",
+    )
+
+
+class QuoteWerksSettings(BridgeSettings):
+    """How a service reaches QuoteWerks (quote-ingest and catalog-sync): its SQL Server database or an HTTP adapter."""
+
+    quotewerks_url: str = Field(
+        "http://127.0.0.1:8300",
+        description="QuoteWerks: its SQL Server database (`mssql+aioodbc://user@host:1433/QuoteWerks?driver=FreeTDS"
+        "&TDS_Version=7.4`) or an HTTP adapter's base URL (`http(s)://`, e.g. the simulator).",
+    )
+    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks HTTP adapter.")
+    quotewerks_sql_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of the SQL login when M3B_QUOTEWERKS_URL is a database URL (kept out of the URL).",
     )
 
 

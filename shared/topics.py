@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel, RootModel
@@ -14,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # Kafka error code for "topic already exists": creating topics is idempotent for us.
 _TOPIC_ALREADY_EXISTS = 36
+# Dead letters wait for a person (list, fix, replay): keep them longer than Kafka's default week.
+DEFAULT_DEAD_LETTER_RETENTION_MS = 30 * 24 * 60 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -125,20 +129,61 @@ ALL_TOPICS: tuple[Topic, ...] = (
 )
 
 
+def is_dead_letter_topic(topic: Topic) -> bool:
+    return topic.payload is contracts.DeadLetter
+
+
+def topic_configs(topic: Topic, *, dead_letter_retention_ms: int) -> dict[str, str]:
+    """The topic-level configuration a topic is created with: dead-letter topics keep their messages
+    `dead_letter_retention_ms` (-1: forever), the others get the broker's defaults."""
+    if is_dead_letter_topic(topic):
+        return {"retention.ms": str(dead_letter_retention_ms)}
+    return {}
+
+
+def new_topics(
+    topics: tuple[Topic, ...], *, partitions: int, replication: int, dead_letter_retention_ms: int
+) -> list[NewTopic]:
+    """The CreateTopics request for `topics`."""
+    return [
+        NewTopic(
+            topic.name,
+            num_partitions=partitions,
+            replication_factor=replication,
+            topic_configs=topic_configs(topic, dead_letter_retention_ms=dead_letter_retention_ms),
+        )
+        for topic in topics
+    ]
+
+
 async def ensure_topics(
-    bootstrap_servers: str, *, partitions: int, replication: int, topics: tuple[Topic, ...] = ALL_TOPICS
+    bootstrap_servers: str,
+    *,
+    partitions: int,
+    replication: int,
+    topics: tuple[Topic, ...] = ALL_TOPICS,
+    client_options: Mapping[str, Any] | None = None,
+    dead_letter_retention_ms: int = DEFAULT_DEAD_LETTER_RETENTION_MS,
 ) -> list[str]:
-    """Create the missing topics with a fixed partition count (partitions cannot be added later); returns
-    the names created. Safe to run concurrently and repeatedly."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="m3bridge-topics")
+    """Create the missing topics with a fixed partition count (partitions cannot be added later) and the
+    dead-letter topics with their retention; returns the names created. Safe to run concurrently and repeatedly.
+    `client_options`: the connection's security options, `shared.kafka.aiokafka_client_options(settings)`.
+    Topics that exist are left as they are (their configuration included)."""
+    options = {"bootstrap_servers": bootstrap_servers, **(client_options or {})}
+    admin = AIOKafkaAdminClient(**options, client_id="m3bridge-topics")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t.name for t in topics if t.name not in existing]
+        missing = tuple(t for t in topics if t.name not in existing)
         if not missing:
             return []
         response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=replication) for name in missing]
+            new_topics(
+                missing,
+                partitions=partitions,
+                replication=replication,
+                dead_letter_retention_ms=dead_letter_retention_ms,
+            )
         )
         created = []
         for name, code, *_ in response.topic_errors:

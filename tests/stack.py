@@ -17,6 +17,12 @@ from m3bridge.tansu import free_port
 from tests.processes import Captured, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
+OPERATOR_KEY = "test-operator-key"
+READ_KEY = "test-read-key"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+"""Headers of a call to an operator route (catalog-sync's `/v1/sync/...`) of a service `start_service` started."""
+READ = {"Authorization": f"Bearer {READ_KEY}"}
+"""Headers of a read (inventory-query's `/v1/availability`)."""
 
 
 @dataclass
@@ -143,6 +149,8 @@ def start_service(
         "M3B_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "M3B_HTTP_PORT": str(port),
         "M3B_LOG_FORMAT": "json",
+        "M3B_OPERATOR_KEY": OPERATOR_KEY,
+        "M3B_READ_KEY": READ_KEY,
         **settings,
     }
     process = Captured([sys.executable, "-m", "m3bridge.cli", "serve", name], env=env, cwd=ROOT)

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from services.bod_listener.ims import ImsConfig, ims_router
 from services.bod_listener.receive import BodReceiver, Origin, bods_total
 from shared.bods import NOUNS, VERBS
-from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
+from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
 from shared.topics import BOD_INBOUND
@@ -80,6 +80,9 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
     )
     if not auth.shared_secret and not auth.signing_secret:
         log.warning("no BOD secret configured: every delivery will be refused")
+    if settings.bod_max_bytes > settings.max_body_bytes:
+        log.warning("M3B_BOD_MAX_BYTES %d is over M3B_MAX_BODY_BYTES %d: BODs over the latter are refused (413)",
+                    settings.bod_max_bytes, settings.max_body_bytes)  # fmt: skip
     parts: dict[str, BodReceiver] = {}
 
     def receiver() -> BodReceiver:
@@ -107,6 +110,7 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
             authenticate(request.headers, body, auth)
         except RejectedDeliveryError as exc:
             bods_total.labels("-", exc.reason).inc()
+            note_rejection(settings.service_name, exc.status, exc.reason, f"BOD: {exc}")
             return JSONResponse({"status": "rejected", "reason": exc.reason, "detail": str(exc)}, exc.status)
         # Kept as the inbound topic's kind of message, so that a replay there is read as XML whatever was sent.
         received_as = request.headers.get("content-type", "")
@@ -146,6 +150,7 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
         sender_logical_ids=tuple(settings.ims_sender_logical_ids),
         tenant_id=settings.ims_tenant_id,
         max_bytes=settings.bod_max_bytes,
+        service=settings.service_name,
     )
     runtime.app.include_router(ims_router(ims, auth, receiver), prefix=settings.ims_path_prefix)
 

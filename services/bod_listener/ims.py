@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.bod_listener.receive import BodReceiver, Origin, bods_total
-from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
+from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
 from shared.topics import BOD_INBOUND
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class ImsConfig:
     sender_logical_ids: tuple[str, ...] = ()  # empty: any sender
     tenant_id: str = ""  # empty: any X-TenantId
     max_bytes: int = 2_097_152
+    service: str = "bod-listener"  # in the log line and count of each refusal
     _accepted: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -286,8 +287,9 @@ def _answer(endpoint: str, status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status)
 
 
-def _refused(endpoint: str, status: int, reason: str, message: str) -> JSONResponse:
+def _refused(endpoint: str, status: int, reason: str, message: str, *, service: str) -> JSONResponse:
     bods_total.labels("-", reason).inc()
+    note_rejection(service, status, reason, f"IMS {endpoint}: {message}")
     return _answer(endpoint, status, {"status": "FAIL", "code": status, "reason": reason, "message": message})
 
 
@@ -301,10 +303,11 @@ def ims_router(config: ImsConfig, auth: InboundAuth, receiver: Callable[[], BodR
             body = await read_body(request, config.max_bytes)
             authenticate(request.headers, body, auth)
         except RejectedDeliveryError as exc:
-            return _refused(endpoint, exc.status, exc.reason, str(exc))
+            return _refused(endpoint, exc.status, exc.reason, str(exc), service=config.service)
         tenant = request.headers.get(TENANT_HEADER, "")
         if config.tenant_id and tenant != config.tenant_id:
-            return _refused(endpoint, 403, "wrong_tenant", f"{TENANT_HEADER} {tenant[:40]!r} is not this tenant")
+            message = f"{TENANT_HEADER} {tenant[:40]!r} is not this tenant"
+            return _refused(endpoint, 403, "wrong_tenant", message, service=config.service)
         return body
 
     @router.get("/ping", summary="IMS ping: ION reaches the application and is authorized")
@@ -351,9 +354,8 @@ def ims_router(config: ImsConfig, auth: InboundAuth, receiver: Callable[[], BodR
             return admitted_body
         try:
             message = read_message(request.headers.get("content-type", ""), admitted_body, config)
-        except ImsError as exc:
-            log.warning("IMS message refused (%s): %s", exc.reason, exc)
-            return _refused(endpoint, exc.status, exc.reason, str(exc))
+        except ImsError as exc:  # logged once, by _refused
+            return _refused(endpoint, exc.status, exc.reason, str(exc), service=config.service)
         parameters = message.parameters
         origin = Origin(
             via="http",

@@ -15,11 +15,13 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from services.catalog_sync.customers import CustomerPush, CustomerPushRejectedError, country_table
 from services.catalog_sync.datalake import DataLakeClient
-from services.catalog_sync.sync import CatalogSync, StoredFingerprints, SyncOptions
+from services.catalog_sync.products import StoredFingerprints, SyncOptions
+from services.catalog_sync.schedule import AfterStart, full_loads, polls
+from services.catalog_sync.sync import CatalogSync
 from shared.contracts import (
     CatalogSyncReport,
     InventoryChanged,
@@ -31,9 +33,9 @@ from shared.customers import load_sync_rules
 from shared.kafka import publish
 from shared.m3 import m3_client_for
 from shared.mapping import load_rules
-from shared.quotewerks_sql import quotewerks_client
+from shared.quotewerks_sql import QuoteWerksConfigError, QuoteWerksSqlClient, is_database_url, quotewerks_client
 from shared.runtime import ServiceRuntime
-from shared.settings import CustomerRulesSettings, config_path
+from shared.settings import CustomerRulesSettings, QuoteWerksSettings, config_path
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, M3_CUSTOMER_CHANGED, PRICE_CHANGED
 
 log = logging.getLogger(__name__)
@@ -41,14 +43,13 @@ log = logging.getLogger(__name__)
 GROUP = "m3bridge.catalog-sync"
 
 
-class CatalogSyncSettings(CustomerRulesSettings):
+class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
     service_name: str = "catalog-sync"
-    quotewerks_url: str = Field(
-        "http://127.0.0.1:8300",
-        description="Base URL of the QuoteWerks HTTP adapter (a database URL is refused: the SQL connector does not "
-        "write products and contacts yet).",
+    customer_sync: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Write M3 customer changes to the QuoteWerks contact manager: `auto` = on with an HTTP adapter, "
+        "off with a database URL (the SQL connector does not reach contacts; `on` with a database URL is refused).",
     )
-    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks HTTP adapter.")
     full_load_interval_s: float = Field(
         86_400.0, ge=0, description="Seconds between scheduled full loads (0 = only at first start and on demand)."
     )
@@ -81,8 +82,16 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         uses_state=True,
     )
     customer_rules = load_sync_rules(config_path(settings.customer_sync_file))  # invalid rules stop the service
+    database = is_database_url(settings.quotewerks_url)
+    if settings.customer_sync == "on" and database:
+        raise QuoteWerksConfigError(
+            "M3B_CUSTOMER_SYNC=on needs the QuoteWerks contact manager, which the SQL connector does not reach: use "
+            "an HTTP adapter URL, or M3B_CUSTOMER_SYNC=auto/off to sync products only"
+        )
+    contacts_synced = settings.customer_sync == "on" or (settings.customer_sync == "auto" and not database)
     countries = country_table(load_rules(config_path(settings.mapping_file)))
     parts: dict[str, Any] = {}
+    broker_started = AfterStart(runtime.app)  # the first full load publishes its report: it waits for the broker
 
     def sync() -> CatalogSync:
         found = parts.get("sync")
@@ -108,20 +117,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         except Exception as exc:  # the report is information; the catalog is already updated
             log.warning("report %s not published: %s", report.run_id, exc)
 
-    async def schedule(first: bool) -> None:
-        for _ in range(600):  # reports need the producer; the broker starts after the startup hooks
-            if runtime.broker.running:
-                break
-            await asyncio.sleep(0.1)
-        if first:
-            await sync().full_load()
-        while settings.full_load_interval_s > 0:
-            await asyncio.sleep(settings.full_load_interval_s)
-            try:
-                await sync().full_load()
-            except Exception:
-                log.exception("scheduled full load failed")
-
     @runtime.on_startup
     async def start() -> None:
         http = runtime.http
@@ -136,26 +131,30 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             currency=settings.catalog_currency,
             retire_limit=settings.catalog_retire_limit,
         )
-        # The SQL connector does not write products or contacts yet: a database URL is refused here, at start-up.
+        # With a database URL products go into the bridge's own table (M3BridgeProducts) and contacts are not synced.
         catalog = quotewerks_client(
-            settings.quotewerks_url, settings.quotewerks_api_key, http=http, needs=("products", "customers")
+            settings.quotewerks_url,
+            settings.quotewerks_api_key,
+            http=http,
+            needs=("products", "customers") if contacts_synced else ("products",),
+            sql_password=settings.quotewerks_sql_password,
         )
-        parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
-        parts["customers"] = CustomerPush(catalog, runtime.engine, customer_rules, countries)
+        parts["catalog"] = catalog
+        parts["sync"] = runs = CatalogSync(m3, lake, catalog, store, send_report, options)
+        if contacts_synced:
+            parts["customers"] = CustomerPush(catalog, runtime.engine, customer_rules, countries)
+        else:
+            log.warning("M3 customer changes are not written to QuoteWerks (M3B_CUSTOMER_SYNC=%s, %s)",
+                        settings.customer_sync, "database URL" if database else "off")  # fmt: skip
         first = settings.full_load_at_start and not await store.all()
-        parts["scheduler"] = asyncio.create_task(schedule(first), name="catalog-schedule")
+        parts["scheduler"] = asyncio.create_task(
+            full_loads(runs, first=first, interval_s=settings.full_load_interval_s, started=broker_started.wait),
+            name="catalog-schedule",
+        )
         if settings.item_poll_interval_s > 0:
-            parts["poller"] = asyncio.create_task(poll(), name="catalog-poll")
-
-    async def poll() -> None:
-        while True:
-            await asyncio.sleep(settings.item_poll_interval_s)
-            if sync().full_load_running:
-                continue  # the full load reads everything anyway
-            try:
-                await sync().poll_changes()
-            except Exception:
-                log.exception("change poll failed")
+            parts["poller"] = asyncio.create_task(
+                polls(runs, interval_s=settings.item_poll_interval_s), name="catalog-poll"
+            )
 
     @runtime.on_shutdown
     async def stop() -> None:
@@ -165,8 +164,13 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        catalog = parts.get("catalog")
+        if isinstance(catalog, QuoteWerksSqlClient):
+            await catalog.aclose()
 
-    @runtime.app.post("/v1/sync/full", tags=["catalog"], summary="Start a full load now")
+    operator = [runtime.require("operator")]  # M3B_OPERATOR_KEY: Authorization: Bearer <key> or X-API-Key
+
+    @runtime.app.post("/v1/sync/full", tags=["catalog"], summary="Start a full load now", dependencies=operator)
     async def full_load(wait: bool = False, path: Literal["data_lake", "mi"] | None = None) -> JSONResponse:
         """`wait=true` answers with the run's report; otherwise 202 at once. `path` forces Data Lake or MI."""
         if sync().full_load_running:
@@ -179,7 +183,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         task.add_done_callback(parts["runs"].discard)
         return JSONResponse({"accepted": True}, status_code=202)
 
-    @runtime.app.post("/v1/sync/poll", tags=["catalog"], summary="Poll M3 for changed items now")
+    @runtime.app.post("/v1/sync/poll", tags=["catalog"], summary="Poll M3 for changed items now", dependencies=operator)
     async def poll_now() -> JSONResponse:
         """One MMS200MI/LstItmByChgDate poll (the path when BODs are off); answers with its report."""
         report = await sync().poll_changes()
@@ -225,30 +229,33 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     async def on_inventory(event: InventoryChanged, message: KafkaMessage) -> None:
         await settle_delta(await sync().on_inventory(event), message)
 
-    @runtime.subscriber(
-        M3_CUSTOMER_CHANGED,
-        group="m3bridge.catalog-sync.customers",
-        # Committed after QuoteWerks has the change (or the dead letter is on the broker); transient failures
-        # redeliver.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        title="catalog-sync/customers",
-        description="M3 customer changes written to the QuoteWerks contact manager, by the field ownership rules.",
-    )
-    async def on_customer(change: M3CustomerChanged, message: KafkaMessage) -> None:
-        try:
-            outcome = await customers().apply(change)
-        except CustomerPushRejectedError as rejected:
-            log.warning("M3 customer change %s rejected: %s", change.customer_number, rejected)
-            await runtime.dead_letter(message, error_class="customer-rejected", problems=rejected.problems)
-            return
-        log.info("M3 customer change %s: %s %s %s", change.customer_number, outcome.action, outcome.customer_id,
-                 outcome.reason or sorted(outcome.written))  # fmt: skip
+    if contacts_synced:
+
+        @runtime.subscriber(
+            M3_CUSTOMER_CHANGED,
+            group="m3bridge.catalog-sync.customers",
+            # Committed after QuoteWerks has the change (or the dead letter is on the broker); transient failures
+            # redeliver.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title="catalog-sync/customers",
+            description="M3 customer changes written to the QuoteWerks contact manager, by the field ownership rules.",
+        )
+        async def on_customer(change: M3CustomerChanged, message: KafkaMessage) -> None:
+            try:
+                outcome = await customers().apply(change)
+            except CustomerPushRejectedError as rejected:
+                log.warning("M3 customer change %s rejected: %s", change.customer_number, rejected)
+                await runtime.dead_letter(message, error_class="customer-rejected", problems=rejected.problems)
+                return
+            log.info("M3 customer change %s: %s %s %s", change.customer_number, outcome.action, outcome.customer_id,
+                     outcome.reason or sorted(outcome.written))  # fmt: skip
 
     def progress() -> dict[str, Any]:
         found = parts.get("sync")
         if not isinstance(found, CatalogSync):
             return {"state": "starting"}
-        return {**found.progress.snapshot(), "customers": dict(customers().counts)}
+        contacts = dict(customers().counts) if contacts_synced else "not synced (M3B_CUSTOMER_SYNC)"
+        return {**found.progress.snapshot(), "customers": contacts}
 
     runtime.health.set_detail("logic", progress)
     return runtime

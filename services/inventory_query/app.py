@@ -100,6 +100,7 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
         404: {"model": ErrorBody, "description": "M3 does not know the item or warehouse (M3's message)."},
         503: {"model": ErrorBody, "description": "M3 cannot answer now and no figure is known (the reason)."},
     }
+    read = [runtime.require("read")]  # M3B_READ_KEY (or M3B_OPERATOR_KEY): Authorization: Bearer <key> or X-API-Key
 
     @runtime.app.get(
         "/v1/availability/{item}",
@@ -107,6 +108,7 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
         responses=problems,
         tags=["availability"],
         summary="Availability and price of one item in one warehouse",
+        dependencies=read,
     )
     async def one(
         item: Annotated[str, Path(min_length=1, max_length=15, description="M3 item number.")],
@@ -129,6 +131,7 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
         tags=["availability"],
         summary=f"Availability and price of up to {MAX_BATCH} lines",
         description="One result per line, in order: an answer, or why the line has none (not_found, unavailable).",
+        dependencies=read,
     )
     async def many(batch: BatchQuery) -> BatchAnswer:
         return BatchAnswer(lines=await availability().check_many(batch.lines))

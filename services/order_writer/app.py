@@ -2,12 +2,12 @@
 
 # No `from __future__ import annotations`: faststream reads the handler signature at runtime.
 import logging
-from datetime import UTC, datetime
 
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
+from services.order_writer import results
 from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError
 from services.order_writer.orders import OrderWriter, RejectedError
 from shared.contracts import OrderResult, QuoteApproved, QuoteWerksCustomerChanged
@@ -69,23 +69,23 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="order-writer/approved-quotes",
         description="Approved quotes become confirmed M3 customer orders (OIS100MI batch entry).",
+        on_give_up=lambda quote, failure: send_result(results.given_up(quote, failure)),
     )
     async def on_quote(quote: QuoteApproved, message: KafkaMessage) -> None:
         try:
             result = await writer().process(quote)
         except RejectedError as rejected:
-            result = OrderResult(
-                doc_no=quote.doc_no,
-                revision=quote.revision,
-                outcome="failed",
-                problems=rejected.problems,
-                decided_at=datetime.now(UTC),
-            )
+            result = results.refused(quote, rejected.problems)
             await runtime.dead_letter(message, error_class="rejected", problems=rejected.problems)
         else:
             if result.outcome == "held":
                 await runtime.dead_letter(message, error_class="held", problems=result.problems)
-        await publish(runtime.broker, ORDER_RESULT, result, key=quote.doc_no, max_bytes=settings.kafka_max_request_size)
+        await send_result(result)
+
+    async def send_result(result: OrderResult) -> None:
+        await publish(
+            runtime.broker, ORDER_RESULT, result, key=result.doc_no, max_bytes=settings.kafka_max_request_size
+        )
 
     @runtime.subscriber(
         QUOTEWERKS_CUSTOMER_CHANGED,

@@ -14,7 +14,9 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.order_writer.orders import PRIORITY, HoldError, OrderWriter, RejectedError, problem_from
+from services.order_writer.orders import OrderWriter
+from services.order_writer.refusals import HoldError, RejectedError, problem_from
+from services.order_writer.verified_writes import PRIORITY
 from shared.contracts import LineType, Problem, QuoteApproved, QuoteLine, QuoteWerksCustomerChanged
 from shared.customers import (
     BRIDGE_ORIGIN,
@@ -95,7 +97,7 @@ class CustomerSync:
         quote = as_quote(event)
         identity = event.customer_id
         link = await ledger.customer_link(self.engine, identity)
-        number = link.m3_customer_number if link is not None else await self.writer._existing_customer(quote)
+        number = link.m3_customer_number if link is not None else await self.writer.customers.existing(quote)
         if number is None:
             if not self.rules.create_in_m3:
                 raise CustomerSyncRejectedError([

@@ -12,18 +12,18 @@ from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter
 from pydantic import BaseModel, Field, SecretStr
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.poller import Poller
 from services.quote_ingest.webhooks import parse
 from shared.contracts import OrderResult, OrderStatusChanged
-from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, read_body
+from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
 from shared.kafka import publish
 from shared.quotewerks import DocumentError, QuoteWerksError
-from shared.quotewerks_sql import DEFAULT_CHANGE_COLUMN, QuoteWerksSqlClient, quotewerks_client
+from shared.quotewerks_schema import DEFAULT_CHANGE_COLUMN
+from shared.quotewerks_sql import QuoteWerksSqlClient, quotewerks_client
 from shared.runtime import ServiceRuntime
-from shared.settings import BridgeSettings
+from shared.settings import QuoteWerksSettings
 from shared.topics import ORDER_RESULT, ORDER_STATUS, Topic
 
 log = logging.getLogger(__name__)
@@ -34,18 +34,8 @@ deliveries_total = Counter(
 write_backs_total = Counter("m3bridge_quote_write_backs_total", "Order results written back, by outcome.", ["outcome"])
 
 
-class QuoteIngestSettings(BridgeSettings):
+class QuoteIngestSettings(QuoteWerksSettings):
     service_name: str = "quote-ingest"
-    quotewerks_url: str = Field(
-        "http://127.0.0.1:8300",
-        description="QuoteWerks: its SQL Server database (`mssql+aioodbc://user@host:1433/QuoteWerks?driver=FreeTDS"
-        "&TDS_Version=7.4`) or an HTTP adapter's base URL (`http(s)://`, e.g. the simulator).",
-    )
-    quotewerks_api_key: SecretStr = Field(SecretStr(""), description="Key for the QuoteWerks HTTP adapter.")
-    quotewerks_sql_password: SecretStr = Field(
-        SecretStr(""),
-        description="Password of the SQL login when M3B_QUOTEWERKS_URL is a database URL (kept out of the URL).",
-    )
     quotewerks_sql_change_column: str = Field(
         DEFAULT_CHANGE_COLUMN,
         min_length=1,
@@ -66,10 +56,15 @@ class QuoteIngestSettings(BridgeSettings):
     webhook_tolerance_s: float = Field(300.0, gt=0, description="How old a signed delivery may be.")
     webhook_max_bytes: int = Field(65_536, ge=1024, description="Largest webhook body accepted.")
     approval_events: list[str] = Field(
-        default_factory=lambda: ["QuoteValet.Accepted"], description="Webhook events that mean a quote is approved."
+        default_factory=list,
+        description='Webhook events that approve a quote whatever its DocStatus (e.g. `["QuoteValet.Accepted"]`). '
+        "Empty by default: a webhook only says which quote to fetch, and it is ordered when its DocStatus is one of "
+        "M3B_APPROVED_STATUSES.",
     )
     approved_statuses: list[str] = Field(
-        default_factory=lambda: ["Accepted"], description="DocStatus values that mean approved (free text in QW)."
+        default_factory=lambda: ["Accepted"],
+        description="DocStatus values that mean approved (free text in QW, compared without case); a quote is ordered "
+        "only in one of these, unless its webhook event is one of M3B_APPROVAL_EVENTS.",
     )
     poll_interval_s: float = Field(
         60.0,
@@ -110,6 +105,9 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     )
     if not auth.shared_secret and not auth.signing_secret:
         log.warning("no webhook secret configured: every webhook delivery will be refused")
+    if settings.webhook_max_bytes > settings.max_body_bytes:
+        log.warning("M3B_WEBHOOK_MAX_BYTES %d is over M3B_MAX_BODY_BYTES %d: bodies over the latter are refused (413)",
+                    settings.webhook_max_bytes, settings.max_body_bytes)  # fmt: skip
     parts: dict[str, object] = {}
 
     async def publish_to(topic: Topic, payload: BaseModel, key: str) -> None:
@@ -188,6 +186,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             result = await ingest().delivery(delivery)
         except RejectedDeliveryError as exc:
             deliveries_total.labels(exc.reason).inc()
+            note_rejection(settings.service_name, exc.status, exc.reason, f"webhook: {exc}")
             return JSONResponse({"status": "rejected", "reason": exc.reason, "detail": str(exc)}, exc.status)
         except QuoteWerksError as exc:
             deliveries_total.labels("quotewerks_error").inc()
@@ -204,27 +203,26 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     async def write_back(
         message: KafkaMessage, doc_no: str, outcome: str, write: Callable[[], Awaitable[object]]
     ) -> None:
-        """Write to the quote, retrying what QuoteWerks may accept later; a refusal goes to the dead letters."""
-        attempts = 0
+        """Write to the quote. The QuoteWerks client retries brief failures itself; a longer outage raises, and the
+        consumer tries the message again later (then dead-letters it); a refusal goes to the dead letters at once."""
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(5),
-                wait=wait_exponential_jitter(initial=0.5, max=10),
-                retry=retry_if_exception(lambda e: isinstance(e, QuoteWerksError) and e.retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    await write()
+            await write()
         except QuoteWerksError as exc:
+            if exc.retryable:
+                raise
             write_backs_total.labels("dead_lettered").inc()
             await runtime.dead_letter(
-                message, error_class="quotewerks", error_message=str(exc), attempts=attempts,
+                message,
+                error_class="quotewerks",
+                error_message=str(exc),
                 details={"doc_no": doc_no, "status": exc.status},
-            )  # fmt: skip
+            )
             log.error("could not write %s back to quote %s: %s (dead-lettered)", outcome, doc_no, exc)
             return
         write_backs_total.labels(outcome).inc()
+
+    async def count_given_up() -> None:
+        write_backs_total.labels("dead_lettered").inc()
 
     @runtime.subscriber(
         ORDER_RESULT,
@@ -232,6 +230,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-results",
         description="Writes the M3 order number and outcome back onto the QuoteWerks quote.",
+        on_give_up=lambda _result, _failure: count_given_up(),
     )
     async def on_order_result(result: OrderResult, message: KafkaMessage) -> None:
         await write_back(message, result.doc_no, result.outcome, lambda: ingest().write_back(result))
@@ -242,6 +241,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-status",
         description="Writes M3 order status changes (from SalesOrder BODs) onto the quote the order came from.",
+        on_give_up=lambda _change, _failure: count_given_up(),
     )
     async def on_order_status(change: OrderStatusChanged, message: KafkaMessage) -> None:
         doc_no = change.customer_order_number or change.order_number

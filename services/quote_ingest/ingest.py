@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -15,7 +18,7 @@ from services.quote_ingest.webhooks import Delivery
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.quotewerks import (
     DocumentError,
-    QuoteWerksClient,
+    QuoteWerks,
     QuoteWerksError,
     customer_from_contact,
     parse_last_modified,
@@ -57,15 +60,32 @@ class Result:
 
 
 class Ingest:
-    def __init__(self, quotewerks: QuoteWerksClient, engine: AsyncEngine, publish: Publish, rules: IngestRules) -> None:
+    def __init__(self, quotewerks: QuoteWerks, engine: AsyncEngine, publish: Publish, rules: IngestRules) -> None:
         self.quotewerks = quotewerks
         self.engine = engine
         self.publish = publish
         self.rules = rules
+        # One write-back per document at a time: an order result and a status change of the same quote arrive on
+        # different topics, and racing each other the second would see the first's write as an edit made in
+        # QuoteWerks and refuse to overwrite it.
+        self._writing: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @contextlib.asynccontextmanager
+    async def _sole_writer(self, doc_no: str) -> AsyncIterator[None]:
+        lock = self._writing.get(doc_no)
+        if lock is None:
+            lock = self._writing[doc_no] = asyncio.Lock()
+        async with lock:
+            yield
 
     def _approved(self, event: str, header: dict[str, Any]) -> bool:
+        """The fetched document decides: its DocStatus is one of the approved statuses. An event approves by
+        itself only when the configuration names it (`approval_events`, empty by default): a webhook saying
+        QuoteValet.Accepted about a quote that is still "Open" orders nothing unless the operator chose that."""
         statuses = {s.casefold() for s in self.rules.approved_statuses}
-        return event in self.rules.approval_events or str(header.get("DocStatus") or "").casefold() in statuses
+        if str(header.get("DocStatus") or "").casefold() in statuses:
+            return True
+        return bool(event) and event in self.rules.approval_events
 
     async def delivery(self, delivery: Delivery, *, source: str = "webhook") -> Result:
         """An authenticated delivery: fetch what it is about and publish it once. Raises QuoteWerksError
@@ -160,13 +180,21 @@ class Ingest:
             fields[self.rules.order_number_field] = result.order_number
         if result.outcome == "created" and self.rules.created_doc_status:
             fields["DocStatus"] = self.rules.created_doc_status
-        await self.quotewerks.update_document(result.doc_no, fields)
+        async with self._sole_writer(result.doc_no):
+            await self.quotewerks.update_document(result.doc_no, fields)
 
     async def write_status(self, change: OrderStatusChanged) -> bool:
         """Put an M3 order's new status on the quote it came from (its DocNo is the order's CUOR). False, and
         logged, when the order did not come from a QuoteWerks quote."""
         doc_no = change.customer_order_number
-        header = await self._quote_of(doc_no) if doc_no else None
+        if not doc_no:
+            log.info("M3 order %s status %s: no CUOR, not from a QuoteWerks quote", change.order_number, change.status)
+            return False
+        async with self._sole_writer(doc_no):
+            return await self._write_status(doc_no, change)
+
+    async def _write_status(self, doc_no: str, change: OrderStatusChanged) -> bool:
+        header = await self._quote_of(doc_no)
         known = str(header.get(self.rules.order_number_field) or "") if header is not None else ""
         if header is None or (known and known != change.order_number):
             # No CUOR, no such document, or the quote carries another order (a CUOR reused by hand in M3).

@@ -5,10 +5,9 @@ tenant), so the full document is fetched afterwards.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from shared.inbound import RejectedDeliveryError
+from shared.inbound import RejectedDeliveryError, load_json
 
 
 @dataclass(frozen=True)
@@ -20,10 +19,7 @@ class Delivery:
 
 def parse(body: bytes) -> Delivery:
     """Reads the event and the document or customer it is about from a (usually thin) JSON body."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise RejectedDeliveryError(400, "malformed", "body is not JSON") from None
+    data = load_json(body)  # 400 when not JSON or nested deeper than any template makes it
     if not isinstance(data, dict):
         raise RejectedDeliveryError(400, "malformed", "body is not a JSON object")
     event = str(data.get("event") or data.get("EventFullName") or "").strip()

@@ -5,11 +5,13 @@
 import contextlib
 import hmac
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Header, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import AliasChoices, Field, SecretStr
 
 from services.token_service.budget import BudgetPolicy, BudgetTimeoutError, RateBudget
@@ -111,13 +113,34 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             await desk["desk"].keeper.revoke()
             await desk["desk"].keeper.close()
 
-    def caller(authorization: Annotated[str, Header()] = "") -> str:
-        presented = authorization.removeprefix("Bearer ").encode()
+    def caller_of(authorization: str) -> str | None:
+        presented = authorization.removeprefix("Bearer ").encode("utf-8", "backslashreplace")
         for service, key in settings.service_keys.items():
             expected = key.get_secret_value().encode()
             if expected and hmac.compare_digest(presented, expected):
                 return service
-        raise HTTPException(status_code=401, detail="unauthorized")
+        return None
+
+    def caller(authorization: Annotated[str, Header()] = "") -> str:
+        service = caller_of(authorization)
+        if service is None:
+            raise HTTPException(status_code=401, detail="unauthorized")
+        return service
+
+    class KeyFirstRoute(APIRoute):
+        """The key is checked before FastAPI reads and parses the body: an unknown caller's body is never read."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def checked(request: Request) -> Response:
+                if caller_of(request.headers.get("authorization", "")) is None:
+                    raise HTTPException(status_code=401, detail="unauthorized")
+                return await handler(request)
+
+            return checked
+
+    api = APIRouter(route_class=KeyFirstRoute)
 
     CallerName = Annotated[str, Depends(caller)]  # noqa: N806 - a type alias
 
@@ -126,7 +149,7 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             raise HTTPException(status_code=503, detail=f"no usable .ionapi file at {settings.ion_api_file}")
         return desk["desk"]
 
-    @runtime.app.post("/v1/leases", response_model=None, tags=["leases"], summary="Lease the token and permits")
+    @api.post("/v1/leases", response_model=None, tags=["leases"], summary="Lease the token and permits")
     async def lease(request: LeaseRequest, _service: CallerName) -> JSONResponse | dict[str, object]:
         try:
             granted: Lease = await open_desk_or_503().lease(request)
@@ -136,13 +159,14 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             return JSONResponse({"error": "token_unavailable", "detail": str(exc)}, 503)
         return {**granted.model_dump(mode="json"), "access_token": granted.access_token.get_secret_value()}
 
-    @runtime.app.post("/v1/reports", status_code=202, tags=["leases"], summary="Report a 429 or 401 from the Gateway")
+    @api.post("/v1/reports", status_code=202, tags=["leases"], summary="Report a 429 or 401 from the Gateway")
     async def report(body: Report, service: CallerName) -> dict[str, str]:
         return {"action": await open_desk_or_503().report(service, body)}
 
-    @runtime.app.get("/v1/budget", tags=["leases"], summary="The budget's current pace and queues")
+    @api.get("/v1/budget", tags=["leases"], summary="The budget's current pace and queues")
     async def budget_status(_service: CallerName) -> dict[str, object]:
         return {**open_desk_or_503().status(), "token": open_desk_or_503().keeper.status()}
 
+    runtime.app.include_router(api)
     runtime.health.set_detail("logic", "leases of the shared ION token under the central rate budget")
     return runtime

@@ -20,7 +20,7 @@ the libraries looked at (purgatory, aiobreaker, circuitbreaker) expose no remain
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,14 +61,23 @@ class _Circuit:
 
 class CircuitBreakers:
     def __init__(
-        self, *, failures: int = 5, reset_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        failures: int = 5,
+        reset_after_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        programs: Iterable[str] = (),
     ) -> None:
+        """`programs`: the ones the service calls; their state gauge reads 0 (closed) from now on, not only after
+        their first call."""
         if failures < 1 or reset_after_s <= 0:
             raise ValueError("failures must be >= 1 and reset_after_s > 0")
         self.failures = failures
         self.reset_after_s = reset_after_s
         self._clock = clock
         self._circuits: dict[str, _Circuit] = {}
+        for program in programs:
+            self._publish(program)
 
     def state(self, program: str) -> State:
         circuit = self._circuits.get(program)

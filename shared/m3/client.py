@@ -30,7 +30,7 @@ from shared.m3.errors import (
     M3UnauthorizedError,
 )
 from shared.m3.metadata import Record, TransactionMetadata, from_api_repository, from_wire, to_wire
-from shared.m3.transactions import changes_m3
+from shared.m3.transactions import PROGRAMS_BY_SERVICE, changes_m3
 from shared.settings import M3CallerSettings
 
 log = logging.getLogger(__name__)
@@ -512,5 +512,9 @@ def m3_client_for(settings: M3CallerSettings, http: httpx.AsyncClient, *, deadli
         timeout_s=min(settings.m3_timeout_s, deadline),
         deadline_s=deadline,
         max_attempts=settings.m3_max_attempts,
-        breakers=CircuitBreakers(failures=settings.m3_breaker_failures, reset_after_s=settings.m3_breaker_reset_s),
+        breakers=CircuitBreakers(
+            failures=settings.m3_breaker_failures,
+            reset_after_s=settings.m3_breaker_reset_s,
+            programs=PROGRAMS_BY_SERVICE.get(settings.service_name, ()),
+        ),
     )

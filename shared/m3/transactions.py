@@ -14,6 +14,16 @@ READ_PREFIXES = ("Get", "Lst", "List", "Search", "Sel", "Check")
 READ_ONLY_PROGRAMS = frozenset({"MRS001MI"})
 
 
+# The M3 programs each service calls (docs/m3-interfaces.md, "What the services call today"), MRS001MI being the
+# client's own metadata look-up. Their circuit-breaker gauges are exported from the start, so a dashboard shows a
+# closed circuit (0) before the first call; a program missing here still gets its gauge on its first call.
+PROGRAMS_BY_SERVICE: dict[str, tuple[str, ...]] = {
+    "order-writer": ("CRS610MI", "MMS200MI", "MRS001MI", "OIS100MI"),
+    "catalog-sync": ("MMS200MI", "MRS001MI", "OIS017MI"),
+    "inventory-query": ("MMS200MI", "MRS001MI", "OIS017MI"),
+}
+
+
 def changes_m3(program: str, transaction: str) -> bool:
     """True when running `program/transaction` may change data in M3."""
     if program in READ_ONLY_PROGRAMS:

@@ -88,9 +88,21 @@ def nok_error(
 
 
 def parse_v1(body: Any, program: str, transaction: str) -> tuple[list[dict[str, str]], dict[str, FieldSpec]]:
-    """Rows (field → raw string) and the output metadata of a v1 answer; raises on NOK."""
+    """Rows (field → raw string) and the output metadata of a v1 answer; raises on NOK. An answer that is not shaped
+    like an MI answer (a JSON object of the wrong shape) raises M3TransientError, as one that is not an object does."""
     if not isinstance(body, dict):
         raise M3TransientError("answer is not a JSON object", program=program, transaction=transaction)
+    try:
+        return _parse_v1(body, program, transaction)
+    except (TypeError, AttributeError, ValueError, OverflowError) as exc:
+        raise M3TransientError(
+            f"answer is not shaped like an MI answer ({type(exc).__name__})", program=program, transaction=transaction
+        ) from None
+
+
+def _parse_v1(
+    body: dict[str, Any], program: str, transaction: str
+) -> tuple[list[dict[str, str]], dict[str, FieldSpec]]:
     error = body.get("ErrorMessage") if isinstance(body.get("ErrorMessage"), dict) else body
     if isinstance(error, dict) and (error.get("@type") or "Message" in error) and "MIRecord" not in error:
         if error.get("@type") in NOT_FOUND_TYPES:

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--poison", type=int, default=12, help="poison messages in scenarios d and e (default 12)")
     parser.add_argument(
-        "--drain-timeout", type=float, help="seconds after the last approval (default 60 + 3 per quote)"
+        "--drain-timeout", type=float, help="seconds after the last approval (default 60 + 8 per quote)"
     )
     parser.add_argument("--run-dir", type=Path, default=Path("var/chaos"), help="logs and row.json per scenario")
     parser.add_argument(
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--quotes must be >= 1 and --rate > 0")
     options = Options(
         quotes=args.quotes, rate=args.rate, seed=args.seed, poison=args.poison,
-        drain_timeout_s=args.drain_timeout if args.drain_timeout is not None else 60 + 3 * args.quotes,
+        drain_timeout_s=args.drain_timeout if args.drain_timeout is not None else 60 + 8 * args.quotes,
         run_dir=args.run_dir, verbose=args.verbose, late_504=args.late_504, max_down_s=args.max_down,
     )  # fmt: skip
     rows = []

@@ -1,10 +1,13 @@
 """`make run` from the repository: every service healthy within 60 s, the demo's M3 changes reaching bod-listener
 as ION delivers them (IMS v3 multipart messages), then a clean stop on SIGINT or SIGTERM with no process left behind
-(broker included)."""
+(broker included). `make run QUOTEWERKS=db`: the same against a local QuoteWerks database instead of the simulator."""
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,11 +37,11 @@ def start_stack(command: list[str], tmp_path: Path) -> Captured:
     return Captured(command, env=env, cwd=ROOT)
 
 
-def started(stack: Captured) -> dict[str, tuple[int, str]]:
+def started(stack: Captured, simulators: tuple[str, ...] = ("ion-sim", "quotewerks-sim")) -> dict[str, tuple[int, str]]:
     # 60 s for the services, plus the time make needs to see the venv is current.
     stack.wait_for_line("| READY", 90)
     found = {m["name"]: (int(m["pid"]), m["where"]) for m in map(SUMMARY.search, stack.lines) if m}
-    assert set(found) == {"kafka", "ion-sim", "quotewerks-sim", *SERVICES}, stack.output
+    assert set(found) == {"kafka", *simulators, *SERVICES}, stack.output
     return found
 
 
@@ -53,6 +56,20 @@ def assert_all_ready(children: dict[str, tuple[int, str]]) -> None:
     # token-service holds a token from the simulator's OAuth server: the M3 path is live end to end.
     token_service = children["token-service"][1]
     assert httpx.get(f"{token_service}/readyz", timeout=5).json()["checks"]["ion_token"] == "ok"
+
+
+def assert_the_banner_calls_work(stack: Captured, children: dict[str, tuple[int, str]]) -> None:
+    """The banner shows this run's keys in curl lines; without them the protected routes answer 401."""
+    [read] = [line for line in stack.lines if "availability (read key): curl" in line]
+    key = re.search(r"Bearer ([^']+)'", read)
+    assert key, read
+    inventory = children["inventory-query"][1]
+    url = f"{inventory}/v1/availability/ITM000001"
+    answer = httpx.get(url, params={"warehouse": "100"}, headers={"Authorization": f"Bearer {key[1]}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert httpx.get(url, params={"warehouse": "100"}, timeout=10).status_code == 401
+    assert any("sync now (operator key): curl -X POST" in line for line in stack.lines)
+    assert httpx.post(f"{children['catalog-sync'][1]}/v1/sync/poll", timeout=10).status_code == 401
 
 
 def assert_bods_went_through_ims(stack: Captured, children: dict[str, tuple[int, str]]) -> None:
@@ -94,6 +111,7 @@ def test_stack_starts_healthy_and_stops_clean(command: list[str], signum: int, t
     try:
         children = started(stack)
         assert_all_ready(children)
+        assert_the_banner_calls_work(stack, children)
         # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
         stack.wait_for_line("written back on the quote: CustomText01='1", 60)
         assert_bods_went_through_ims(stack, children)
@@ -101,6 +119,71 @@ def test_stack_starts_healthy_and_stops_clean(command: list[str], signum: int, t
             stack.signal_group(signum)
         else:
             stack.process.send_signal(signum)
+        stack.process.wait(60)
+        assert "| all stopped" in stack.output
+        assert_all_gone(stack, children)
+    finally:
+        stack.kill_all()
+
+
+def quote_header(database: Path, doc_no: str) -> dict[str, Any]:
+    with contextlib.closing(sqlite3.connect(database, timeout=10)) as connection:
+        connection.row_factory = sqlite3.Row
+        row = connection.execute("SELECT * FROM DocumentHeaders WHERE DocNo = ?", (doc_no,)).fetchone()
+    return dict(row) if row is not None else {}
+
+
+def assert_ordered_in_m3(stack: Captured, ion: str, database: Path, doc_no: str, customer: str) -> str:
+    """The quote's row carries the M3 order number, and the M3 simulator holds that order for the quote."""
+
+    def written_back() -> dict[str, Any] | None:
+        row = quote_header(database, doc_no)
+        return row if row.get("CustomText02") else None
+
+    row = wait_until(f"{doc_no}'s M3 outcome written back", written_back, 60, dump=lambda: stack.output[-3000:])
+    order_number = row["CustomText01"]
+    assert order_number, row
+    assert order_number.startswith("1"), row
+    orders = httpx.get(f"{ion}/__admin/m3/orders", params={"cuor": doc_no}, timeout=5).json()["orders"]
+    assert [(o["ORNO"], o["CUNO"]) for o in orders] == [(order_number, customer)], orders
+    return str(order_number)
+
+
+def approve_by_hand(stack: Captured, database: Path) -> str:
+    """Runs what the banner says approves another quote by hand (a sqlite3 command, or the SQL without sqlite3);
+    returns that quote's DocNo."""
+    line = next(line for line in stack.lines if "approve another quote by hand: " in line)
+    how = line.split("approve another quote by hand: ", 1)[1]
+    doc_no = re.findall(r"DocNo = '([^']+)'", how)[-1]
+    if how.startswith("sqlite3 "):
+        subprocess.run(how, shell=True, check=True, cwd=ROOT, timeout=30)  # the banner's own command
+    else:
+        with contextlib.closing(sqlite3.connect(database, timeout=10)) as connection, connection:
+            connection.execute(how.split(";  (in ", 1)[0])
+    return doc_no
+
+
+def test_make_run_against_a_quotewerks_database(tmp_path: Path) -> None:
+    """`make run QUOTEWERKS=db`: no QuoteWerks simulator; the demo approves a quote in a SQLite file of QuoteWerks'
+    schema, quote-ingest's poll finds it, and its M3 order number lands in the row. The banner's by-hand approval
+    works too."""
+    stack = start_stack(["make", "--no-print-directory", "run", "QUOTEWERKS=db"], tmp_path)
+    database = tmp_path / "var" / "quotewerks.db"
+    try:
+        children = started(stack, simulators=("ion-sim",))
+        assert f"QuoteWerks: the SQLite database sqlite+aiosqlite:///{database}" in stack.output
+        assert_all_ready(children)
+        ion = children["ion-sim"][1]
+        stack.wait_for_line("written back on the quote: CustomText01='1", 60)
+        first = assert_ordered_in_m3(stack, ion, database, "AAAQ1001", "C000001")
+        assert f"CustomText01={first!r}" in stack.output
+
+        doc_no = approve_by_hand(stack, database)
+        assert doc_no != "AAAQ1001"
+        customer = quote_header(database, doc_no)["SoldToCMAccountNo"]
+        assert assert_ordered_in_m3(stack, ion, database, doc_no, customer) != first
+
+        stack.signal_group(signal.SIGINT)
         stack.process.wait(60)
         assert "| all stopped" in stack.output
         assert_all_gone(stack, children)

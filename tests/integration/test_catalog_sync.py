@@ -19,7 +19,7 @@ from shared.kafka import create_broker, publish
 from shared.settings import BridgeSettings
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED, dead_letter_topic
 from tests.processes import Captured, wait_until
-from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
+from tests.stack import OPERATOR, IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 
 ITEMS = 600
 THRESHOLD = 300  # below the item count: the full load must choose the Data Lake
@@ -105,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module
 
 
 def full_load(stack: Stack, **params: str) -> dict[str, Any]:
-    response = httpx.post(f"{stack.url}/v1/sync/full", params={"wait": "true", **params}, timeout=120)
+    response = httpx.post(f"{stack.url}/v1/sync/full", params={"wait": "true", **params}, headers=OPERATOR, timeout=120)
     assert response.status_code == 200, response.text
     report: dict[str, Any] = response.json()
     return report
@@ -184,14 +184,15 @@ def test_the_change_poll_brings_an_m3_edit_across_without_bods(stack: Stack) -> 
     part = "ITM000007"
     wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
     stack.ion.admin("POST", f"m3/items/{part}", {"ITDS": "Edited in MMS001"})
-    response = httpx.post(f"{stack.url}/v1/sync/poll", timeout=120)
+    assert httpx.post(f"{stack.url}/v1/sync/poll", timeout=10).status_code == 401  # no operator key
+    response = httpx.post(f"{stack.url}/v1/sync/poll", headers=OPERATOR, timeout=120)
     assert response.status_code == 200, response.text
     report = response.json()
     assert (report["mode"], report["path"]) == ("poll", "mi")
     assert report["counts"]["failed"] == 0, report["problems"]
     assert report["counts"]["updated"] >= 1
     assert stack.quotewerks.api("GET", f"products/{part}")["Description"] == "Edited in MMS001"
-    again = httpx.post(f"{stack.url}/v1/sync/poll", timeout=120).json()
+    again = httpx.post(f"{stack.url}/v1/sync/poll", headers=OPERATOR, timeout=120).json()
     assert again["counts"]["updated"] == again["counts"]["created"] == 0
     assert healthz(stack.url)["last_poll"]["run_id"] == again["run_id"]
 

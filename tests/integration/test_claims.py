@@ -20,7 +20,7 @@ from services.quote_ingest.poller import SINCE_KEY, SINCE_KIND, Poller
 from services.quote_ingest.webhooks import Delivery
 from shared.contracts import ItemChanged, QuoteApproved
 from shared.kafka import create_broker
-from shared.quotewerks import QuoteWerksClient
+from shared.quotewerks import QUOTEWERKS_ATTEMPTS, QuoteWerksClient
 from shared.settings import BridgeSettings
 from shared.state import db, deliveries, fingerprints
 from shared.topics import ITEM_CHANGED, QUOTE_APPROVED, Topic
@@ -29,7 +29,7 @@ from simulators.quotewerks.app import create_app
 from tests.conftest import _create_database, _drop_database
 
 RULES = IngestRules(
-    approval_events=["QuoteValet.Accepted"],
+    approval_events=[],  # the default: only the fetched DocStatus approves
     approved_statuses=["Accepted"],
     order_number_field="CustomText01",
     order_status_field="CustomText02",
@@ -175,7 +175,8 @@ def poller(ingest: Ingest, engine: AsyncEngine, interval_s: float = 0.05) -> Pol
 
 
 async def test_the_poll_survives_quotewerks_errors_and_publishes_the_approval_afterwards(engine: AsyncEngine) -> None:
-    qw = FlakyQuoteWerks(failures=2)
+    # Two polls fail: each after the client's own tries (QUOTEWERKS_ATTEMPTS answers 503 in a row).
+    qw = FlakyQuoteWerks(failures=2 * QUOTEWERKS_ATTEMPTS)
     async with httpx.AsyncClient(transport=qw, base_url="http://qw") as http:
         # Approved while the webhook went nowhere: only the poll can find it.
         (await http.post("/api/v1/documents/AAAQ1006/approve", headers=API_KEY)).raise_for_status()
@@ -190,6 +191,7 @@ async def test_the_poll_survives_quotewerks_errors_and_publishes_the_approval_af
             await asyncio.wait_for(task, 5)
     assert polling.failures == 2, polling.figures()
     assert polling.published == 1
+    assert qw.listings >= 2 * QUOTEWERKS_ATTEMPTS + 1  # every try reached QuoteWerks
     [(topic, quote, key)] = recorder.sent
     assert (topic, key) == (QUOTE_APPROVED.name, "AAAQ1006")
     assert isinstance(quote, QuoteApproved)

@@ -20,7 +20,7 @@ from services.inventory_query.messages import REQUEST_TOPIC
 from shared.contracts import InventoryChanged
 from shared.topics import INVENTORY_CHANGED
 from tests.processes import Captured
-from tests.stack import IonSim, TokenService, start_ion, start_service, start_token_service
+from tests.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
 
 KEYS = {"inventory-query": "key-inv-789"}
 
@@ -56,7 +56,8 @@ def inventory(token_service: TokenService, kafka_bootstrap: str) -> Iterator[str
 
 
 def get(url: str, item: str, warehouse: str = "100", quantity: str = "1") -> httpx.Response:
-    return httpx.get(f"{url}/v1/availability/{item}", params={"warehouse": warehouse, "quantity": quantity}, timeout=10)
+    params = {"warehouse": warehouse, "quantity": quantity}
+    return httpx.get(f"{url}/v1/availability/{item}", params=params, headers=READ, timeout=10)
 
 
 def test_cold_lookup_asks_m3_and_the_next_is_answered_from_cache(ion: IonSim, inventory: str) -> None:
@@ -87,7 +88,7 @@ def test_concurrent_lookups_of_one_item_make_one_m3_call_each(ion: IonSim, inven
     calls = ion.stats()["gateway"]["accepted"]
 
     async def many() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, headers=READ) as http:
             url = f"{inventory}/v1/availability/ITM000002"
             return await asyncio.gather(*(http.get(url, params={"warehouse": "200"}) for _ in range(20)))
 
@@ -104,6 +105,9 @@ def test_unknown_item_is_404_with_m3s_message_and_bad_input_is_422(inventory: st
     assert get(inventory, "X" * 16).status_code == 422
     assert get(inventory, "ITM000001", warehouse="1000").status_code == 422
     assert get(inventory, "ITM000001", quantity="0").status_code == 422
+    anonymous = httpx.get(f"{inventory}/v1/availability/ITM000001", params={"warehouse": "100"}, timeout=10)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == "Bearer"
 
 
 def test_a_batch_answers_each_line(inventory: str) -> None:
@@ -112,18 +116,18 @@ def test_a_batch_answers_each_line(inventory: str) -> None:
         {"item": "ITM000003", "warehouse": "300", "quantity": "2"},
         {"item": "NOSUCHITEM", "warehouse": "100", "quantity": "1"},
     ]
-    response = httpx.post(f"{inventory}/v1/availability", json={"lines": lines}, timeout=10)
+    response = httpx.post(f"{inventory}/v1/availability", json={"lines": lines}, headers=READ, timeout=10)
     assert response.status_code == 200, response.text
     results = response.json()["lines"]
     assert [r["outcome"] for r in results] == ["answered", "answered", "not_found"]
     assert results[0]["source"] == "cache"
     assert results[1]["source"] == "m3"
-    too_many = httpx.post(f"{inventory}/v1/availability", json={"lines": lines[:1] * 101}, timeout=10)
+    too_many = httpx.post(f"{inventory}/v1/availability", json={"lines": lines[:1] * 101}, headers=READ, timeout=10)
     assert too_many.status_code == 422
 
 
 async def test_an_inventory_event_changes_the_next_answer(inventory: str, kafka_bootstrap: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=READ) as http:
         url = f"{inventory}/v1/availability/ITM000005"
         before = (await http.get(url, params={"warehouse": "100"})).json()
         event = InventoryChanged(

@@ -4,6 +4,8 @@ import asyncio
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
@@ -11,7 +13,7 @@ from shared.contracts import Heartbeat
 from shared.correlation import KAFKA_HEADER, SOURCE_HEADER, bind_correlation_id
 from shared.kafka import consumer_options, create_broker, publish
 from shared.settings import BridgeSettings
-from shared.topics import ALL_TOPICS, HEARTBEAT, Topic, ensure_topics
+from shared.topics import ALL_TOPICS, HEARTBEAT, Topic, dead_letter_topic, ensure_topics
 
 
 def settings_for(bootstrap: str, name: str) -> BridgeSettings:
@@ -133,6 +135,31 @@ async def test_ensure_topics_is_idempotent(kafka_bootstrap: str) -> None:
     extra = Topic("test.ensure.once.v1", Heartbeat, "k", "d")
     assert await ensure_topics(kafka_bootstrap, partitions=2, replication=1, topics=(extra,)) == [extra.name]
     assert await ensure_topics(kafka_bootstrap, partitions=2, replication=1, topics=(extra, *ALL_TOPICS)) == []
+
+
+async def topic_config(bootstrap: str, name: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    [(error_code, _, _, resource_name, entries)] = response.resources
+    assert (error_code, resource_name) == (0, name)
+    return {entry[0]: entry[1] for entry in entries}
+
+
+async def test_dead_letter_topics_are_created_with_their_retention(kafka_bootstrap: str) -> None:
+    """The broker keeps the topic config (Tansu stores and describes it, it does not enforce retention)."""
+    letters = dead_letter_topic("retention-test")
+    other = Topic("test.retention.plain.v1", Heartbeat, "k", "d")
+    created = await ensure_topics(
+        kafka_bootstrap, partitions=1, replication=1, topics=(letters, other), dead_letter_retention_ms=2_592_000_000
+    )
+    assert sorted(created) == sorted([letters.name, other.name])
+    assert (await topic_config(kafka_bootstrap, letters.name)).get("retention.ms") == "2592000000"
+    # Others keep the broker's default (Tansu describes none, Apache Kafka its log.retention).
+    assert (await topic_config(kafka_bootstrap, other.name)).get("retention.ms") != "2592000000"
 
 
 def test_heartbeat_topic_is_registered() -> None:

@@ -19,7 +19,7 @@ from shared.topics import Topic
 from simulators.quotewerks.app import create_app
 
 RULES = IngestRules(
-    approval_events=["QuoteValet.Accepted"],
+    approval_events=[],  # the default: only the fetched DocStatus approves
     approved_statuses=["Accepted"],
     order_number_field="CustomText01",
     order_status_field="CustomText02",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Column, Integer, MetaData, Table, Unicode
+from sqlalchemy import Column, Integer, MetaData, Table, Unicode, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import Update
 
+from services.quote_ingest.ingest import Ingest, IngestRules
+from shared.contracts import OrderResult, OrderStatusChanged
 from shared.quotewerks import QuoteWerksConflictError, QuoteWerksError, quote_from_document
 from shared.quotewerks_sql import QuoteWerksSqlClient, quotewerks_client
 from tests.conftest import _create_database, _drop_database
@@ -338,3 +340,103 @@ async def test_an_unreachable_database_is_a_retryable_error() -> None:
     finally:
         await client.aclose()
     assert caught.value.retryable
+
+
+# --- the bridge's product table ------------------------------------------------------------------------------------
+PUSHED = {"Description": "Widget, blue", "UnitOfMeasure": "EA", "Price": 12.5, "Active": True, "Availability": 7}
+
+
+async def test_a_product_is_created_then_replaced_in_the_bridges_table(qw: QuoteWerksSqlClient) -> None:
+    assert await qw.find_product("ITM000001") is None
+    assert await qw.put_product("ITM000001", PUSHED) is True
+    found = await qw.find_product("ITM000001")
+    assert found is not None
+    assert {k: found[k] for k in PUSHED} == PUSHED
+    assert found["LastModified"].endswith("+00:00")
+    assert await qw.put_product("ITM000001", {**PUSHED, "Price": 13.25, "Active": False, "Availability": 0}) is False
+    again = await qw.find_product("ITM000001")
+    assert again is not None
+    assert (again["Price"], again["Active"], again["Availability"]) == (13.25, False, 0)
+    assert again["Description"] == "Widget, blue"
+
+
+async def test_concurrent_creates_of_one_product_leave_one_row(qw: QuoteWerksSqlClient, db: AsyncEngine) -> None:
+    created = await asyncio.gather(*(qw.put_product("ITM000002", {**PUSHED, "Availability": n}) for n in range(4)))
+    assert sorted(created) == [False, False, False, True]
+    async with db.connect() as connection:
+        rows = (await connection.execute(text('SELECT COUNT(*) FROM "M3BridgeProducts"'))).scalar_one()
+    assert rows == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"Price": "twelve"}, "Price 'twelve' is not a number"),
+        ({"Price": 1e16}, "does not fit DECIMAL"),
+        ({"Availability": -1}, "not a whole number"),
+        ({"Active": "yes"}, "not true or false"),
+        ({"UnitOfMeasure": "x" * 21}, "longer than 20"),
+        ({"Vendor": "Acme"}, "Vendor is not a column of M3BridgeProducts"),
+    ],
+)
+async def test_a_product_value_the_table_cannot_hold_is_refused_and_nothing_written(
+    qw: QuoteWerksSqlClient, fields: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(QuoteWerksError, match=reason) as caught:
+        await qw.put_product("ITM000003", {**PUSHED, **fields})
+    assert not caught.value.retryable
+    assert await qw.find_product("ITM000003") is None
+
+
+async def test_a_database_without_the_product_table_names_the_ddl_to_run(qw_url: str, db: AsyncEngine) -> None:
+    async with db.begin() as connection:
+        await connection.execute(text('DROP TABLE "M3BridgeProducts"'))
+    client = connect(qw_url)
+    try:
+        with pytest.raises(QuoteWerksError, match=r"deploy/quotewerks/m3bridge-products\.sql") as caught:
+            await client.put_product("ITM000001", PUSHED)
+    finally:
+        await client.aclose()
+    assert not caught.value.retryable
+
+
+async def test_an_order_result_and_a_status_change_written_at_once_both_land(
+    qw: QuoteWerksSqlClient, db: AsyncEngine
+) -> None:
+    """Results and status changes come on different topics: written at the same moment, the second must not take
+    the first's write for an edit made in QuoteWerks (a false conflict would dead-letter it)."""
+    await insert_quote(db, "AAAQ8001", status="Accepted", stamp=T0, lines=[])
+    rules = IngestRules(
+        approval_events=[], approved_statuses=["Accepted"], order_number_field="CustomText01",
+        order_status_field="CustomText02", created_doc_status="",
+    )  # fmt: skip
+
+    async def no_publish(*_: Any) -> None:
+        raise AssertionError("a write-back publishes nothing")
+
+    writing = {"now": 0, "most": 0}
+    update_document = qw.update_document
+
+    async def watched(doc_no: str, fields: Mapping[str, str]) -> None:
+        writing["now"] += 1
+        writing["most"] = max(writing["most"], writing["now"])
+        for _ in range(20):  # let the other write start here, if nothing keeps it out
+            await asyncio.sleep(0)
+        try:
+            await update_document(doc_no, fields)
+        finally:
+            writing["now"] -= 1
+
+    qw.update_document = watched  # type: ignore[method-assign]
+    ingest = Ingest(qw, create_async_engine("sqlite+aiosqlite://"), no_publish, rules)
+    now = datetime.now(UTC)
+    result = OrderResult(doc_no="AAAQ8001", outcome="created", order_number="1000000042", order_status="22",
+                         customer_number="C000001", decided_at=now)  # fmt: skip
+    change = OrderStatusChanged(order_number="1000000042", customer_order_number="AAAQ8001", status="33",
+                                customer_number="C000001", changed_at=now)  # fmt: skip
+    for _ in range(5):
+        await asyncio.gather(ingest.write_back(result), ingest.write_status(change))
+    written = await header(db, "AAAQ8001")
+    assert written["CustomText01"] == "1000000042"
+    assert written["CustomText02"].startswith("M3 order 1000000042 for customer C000001, status ")
+    assert writing["most"] == 1  # one write-back of a document at a time

@@ -1,10 +1,20 @@
 """The circuit breaker per M3 program (shared/m3/breaker.py) with a controlled clock."""
 
-import pytest
+import re
+from pathlib import Path
 
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from services import m3_callers
+from shared.m3 import m3_client_for
 from shared.m3.breaker import CircuitBreakers, M3CircuitOpenError
+from shared.m3.transactions import PROGRAMS_BY_SERVICE
+from shared.settings import M3CallerSettings
 
 pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Clock:
@@ -89,3 +99,34 @@ def test_a_probe_that_says_nothing_lets_the_next_call_probe() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="failures"):
         CircuitBreakers(failures=0)
+
+
+def _state_gauge(program: str) -> float | None:
+    return REGISTRY.get_sample_value("m3bridge_m3_circuit_state", {"program": program})
+
+
+def test_the_state_gauge_reads_closed_for_the_given_programs_before_any_call() -> None:
+    assert _state_gauge("TST901MI") is None
+    CircuitBreakers(programs=("TST901MI", "TST902MI"))
+    assert _state_gauge("TST901MI") == 0
+    assert _state_gauge("TST902MI") == 0
+
+
+@pytest.mark.parametrize("service", sorted(PROGRAMS_BY_SERVICE))
+async def test_each_m3_caller_exports_the_state_of_its_programs_from_the_start(service: str) -> None:
+    settings = M3CallerSettings(service_name=service)
+    async with httpx.AsyncClient() as http:
+        client = m3_client_for(settings, http)
+    assert set(client.breakers.states()) == set()
+    for program in PROGRAMS_BY_SERVICE[service]:
+        assert _state_gauge(program) == 0, program
+
+
+def test_every_m3_caller_declares_the_programs_its_code_names() -> None:
+    """The static list behind the gauges covers every MI program named in the service's own code."""
+    assert set(PROGRAMS_BY_SERVICE) == set(m3_callers())
+    for service in m3_callers():
+        folder = ROOT / "services" / service.replace("-", "_")
+        named = {m for path in folder.rglob("*.py") for m in re.findall(r"\b[A-Z]{3}\d{3}MI\b", path.read_text())}
+        assert named <= set(PROGRAMS_BY_SERVICE[service]), f"{service}: {sorted(named)}"
+        assert "MRS001MI" in PROGRAMS_BY_SERVICE[service], "the client's metadata look-up"

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from services.catalog_sync.datalake import DataLakeError
-from services.catalog_sync.sync import POLL_MARKER, RETIRED, CatalogSync, SyncOptions, choose_path, product_from
+from services.catalog_sync.full_load import choose_path
+from services.catalog_sync.products import POLL_MARKER, RETIRED, SyncOptions, product_from
+from services.catalog_sync.sync import CatalogSync
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.lease import Priority
 from shared.m3.client import BulkOutcome, tenant_base

@@ -1,7 +1,11 @@
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+import shared.topics
 from m3bridge.cli import main
 from services import m3_callers
 
@@ -15,9 +19,50 @@ def test_keys_are_written_privately_and_not_overwritten_by_accident(tmp_path: Pa
         assert len(key) >= 40
     assert len((tmp_path / "webhook-secret").read_text()) >= 40
     assert len((tmp_path / "bod-secret").read_text()) >= 40
+    assert len((tmp_path / "postgres-password").read_text()) >= 40
+    operator, read = (tmp_path / "operator-key").read_text(), (tmp_path / "read-key").read_text()
+    assert len(operator) >= 40
+    assert len(read) >= 40
+    assert operator != read
     for path in tmp_path.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for supplied in ("quotewerks-api-key", "quotewerks-sql-password"):  # left for the site to fill in
+        assert (tmp_path / supplied).read_text() == ""
+    (tmp_path / "quotewerks-sql-password").write_text("the DBA's password")
     assert main(["keys", "--out", str(tmp_path)]) == 1
     assert json.loads((tmp_path / "service-keys.json").read_text()) == keys
     assert main(["keys", "--out", str(tmp_path), "--force"]) == 0
     assert json.loads((tmp_path / "service-keys.json").read_text()) != keys
+    assert (tmp_path / "quotewerks-sql-password").read_text() == "the DBA's password"  # never overwritten
+
+
+def test_topics_connects_like_the_services_and_gives_dead_letters_their_retention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def ensure_topics(bootstrap_servers: str, **options: Any) -> list[str]:
+        calls.append((bootstrap_servers, options))
+        return []
+
+    monkeypatch.setattr(shared.topics, "ensure_topics", ensure_topics)
+    monkeypatch.setenv("M3B_ENV_FILE", "/does-not-exist.env")
+    monkeypatch.setenv("M3B_SECRETS_DIR", "")
+    for key, value in {
+        "M3B_KAFKA_BOOTSTRAP_SERVERS": "kafka.example:9093",
+        "M3B_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "M3B_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "M3B_KAFKA_SASL_USERNAME": "bridge",
+        "M3B_KAFKA_SASL_PASSWORD": "s3cret",
+        "M3B_KAFKA_DEAD_LETTER_RETENTION_MS": "1234",
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert main(["topics", "--partitions", "3"]) == 0
+    [(bootstrap, options)] = calls
+    assert bootstrap == "kafka.example:9093"
+    assert (options["partitions"], options["replication"], options["dead_letter_retention_ms"]) == (3, 1, 1234)
+    client = options["client_options"]
+    assert client["security_protocol"] == "SASL_SSL"
+    assert client["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (client["sasl_plain_username"], client["sasl_plain_password"]) == ("bridge", "s3cret")
+    assert client["ssl_context"] is not None

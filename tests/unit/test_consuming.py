@@ -1,6 +1,7 @@
 """shared.consuming without a broker: decoding, retries, dead letters, progress for /healthz."""
 
 import base64
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -207,6 +208,29 @@ async def test_poison_is_dead_lettered_at_once_and_the_handler_never_runs(body: 
     assert consumer.progress.started is None  # finished: the partition moves on
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"doc_no": ' + b'{"a": ' * 10_000 + b"1" + b"}" * 10_000 + b', "quantity": 1}',
+        b'{"doc_no": "Q1", "quantity": 1, "extra": ' + b"[" * 300 + b"]" * 300 + b"}",
+    ],
+)
+async def test_deeply_nested_json_is_dead_lettered_at_once_not_retried(body: bytes) -> None:
+    # The JSON parser's nesting limit makes it undecodable: one dead letter, no RecursionError, no retry loop.
+    async def handler(_order: Order, _message: Any) -> None:
+        raise AssertionError("never called")
+
+    letters = Letters()
+    consumer = consumer_for(handler, letters)
+    assert await consumer.consume(body, FakeMessage(body)) is None
+    [letter] = letters.sent
+    assert letter["class"] == UNDECODABLE
+    assert letter["attempts"] == 1
+    assert "recursion limit" in letter["text"]
+    assert len(letter["text"]) < 1000  # the reason, not the payload
+
+
 async def test_poison_counts_one_dead_letter_and_logs_one_line_without_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -301,19 +325,35 @@ async def test_a_failure_that_says_it_is_not_retryable_is_dead_lettered_at_once(
     assert [(letter["class"], letter["attempts"]) for letter in letters.sent] == [(NOT_RETRYABLE, 1)]
 
 
-async def test_a_handler_bug_is_dead_lettered_after_its_attempts_with_one_traceback(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_a_handler_bug_is_dead_lettered_after_its_attempts_with_one_traceback() -> None:
     async def handler(_order: Order, _message: Any) -> None:
         raise KeyError("oops")
 
     letters = Letters()
     consumer = consumer_for(handler, letters, policy=RetryPolicy(max_attempts=2, initial_s=0.01, max_s=0.01))
     body = b'{"doc_no": "Q1", "quantity": 1}'
-    with caplog.at_level("WARNING", logger="shared.consuming"):
+    # Its own handler on the module's logger: what other tests of the session did to the root logger does not matter.
+    # (An earlier in-process test of the session leaves this logger disabled, e.g. a logging config with
+    # disable_existing_loggers; enabled here for the test's own handler, then put back.)
+    logger, seen = logging.getLogger("shared.consuming"), Records()
+    was_disabled, logger.disabled = logger.disabled, False
+    logger.addHandler(seen)
+    try:
         await consumer.consume(body, FakeMessage(body))
+    finally:
+        logger.removeHandler(seen)
+        logger.disabled = was_disabled
     assert [letter["class"] for letter in letters.sent] == [RETRIES_EXHAUSTED]
-    with_traceback = [r for r in caplog.records if r.exc_info]
+    with_traceback = [r for r in seen.records if r.exc_info]
     assert len(with_traceback) == 1
 
 
@@ -365,6 +405,43 @@ async def test_a_requester_is_answered_when_its_request_is_dead_lettered() -> No
     reply = await consumer.consume(b'{"doc_no": "Q1"}', FakeMessage(b'{"doc_no": "Q1"}'))
     assert reply.startswith("c-1: invalid: not a valid Order")
     assert len(letters.sent) == 1
+
+
+async def test_a_valid_message_given_up_on_is_announced_after_its_dead_letter() -> None:
+    told: list[tuple[Any, Failure, int]] = []
+    letters = Letters()
+
+    async def handler(_order: Order, _message: Any) -> None:
+        raise FlakyError("M3 answered 503")
+
+    async def notice(order: Order, failure: Failure) -> None:
+        told.append((order, failure, len(letters.sent)))
+
+    consumer = consumer_for(handler, letters, on_give_up=notice)
+    body = b'{"doc_no": "Q7", "quantity": 2}'
+    assert await consumer.consume(body, FakeMessage(body)) is None
+    [(order, failure, letters_before)] = told
+    assert order == Order(doc_no="Q7", quantity=2)
+    assert (failure.error_class, failure.attempts) == (RETRIES_EXHAUSTED, SMALL.max_attempts)
+    assert letters_before == 1  # the dead letter is on the broker before anyone is told
+
+    told.clear()
+    assert await consumer.consume(b"not json", FakeMessage(b"not json")) is None
+    assert told == []  # nothing to announce about a message that is not a valid payload
+
+
+async def test_a_notice_that_fails_does_not_redeliver_a_dead_lettered_message() -> None:
+    async def handler(_order: Order, _message: Any) -> None:
+        raise RefusedError("no such item")
+
+    async def notice(_order: Order, _failure: Failure) -> None:
+        raise ConnectionError("broker gone")
+
+    letters = Letters()
+    consumer = consumer_for(handler, letters, on_give_up=notice)
+    body = b'{"doc_no": "Q8", "quantity": 1}'
+    assert await consumer.consume(body, FakeMessage(body)) is None
+    assert [letter["class"] for letter in letters.sent] == [NOT_RETRYABLE]
 
 
 async def test_without_dead_letters_poison_is_skipped_and_counted() -> None:

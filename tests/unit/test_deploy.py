@@ -69,17 +69,40 @@ def _command(service: dict[str, Any]) -> list[str]:
     return command.split() if isinstance(command, str) else [str(part) for part in command]
 
 
-def _published_ports(service: dict[str, Any]) -> list[tuple[str, str]]:
-    """(host port, container port) pairs of a service's `ports`, short or long syntax."""
-    pairs = []
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def _resolve(value: str) -> str:
+    """A compose value as `docker compose` sees it with no variables set: `${VAR:-default}` is the default."""
+    return _VARIABLE.sub(lambda match: match.group(2) or "", value)
+
+
+def _port_bindings(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address, host port, container port) of a service's `ports`, short or long syntax, variables
+    resolved to their defaults; the address is "" when the port is published on every interface."""
+    bindings = []
     for port in service.get("ports") or []:
         if isinstance(port, dict):
-            pairs.append((str(port.get("published", "")), str(port["target"])))
+            address = _resolve(str(port.get("host_ip", "")))
+            bindings.append((address, _resolve(str(port.get("published", ""))), str(port["target"])))
             continue
-        parts = str(port).split("/")[0].split(":")
+        parts = _resolve(str(port)).split("/")[0].split(":")
         host = parts[-2] if len(parts) >= 2 else ""
-        pairs.append((host, parts[-1]))
-    return pairs
+        address = ":".join(parts[:-2])
+        bindings.append((address, host, parts[-1]))
+    return bindings
+
+
+def _published_ports(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host port, container port) pairs of a service's `ports`."""
+    return [(host, container) for _, host, container in _port_bindings(service)]
+
+
+# What a user must reach from outside the compose network: QuoteWerks' webhooks, catalog triggers, the
+# availability API, ION's BODs, Prometheus and Grafana. Everything else talks on the compose network only.
+PUBLISHED = {"quote-ingest", "catalog-sync", "inventory-query", "bod-listener", "prometheus", "grafana"}
+# The containers that open the state store (ServiceRuntime(..., uses_state=True)) and the migration job.
+STATE_USERS = {"migrate", "quote-ingest", "order-writer", "catalog-sync", "bod-listener"}
 
 
 # --- (a) compose file against the Compose Specification ---
@@ -131,6 +154,9 @@ def test_each_bridge_service_is_in_compose(name: str, compose_services: dict[str
     for job in ("kafka-init", "migrate"):
         assert service["depends_on"][job]["condition"] == "service_completed_successfully"
     ports = _published_ports(service)
+    if name not in PUBLISHED:
+        assert ports == [], f"{name} is reached on the compose network only"
+        return
     assert len(ports) == 1, f"{name} should publish exactly one port"
     assert ports[0][1] == CONTAINER_PORT
     assert ports[0][0], f"{name} needs a fixed host port"
@@ -144,7 +170,90 @@ def test_host_ports_are_unique(compose_services: dict[str, dict[str, Any]]) -> N
 
 def test_bridge_host_ports_follow_the_service_table(compose_services: dict[str, dict[str, Any]]) -> None:
     for entry in SERVICES.values():
-        assert _published_ports(compose_services[entry.name]) == [(str(entry.local_port), CONTAINER_PORT)]
+        if entry.name in PUBLISHED:
+            assert _published_ports(compose_services[entry.name]) == [(str(entry.local_port), CONTAINER_PORT)]
+
+
+def test_only_what_users_reach_is_published_and_on_loopback_by_default(
+    compose_services: dict[str, dict[str, Any]],
+) -> None:
+    published = {name for name, service in compose_services.items() if service.get("ports")}
+    assert published == PUBLISHED
+    for name in ("kafka", "postgres", "token-service", "order-writer"):
+        assert not compose_services[name].get("ports"), f"{name} must not be published"
+        assert not compose_services[name].get("expose"), name
+        assert compose_services[name].get("network_mode") != "host", name
+    for name in sorted(published):
+        for port in compose_services[name]["ports"]:
+            text = str(port)
+            assert "${M3B_PUBLISH_ADDRESS:-127.0.0.1}" in text, f"{name}: {text} needs the bind-address variable"
+        for address, host, _ in _port_bindings(compose_services[name]):
+            assert address == "127.0.0.1", f"{name} publishes {host} on {address or 'every interface'}"
+            assert host.isdigit(), f"{name}: host port {host!r}"
+
+
+def test_the_port_parser_resolves_variables_and_sees_unbound_ports() -> None:
+    service = {"ports": ["${A:-127.0.0.1}:${B:-8102}:8000", "9000:9000", "9001", {"target": 1, "published": "2"}]}
+    expected = [("127.0.0.1", "8102", "8000"), ("", "9000", "9000"), ("", "", "9001"), ("", "2", "1")]
+    assert _port_bindings(service) == expected
+
+
+def test_kafka_has_no_host_listener(compose_services: dict[str, dict[str, Any]]) -> None:
+    env = _environment(compose_services["kafka"])
+    assert "localhost" not in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:19092"
+
+
+def test_the_compose_file_holds_no_password(
+    compose: dict[str, Any], compose_services: dict[str, dict[str, Any]]
+) -> None:
+    lines = [line.split(" #")[0] for line in COMPOSE_FILE.read_text(encoding="utf-8").splitlines()]
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    literal = re.search(r"(?i)password\w*:[ \t]*\S", text.replace("POSTGRES_PASSWORD_FILE:", ""))
+    assert not literal, f"a literal password: {literal.group(0) if literal else ''}"
+    assert "POSTGRES_PASSWORD:" not in text
+    postgres = compose_services["postgres"]
+    assert _environment(postgres)["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+    assert postgres["secrets"] == ["postgres-password"]
+    assert compose["secrets"]["postgres-password"]["file"] == "./deploy/secrets/postgres-password"
+    for name, service in compose_services.items():
+        for key, value in _environment(service).items():
+            if key.endswith("_URL"):
+                assert "@" not in value or ":" not in value.split("://", 1)[-1].split("@", 1)[0], f"{name}: {key}"
+            if re.search(r"(?i)password|_secret$", key) and not key.endswith("_FILE"):
+                raise AssertionError(f"{name}: {key} must come from a secret file")
+
+
+def test_the_state_store_users_get_the_postgres_password_as_a_setting(
+    compose_services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in compose_services.items():
+        targets = {s["target"]: s["source"] for s in service.get("secrets") or [] if isinstance(s, dict)}
+        if name in STATE_USERS:
+            assert targets.get("m3b_state_password") == "postgres-password", name
+            assert _environment(service)["M3B_STATE_URL"].startswith("postgresql+asyncpg://m3bridge@postgres:5432/")
+        else:
+            assert "m3b_state_password" not in targets, name
+    for name in sorted(SERVICES):
+        uses_state = "uses_state=True" in (ROOT / "services" / name.replace("-", "_") / "app.py").read_text()
+        assert uses_state == (name in STATE_USERS), name
+
+
+def test_the_state_password_goes_into_the_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m3b_state_password").write_text("generated-secret\n")
+    monkeypatch.setenv("M3B_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("M3B_ENV_FILE", str(ROOT / "does-not-exist.env"))
+    monkeypatch.setenv("M3B_STATE_URL", "postgresql+asyncpg://m3bridge@postgres:5432/m3bridge")
+    settings = BridgeSettings()
+    assert settings.state_url == "postgresql+asyncpg://m3bridge:generated-secret@postgres:5432/m3bridge"
+    assert "generated-secret" in settings.secret_values()
+
+
+def test_the_secret_files_are_ignored_by_git(compose: dict[str, Any]) -> None:
+    ignored = set((ROOT / ".gitignore").read_text(encoding="utf-8").splitlines())
+    for secret in compose["secrets"].values():
+        path = Path(secret["file"].removeprefix("./"))
+        assert any(path.match(pattern) for pattern in ignored if pattern), f"{path} is not git-ignored"
 
 
 def test_no_compose_service_serves_an_unknown_name(compose_services: dict[str, dict[str, Any]]) -> None:
@@ -353,6 +462,14 @@ def _exported_metric_names() -> set[str]:
         for family in registry.collect():
             names.update(f"{family.name}{suffix}" for suffix in SERIES_SUFFIXES.get(family.type, ("",)))
     return names
+
+
+def test_the_processing_errors_runbook_points_at_the_dead_letters() -> None:
+    [rule] = [rule for rule in _rules() if rule.get("alert") == "MessageProcessingErrors"]
+    description = rule["annotations"]["description"]
+    assert "dlq.{{ $labels.app_name }}.v1" in description
+    assert "m3bridge dead-letters list --service" in description
+    assert "m3bridge dead-letters replay" in description
 
 
 def test_alert_rules_use_only_exported_metrics() -> None:

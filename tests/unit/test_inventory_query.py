@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from services.inventory_query.availability import (
     Availability,
@@ -286,9 +286,10 @@ def test_last_known_drops_the_least_recently_used() -> None:
 async def test_http_api_validates_and_documents() -> None:
     from services.inventory_query.app import InventoryQuerySettings, create_runtime
 
-    runtime = create_runtime(InventoryQuerySettings(kafka_bootstrap_servers="127.0.0.1:1"))
+    runtime = create_runtime(InventoryQuerySettings(kafka_bootstrap_servers="127.0.0.1:1", read_key=SecretStr("rk")))
     transport = httpx.ASGITransport(app=runtime.app)  # no lifespan: validation answers before any logic runs
-    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+    headers = {"Authorization": "Bearer rk"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://service", headers=headers) as client:
         too_long = await client.get("/v1/availability/" + "X" * 16, params={"warehouse": "100"})
         assert too_long.status_code == 422
         assert "at most 15" in too_long.text
@@ -299,9 +300,11 @@ async def test_http_api_validates_and_documents() -> None:
         assert no_warehouse.status_code == 422
         assert "warehouse" in no_warehouse.text
         assert (await client.post("/v1/availability", json={"lines": []})).status_code == 422
-        spec = (await client.get("/openapi.json")).json()
+        assert (await client.get("/openapi.json")).status_code == 404  # served only with M3B_HTTP_DOCS=true
+        spec = runtime.app.openapi()
         health = (await client.get("/healthz")).json()
     get = spec["paths"]["/v1/availability/{item}"]["get"]
-    assert {"200", "404", "422", "503"} <= set(get["responses"])
+    assert {"200", "401", "404", "422", "503"} <= set(get["responses"])
+    assert get["security"] == [{"bearerKey": ["read"]}, {"apiKey": ["read"]}]
     assert "AvailabilityAnswer" in spec["components"]["schemas"]
     assert health["logic"]["cache_ttl_s"] == 30

@@ -1,4 +1,4 @@
-"""The declarative quote → M3 order mapping (shared/mapping.py, deploy/config/order-mapping.yaml)."""
+"""The declarative quote → M3 order mapping (shared/mapping/, deploy/config/order-mapping.yaml)."""
 
 from __future__ import annotations
 

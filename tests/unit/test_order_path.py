@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.order_writer import results
 from services.order_writer.orders import OrderWriter, RejectedError
+from shared.consuming import NOT_RETRYABLE, RETRIES_EXHAUSTED, Failure
 from shared.contracts import QuoteApproved
 from shared.m3 import M3OutcomeUnknownError
 from shared.mapping import load_rules
@@ -309,3 +311,16 @@ async def test_a_newer_revision_replaces_the_older_ones_batch_order(m3: FaultyM3
     assert late.outcome == "held"
     assert "revision 2" in late.problems[0].message
     assert len(m3.orders_for("QREV")) == 1
+
+
+def test_a_quote_given_up_on_is_reported_held_with_the_way_to_resume_it(m3: FaultyM3) -> None:
+    approved = quote(m3, "AAAQ9901", revision=2)
+    failure = Failure(RETRIES_EXHAUSTED, "M3OutcomeUnknownError: " + "x" * 5000, attempts=8)
+    result = results.given_up(approved, failure)
+    assert (result.doc_no, result.revision, result.outcome) == ("AAAQ9901", 2, "held")
+    [problem] = result.problems
+    assert problem.error_class == "transient"
+    assert "not finished after 8 attempt(s), M3 did not answer in time" in problem.message
+    assert results.REPLAY_HINT in problem.message
+    bug = results.given_up(approved, Failure(NOT_RETRYABLE, "KeyError: 'ORNO'"))
+    assert "it could not be processed (KeyError: 'ORNO')" in bug.problems[0].message

@@ -20,14 +20,15 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import ClauseElement
 
 from shared.quotewerks import QuoteWerksError
-from shared.quotewerks_sql import (
+from shared.quotewerks_schema import (
+    BRIDGE_PRODUCTS,
     DOCUMENT_HEADERS,
     DOCUMENT_ITEMS,
-    QuoteWerksConfigError,
-    QuoteWerksSqlClient,
+    PRODUCTS_DDL_FILE,
+    ProductStatements,
     Statements,
-    quotewerks_client,
 )
+from shared.quotewerks_sql import QuoteWerksConfigError, QuoteWerksSqlClient, quotewerks_client
 from tests.quotewerks_db import create_schema, insert_quote, product_line
 
 MSSQL_URL = "mssql+aioodbc://bridge@127.0.0.1:1/QuoteWerks?driver=FreeTDS&TDS_Version=7.4&LoginTimeout=2"
@@ -188,9 +189,40 @@ async def test_the_connector_issues_no_statement_the_tests_above_do_not_compile(
     assert [s for s in ours if s not in expected] == []
 
 
-def test_catalog_sync_is_refused_a_database_at_start_up() -> None:
-    with pytest.raises(QuoteWerksConfigError, match="customers and products: not supported by the SQL connector yet"):
+def test_a_service_that_needs_contacts_is_refused_a_database_at_start_up() -> None:
+    with pytest.raises(QuoteWerksConfigError, match="QuoteWerks customers: not supported by the SQL connector"):
         quotewerks_client(MSSQL_URL, SecretStr(""), http=httpx.AsyncClient(), needs=("products", "customers"))
+    products_only = quotewerks_client(MSSQL_URL, SecretStr(""), http=httpx.AsyncClient(), needs=("products",))
+    assert isinstance(products_only, QuoteWerksSqlClient)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split())
+
+
+def test_the_shipped_product_table_ddl_is_the_table_the_connector_expects(dialect: Dialect) -> None:
+    """deploy/quotewerks/m3bridge-products.sql is what a DBA runs; it must create exactly BRIDGE_PRODUCTS."""
+    shipped = (Path(__file__).resolve().parents[2] / PRODUCTS_DDL_FILE).read_text()
+    compiled = str(CreateTable(BRIDGE_PRODUCTS).compile(dialect=dialect)).strip()
+    assert _words(compiled) in _words(shipped)
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON dbo.M3BridgeProducts TO m3bridge" in shipped
+
+
+def test_product_statements_are_keyed_on_the_part_number(dialect: Dialect) -> None:
+    built = ProductStatements()
+    assert sql(built.by_part("ITM1"), dialect) == (
+        "SELECT [M3BridgeProducts].[ManufacturerPartNumber], [M3BridgeProducts].[Description], "
+        "[M3BridgeProducts].[UnitOfMeasure], [M3BridgeProducts].[Price], [M3BridgeProducts].[Active], "
+        "[M3BridgeProducts].[Availability], [M3BridgeProducts].[LastModified] \nFROM [M3BridgeProducts] \n"
+        "WHERE [M3BridgeProducts].[ManufacturerPartNumber] = ?"
+    )
+    replaced = sql(built.replace("ITM1", {"Price": 1, "Active": True, "LastModified": STAMP}), dialect)
+    assert replaced == (
+        "UPDATE [M3BridgeProducts] SET [Price]=?, [Active]=?, [LastModified]=? "
+        "WHERE [M3BridgeProducts].[ManufacturerPartNumber] = ?"
+    )
+    added = sql(built.add("ITM1", {"Price": 1}), dialect)
+    assert added == "INSERT INTO [M3BridgeProducts] ([ManufacturerPartNumber], [Price]) VALUES (?, ?)"
 
 
 def test_http_urls_keep_the_http_client() -> None:
@@ -226,6 +258,6 @@ async def test_an_unreachable_sql_server_is_a_retryable_error_through_freetds() 
 
 async def test_contacts_are_refused_with_a_clear_error() -> None:
     client = quotewerks_client(MSSQL_URL, SecretStr(""), http=httpx.AsyncClient(), writable={})
-    with pytest.raises(QuoteWerksError, match="not supported by the SQL connector yet") as caught:
+    with pytest.raises(QuoteWerksError, match="not supported by the SQL connector") as caught:
         await client.customer("C000001")
     assert not caught.value.retryable

@@ -1,0 +1,138 @@
+"""What every catalog run shares: the options, the progress, pushing one product, problems, metrics, the report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from services.catalog_sync.products import MAX_PROBLEMS, Catalog, Fingerprints, Product
+from shared.contracts import CatalogSyncReport, Problem
+from shared.m3.errors import M3Error
+from shared.quotewerks import QuoteWerksError
+
+log = logging.getLogger(__name__)
+
+products_synced = Counter(
+    "m3bridge_catalog_products_total", "Products handled by catalog runs, by mode (full, delta, poll) and outcome.",
+    ["mode", "outcome"],
+)  # fmt: skip
+full_load_finished = Gauge(
+    "m3bridge_catalog_full_load_finished_timestamp_seconds", "When the last full load ended, by result (ok, failed).",
+    ["result"],
+)  # fmt: skip
+full_load_seconds = Gauge("m3bridge_catalog_full_load_duration_seconds", "How long the last full load took.")
+
+Publish = Callable[[CatalogSyncReport], Awaitable[None]]
+
+
+@dataclass
+class Progress:
+    run_id: str = ""
+    mode: str = ""
+    path: str = ""
+    running: bool = False
+    total: int = 0
+    done: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    last_full: dict[str, Any] | None = None
+    deltas: dict[str, int] = field(
+        default_factory=lambda: {
+            "handled": 0,
+            "events": 0,
+            "pushed": 0,
+            "unchanged": 0,
+            "failed": 0,
+            "dead_lettered": 0,
+        }
+    )
+    last_poll: dict[str, Any] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": "built",
+            "full_load": {
+                "running": self.running, "run_id": self.run_id, "path": self.path, "done": self.done,
+                "total": self.total, "counts": dict(self.counts),
+            },
+            "last_full_load": self.last_full,
+            "deltas": dict(self.deltas),
+            "last_poll": self.last_poll,
+        }  # fmt: skip
+
+
+def problem(exc: BaseException, part: str) -> Problem:
+    if isinstance(exc, M3Error):
+        error_class = (
+            exc.error_class
+            if exc.error_class in ("authorization", "business", "throttled", "unauthorized", "transient", "not_found")
+            else "transient"
+        )
+        return Problem.model_validate(
+            {"error_class": error_class, "message": f"{part}: {exc}"[:2000], "program": exc.program[:16],
+             "transaction": exc.transaction[:32]}
+        )  # fmt: skip
+    retryable = getattr(exc, "retryable", True)
+    return Problem(error_class="transient" if retryable else "validation", message=f"{part}: {exc}"[:2000])
+
+
+def add_problem(problems: list[Problem], exc: BaseException, part: str) -> None:
+    """Keep the problem, up to MAX_PROBLEMS of them in one run."""
+    if len(problems) < MAX_PROBLEMS:
+        problems.append(problem(exc, part))
+
+
+def observe(report: CatalogSyncReport) -> None:
+    for outcome, count in report.counts.items():
+        if count:
+            products_synced.labels(report.mode, outcome).inc(count)
+    if report.mode == "full":
+        result = "failed" if report.counts.get("failed") else "ok"
+        full_load_finished.labels(result).set(report.finished_at.timestamp())
+        full_load_seconds.set((report.finished_at - report.started_at).total_seconds())
+
+
+class Pusher:
+    """Puts a product into the QuoteWerks catalog when its fingerprint changed, then remembers the fingerprint."""
+
+    def __init__(self, catalog: Catalog, store: Fingerprints, publish: Publish) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.publish = publish
+
+    async def push(
+        self,
+        product: Product,
+        known: str | None,
+        counts: dict[str, int],
+        problems: list[Problem],
+        *,
+        pushed: dict[str, str] | None = None,
+    ) -> None:
+        """Put the product when its fingerprint changed, then remember the fingerprint: at once, or in `pushed`
+        for the caller to store in batches (a crash before that only means those products are pushed again)."""
+        fingerprint = product.fingerprint()
+        if known == fingerprint:
+            counts["unchanged"] += 1
+            return
+        try:
+            created = await self.catalog.put_product(product.part, product.fields())
+            if pushed is not None:
+                pushed[product.part] = fingerprint
+            else:
+                await self.store.put(product.part, fingerprint)
+        except (QuoteWerksError, OSError, ValueError) as exc:
+            counts["failed"] += 1
+            add_problem(problems, exc, product.part)
+            log.warning("product %s not pushed: %s", product.part, exc)
+            return
+        counts["created" if created else "updated"] += 1
+
+    async def report(self, report: CatalogSyncReport) -> CatalogSyncReport:
+        """Count the run's outcomes in the metrics and publish its report."""
+        observe(report)
+        await self.publish(report)
+        return report

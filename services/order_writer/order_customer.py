@@ -1,0 +1,118 @@
+"""The M3 customer of a quote's sold-to party: linked, else found by e-mail or name, else created (CRS610MI)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.order_writer.refusals import HoldError, RejectedError
+from services.order_writer.verified_writes import PRIORITY, text, write_verified
+from shared.contracts import Problem, QuoteApproved
+from shared.m3 import M3BusinessError, M3Client
+from shared.mapping import MappingRules, plan_customer
+from shared.state import ledger
+
+log = logging.getLogger(__name__)
+
+#: Input field lengths from M3's API repository by "PROGRAM/Transaction", read only when a customer is to be created.
+FieldLengths = Callable[[], Awaitable[Mapping[str, Mapping[str, int]]]]
+
+
+class QuoteCustomers:
+    """Finds or creates the M3 customer of a quote, and links it in the ledger so the next quote finds it there."""
+
+    def __init__(
+        self, m3: M3Client, engine: AsyncEngine, rules: MappingRules, lengths: FieldLengths, *, settle_s: float
+    ) -> None:
+        self.m3 = m3
+        self.engine = engine
+        self.rules = rules
+        self.lengths = lengths
+        self.settle_s = settle_s
+
+    async def customer(self, quote: QuoteApproved) -> str:
+        """The M3 customer number for the quote's sold-to party, creating the customer when M3 lacks it."""
+        party = quote.sold_to
+        identity = party.cm_account_no or (f"email:{party.email.casefold()}" if party.email else "")
+        identity = identity or f"company:{party.company.casefold()}"
+        link = await ledger.customer_link(self.engine, identity)
+        if link is not None:
+            return link.m3_customer_number
+        number = await self.existing(quote)
+        if number is None:
+            plan = plan_customer(quote, self.rules, field_lengths=await self.lengths())
+            if plan.refusals:
+                raise HoldError([
+                    Problem(error_class="mapping", message=f"customer {r.field}: {r.reason}"[:2000], field=r.field[:32])
+                    for r in plan.refusals
+                ])  # fmt: skip
+            number = await self._create(plan.fields)
+            log.info("created M3 customer %s for %s", number, party.company)
+        await ledger.link_customer(
+            self.engine, identity, number, email=party.email, company=party.company, by="m3bridge"
+        )
+        return number
+
+    async def existing(self, quote: QuoteApproved) -> str | None:
+        party = quote.sold_to
+        if party.cm_account_no and len(party.cm_account_no) <= 10:
+            # Sites that key QuoteWerks customers by their M3 number: take it when M3 knows it.
+            try:
+                record = await self.m3.execute_one(
+                    "CRS610MI", "GetBasicData", {"CUNO": party.cm_account_no}, priority=PRIORITY
+                )
+            except M3BusinessError:
+                record = None
+            if record is not None:
+                return str(record["CUNO"])
+        # Deduplicate: the same e-mail address, else the same name, found exactly once.
+        for query, field, wanted in (
+            (party.email, "MAIL", party.email.casefold()),
+            (party.company, "CUNM", party.company.casefold()[:36]),
+        ):
+            if not query:
+                continue
+            rows = await self.m3.execute("CRS610MI", "SearchCustomer", {"SQRY": query[:100]}, priority=PRIORITY)
+            matches = {str(r["CUNO"]) for r in rows if str(r.get(field) or "").casefold() == wanted}
+            if len(matches) == 1:
+                return matches.pop()
+        return None
+
+    async def _create(self, fields: Mapping[str, str]) -> str:
+        """CRS610MI/Add; after a lost answer, the customer is looked up by the name and address sent."""
+
+        async def add() -> str:
+            created = await self.m3.execute_one("CRS610MI", "Add", fields, priority=PRIORITY)
+            number = text(created, "CUNO") or fields.get("CUNO", "")
+            if not number:
+                raise RejectedError([Problem(error_class="business", message="CRS610MI/Add returned no CUNO")])
+            return number
+
+        return await write_verified("Add", add, lambda: self._created(fields), settle_s=self.settle_s)
+
+    async def _created(self, fields: Mapping[str, str]) -> str | None:
+        """The customer a CRS610MI/Add with `fields` created, if any. LstByName reads the customer table itself
+        (SearchCustomer goes through a search index that may not have it yet)."""
+        if fields.get("CUNO"):
+            try:
+                found = await self.m3.execute_one(
+                    "CRS610MI", "GetBasicData", {"CUNO": fields["CUNO"]}, priority=PRIORITY
+                )
+            except M3BusinessError:
+                return None
+            return text(found, "CUNO") or None
+        name = fields.get("CUNM", "")
+        wanted = {code: fields[code].casefold() for code in ("MAIL", "CUA1", "PONO") if fields.get(code)}
+        matches: list[str] = []
+        async for row in self.m3.list_all(
+            "CRS610MI", "LstByName", {"CUNM": name}, key_fields=("CUNM", "CUNO"), priority=PRIORITY
+        ):
+            if text(row, "CUNM").casefold() != name.casefold():
+                break
+            if all(text(row, code).casefold() == value for code, value in wanted.items()):
+                matches.append(text(row, "CUNO"))
+        if len(matches) > 1:
+            log.warning("customer %r exists %d times in M3 (%s): taking %s", name, len(matches), matches, min(matches))
+        return min(matches) if matches else None
