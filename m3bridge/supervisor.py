@@ -36,6 +36,8 @@ from shared.topics import ensure_topics
 COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[95m")
 RESET = "\033[0m"
 PR_SET_PDEATHSIG = 1
+#: In the state directory: this run's keys and secrets (JSON, mode 0600).
+RUN_KEYS_FILE = "run-keys.json"
 SIMULATORS = {
     "ion-sim": "ION API Gateway + OAuth + M3 MI simulator; admin at /__admin/docs",
     "quotewerks-sim": "QuoteWerks documents, customers, products, webhooks; admin at /__admin/docs",
@@ -252,6 +254,10 @@ class Supervisor:
             # Local runs serve /docs and /openapi.json (off by default in a deployment).
             "M3B_HTTP_DOCS": os.environ.get("M3B_HTTP_DOCS", "true"),
         }
+        self._write_run_keys(
+            {"operator": self.operator_key, "read": self.read_key, "webhook_secret": webhook_secret,
+             "bod_secret": bod_secret, "quotewerks_api_key": qw_api_key, "token_service": keys}
+        )  # fmt: skip
         token_service_url = f"http://127.0.0.1:{ports.get('token-service', 8101)}"
         for entry in services:
             env = {
@@ -293,6 +299,15 @@ class Supervisor:
                 raise RuntimeError("interrupted while starting")
             stop.cancel()
             gathered.result()
+
+    def _write_run_keys(self, keys: dict[str, object]) -> None:
+        """This run's keys and secrets, for tools that call the local stack (the fuzz suite, a curl by hand): readable
+        by the owner only, replaced on every run (each run makes new ones)."""
+        path = self.state_dir / RUN_KEYS_FILE
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(keys, handle, indent=2)
 
     async def _start_quotewerks_sim(self, ports: dict[str, int], webhook_secret: str, api_key: str) -> str:
         qw_port = self._port(self.options.quotewerks_port)

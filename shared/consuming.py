@@ -18,6 +18,7 @@ Nothing here needs a broker: the dead-letter sender is passed in.
 
 # No `from __future__ import annotations`: faststream reads the signature of the function `entry` returns at runtime.
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,8 +70,8 @@ class DeadLetterSender(Protocol):
 
 
 FailureReply = Callable[[Any, "Failure"], Any]
-"""Builds the answer to a request whose handling failed (request/reply subscribers); its result is returned to
-faststream, which sends it to the request's `reply_to`."""
+"""Answers a request whose handling failed (request/reply subscribers): called once the request is dead-lettered,
+awaited when it returns an awaitable (a reply it sends itself); its result is returned to faststream."""
 
 GiveUpNotice = Callable[[Any, "Failure"], Awaitable[None]]
 """Told (payload, failure) after a valid message was dead-lettered because its handling failed, so the service can
@@ -347,7 +348,8 @@ class Consumer:
         if self.ack_policy is AckPolicy.MANUAL:
             await message.ack()  # the handler that would have acknowledged it never will
         if self.reply_on_failure is not None:
-            return self.reply_on_failure(message, failure)
+            reply = self.reply_on_failure(message, failure)
+            return await reply if inspect.isawaitable(reply) else reply
         return None
 
 

@@ -59,7 +59,7 @@ class IonApiCredentials(BaseModel):
             raw = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise IonApiFileError(f"no .ionapi file at {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON, ints over 4300 digits
             raise IonApiFileError(f"{path} is not a readable .ionapi JSON file ({type(exc).__name__})") from None
         if not isinstance(raw, dict):
             raise IonApiFileError(f"{path} is not a JSON object")

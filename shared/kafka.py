@@ -152,10 +152,13 @@ async def publish_raw(
     key: str | None,
     max_bytes: int = 1_048_576,
     headers: dict[str, str] | None = None,
+    counted_as: str | None = None,
 ) -> None:
     """Publish bytes that are already encoded (a raw BOD, a dead letter's original message) the way `publish`
     does: the same size limit, the topic's content type unless `headers` carry one, the same count, and the
-    broker's acknowledgement awaited. `key` None sends no key."""
+    broker's acknowledgement awaited. `key` None sends no key. `counted_as` labels the count instead of the topic's
+    name, for topics named by someone else (a requester's `reply_to`), which would each make a new time series."""
+    label = counted_as or topic.name
     if len(body) > max_bytes:
         raise MessageTooLargeError(f"{topic.name} message of {len(body)} bytes exceeds the {max_bytes}-byte limit")
     try:
@@ -166,6 +169,6 @@ async def publish_raw(
             headers={"content-type": topic.content_type, **(headers or {})},
         )
     except Exception:
-        messages_published.labels(topic.name, "error").inc()
+        messages_published.labels(label, "error").inc()
         raise
-    messages_published.labels(topic.name, "ok").inc()
+    messages_published.labels(label, "ok").inc()

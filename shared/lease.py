@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Literal
 
 import httpx
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 
 class Priority(StrEnum):
@@ -45,9 +45,19 @@ class Lease(BaseModel):
 class Report(BaseModel):
     kind: Literal["throttled", "unauthorized"]
     retry_after_s: float | None = Field(None, ge=0, le=3600)
-    token_fingerprint: str | None = Field(None, max_length=64, description="sha256 of the token a 401 came with.")
+    token_fingerprint: str | None = Field(
+        None, pattern="^[0-9a-f]{64}$", description="sha256 (hex) of the token a 401 came with; required for a 401."
+    )
     program: str = Field("", max_length=16)
     transaction: str = Field("", max_length=32)
+
+    @model_validator(mode="after")
+    def _a_401_names_its_token(self) -> Report:
+        # Without it token-service cannot tell a stale token from the current one, and every such report would
+        # throw the shared token away.
+        if self.kind == "unauthorized" and self.token_fingerprint is None:
+            raise ValueError("a 401 report names the token it came with (token_fingerprint)")
+        return self
 
 
 class LeaseError(Exception):

@@ -250,6 +250,22 @@ def _decimal(row: Mapping[str, Any], column: str) -> Decimal | None:
         raise DocumentError(f"{column} is not a number: {value!r}") from None
 
 
+def _whole(row: Mapping[str, Any], column: str, default: int) -> int:
+    value = row.get(column) or default
+    text = str(value).strip().removeprefix("-") if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise DocumentError(f"{column} is not a whole number: {str(value)[:50]!r}")
+    return int(value)
+
+
+def _order(row: Mapping[str, Any], column: str) -> tuple[int, float | str]:
+    """A sort key for SortOrder / ID whatever their type: numbers first, in order, then anything else as text."""
+    value = row.get(column) or 0
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:  # not NaN
+        return (0, value)  # int and float compare exactly, however large
+    return (1, str(value))
+
+
 def _party(header: Mapping[str, Any], prefix: str) -> Party:
     return Party.model_validate({field: _text(header, prefix + column) for field, column in _PARTY_COLUMNS.items()})
 
@@ -280,12 +296,12 @@ def quote_from_document(document: Mapping[str, Any], *, approval_event: str, app
     items = document.get("DocumentItems") or []
     if not isinstance(header, dict) or not isinstance(items, list):
         raise DocumentError("document without DocumentHeader / DocumentItems")
-    rows = sorted((i for i in items if isinstance(i, dict)), key=lambda i: (i.get("SortOrder") or 0, i.get("ID") or 0))
+    rows = sorted((i for i in items if isinstance(i, dict)), key=lambda i: (_order(i, "SortOrder"), _order(i, "ID")))
     try:
         lines = [
             QuoteLine(
-                line_type=int(row.get("LineType") or 1),
-                line_attributes=int(row.get("LineAttributes") or 0),
+                line_type=_whole(row, "LineType", 1),
+                line_attributes=_whole(row, "LineAttributes", 0),
                 manufacturer_part_number=_text(row, "ManufacturerPartNumber"),
                 description=_text(row, "Description"),
                 qty_total=_decimal(row, "QtyTotal") or Decimal(0),

@@ -1,9 +1,10 @@
 """What every service process is made of: one Kafka broker, one HTTP app, health, metrics, heartbeats.
 
 A service's `app.py` builds a `ServiceRuntime`, declares its subscribers with `runtime.subscriber` and its HTTP
-routes on `runtime.app`, and nothing else; this module owns start-up order and graceful shutdown. Every
-subscriber goes through `shared.consuming`: undecodable messages and ones that keep failing are dead-lettered,
-never redelivered forever.
+routes on `runtime.app`, its hooks (`on_startup`, `after_broker_start`, `on_shutdown`), and nothing else; this
+module owns start-up order and graceful shutdown. Every subscriber goes through `shared.consuming`: undecodable
+messages and ones that keep failing are dead-lettered, never redelivered forever. The parts it assembles live beside
+it: `shared.http_middleware`, `shared.http_refusals`, `shared.operations_routes`, `shared.heartbeats`.
 """
 
 from __future__ import annotations
@@ -12,35 +13,29 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import shared
 from shared import topics
 from shared.auth import ROLES, GuardedRoute, KeyGuard, Role
 from shared.consuming import Consumer, Consumers, FailureReply, GiveUpNotice, Handler, RetryPolicy, entry, raw_body
 from shared.contracts import Heartbeat, Problem
-from shared.correlation import HTTP_HEADER, _current, bind_correlation_id
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.health import Health
-from shared.inbound import note_rejection
-from shared.kafka import MessageTooLargeError, consumer_options, create_broker, publish
+from shared.heartbeats import Heartbeats
+from shared.http_middleware import BodyLimitMiddleware, CorrelationIdMiddleware
+from shared.http_refusals import add_refusal_handlers
+from shared.kafka import MessageTooLargeError, consumer_options, create_broker
 from shared.logs import configure_logging
-from shared.metrics import describe_build, heartbeats_seen
+from shared.metrics import describe_build
+from shared.operations_routes import add_operations_routes
 from shared.settings import BridgeSettings
 from shared.state import db
 from shared.topics import Topic
@@ -48,115 +43,6 @@ from shared.topics import Topic
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
-
-
-class CorrelationIdMiddleware:
-    """Takes `X-Correlation-ID` from the request (or makes one), binds it for the request, and echoes it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = HTTP_HEADER.lower().encode()
-        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == header), None)
-        token = _current.set(None)
-        # Only short printable ids are taken over; anything else could be used to forge log lines.
-        correlation_id = bind_correlation_id(
-            incoming if incoming and incoming.isprintable() and len(incoming) <= 128 else None
-        )
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (header, correlation_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            _current.reset(token)
-
-
-class BodyTooLargeError(HTTPException):
-    """A request body grew past the service's limit while it was read (raised from `receive`; FastAPI passes
-    HTTPExceptions through its body parsing, so the answer is a 413 wherever the body is read)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=f"request body over {limit} bytes")
-
-
-class BodyLimitMiddleware:
-    """The outer bound on every request body: a Content-Length over `max_bytes` is answered 413 before anything is
-    read or routed; a body without one (chunked) is counted while it streams and refused once it passes the limit.
-    Routes may have stricter limits of their own (`shared.inbound.read_body`)."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int, service: str) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._refuse(scope, send, f"Content-Length over {self.max_bytes} bytes")
-            return
-        received = 0
-        over = False  # the body passed the limit while it was read
-        started = False  # a response has begun (the app's or our 413)
-        replaced = False  # the app's answer is dropped: ours, a 413, went instead
-
-        async def counted_receive() -> Message:
-            nonlocal received, over
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    over = True
-                    raise BodyTooLargeError(self.max_bytes)
-            return message
-
-        async def checked_send(message: Message) -> None:
-            nonlocal started, replaced
-            if replaced:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-                if over and message["status"] != 413:
-                    # The app caught the refusal and answered something else: the answer is still "too large".
-                    replaced = True
-                    await self._refuse(scope, send, f"body over {self.max_bytes} bytes")
-                    return
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, checked_send)
-        except BodyTooLargeError:
-            if started:
-                raise
-            await self._refuse(scope, send, f"body over {self.max_bytes} bytes")
-
-    async def _refuse(self, scope: Scope, send: Send, detail: str) -> None:
-        note_rejection(self.service, 413, "too_large", f"{scope.get('method', '')} {scope.get('path', '')}: {detail}")
-        response = JSONResponse({"detail": detail}, 413, headers={"Connection": "close"})
-        await response(scope, _no_body, send)
-
-
-def _declared_length(scope: Scope) -> int | None:
-    """The request's Content-Length, None when there is none or it is not a number (the server refuses those)."""
-    value = next((v for k, v in scope["headers"] if k == b"content-length"), b"").strip()
-    if not value.isdigit():  # bytes: ASCII digits only
-        return None
-    return int(value) if len(value) <= 18 else 10**18  # int() refuses thousands of digits
-
-
-async def _no_body() -> Message:
-    return {"type": "http.disconnect"}
 
 
 class ServiceRuntime:
@@ -169,11 +55,13 @@ class ServiceRuntime:
         describe_build(self.name)
         self.broker: KafkaBroker = create_broker(settings)
         self.health = Health(self.name)
-        self.peers: dict[str, Heartbeat] = {}
+        self.heartbeats = Heartbeats(settings, self.broker, self.health)
+        self.peers: dict[str, Heartbeat] = self.heartbeats.peers
         self.engine: AsyncEngine | None = None
         self._http: httpx.AsyncClient | None = None
         self._uses_state = uses_state
         self._on_startup: list[Hook] = []
+        self._after_broker_start: list[Hook] = []
         self._on_shutdown: list[Hook] = []
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -198,7 +86,7 @@ class ServiceRuntime:
             max_attempts=1,
             title=f"{self.name}/heartbeats",
             description="Every service listens to every heartbeat to report its peers in /healthz.",
-        )(self._on_heartbeat)
+        )(self.heartbeats.on_heartbeat)
 
         docs = settings.http_docs  # off: the OpenAPI document is still app.openapi(), for `m3bridge docs` and tests
         self.app = FastAPI(
@@ -216,24 +104,27 @@ class ServiceRuntime:
         # Added first, so inside the correlation id: a refused body's answer carries one too.
         self.app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, service=self.name)
         self.app.add_middleware(CorrelationIdMiddleware)
-        self.app.add_exception_handler(RequestValidationError, self._invalid_request)  # type: ignore[arg-type]
-        self.app.add_exception_handler(StarletteHTTPException, self._http_error)  # type: ignore[arg-type]
-        self.app.add_api_route("/healthz", self._healthz, methods=["GET"], tags=["operations"], summary="Liveness")
-        self.app.add_api_route("/readyz", self._readyz, methods=["GET"], tags=["operations"], summary="Readiness")
-        self.app.add_api_route(
-            "/metrics",
-            self._metrics,
-            methods=["GET"],
-            tags=["operations"],
-            summary="Prometheus metrics",
-            dependencies=[self.require("read")] if settings.metrics_require_key else None,
+        add_refusal_handlers(self.app, self.name)
+        add_operations_routes(
+            self.app,
+            self.health,
+            peers=self.heartbeats.describe_peers,
+            metrics_dependencies=[self.require("read")] if settings.metrics_require_key else None,
         )
 
     # --- extension points for services -----------------------------------------------------------------
 
     def on_startup(self, hook: Hook) -> Hook:
-        """Run `hook` after the state store is migrated and before the broker starts consuming."""
+        """Run `hook` after the state store is migrated and before the broker starts consuming (work that needs the
+        broker, such as publishing, goes into `after_broker_start`)."""
         self._on_startup.append(hook)
+        return hook
+
+    def after_broker_start(self, hook: Hook) -> Hook:
+        """Run `hook` once the broker has started (it can publish; the subscribers consume already), before the
+        service reports itself started. Start long work as a task. A hook that fails stops the service the way a
+        shutdown does (broker, shutdown hooks, connections) and fails the start."""
+        self._after_broker_start.append(hook)
         return hook
 
     def on_shutdown(self, hook: Hook) -> Hook:
@@ -406,12 +297,18 @@ class ServiceRuntime:
             await self.broker.start()
         except BaseException:
             # A service that cannot start must not leave its connections open behind it.
-            await self.broker.stop()
-            await self._http.aclose()
-            if self.engine is not None:
-                await self.engine.dispose()
+            await self._close(undo_start_hooks=False)
             raise
-        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        try:
+            for hook in self._after_broker_start:
+                await hook()
+        except BaseException:
+            # The broker consumes already and every start hook ran: stop as at a normal shutdown, then fail.
+            self.health.stopping = True
+            self._stopping.set()
+            await self._close(undo_start_hooks=True)
+            raise
+        self._heartbeat_task = asyncio.create_task(self.heartbeats.loop(self._stopping), name="heartbeat")
         log.info("%s started on %s:%s", self.name, self.settings.http_host, self.settings.http_port)
         try:
             yield
@@ -419,37 +316,26 @@ class ServiceRuntime:
             log.info("%s stopping: draining in-flight work", self.name)
             self.health.stopping = True
             self._stopping.set()
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+            try:
+                await asyncio.wait_for(self._heartbeat_task, 2)
+            except (TimeoutError, asyncio.CancelledError):
+                log.warning("heartbeat loop did not stop in 2 s; abandoned")
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._send_heartbeat(), 2)
-            await self.broker.stop()
-            for hook in reversed(self._on_shutdown):
-                await hook()
-            await self._http.aclose()
-            if self.engine is not None:
-                await self.engine.dispose()
+                await asyncio.wait_for(self.heartbeats.send(), 2)
+            await self._close(undo_start_hooks=True)
             log.info("%s stopped", self.name)
 
-    # --- refusals ----------------------------------------------------------------------------------------
-
-    async def _invalid_request(self, request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's 422, but never failing on what the request held (bytes that are not UTF-8, deep structures):
-        each error's type, location and message, and its input only when it is a short scalar."""
-        errors = [_safe_error(error) for error in exc.errors()[:20]]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(part) for part in first["loc"])
-        note_rejection(self.name, 422, "invalid", f"{request.method} {request.url.path}: {where}: {first['msg']}")
-        return JSONResponse({"detail": errors}, 422)
-
-    async def _http_error(self, request: Request, exc: StarletteHTTPException) -> Response:
-        """Refusals raised as HTTPException (401, 404, 413, a body FastAPI cannot parse, ...) are logged and counted;
-        the answer is FastAPI's."""
-        if 400 <= exc.status_code < 500:
-            reason = getattr(exc, "reason", None) or _REASONS.get(exc.status_code, f"status_{exc.status_code}")
-            note_rejection(self.name, exc.status_code, reason, f"{request.method} {request.url.path}: {exc.detail}")
-        return await http_exception_handler(request, exc)
+    async def _close(self, *, undo_start_hooks: bool) -> None:
+        """Stop the broker (consumers drain), run the shutdown hooks when every start hook ran, close the HTTP
+        client and the state store."""
+        await self.broker.stop()
+        if undo_start_hooks:
+            for hook in reversed(self._on_shutdown):
+                await hook()
+        if self._http is not None:
+            await self._http.aclose()
+        if self.engine is not None:
+            await self.engine.dispose()
 
     # --- health ------------------------------------------------------------------------------------------
 
@@ -461,86 +347,6 @@ class ServiceRuntime:
             return "state store not open"
         await db.ping(self.engine)
         return None
-
-    async def _healthz(self) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        return {
-            **self.health.liveness(),
-            "peers": {
-                name: {
-                    "ready": beat.ready,
-                    "instance": beat.instance,
-                    "last_seen_s": round((now - beat.sent_at).total_seconds(), 1),
-                }
-                for name, beat in sorted(self.peers.items())
-            },
-        }
-
-    async def _metrics(self) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    async def _readyz(self) -> JSONResponse:
-        ready, checks = await self.health.readiness()
-        return JSONResponse({"service": self.name, "ready": ready, "checks": checks}, status_code=200 if ready else 503)
-
-    # --- heartbeats --------------------------------------------------------------------------------------
-
-    async def _on_heartbeat(self, beat: Heartbeat, _message: KafkaMessage) -> None:
-        previous = self.peers.get(beat.service)
-        if previous is None or beat.sent_at >= previous.sent_at:
-            self.peers[beat.service] = beat
-        heartbeats_seen.labels(self.name, beat.service).inc()
-
-    async def _send_heartbeat(self) -> None:
-        ready, checks = await self.health.readiness()
-        beat = Heartbeat(
-            service=self.name,
-            instance=self.settings.instance_id,
-            version=shared.__version__,
-            started_at=datetime.fromtimestamp(self.health.started_at, UTC),
-            sent_at=datetime.now(UTC),
-            ready=ready,
-            checks=checks,
-        )
-        await publish(self.broker, topics.HEARTBEAT, beat, key=self.name)
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            try:
-                await self._send_heartbeat()
-            except Exception as exc:  # the next beat may well succeed; /readyz reports the broker state
-                log.warning("heartbeat not sent: %s", exc)
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
-
-
-_REASONS = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
-}
-
-
-def _safe_input(value: object) -> object:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value[:200]).decode("utf-8", "backslashreplace")
-    if isinstance(value, str):
-        return value[:200]
-    if value is None or isinstance(value, bool | int | float):
-        return value if not isinstance(value, int) or abs(value) < 10**18 else str(value)[:40]
-    return None  # a structure: not echoed (it may nest deeply or be large)
-
-
-def _safe_error(error: Mapping[str, Any]) -> dict[str, Any]:
-    loc = [part if isinstance(part, int) else str(part)[:100] for part in error.get("loc", ())][:20]
-    safe: dict[str, Any] = {"type": str(error.get("type", ""))[:60], "loc": loc, "msg": str(error.get("msg", ""))[:300]}
-    shown = _safe_input(error.get("input"))
-    if shown is not None:
-        safe["input"] = shown
-    return safe
 
 
 def serve(runtime: ServiceRuntime) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 
 from m3bridge.tansu import free_port
+from services import SERVICES
 from tests.processes import Captured, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,3 +186,30 @@ def start_token_service(
         process.kill_all()
         raise AssertionError(f"token-service did not become ready:\n{process.output[-3000:]}") from None
     return TokenService(process, url, dict(keys))
+
+
+#: A line of `m3bridge run`'s summary: `| <name> pid <pid> <url or kafka://…>`.
+RUN_SUMMARY = re.compile(r"\|\s+(?P<name>[a-z-]+)\s+pid (?P<pid>\d+)\s+(?P<where>\S+)")
+
+
+def start_local_run(command: list[str], tmp_path: Path) -> Captured:
+    """`make run` or `m3bridge run` on free ports, its state (and run-keys.json) under `tmp_path/var`."""
+    env = {
+        **os.environ,
+        "M3B_RUN_PORT_BASE": "0",
+        "M3B_RUN_KAFKA_PORT": str(free_port()),
+        "M3B_RUN_ION_PORT": "0",
+        "M3B_RUN_QUOTEWERKS_PORT": "0",
+        "M3B_RUN_STATE_DIR": str(tmp_path / "var"),
+        "M3B_RUN_COLOR": "never",
+    }
+    return Captured(command, env=env, cwd=ROOT)
+
+
+def started(stack: Captured, simulators: tuple[str, ...] = ("ion-sim", "quotewerks-sim")) -> dict[str, tuple[int, str]]:
+    """Each child of a local run once it says READY: name → (pid, URL)."""
+    # 60 s for the services, plus the time make needs to see the venv is current.
+    stack.wait_for_line("| READY", 90)
+    found = {m["name"]: (int(m["pid"]), m["where"]) for m in map(RUN_SUMMARY.search, stack.lines) if m}
+    assert set(found) == {"kafka", *simulators, *SERVICES}, stack.output
+    return found

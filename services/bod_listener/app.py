@@ -20,6 +20,8 @@ from shared.topics import BOD_INBOUND
 
 log = logging.getLogger(__name__)
 
+#: `/bods`' request body in the OpenAPI document (the route reads the raw body itself).
+XML_TEXT = {"type": "string", "description": "a BOD document"}
 #: IMS documentName of every BOD the bridge reads: `Sync.ItemMaster`, …, `Show.PriceList`.
 IMS_DOCUMENTS = [f"{verb}.{noun}" for verb in VERBS for noun in NOUNS]
 
@@ -103,6 +105,7 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
         tags=["bods"],
         summary="An ION BOD (XML): Sync ItemMaster, CustomerPartyMaster, SalesOrder, inventory and price nouns",
         responses={202: {"description": "published (or kept as a dead letter)"}, 401: {}, 413: {}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/xml": {"schema": XML_TEXT}}}},
     )
     async def receive(request: Request) -> JSONResponse:
         try:

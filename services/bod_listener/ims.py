@@ -90,6 +90,27 @@ class ParameterRequest(BaseModel):
     document_id: str = Field("", alias="documentId", max_length=255)
 
 
+#: The request body as the OpenAPI document shows it (the route reads the raw multipart body itself).
+MULTIPART_MESSAGE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [PARAMETER_PART, PAYLOAD_PART],
+                    "properties": {
+                        PARAMETER_PART: ParameterRequest.model_json_schema(by_alias=True),
+                        PAYLOAD_PART: {"type": "string", "format": "binary", "description": "the BOD"},
+                    },
+                },
+                "encoding": {PARAMETER_PART: {"contentType": "application/json"}},
+            }
+        },
+    }
+}
+
+
 @dataclass(frozen=True)
 class Part:
     name: str
@@ -344,6 +365,7 @@ def ims_router(config: ImsConfig, auth: InboundAuth, receiver: Callable[[], BodR
     @router.post(
         "/v3/multipartMessage",
         summary="IMS v3 message: ParameterRequest (JSON) + MessagePayload (the BOD)",
+        openapi_extra=MULTIPART_MESSAGE_BODY,
         responses={202: {"description": "accepted: published, duplicate, stale or kept as a dead letter"},
                    400: {}, 401: {}, 403: {}, 412: {}, 413: {}, 503: {}},
     )  # fmt: skip

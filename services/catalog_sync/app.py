@@ -20,7 +20,7 @@ from pydantic import Field
 from services.catalog_sync.customers import CustomerPush, CustomerPushRejectedError, country_table
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
-from services.catalog_sync.schedule import AfterStart, full_loads, polls
+from services.catalog_sync.schedule import full_loads, polls
 from services.catalog_sync.sync import CatalogSync
 from shared.contracts import (
     CatalogSyncReport,
@@ -91,7 +91,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     contacts_synced = settings.customer_sync == "on" or (settings.customer_sync == "auto" and not database)
     countries = country_table(load_rules(config_path(settings.mapping_file)))
     parts: dict[str, Any] = {}
-    broker_started = AfterStart(runtime.app)  # the first full load publishes its report: it waits for the broker
 
     def sync() -> CatalogSync:
         found = parts.get("sync")
@@ -140,15 +139,21 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             sql_password=settings.quotewerks_sql_password,
         )
         parts["catalog"] = catalog
-        parts["sync"] = runs = CatalogSync(m3, lake, catalog, store, send_report, options)
+        parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
         if contacts_synced:
             parts["customers"] = CustomerPush(catalog, runtime.engine, customer_rules, countries)
         else:
             log.warning("M3 customer changes are not written to QuoteWerks (M3B_CUSTOMER_SYNC=%s, %s)",
                         settings.customer_sync, "database URL" if database else "off")  # fmt: skip
-        first = settings.full_load_at_start and not await store.all()
+        # Asked before the broker starts: a delta consumed first would store a fingerprint and hide the empty store.
+        parts["first_load"] = settings.full_load_at_start and not await store.all()
+
+    @runtime.after_broker_start
+    async def start_timers() -> None:
+        """Every run publishes its report: the timers start once the broker has."""
+        runs = sync()
         parts["scheduler"] = asyncio.create_task(
-            full_loads(runs, first=first, interval_s=settings.full_load_interval_s, started=broker_started.wait),
+            full_loads(runs, first=parts["first_load"], interval_s=settings.full_load_interval_s),
             name="catalog-schedule",
         )
         if settings.item_poll_interval_s > 0:

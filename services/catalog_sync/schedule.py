@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
-
-from fastapi import FastAPI
+from typing import Protocol
 
 from shared.contracts import CatalogSyncReport
 
@@ -24,33 +20,14 @@ class Runs(Protocol):
     async def poll_changes(self) -> CatalogSyncReport: ...
 
 
-class AfterStart:
-    """Awaitable from the start-up hooks: done once `app`'s lifespan has started, i.e. after `ServiceRuntime` ran
-    its `on_startup` hooks and then started the broker (the runtime has no hook for after the broker start)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._started = asyncio.Event()
-        inner = app.router.lifespan_context
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-            self._started = asyncio.Event()  # one per start, in the loop that runs it
-            async with inner(app) as state:
-                self._started.set()
-                yield state
-
-        app.router.lifespan_context = lifespan
-
-    async def wait(self) -> None:
-        await self._started.wait()
-
-
-async def full_loads(sync: Runs, *, first: bool, interval_s: float, started: Callable[[], Awaitable[object]]) -> None:
-    """Once `started` is done (reports need the producer, and the broker starts after the start-up hooks): a full
-    load at once when `first`, then one every `interval_s` (0 = none); a failed scheduled one is logged."""
-    await started()
+async def full_loads(sync: Runs, *, first: bool, interval_s: float) -> None:
+    """A full load at once when `first`, then one every `interval_s` (0 = none); a failed one is logged and the
+    schedule goes on. Started once the broker is (`ServiceRuntime.after_broker_start`): a run publishes its report."""
     if first:
-        await sync.full_load()
+        try:
+            await sync.full_load()
+        except Exception:
+            log.exception("first full load failed")
     while interval_s > 0:
         await asyncio.sleep(interval_s)
         try:

@@ -3,13 +3,12 @@ by inventory events, M3 asked at interactive priority."""
 
 # No `from __future__ import annotations`: faststream and FastAPI read the handler signatures at runtime.
 import logging
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Query
 from faststream import AckPolicy
-from faststream.kafka import KafkaResponse
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
@@ -21,14 +20,12 @@ from services.inventory_query.messages import (
     REQUEST_TOPIC,
     AvailabilityAnswer,
     AvailabilityQuery,
-    AvailabilityReply,
     AvailabilityRequest,
     BatchAnswer,
     BatchQuery,
     ErrorBody,
-    refusal,
 )
-from shared.consuming import INVALID, UNDECODABLE, Failure
+from services.inventory_query.replies import Replier
 from shared.contracts import InventoryChanged
 from shared.m3 import m3_client_for
 from shared.runtime import ServiceRuntime
@@ -36,8 +33,6 @@ from shared.settings import M3CallerSettings
 from shared.topics import INVENTORY_CHANGED
 
 log = logging.getLogger(__name__)
-
-_TOPIC_ALREADY_EXISTS = 36
 
 
 class InventoryQuerySettings(M3CallerSettings):
@@ -150,12 +145,7 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
     async def on_inventory_changed(event: InventoryChanged, _message: KafkaMessage) -> None:
         availability().apply_change(event)
 
-    def refuse(message: KafkaMessage, failure: Failure) -> KafkaResponse:
-        """A request that was dead-lettered still gets a reply: why it was not answered."""
-        correlation_id = message.correlation_id or None
-        unreadable = failure.error_class in (UNDECODABLE, INVALID)
-        reason = f"{'not an availability request' if unreadable else 'not answered'}: {failure.error_message}"
-        return KafkaResponse(refusal(correlation_id, reason), correlation_id=correlation_id)
+    replier = Replier(runtime.broker, max_bytes=settings.kafka_max_request_size)
 
     @runtime.subscriber(
         REQUEST,
@@ -165,15 +155,14 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
         # with the reason.
         ack_policy=AckPolicy.ACK,
         max_attempts=1,
-        reply_on_failure=refuse,
+        reply_on_failure=replier.refuse,
+        # The replier publishes the reply itself (through shared.kafka); faststream's own would bypass it.
+        no_reply=True,
         title="inventory-query/availability-requests",
         description="Availability requests; the reply goes to the request's `reply_to` topic.",
     )
-    async def on_request(request: AvailabilityRequest, message: KafkaMessage) -> KafkaResponse:
-        correlation_id = message.correlation_id or None
-        lines = await availability().check_many(request.lines)
-        reply = AvailabilityReply(correlation_id=correlation_id, lines=lines, answered_at=datetime.now(UTC))
-        return KafkaResponse(reply, correlation_id=correlation_id)
+    async def on_request(request: AvailabilityRequest, message: KafkaMessage) -> None:
+        await replier.answer(availability(), request, message)
 
     static = {
         "cache_ttl_s": settings.cache_ttl_s,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.poller import Poller
-from services.quote_ingest.webhooks import parse
+from services.quote_ingest.webhooks import WEBHOOK_BODY, parse
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
 from shared.kafka import publish
@@ -177,6 +177,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         tags=["webhooks"],
         summary="QuoteWerks webhook (QuoteValet.Accepted, status and customer changes)",
         responses={401: {"description": "not authenticated"}, 409: {"description": "already received"}},
+        openapi_extra=WEBHOOK_BODY,
     )
     async def webhook(request: Request) -> JSONResponse:
         try:

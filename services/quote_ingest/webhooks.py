@@ -6,8 +6,32 @@ tenant), so the full document is fetched afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shared.inbound import RejectedDeliveryError, load_json
+
+#: The body as the OpenAPI document shows it: the keys `parse` reads (either spelling); others are ignored.
+WEBHOOK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "example": {"event": "QuoteValet.Accepted", "DocNo": "AAAQ1001"},
+                    "properties": {
+                        "event": {"type": "string", "description": "{{System.EventFullName}}"},
+                        "EventFullName": {"type": "string"},
+                        "DocNo": {"type": "string", "maxLength": 50, "description": "{{Document.DocNo}}"},
+                        "docNo": {"type": "string", "maxLength": 50},
+                        "CMAccountNo": {"type": "string", "maxLength": 64, "description": "a customer change"},
+                        "customer_id": {"type": "string", "maxLength": 64},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 @dataclass(frozen=True)

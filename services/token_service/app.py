@@ -49,6 +49,10 @@ class TokenServiceSettings(BridgeSettings):
     budget_utilisation: float = Field(0.96, gt=0, le=1, description="Share of the policy limit the budget paces at.")
     interactive_reserve: int = Field(1, ge=0, description="Permits kept back for interactive callers.")
     refresh_ahead_s: float = Field(300.0, ge=0, description="Fetch the next token this long before expiry.")
+    max_throttle_pause_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest pause a reported 429's Retry-After imposes on every caller; a longer "
+        "one is cut to this (a 429 after the pause pauses again)."
+    )  # fmt: skip
 
 
 def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRuntime:
@@ -66,6 +70,7 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             utilisation=settings.budget_utilisation,
             interactive_reserve=settings.interactive_reserve,
             smoothed=settings.throttle_mode == "smoothed",
+            max_pause_s=settings.max_throttle_pause_s,
         )
     )
     if budget.policy.worst_case_per_period > budget.policy.max_requests_per_period:

@@ -11,8 +11,8 @@ queue per priority. Shaped to the Gateway's throttling policy:
   the cap. In any window of one period the bridge sends at most `utilisation * max + reserve + 1 + slack`
   requests (`worst_case_per_period`): keep that ≤ max;
 - strict priority among waiters: interactive, then transactional, then bulk (FIFO within each);
-- a reported 429 pauses everyone (Retry-After, else one period but at most 5 s) and lowers the pace; the
-  pace recovers in steps while no 429 comes. Reports arriving together count as one;
+- a reported 429 pauses everyone (its Retry-After, cut to `max_pause_s`; without one, one period but at most 5 s)
+  and lowers the pace; the pace recovers in steps while no 429 comes. Reports arriving together count as one;
 - for a smoothing (spike-arrest) policy the bucket holds one permit: no bursts at all.
 """
 
@@ -50,12 +50,17 @@ class BudgetPolicy:
     recovery_interval_s: float = 2.0
     # A 429 without Retry-After: pause this long (at most one period), then the lowered pace takes over.
     pause_without_retry_after_s: float = 5.0
+    # The longest pause one report imposes on every caller: a Retry-After of an hour (or a caller's bug) must not
+    # stop the tenant's whole integration; a 429 after the pause extends it again.
+    max_pause_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.period_s <= 0 or self.max_requests_per_period < 1:
             raise ValueError("the throttling period and maximum requests must be positive")
         if not 0 < self.utilisation <= 1:
             raise ValueError("utilisation must be in (0, 1]")
+        if self.max_pause_s <= 0:
+            raise ValueError("the longest pause must be positive")
         if self.interactive_reserve < 0 or self.burst_slack < 0:
             raise ValueError("interactive_reserve and burst_slack must be ≥ 0")
 
@@ -140,7 +145,7 @@ class RateBudget:
         (reports within one period of the last reduction only extend the pause)."""
         now = self._clock()
         pause = (
-            retry_after_s
+            min(retry_after_s, self.policy.max_pause_s)
             if retry_after_s is not None
             else min(self.policy.period_s, self.policy.pause_without_retry_after_s)
         )

@@ -1,14 +1,13 @@
 """`M3Client`: execute MI transactions through the Gateway, each request under a token-service lease.
 
-One object per process owns the HTTP connections, the metadata cache and the retry policy; every service
-catches the same error classes (`shared.m3.errors`).
+One object per process owns the HTTP connections, the metadata cache and the circuit breakers; each call runs under
+the retry policy of `shared.m3.retries`, and every service catches the same error classes (`shared.m3.errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,11 +15,10 @@ from typing import Any
 
 import httpx
 from prometheus_client import Counter, Histogram
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from shared.lease import Lease, LeaseClient, LeaseError, Priority, Report
 from shared.m3 import wire
-from shared.m3.breaker import CircuitBreakers, M3CircuitOpenError
+from shared.m3.breaker import CircuitBreakers
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
     M3Error,
@@ -30,6 +28,7 @@ from shared.m3.errors import (
     M3UnauthorizedError,
 )
 from shared.m3.metadata import Record, TransactionMetadata, from_api_repository, from_wire, to_wire
+from shared.m3.retries import DeadlinePassedError, call_retrying, lost_answer, time_left
 from shared.m3.transactions import PROGRAMS_BY_SERVICE, changes_m3
 from shared.settings import M3CallerSettings
 
@@ -55,16 +54,6 @@ class BulkOutcome:
     transaction: str
     records: list[Record]
     error: M3Error | None
-
-
-class DeadlinePassedError(M3TransientError):
-    """The call's deadline passed before a request could be sent (nothing reached M3; not M3's fault)."""
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, LeaseError):
-        return exc.retryable
-    return isinstance(exc, M3Error) and exc.retryable
 
 
 class M3Client:
@@ -188,8 +177,8 @@ class M3Client:
                 program, "bulk", priority, "POST", wire.v2_bulk_path(), changes=changes, json=payload
             )
             results = body.get("results") if isinstance(body, dict) else None
-            if not isinstance(results, list) or len(results) != len(part):
-                raise _lost_answer(
+            if not isinstance(results, list) or len(results) != len(part) or not all(map(_bulk_result_shaped, results)):
+                raise lost_answer(
                     changes, "bulk answer does not match the request", program=program, transaction="bulk"
                 )
             for (transaction, _), result in zip(part, results, strict=True):
@@ -261,45 +250,15 @@ class M3Client:
         under_tenant: bool = False,
         **request: Any,
     ) -> Any:
-        """One call with the retry policy for M3: what provably did not reach M3 (refused connection, 429, 401,
-        lease problems, an open circuit) is retried, and so is a read whose answer was lost; a write whose answer
-        was lost raises `M3OutcomeUnknownError` at once."""
-        unauthorized_seen = 0
-        started = time.monotonic()
+        """One call with the retry policy for M3 (`shared.m3.retries`): a write whose answer was lost raises
+        `M3OutcomeUnknownError` at once."""
         # The deadline is the whole call's: the lease wait and every attempt's HTTP timeout come out of it.
-        deadline_at = started + self._deadline_s
-
-        def retry_wanted(exc: BaseException) -> bool:
-            nonlocal unauthorized_seen
-            if isinstance(exc, M3OutcomeUnknownError):
-                return False
-            if isinstance(exc, M3CircuitOpenError):
-                # Wait for the probe only when it can happen within the deadline; else fail now (a rep gets the
-                # last known figure at once instead of waiting out an outage).
-                return time.monotonic() - started + exc.retry_after_s <= self._deadline_s
-            if isinstance(exc, M3UnauthorizedError):
-                unauthorized_seen += 1
-                return unauthorized_seen <= 1  # one fresh token; a second 401 is a configuration problem
-            return _retryable(exc)
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, M3CircuitOpenError):
-                return exc.retry_after_s
-            if isinstance(exc, M3UnauthorizedError):
-                return 0.0
-            if isinstance(exc, M3ThrottledError) and exc.retry_after_s is not None:
-                return 0.0  # token-service pauses every caller's leases for the Retry-After
-            if isinstance(exc, LeaseError) and exc.retry_after_s is not None:
-                return exc.retry_after_s
-            exponential: float = self._backoff_initial_s * 2.0 ** (state.attempt_number - 1)
-            return min(self._backoff_max_s, exponential) * (0.5 + _jitter())
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts) | stop_after_delay(self._deadline_s),
-            wait=wait,
-            retry=retry_if_exception(retry_wanted),
-            reraise=True,
+        deadline_at = time.monotonic() + self._deadline_s
+        retrying = call_retrying(
+            deadline_s=self._deadline_s,
+            max_attempts=self._max_attempts,
+            backoff_initial_s=self._backoff_initial_s,
+            backoff_max_s=self._backoff_max_s,
         )
         async for attempt in retrying:
             with attempt:
@@ -376,12 +335,12 @@ class M3Client:
             ) from exc
         except httpx.TimeoutException as exc:
             self._observe(program, transaction, "timeout", started)
-            raise _lost_answer(
+            raise lost_answer(
                 changes, f"no answer within {timeout_s:.3g}s", program=program, transaction=transaction
             ) from exc
         except httpx.TransportError as exc:
             self._observe(program, transaction, "connection", started)
-            raise _lost_answer(
+            raise lost_answer(
                 changes,
                 f"connection lost after sending: {type(exc).__name__}",
                 program=program,
@@ -401,15 +360,7 @@ class M3Client:
             ) from exc
 
     def _time_left(self, deadline_at: float, program: str, transaction: str) -> float:
-        """Seconds left of the call's deadline; past it, nothing more is sent."""
-        left = deadline_at - time.monotonic()
-        if left <= 0:
-            raise DeadlinePassedError(
-                f"the {self._deadline_s:g}s deadline passed before the request could be sent",
-                program=program,
-                transaction=transaction,
-            )
-        return left
+        return time_left(deadline_at, self._deadline_s, program=program, transaction=transaction)
 
     async def _read(
         self, response: httpx.Response, lease: Lease, program: str, transaction: str, started: float, *, raw: bool
@@ -423,7 +374,7 @@ class M3Client:
         ):
             try:
                 body = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
         # Whether a bulk request with failed transactions answers 200 or 400 is not documented: read both.
         bulk_answer = transaction == "bulk" and isinstance(body, dict) and isinstance(body.get("results"), list)
@@ -443,7 +394,7 @@ class M3Client:
         if status == 400 and isinstance(body, dict):
             results = body.get("results")
             result = results[0] if isinstance(results, list) and results else body
-            error = wire.v2_result_error(result, program, transaction)
+            error = wire.v2_result_error(result, program, transaction) if isinstance(result, dict) else None
             if error is not None:
                 self._observe(program, transaction, "nok", started)
                 raise error
@@ -473,6 +424,12 @@ class M3Client:
         m3_duration.labels(program, transaction).observe(time.monotonic() - started)
 
 
+def _bulk_result_shaped(result: Any) -> bool:
+    """One result of a v2 bulk answer: an object whose `records`, if any, are a list of objects."""
+    records = result.get("records") or [] if isinstance(result, dict) else None
+    return isinstance(records, list) and all(isinstance(record, dict) for record in records)
+
+
 def tenant_base(m3_base_url: str) -> str:
     """`{iu}/{ti}/M3` → `{iu}/{ti}`: where the tenant's other APIs are reached through the Gateway."""
     base = m3_base_url.rstrip("/")
@@ -487,16 +444,6 @@ def _outcome(status: int) -> str:
     if status >= 500:
         return "http_5xx"
     return f"http_{status // 100}xx"
-
-
-def _lost_answer(changes: bool, message: str, *, program: str, transaction: str) -> M3TransientError:
-    """The error for an answer lost after the request was sent: a read may simply be sent again, a write not."""
-    error = M3OutcomeUnknownError if changes else M3TransientError
-    return error(message, program=program, transaction=transaction)
-
-
-def _jitter() -> float:
-    return random.random()  # noqa: S311 - jitter, not security
 
 
 def m3_client_for(settings: M3CallerSettings, http: httpx.AsyncClient, *, deadline_s: float | None = None) -> M3Client:

@@ -3,7 +3,6 @@ as ION delivers them (IMS v3 multipart messages), then a clean stop on SIGINT or
 (broker included). `make run QUOTEWERKS=db`: the same against a local QuoteWerks database instead of the simulator."""
 
 import contextlib
-import os
 import re
 import signal
 import sqlite3
@@ -16,33 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from m3bridge.tansu import free_port, port_open
-from services import SERVICES
+from m3bridge.tansu import port_open
 from tests.conftest import ROOT
 from tests.processes import Captured, alive, wait_until
-
-SUMMARY = re.compile(r"\|\s+(?P<name>[a-z-]+)\s+pid (?P<pid>\d+)\s+(?P<where>\S+)")
-
-
-def start_stack(command: list[str], tmp_path: Path) -> Captured:
-    env = {
-        **os.environ,
-        "M3B_RUN_PORT_BASE": "0",
-        "M3B_RUN_KAFKA_PORT": str(free_port()),
-        "M3B_RUN_ION_PORT": "0",
-        "M3B_RUN_QUOTEWERKS_PORT": "0",
-        "M3B_RUN_STATE_DIR": str(tmp_path / "var"),
-        "M3B_RUN_COLOR": "never",
-    }
-    return Captured(command, env=env, cwd=ROOT)
-
-
-def started(stack: Captured, simulators: tuple[str, ...] = ("ion-sim", "quotewerks-sim")) -> dict[str, tuple[int, str]]:
-    # 60 s for the services, plus the time make needs to see the venv is current.
-    stack.wait_for_line("| READY", 90)
-    found = {m["name"]: (int(m["pid"]), m["where"]) for m in map(SUMMARY.search, stack.lines) if m}
-    assert set(found) == {"kafka", *simulators, *SERVICES}, stack.output
-    return found
+from tests.stack import start_local_run as start_stack
+from tests.stack import started
 
 
 def assert_all_ready(children: dict[str, tuple[int, str]]) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,17 +17,21 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from m3bridge import dead_letters
 from m3bridge.tansu import free_port
+from shared.contracts import OrderResult
+from shared.correlation import KAFKA_HEADER
 from shared.kafka import create_broker, publish
 from shared.lease import LeaseClient, Priority
 from shared.m3 import M3Client
 from shared.quotewerks import quote_from_document
 from shared.settings import BridgeSettings
-from shared.topics import QUOTE_APPROVED
-from tests.processes import Captured
+from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
+from tests.processes import Captured, wait_until
 from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 
 SECRET = "webhook-secret-for-tests"
@@ -103,6 +108,34 @@ def written_back(stack: Stack, doc_no: str, timeout_s: float = 60) -> dict[str, 
     raise AssertionError(f"{doc_no} never got its M3 outcome written back: {header}")
 
 
+def counted(url: str, name: str, **labels: str) -> float:
+    """The sum of a service's `/metrics` samples `name` with these labels (0 before anything was counted)."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text)
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def result_correlated(bootstrap: str, correlation_id: str, timeout_s: float = 60) -> OrderResult:
+    """The order result order-writer published for the message that carried `correlation_id` (the session's
+    broker holds other tests' results too: only this id counts)."""
+    consumer = AIOKafkaConsumer(ORDER_RESULT.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if dict(record.headers).get(KAFKA_HEADER) == correlation_id.encode():
+                        return OrderResult.model_validate_json(record.value)
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"no order result carries correlation id {correlation_id} within {timeout_s:.0f}s")
+
+
 def approve(stack: Stack, doc_no: str) -> float:
     started = time.monotonic()
     stack.quotewerks.api("POST", f"documents/{doc_no}/approve")
@@ -147,19 +180,25 @@ def test_a_too_long_customer_name_follows_the_mapping_rule(stack: Stack) -> None
     assert customer["CUNM"] == document["SoldToCompany"][:36]  # the shipped rule: truncate, with a note
 
 
+def held_letters(stack: Stack, doc_no: str) -> list[dead_letters.Found]:
+    """order-writer's "held" dead letters of `doc_no`, oldest first (the session's topic: other tests' too)."""
+    settings = BridgeSettings(kafka_bootstrap_servers=stack.bootstrap)
+    return [
+        f for f in asyncio.run(dead_letters.read_all(settings, "order-writer", idle_s=1.0))
+        if f.letter.original_key == doc_no and f.letter.error_class == "held"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(("doc_no", "item"), [("AAAQ1003", "NOPE-123"), ("AAAQ1004", "ITM000033")])
 def test_an_unknown_or_inactive_item_holds_the_order_with_a_reason(stack: Stack, doc_no: str, item: str) -> None:
+    before = len(held_letters(stack, doc_no))
     approve(stack, doc_no)
     header = written_back(stack, doc_no)
     assert header["CustomText02"].startswith("M3 held"), header
     assert item in header["CustomText02"]
     assert not header.get("CustomText01")
-    settings = BridgeSettings(kafka_bootstrap_servers=stack.bootstrap)
-    held = [
-        f for f in asyncio.run(dead_letters.read_all(settings, "order-writer", idle_s=1.0))
-        if f.letter.original_key == doc_no and f.letter.error_class == "held"
-    ]  # fmt: skip
-    assert held, "a held quote is listed among the dead letters, for replay after the fix"
+    # The letter is on the broker before the result that was written back: it is there now.
+    assert len(held_letters(stack, doc_no)) == before + 1, "a held quote is listed among the dead letters, for replay"
 
 
 def test_a_duplicate_webhook_and_a_redelivered_message_leave_one_order(stack: Stack) -> None:
@@ -173,30 +212,45 @@ def test_a_duplicate_webhook_and_a_redelivered_message_leave_one_order(stack: St
     document = stack.quotewerks.api("GET", "documents/AAAQ1006")
     quote = quote_from_document(document, approval_event="replay", approved_at=datetime.now(UTC))
 
-    async def redeliver() -> None:
+    correlation_id = uuid.uuid4().hex
+
+    async def redeliver() -> OrderResult:
         broker = create_broker(BridgeSettings(kafka_bootstrap_servers=stack.bootstrap, service_name="test"))
         async with broker:
             await broker.start()
-            await publish(broker, QUOTE_APPROVED, quote, key=quote.doc_no)
+            await publish(broker, QUOTE_APPROVED, quote, key=quote.doc_no, headers={KAFKA_HEADER: correlation_id})
+        return await result_correlated(stack.bootstrap, correlation_id)
 
-    asyncio.run(redeliver())
-    time.sleep(3)
+    # order-writer's result for the redelivered message proves it was processed; only then count the orders.
+    announced = asyncio.run(redeliver())
+    assert (announced.doc_no, announced.outcome, announced.order_number) == ("AAAQ1006", "created", order_number)
     assert len(asyncio.run(orders_for(stack, "AAAQ1006", customer))) == 1
 
 
 def test_bad_and_unsigned_webhooks_get_4xx(stack: Stack) -> None:
     url = f"{stack.ingest[1]}/webhooks/quotewerks"
+
+    def published() -> float:
+        return sum(
+            counted(stack.ingest[1], "m3bridge_messages_published_total", topic=topic.name, outcome="ok")
+            for topic in (QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED)
+        )
+
+    def refused(reason: str) -> float:
+        return counted(stack.ingest[1], "m3bridge_webhook_deliveries_total", outcome=reason)
+
+    reasons = ("unsigned", "bad_secret", "malformed", "too_large")
+    published_before, refused_before = published(), {reason: refused(reason) for reason in reasons}
     body = json.dumps({"event": "QuoteValet.Accepted", "DocNo": "AAAQ1101"}).encode()
     assert httpx.post(url, content=body, timeout=10).status_code == 401
     assert httpx.post(url, content=body, headers={"X-M3Bridge-Webhook-Secret": "wrong"}, timeout=10).status_code == 401
     assert httpx.post(url, content=b"{", headers={"X-M3Bridge-Webhook-Secret": SECRET}, timeout=10).status_code == 400
     huge = b'{"event": "x", "DocNo": "' + b"A" * 70_000 + b'"}'
     assert httpx.post(url, content=huge, headers={"X-M3Bridge-Webhook-Secret": SECRET}, timeout=10).status_code == 413
-    metrics = httpx.get(f"{stack.ingest[1]}/metrics", timeout=5).text
-    assert 'm3bridge_webhook_deliveries_total{outcome="unsigned"}' in metrics
-    time.sleep(2)
-    header = stack.quotewerks.api("GET", "documents/AAAQ1101")["DocumentHeader"]
-    assert not header.get("CustomText02"), "nothing was published for the refused deliveries"
+    # A delivery is published before its answer is sent: each refusal counted proves that one is finished.
+    assert {reason: refused(reason) - refused_before[reason] for reason in reasons} == dict.fromkeys(reasons, 1)
+    assert published() == published_before, "nothing was published for the refused deliveries"
+    assert not stack.quotewerks.api("GET", "documents/AAAQ1101")["DocumentHeader"].get("CustomText02")
 
 
 def test_a_crash_between_batch_head_and_confirm_still_leaves_one_order(stack: Stack) -> None:
@@ -227,20 +281,10 @@ def test_replaying_a_held_quote_processes_it_again(stack: Stack) -> None:
     """After the fix in M3 a held quote is replayed from the dead letters; here the item is still unknown,
     so the replay is held again: a second dead letter for the same DocNo proves it went through once more."""
     settings = BridgeSettings(kafka_bootstrap_servers=stack.bootstrap)
-
-    def held() -> list[dead_letters.Found]:
-        return [
-            f for f in asyncio.run(dead_letters.read_all(settings, "order-writer", idle_s=1.0))
-            if f.letter.original_key == "AAAQ1003" and f.letter.error_class == "held"
-        ]  # fmt: skip
-
-    before = held()
-    if not before:
+    before = held_letters(stack, "AAAQ1003")
+    if not before:  # run on its own: hold it first
         approve(stack, "AAAQ1003")
         written_back(stack, "AAAQ1003")
-        before = held()
+        before = wait_until("the held dead letter", lambda: held_letters(stack, "AAAQ1003"), 30)
     assert asyncio.run(dead_letters.replay(settings, "order-writer", before[-1:])) == 1
-    deadline = time.monotonic() + 30
-    while len(held()) == len(before):
-        assert time.monotonic() < deadline, "the replayed quote was not processed again"
-        time.sleep(0.5)
+    wait_until("the replayed quote to be held again", lambda: len(held_letters(stack, "AAAQ1003")) > len(before), 30)

@@ -15,13 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.lease import LeaseClient, Priority
 from shared.m3 import M3Client
 from tests.conftest import _create_database, _drop_database
-from tests.processes import Captured
+from tests.processes import Captured, wait_until
 from tests.quotewerks_db import create_schema, header, insert_quote, product_line, save
 from tests.stack import IonSim, start_ion, start_service, start_token_service
 
@@ -124,6 +125,33 @@ async def _set_status(stack: Stack, doc_no: str, status: str) -> None:
         await engine.dispose()
 
 
+def counted(url: str, name: str, **labels: str) -> float:
+    """The sum of a service's `/metrics` samples `name` with these labels (0 before anything was counted)."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text)
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def poll_published(stack: Stack) -> float:
+    return counted(stack.ingest[1], "m3bridge_quote_poll_published_total")
+
+
+def two_more_polls(stack: Stack) -> None:
+    """Waits until two polls have finished after this call: the one running now may have read the database before
+    the caller's last change, the next one started after it."""
+    ok = counted(stack.ingest[1], "m3bridge_quote_polls_total", outcome="ok")
+    wait_until(
+        "two more polls",
+        lambda: counted(stack.ingest[1], "m3bridge_quote_polls_total", outcome="ok") >= ok + 2,
+        30,
+        dump=lambda: stack.ingest[0].output[-3000:],
+    )
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # the connector's default: stamps in UTC
 
@@ -135,10 +163,12 @@ def test_a_quote_approved_in_the_database_becomes_an_m3_order_numbered_on_the_qu
         {"SortOrder": 2, "LineType": 2, "Description": "Deliver to the back door"},
         product_line("ITM000002", 3, 20.0, sort=3),
     ]
+    published = poll_published(stack)
     asyncio.run(_save_quote(stack, doc_no, lines))
-    time.sleep(3)  # three polls: a quote not yet approved is not ordered
-    assert asyncio.run(_header(stack, doc_no))["CustomText02"] is None
+    two_more_polls(stack)  # they saw the quote: one not yet approved is not published
+    assert poll_published(stack) == published
     before = asyncio.run(_header(stack, doc_no))
+    assert before["CustomText02"] is None
 
     asyncio.run(_set_status(stack, doc_no, "3-Manager Approved"))
     row = written_back(stack, doc_no)
@@ -158,8 +188,11 @@ def test_a_quote_approved_in_the_database_becomes_an_m3_order_numbered_on_the_qu
         ("ITM000002", Decimal(3)),
     ]
 
-    # The next polls see the quote again (its write-back is a change) but it was claimed: no second order.
-    time.sleep(3)
+    # The approval was published by the poll (no webhooks here); it counts it once that poll is finished.
+    wait_until("the poll counted the approval", lambda: poll_published(stack) == published + 1, 30)
+    # The next polls see the quote again (its write-back is a change) but it was claimed: not published again.
+    two_more_polls(stack)
+    assert poll_published(stack) == published + 1
     orders = asyncio.run(m3_call(stack, "OIS100MI", "LstHead", {"CUNO": "C000001"}))
     assert [o["ORNO"] for o in orders if o.get("CUOR") == doc_no] == [order_number]
     assert asyncio.run(_header(stack, doc_no))["CustomText01"] == order_number
@@ -179,6 +212,8 @@ def test_the_poll_looks_back_only_as_far_as_configured(stack: Stack) -> None:
         finally:
             await engine.dispose()
 
+    published = poll_published(stack)
     asyncio.run(old_quote())
-    time.sleep(3)
+    two_more_polls(stack)
+    assert poll_published(stack) == published
     assert asyncio.run(_header(stack, doc_no))["CustomText02"] is None

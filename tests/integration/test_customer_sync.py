@@ -6,7 +6,6 @@ not be written is followed by one that must, and once that one shows in M3 the f
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from shared.m3 import M3Client
 from shared.settings import BridgeSettings
 from shared.state import db, fingerprints, ledger
 from shared.topics import QUOTEWERKS_CUSTOMER_CHANGED
-from tests.processes import Captured
+from tests.processes import Captured, wait_until
 from tests.stack import IonSim, TokenService, start_ion, start_service, start_token_service
 
 KEYS = {"order-writer": "ow-key-123456", "inspector": "inspector-key-123456"}
@@ -101,14 +100,21 @@ def send(stack: Stack, customer_id: str, party: Party, *, origin: str = "quotewe
 
 
 def wait_for(stack: Stack, number: str, field: str, value: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
+    """The M3 customer once its `field` is `value`."""
     record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def changed() -> dict[str, Any] | None:
+        nonlocal record
         record = customer(stack, number)
-        if str(record.get(field) or "") == value:
-            return record
-        time.sleep(0.3)
-    raise AssertionError(f"{number} {field} never became {value!r}: {record}\n{stack.writer.output[-3000:]}")
+        return record if str(record.get(field) or "") == value else None
+
+    found: dict[str, Any] = wait_until(
+        f"{number} {field} to become {value!r}",
+        changed,
+        timeout_s,
+        dump=lambda: f"{record}\n{stack.writer.output[-3000:]}",
+    )
+    return found
 
 
 def test_a_quotewerks_owned_field_change_reaches_m3(stack: Stack) -> None:
@@ -172,12 +178,8 @@ def test_an_unknown_customer_is_created_and_linked(stack: Stack) -> None:
         finally:
             await engine.dispose()
 
-    deadline = time.monotonic() + 60
-    number = None
-    while number is None and time.monotonic() < deadline:
-        number = asyncio.run(link())
-        time.sleep(0.3)
-    assert number, f"{customer_id} was never linked:\n{stack.writer.output[-3000:]}"
+    number = wait_until(f"{customer_id} to be linked", lambda: asyncio.run(link()), 60,
+                        dump=lambda: stack.writer.output[-3000:])  # fmt: skip
     created = customer(stack, number)
     assert (created["CUNM"], created["MAIL"], created["CSCD"]) == (party.company, party.email, "DE")
     assert (created["PHNO"], created["TOWN"]) == ("+49 30 1234", "Berlin")

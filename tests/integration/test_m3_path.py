@@ -1,11 +1,13 @@
 """The whole M3 path over real HTTP: services' M3 clients → token-service (a process on the real broker) →
 ION simulator (a process: OAuth server, Gateway with throttling, M3 MI programs)."""
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from shared.lease import LeaseClient, Priority
@@ -19,6 +21,7 @@ from shared.m3 import (
     M3NotFoundError,
     M3TransientError,
 )
+from tests.processes import wait_until
 from tests.stack import IonSim, TokenService, start_ion, start_token_service
 
 KEYS = {"order-writer": "key-order-writer-123", "catalog-sync": "key-catalog-456", "inventory-query": "key-inv-789"}
@@ -173,13 +176,24 @@ def test_refresh_happens_before_expiry(tmp_path: Path, kafka_bootstrap: str) -> 
     try:
 
         async def calls() -> None:
+            """A call every half second until the third token is out: two refreshes happened while calling."""
             async with httpx.AsyncClient() as http:
                 client = M3Client(LeaseClient(service.url, "order-writer", SecretStr(KEYS["order-writer"]), http=http),
                                   http, company=100)  # fmt: skip
-                for _ in range(28):
+
+                async def issued() -> int:
+                    stats = (await http.get(f"{sim.url}/__admin/stats", timeout=10)).json()
+                    return int(stats["auth"]["tokens_issued_total"])
+
+                deadline = time.monotonic() + 60
+                while await issued() < 3:
+                    assert time.monotonic() < deadline, "token-service never fetched a third token"
                     assert await client.execute_one("CRS610MI", "GetBasicData", {"CUNO": "C000001"},
                                                     priority=Priority.INTERACTIVE)  # fmt: skip
                     await asyncio.sleep(0.5)
+                # One more call on the newest token: the callers kept working across each change of token.
+                assert await client.execute_one("CRS610MI", "GetBasicData", {"CUNO": "C000001"},
+                                                priority=Priority.INTERACTIVE)  # fmt: skip
 
         asyncio.run(calls())
         stats = sim.stats()
@@ -193,8 +207,6 @@ def test_refresh_happens_before_expiry(tmp_path: Path, kafka_bootstrap: str) -> 
 def test_token_service_keeps_serving_while_the_idp_fails(tmp_path: Path, kafka_bootstrap: str) -> None:
     """While refreshing fails, the valid token is still leased and readiness stays green; /healthz says the
     refresh is failing; once the token has expired, leases and readiness fail with the reason."""
-    import time
-
     sim = start_ion(tmp_path, {"token_ttl_s": 10})  # refreshed in its last fifth: the last 2 s
     service = start_token_service(sim, kafka_bootstrap, KEYS)
     auth = {"Authorization": f"Bearer {KEYS['order-writer']}"}
@@ -206,24 +218,37 @@ def test_token_service_keeps_serving_while_the_idp_fails(tmp_path: Path, kafka_b
         status: dict[str, str] = httpx.get(f"{service.url}/healthz", timeout=5).json()["token"]
         return status
 
+    def expires_at() -> float:
+        """The current token's expiry (wall clock), exact, where /healthz rounds to whole seconds."""
+        families = text_string_to_metric_families(httpx.get(f"{service.url}/metrics", timeout=5).text)
+        samples = (sample for family in families for sample in family.samples)
+        return next(s.value for s in samples if s.name == "m3bridge_token_expiry_timestamp_seconds")
+
+    def ready() -> httpx.Response:
+        return httpx.get(f"{service.url}/readyz", timeout=5)
+
     try:
         sim.stop()  # the IdP is gone
-        remaining = float(token_status()["token"].removeprefix("valid for ").removesuffix("s"))
-        time.sleep(max(0.0, remaining - 1.5))  # inside the refresh window, 1.5 s before expiry
-        assert lease().status_code == 200  # hands out the valid token and starts a refresh, which fails
-        time.sleep(0.3)
-        status = token_status()
-        assert status["refresh"].startswith("failing")
-        assert status["token"].startswith("valid for")
-        assert httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
+        expiry = expires_at()
+
+        def refresh_failing() -> bool:
+            # Every lease hands out the valid token; the first one in the refresh window starts a refresh, which fails.
+            assert lease().status_code == 200
+            return str(token_status()["refresh"]).startswith("failing")
+
+        wait_until("a lease in the refresh window to start a refresh", refresh_failing, 15)
+        assert time.time() < expiry
+        assert token_status()["token"].startswith("valid for")
+        assert ready().status_code == 200
         assert lease().status_code == 200
-        time.sleep(1.5)  # now it has expired
-        expired = lease()
+        # Near its expiry the token is no longer handed out (it could expire in flight), then readiness fails.
+        expired = wait_until("leases to fail", lambda: (answer := lease()).status_code != 200 and answer, 15)
         assert expired.status_code == 503
         assert expired.json()["error"] == "token_unavailable"
-        ready = httpx.get(f"{service.url}/readyz", timeout=5)
-        assert ready.status_code == 503
-        assert "fetching one fails" in ready.json()["checks"]["ion_token"]
+        not_ready = wait_until("readiness to fail", lambda: (answer := ready()).status_code != 200 and answer, 15)
+        assert time.time() >= expiry, "not ready only once the token has expired"
+        assert not_ready.status_code == 503
+        assert "fetching one fails" in not_ready.json()["checks"]["ion_token"]
     finally:
         service.stop()
         sim.stop()

@@ -139,3 +139,12 @@ async def test_without_retry_after_a_long_period_pauses_at_most_five_seconds() -
     budget.throttled(retry_after_s=None)
     assert 4.9 < budget.snapshot().paused_for_s <= 5.0
     await budget.close()
+
+
+async def test_one_report_pauses_everyone_for_at_most_the_longest_pause() -> None:
+    budget = RateBudget(BudgetPolicy(period_s=1.0, max_requests_per_period=50, max_pause_s=60.0))
+    budget.throttled(retry_after_s=3600)  # a Gateway asking for an hour, or a caller's bug
+    assert 59.9 < budget.snapshot().paused_for_s <= 60.0
+    budget.throttled(retry_after_s=10)  # a shorter one does not shorten the pause
+    assert budget.snapshot().paused_for_s > 59.9
+    await budget.close()

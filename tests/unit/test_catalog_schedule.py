@@ -1,17 +1,16 @@
-"""catalog-sync's timers (services/catalog_sync/schedule.py) without a broker: the first full load waits for the
-start signal, scheduled loads and polls go on after a failure, a poll is skipped while a full load runs."""
+"""catalog-sync's timers (services/catalog_sync/schedule.py) without a broker: the first full load when asked,
+scheduled loads and polls go on after a failure, a poll is skipped while a full load runs. That the timers start
+only once the broker has is the runtime's `after_broker_start` (tests/unit/test_runtime.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from fastapi import FastAPI
 
-from services.catalog_sync.schedule import AfterStart, full_loads, polls
+from services.catalog_sync.schedule import full_loads, polls
 from shared.contracts import CatalogSyncReport
 
 pytestmark = pytest.mark.unit
@@ -56,28 +55,40 @@ async def stopped(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_the_first_full_load_waits_for_the_start_signal() -> None:
-    runs, started = FakeRuns(), asyncio.Event()
-    task = asyncio.create_task(full_loads(runs, first=True, interval_s=0, started=started.wait))
-    await asyncio.sleep(0.05)
-    assert runs.full_loads == 0
-    assert not task.done()
-    started.set()
-    await asyncio.wait_for(task, 2)  # interval 0: no schedule after the first load
+async def test_the_first_full_load_runs_at_once_and_a_failed_one_does_not_stop_the_schedule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = FakeRuns(fail_first=True)
+    task = asyncio.create_task(full_loads(runs, first=True, interval_s=0.01))
+    try:
+        await asyncio.wait_for(runs.third.wait(), 2)
+    finally:
+        await stopped(task)
+    assert "first full load failed" in caplog.text
+
+
+async def test_one_first_load_and_no_schedule_at_interval_zero() -> None:
+    runs = FakeRuns()
+    await asyncio.wait_for(
+        full_loads(
+            runs,
+            first=True,
+            interval_s=0,
+        ),
+        2,
+    )
     assert runs.full_loads == 1
 
 
 async def test_no_first_load_when_not_asked_and_no_schedule_at_interval_zero() -> None:
-    runs, started = FakeRuns(), asyncio.Event()
-    started.set()
-    await asyncio.wait_for(full_loads(runs, first=False, interval_s=0, started=started.wait), 2)
+    runs = FakeRuns()
+    await asyncio.wait_for(full_loads(runs, first=False, interval_s=0), 2)
     assert runs.full_loads == 0
 
 
 async def test_scheduled_full_loads_go_on_after_a_failed_one(caplog: pytest.LogCaptureFixture) -> None:
-    runs, started = FakeRuns(fail_first=True), asyncio.Event()
-    started.set()
-    task = asyncio.create_task(full_loads(runs, first=False, interval_s=0.01, started=started.wait))
+    runs = FakeRuns(fail_first=True)
+    task = asyncio.create_task(full_loads(runs, first=False, interval_s=0.01))
     try:
         await asyncio.wait_for(runs.third.wait(), 2)
     finally:
@@ -97,33 +108,3 @@ async def test_polls_skip_a_running_full_load_and_go_on_after_a_failure(caplog: 
     finally:
         await stopped(task)
     assert "change poll failed" in caplog.text
-
-
-async def test_after_start_is_done_only_once_the_whole_lifespan_started() -> None:
-    steps: list[str] = []
-    waiters: list[asyncio.Task[None]] = []
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Like ServiceRuntime: the start-up hook starts a task that waits, then the broker starts (taking a while).
-        signal_waiter = asyncio.create_task(after.wait())
-        waiters.append(signal_waiter)
-        await asyncio.sleep(0.05)
-        steps.append(f"broker started, waiter done: {signal_waiter.done()}")
-        yield
-        steps.append("stopped")
-
-    app = FastAPI(lifespan=lifespan)
-    after = AfterStart(app)
-    for run in (1, 2):  # a second start waits again
-        async with app.router.lifespan_context(app):
-            await asyncio.wait_for(waiters[-1], 1)
-            steps.append(f"run {run} signalled")
-    assert steps == [
-        "broker started, waiter done: False",
-        "run 1 signalled",
-        "stopped",
-        "broker started, waiter done: False",
-        "run 2 signalled",
-        "stopped",
-    ]

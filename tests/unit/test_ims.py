@@ -26,6 +26,7 @@ from services.bod_listener.ims import (
 )
 from shared.bods import parse_bod
 from simulators.ion.bods import BodContext, Encoding, build_item_master, ims_message
+from tests.fuzz import examples
 
 pytestmark = pytest.mark.unit
 
@@ -218,7 +219,7 @@ def read_or_refuse(content_type: str, body: bytes) -> None:
         to_utf8(read.payload, codec_of(read.parameters.character_set))
 
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ

@@ -1,11 +1,17 @@
-"""inventory-query's answer logic with a fake M3: cache TTL, single flight, inventory events, stale answers."""
+"""inventory-query's answer logic with a fake M3: cache TTL, single flight, inventory events, stale answers; its
+Kafka replies sent through shared.kafka's publish path."""
 
 import asyncio
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any, cast
 
 import httpx
 import pytest
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
 from pydantic import SecretStr, ValidationError
 
 from services.inventory_query.availability import (
@@ -19,7 +25,12 @@ from services.inventory_query.availability import (
     calls_saved,
 )
 from services.inventory_query.messages import AvailabilityAnswer, AvailabilityQuery, BatchQuery, LineProblem
-from shared.contracts import InventoryChanged
+from services.inventory_query.replies import REPLIES_COUNTED_AS, Replier
+from shared.consuming import UNDECODABLE, Failure
+from shared.contracts import AvailabilityRequest, InventoryChanged
+from shared.correlation import KAFKA_HEADER
+from shared.kafka import MessageTooLargeError
+from shared.metrics import messages_published
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -308,3 +319,65 @@ async def test_http_api_validates_and_documents() -> None:
     assert get["security"] == [{"bearerKey": ["read"]}, {"apiKey": ["read"]}]
     assert "AvailabilityAnswer" in spec["components"]["schemas"]
     assert health["logic"]["cache_ttl_s"] == 30
+
+
+@dataclass
+class Request:
+    """What the replier reads of a consumed request."""
+
+    reply_to: str
+    correlation_id: str
+
+
+class FakeBroker:
+    """Records what is published."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+
+    async def publish(self, body: bytes, **options: Any) -> None:
+        self.published.append({"body": body, **options})
+
+
+def replier(broker: FakeBroker, max_bytes: int = 1_048_576) -> Replier:
+    return Replier(cast(KafkaBroker, broker), max_bytes=max_bytes)
+
+
+def request(reply_to: str = "requester.replies.v1", correlation_id: str = "corr-1") -> KafkaMessage:
+    return cast(KafkaMessage, Request(reply_to, correlation_id))
+
+
+async def test_a_reply_is_published_to_reply_to_with_the_correlation_id_and_counted(service: Availability) -> None:
+    broker = FakeBroker()
+    counted = messages_published.labels(REPLIES_COUNTED_AS, "ok")  # one series whatever the requester's topic
+    before = counted._value.get()
+    await replier(broker).answer(service, AvailabilityRequest(lines=[q(), q(item="NOSUCH")]), request())
+    [sent] = broker.published
+    assert (sent["topic"], sent["key"]) == ("requester.replies.v1", b"corr-1")
+    assert sent["headers"] == {"content-type": "application/json", KAFKA_HEADER: "corr-1"}
+    reply = json.loads(sent["body"])
+    assert reply["correlation_id"] == "corr-1"
+    assert [line["outcome"] for line in reply["lines"]] == ["answered", "not_found"]
+    assert counted._value.get() - before == 1
+
+
+async def test_a_reply_over_the_size_limit_is_refused_before_anything_is_sent(service: Availability) -> None:
+    broker = FakeBroker()
+    with pytest.raises(MessageTooLargeError):
+        await replier(broker, max_bytes=100).answer(service, AvailabilityRequest(lines=[q()]), request())
+    assert broker.published == []
+
+
+async def test_a_failed_request_is_refused_on_its_reply_to_topic() -> None:
+    broker = FakeBroker()
+    await replier(broker).refuse(request(correlation_id="corr-2"), Failure(UNDECODABLE, "not JSON", attempts=1))
+    [sent] = broker.published
+    reply = json.loads(sent["body"])
+    assert (sent["topic"], reply["correlation_id"], reply["lines"]) == ("requester.replies.v1", "corr-2", [])
+    assert reply["error"] == "not an availability request: not JSON"
+
+
+async def test_a_request_without_reply_to_is_answered_to_nobody(service: Availability) -> None:
+    broker = FakeBroker()
+    await replier(broker).answer(service, AvailabilityRequest(lines=[q()]), request(reply_to=""))
+    assert broker.published == []
