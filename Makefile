@@ -63,7 +63,7 @@ chaos: $(STAMP)
 FUZZ_EXAMPLES ?= 2000
 FUZZ_ARGS ?=
 fuzz: $(STAMP)
-	M3B_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_outside_input_properties.py \
+	M3B_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_properties_*.py \
 		tests/unit/test_bad_inputs.py tests/unit/test_ims.py tests/integration/test_bod_listener.py
 	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
