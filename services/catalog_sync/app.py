@@ -40,8 +40,6 @@ from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, 
 
 log = logging.getLogger(__name__)
 
-GROUP = "m3bridge.catalog-sync"
-
 
 class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
     service_name: str = "catalog-sync"
@@ -71,6 +69,12 @@ class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
     catalog_warehouse: str = Field("100", min_length=1, max_length=3, description="Warehouse (WHLO) of availability.")
     catalog_price_list: str = Field("STD", min_length=1, max_length=10, description="Sales price list (PRRF).")
     catalog_currency: str = Field("EUR", min_length=1, max_length=3, description="Currency of the price list (CUCD).")
+    catalog_consumer_group: str = Field(
+        "m3bridge.catalog-sync",
+        min_length=1,
+        description="Kafka consumer group of the item, price and stock subscribers; give each bridge installation "
+        "that shares a Kafka cluster its own.",
+    )
 
 
 def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntime:
@@ -206,7 +210,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
 
     @runtime.subscriber(
         ITEM_CHANGED,
-        group=GROUP,
+        group=settings.catalog_consumer_group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/items",
         description="Changed M3 items update their QuoteWerks products (status 20 = active).",
@@ -216,7 +220,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
 
     @runtime.subscriber(
         PRICE_CHANGED,
-        group=GROUP,
+        group=settings.catalog_consumer_group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/prices",
         description="Changed prices of the configured price list update QuoteWerks product prices.",
@@ -226,7 +230,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
 
     @runtime.subscriber(
         INVENTORY_CHANGED,
-        group=GROUP,
+        group=settings.catalog_consumer_group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/inventory",
         description="Stock changes in the configured warehouse update QuoteWerks product availability.",

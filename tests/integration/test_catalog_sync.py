@@ -4,6 +4,7 @@ a full load lands every M3 item in QuoteWerks once, a repeat pushes nothing, an 
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +14,6 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.catalog_sync.app import GROUP
 from shared.contracts import ItemChanged
 from shared.kafka import create_broker, publish
 from shared.settings import BridgeSettings
@@ -88,9 +88,11 @@ def healthz(url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str) -> Iterator[Stack]:
-    # The service's group is the session's: start it past what other tests left, so every event it applies is ours.
+    # A group of its own (another test's catalog-sync, SIGKILLed, may still be a member of the default one), started
+    # past what other tests left on the change topics, so every event it applies is ours.
+    group = f"test.catalog-sync.{uuid.uuid4().hex[:8]}"
     asyncio.run(
-        skip_to_the_end(kafka_bootstrap, [ITEM_CHANGED.name, PRICE_CHANGED.name, INVENTORY_CHANGED.name], GROUP)
+        skip_to_the_end(kafka_bootstrap, [ITEM_CHANGED.name, PRICE_CHANGED.name, INVENTORY_CHANGED.name], group)
     )
     ion = start_ion(tmp_path_factory.mktemp("ion"), {"m3": {"items": ITEMS}})
     token_service = start_token_service(ion, kafka_bootstrap, KEYS)
@@ -99,7 +101,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module
         "M3B_STATE_URL": module_postgres_url, "M3B_TOKEN_SERVICE_URL": token_service.url,
         "M3B_TOKEN_SERVICE_KEY": KEYS["catalog-sync"], "M3B_QUOTEWERKS_URL": quotewerks.url,
         "M3B_QUOTEWERKS_API_KEY": quotewerks.api_key, "M3B_DATA_LAKE_THRESHOLD": str(THRESHOLD),
-        "M3B_DATA_LAKE_POLL_S": "0.1",
+        "M3B_DATA_LAKE_POLL_S": "0.1", "M3B_CATALOG_CONSUMER_GROUP": group,
     }  # fmt: skip
     try:
         process, url = start_service("catalog-sync", kafka_bootstrap, settings)
