@@ -11,24 +11,98 @@ CRS610MI, `services/order_writer/customers.py`) and catalog-sync (`m3.customer.c
 - the echo guard: before writing, each direction stores the hash of the state it is about to produce on the other
   side (`FINGERPRINT_M3` keyed by CUNO, `FINGERPRINT_QUOTEWERKS` keyed by the QuoteWerks customer id); a change
   event whose state has that hash is the bridge's own write coming back (`is_m3_echo`, `is_quotewerks_echo`), as is
-  any event with `origin == "m3bridge"`.
+  any event with `origin == "m3bridge"`;
+- `CustomerWriteOutcome`: what applying one change did, in either direction; `consume_customer_changes` (with
+  `settle_customer_change` and `CustomerChangeRejectedError`): a service's subscriber of customer changes, which
+  dead-letters a change that cannot be written and logs every outcome.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from faststream.kafka.message import KafkaMessage
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import rules_files
-from shared.contracts import M3CustomerChanged, Party, QuoteWerksCustomerChanged
+from shared.contracts import M3CustomerChanged, Party, Problem, QuoteWerksCustomerChanged
 from shared.state import fingerprints
+
+if TYPE_CHECKING:
+    from shared.runtime import ServiceRuntime
+    from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CustomerWriteOutcome:
+    """What applying one customer change did on the other side, in either direction: `customer` is the record there
+    (an M3 customer number, a QuoteWerks customer id), `written` the fields it got, `reason` why nothing was."""
+
+    action: Literal["ignored", "created", "updated", "unchanged"]
+    customer: str = ""
+    written: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+
+class CustomerChangeRejectedError(Exception):
+    """The change cannot be written for good, in either direction (the other side refused it, the mapping did, a
+    conflicting link): it goes to the dead letters with `problems`, for a person."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+class DeadLetterWithProblems(Protocol):
+    def __call__(self, *, problems: Sequence[Problem]) -> Awaitable[None]: ...
+
+
+async def settle_customer_change(
+    applying: Awaitable[CustomerWriteOutcome], *, change: str, dead_letter: DeadLetterWithProblems
+) -> CustomerWriteOutcome | None:
+    """Apply one customer change (`applying`), logging what it did; a rejected one is dead-lettered with its problems
+    and None returned. Anything else raised (retryable) goes on, so the consumer tries the change again."""
+    try:
+        outcome = await applying
+    except CustomerChangeRejectedError as rejected:
+        log.warning("%s rejected: %s", change, rejected)
+        await dead_letter(problems=rejected.problems)
+        return None
+    log.info("%s: %s %s %s", change, outcome.action, outcome.customer, outcome.reason or sorted(outcome.written))
+    return outcome
+
+
+def consume_customer_changes(
+    runtime: ServiceRuntime,
+    topic: Topic,
+    *,
+    group: str,
+    title: str,
+    description: str,
+    apply: Callable[[Any], Awaitable[CustomerWriteOutcome]],
+    change: Callable[[Any], str],
+) -> None:
+    """Subscribe `apply` to `topic`'s customer changes (either direction). A change is committed once the other
+    side has it or its dead letter ("customer-rejected") is on the broker; a transient failure redelivers it;
+    `change(event)` names it in the log."""
+
+    async def on_change(event: Any, message: KafkaMessage) -> None:
+        dead_letter = partial(runtime.dead_letter, message, error_class="customer-rejected")
+        await settle_customer_change(apply(event), change=change(event), dead_letter=dead_letter)
+
+    runtime.subscriber(topic, group=group, title=title, description=description)(on_change)
+
 
 BRIDGE_ORIGIN = "m3bridge"
 # Fingerprint kinds (at most 16 characters).

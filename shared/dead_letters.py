@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
@@ -32,21 +34,73 @@ def dead_letter(
     attempts: int,
     details: dict[str, Any] | None = None,
 ) -> DeadLetter:
-    record: Any = message.raw_message
-    key = record.key.decode(errors="replace") if getattr(record, "key", None) else None
-    payload, encoding = payload_text(bytes(message.body or b""))
+    """The dead letter of a consumed Kafka message, with its origin (topic, partition, offset, key, headers)."""
+    return letter_of(
+        bytes(message.body or b""),
+        service=service,
+        error_class=error_class,
+        error_message=error_message,
+        attempts=attempts,
+        details=details,
+        origin=Origin.of_message(message),
+    )
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a message came from: a Kafka record's coordinates, or none (`topic` empty) for an HTTP delivery."""
+
+    topic: str = ""
+    partition: int = 0
+    offset: int = 0
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_message(cls, message: KafkaMessage, **more: Any) -> Self:
+        """The coordinates of a consumed record; `more` sets a subclass's own fields."""
+        record: Any = message.raw_message
+        return cls(
+            topic=str(getattr(record, "topic", "")),
+            partition=int(getattr(record, "partition", 0)),
+            offset=int(getattr(record, "offset", 0)),
+            key=record.key.decode(errors="replace") if getattr(record, "key", None) else None,
+            headers={k: str(v) for k, v in message.headers.items()},
+            **more,
+        )
+
+
+def letter_of(
+    body: bytes,
+    *,
+    service: str,
+    error_class: str,
+    error_message: str,
+    origin: Origin,
+    attempts: int = 1,
+    details: Mapping[str, Any] | None = None,
+    payload_limit: int | None = None,
+) -> DeadLetter:
+    """The dead letter of `body`, however it arrived. With `payload_limit` the kept payload is cut to that many
+    characters and `details["truncated"]` says whether it was (for bodies read off HTTP, which may be larger than a
+    Kafka message can be)."""
+    payload, encoding = payload_text(body)
+    extra: dict[str, Any] = dict(details or {})
+    if payload_limit is not None:
+        extra["truncated"] = len(payload) > payload_limit
+        payload = payload[:payload_limit]
     return DeadLetter(
         service=service,
-        origin_topic=str(getattr(record, "topic", "")),
-        origin_partition=int(getattr(record, "partition", 0)),
-        origin_offset=int(getattr(record, "offset", 0)),
-        original_key=key,
-        original_headers={k: str(v) for k, v in message.headers.items()},
+        origin_topic=origin.topic,
+        origin_partition=origin.partition,
+        origin_offset=origin.offset,
+        original_key=origin.key,
+        original_headers=dict(origin.headers),
         original_payload=payload,
         original_payload_encoding=encoding,
         error_class=error_class,
         error_message=error_message[:4000],
-        details=details or {},
+        details=extra,
         attempts=attempts,
         failed_at=datetime.now(UTC),
     )

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 
 from shared.metrics import http_rejected
+from shared.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,28 @@ class InboundAuth:
     signature_header: str
     signing_secret: str
     tolerance_s: float
+
+    @classmethod
+    def from_settings(cls, settings: BridgeSettings, prefix: str, *, tolerance_s: float) -> InboundAuth:
+        """From a service's settings `<prefix>_secret_header`, `<prefix>_secret`, `<prefix>_signature_header` and
+        `<prefix>_signing_secret` (M3B_WEBHOOK_SECRET, M3B_BOD_SECRET, …). Logs at start what an operator must
+        know: with neither secret every delivery is refused, and a `<prefix>_max_bytes` over M3B_MAX_BODY_BYTES
+        cannot be reached."""
+        auth = cls(
+            secret_header=getattr(settings, f"{prefix}_secret_header"),
+            shared_secret=getattr(settings, f"{prefix}_secret").get_secret_value(),
+            signature_header=getattr(settings, f"{prefix}_signature_header"),
+            signing_secret=getattr(settings, f"{prefix}_signing_secret").get_secret_value(),
+            tolerance_s=tolerance_s,
+        )
+        env = f"M3B_{prefix.upper()}"
+        if not auth.shared_secret and not auth.signing_secret:
+            log.warning("neither %s_SECRET nor %s_SIGNING_SECRET is set: every delivery will be refused", env, env)
+        max_bytes = getattr(settings, f"{prefix}_max_bytes", None)
+        if isinstance(max_bytes, int) and max_bytes > settings.max_body_bytes:
+            log.warning("%s_MAX_BYTES %d is over M3B_MAX_BODY_BYTES %d: bodies over the latter are refused (413)",
+                        env, max_bytes, settings.max_body_bytes)  # fmt: skip
+        return auth
 
 
 def note_rejection(service: str, status: int, reason: str, detail: str) -> None:

@@ -98,6 +98,8 @@ class QuoteWerks(Protocol):
     async def put_customer(
         self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
     ) -> bool: ...
+    async def aclose(self) -> None:
+        """Close what the client opened itself (the SQL connector's pool), at the service's shutdown."""
 
 
 class QuoteWerksClient:
@@ -106,6 +108,9 @@ class QuoteWerksClient:
         self._key = api_key
         self._http = http
         self._timeout = timeout_s
+
+    async def aclose(self) -> None:
+        """Nothing to close: the HTTP client belongs to the service runtime, which closes it."""
 
     @quotewerks_retries
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import shared
@@ -32,11 +33,12 @@ from shared.health import Health
 from shared.heartbeats import Heartbeats
 from shared.http_middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from shared.http_refusals import add_refusal_handlers
-from shared.kafka import MessageTooLargeError, consumer_options, create_broker
+from shared.kafka import MessageTooLargeError, consumer_options, create_broker, publish
 from shared.logs import configure_logging
 from shared.metrics import describe_build
 from shared.operations_routes import add_operations_routes
 from shared.settings import BridgeSettings
+from shared.started import NotStartedError
 from shared.state import db
 from shared.topics import Topic
 
@@ -46,7 +48,9 @@ Hook = Callable[[], Awaitable[None]]
 
 
 class ServiceRuntime:
-    def __init__(self, settings: BridgeSettings, *, title: str, description: str, uses_state: bool = False) -> None:
+    def __init__(
+        self, settings: BridgeSettings, *, description: str, uses_state: bool = False, title: str | None = None
+    ) -> None:
         self.settings = settings
         self.name = settings.service_name
         configure_logging(
@@ -64,6 +68,7 @@ class ServiceRuntime:
         self._after_broker_start: list[Hook] = []
         self._on_shutdown: list[Hook] = []
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._background: dict[asyncio.Task[object], Callable[[], None] | None] = {}
         self._stopping = asyncio.Event()
         self.consumers = Consumers(self.name, stall_after_s=settings.consumer_stall_after_s)
         self.retry_policy = RetryPolicy(
@@ -90,7 +95,7 @@ class ServiceRuntime:
 
         docs = settings.http_docs  # off: the OpenAPI document is still app.openapi(), for `m3bridge docs` and tests
         self.app = FastAPI(
-            title=title,
+            title=title or f"M3 Bridge {self.name}",
             description=description,
             version=shared.__version__,
             lifespan=self._lifespan,
@@ -161,8 +166,15 @@ class ServiceRuntime:
     def http(self) -> httpx.AsyncClient:
         """The service's one HTTP client (token-service, M3, QuoteWerks), open from start-up to shutdown."""
         if self._http is None:
-            raise RuntimeError(f"{self.name} is not started")
+            raise NotStartedError(f"{self.name} is not started")
         return self._http
+
+    @property
+    def state(self) -> AsyncEngine:
+        """The state store's engine (a service created with `uses_state=True`), open from start-up to shutdown."""
+        if self.engine is None:
+            raise NotStartedError(f"{self.name}: the state store is not open")
+        return self.engine
 
     def subscriber_options(self, group: str | None) -> dict[str, Any]:
         return consumer_options(self.settings, group=group)
@@ -172,7 +184,6 @@ class ServiceRuntime:
         topic: Topic,
         *,
         group: str | None,
-        ack_policy: AckPolicy,
         title: str,
         description: str,
         max_attempts: int | None = None,
@@ -180,6 +191,7 @@ class ServiceRuntime:
         on_give_up: GiveUpNotice | None = None,
         dead_letters: bool = True,
         raw: bool = False,
+        ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
         **options: Any,
     ) -> Callable[[Handler], Handler]:
         """Subscribe `handler(payload: topic.payload, message: KafkaMessage)` to `topic` in consumer `group`.
@@ -188,7 +200,9 @@ class ServiceRuntime:
         not JSON or not a valid payload goes to `dlq.<service>.v1` at once. A handler failing for retryable
         reasons is called again with backoff up to `max_attempts` (default `M3B_CONSUMER_MAX_ATTEMPTS`), then
         the message is dead-lettered; one whose exception has `retryable = False` at once. After a dead letter
-        the handler returns, so `ack_policy` commits the offset and the partition moves on; `reply_on_failure`
+        the handler returns, so `ack_policy` commits the offset and the partition moves on (the default,
+        NACK_ON_ERROR, commits once the handler, with whatever it published or dead-lettered, is done: a crash
+        before redelivers the message); `reply_on_failure`
         answers a request/reply requester then, and `on_give_up(payload, failure)` is told about a valid message
         given up on. `dead_letters=False` skips (logged, counted) instead. `raw=True` hands the handler the bytes as
         received, unvalidated (documents that are not JSON, such as XML BODs)."""
@@ -224,6 +238,39 @@ class ServiceRuntime:
             return handler
 
         return register
+
+    async def publish(self, topic: Topic, payload: BaseModel, key: str) -> None:
+        """`shared.kafka.publish` with this service's broker and size limit (M3B_KAFKA_MAX_REQUEST_SIZE)."""
+        await publish(self.broker, topic, payload, key=key, max_bytes=self.settings.kafka_max_request_size)
+
+    def in_background(
+        self, work: Coroutine[Any, Any, object], *, name: str, stop: Callable[[], None] | None = None
+    ) -> asyncio.Task[object]:
+        """Run `work` as long as the service does. At shutdown, once the consumers have drained and before the
+        shutdown hooks, it is asked to end with `stop()` and given M3B_SHUTDOWN_GRACE_S, or cancelled when it has
+        no `stop` (or does not end in time). A failure is logged when it happens, not kept for the shutdown."""
+        task = asyncio.create_task(work, name=name)
+        self._background[task] = stop
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[object]) -> None:
+        self._background.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _stop_background(self) -> None:
+        running = dict(self._background)
+        for stop in running.values():
+            if stop is not None:
+                stop()
+        graceful = [task for task, stop in running.items() if stop is not None]
+        if graceful:
+            await asyncio.wait(graceful, timeout=self.settings.shutdown_grace_s)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(list(running), timeout=self.settings.shutdown_grace_s)
 
     async def dead_letter(
         self,
@@ -326,9 +373,10 @@ class ServiceRuntime:
             log.info("%s stopped", self.name)
 
     async def _close(self, *, undo_start_hooks: bool) -> None:
-        """Stop the broker (consumers drain), run the shutdown hooks when every start hook ran, close the HTTP
-        client and the state store."""
+        """Stop the broker (consumers drain) and the background work, run the shutdown hooks when every start hook
+        ran, close the HTTP client and the state store."""
         await self.broker.stop()
+        await self._stop_background()
         if undo_start_hooks:
             for hook in reversed(self._on_shutdown):
                 await hook()

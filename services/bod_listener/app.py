@@ -2,11 +2,9 @@
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 import logging
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field, SecretStr, field_validator
 
@@ -16,6 +14,7 @@ from shared.bods import NOUNS, VERBS
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
+from shared.started import StartedPart
 from shared.topics import BOD_INBOUND
 
 log = logging.getLogger(__name__)
@@ -68,37 +67,15 @@ class BodListenerSettings(BridgeSettings):
 def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntime:
     settings = settings or BodListenerSettings()
     runtime = ServiceRuntime(
-        settings,
-        title="M3 Bridge bod-listener",
-        description="Receives ION BODs and turns them into normalized M3 change events.",
-        uses_state=True,
+        settings, description="Receives ION BODs and turns them into normalized M3 change events.", uses_state=True
     )
-    auth = InboundAuth(
-        secret_header=settings.bod_secret_header,
-        shared_secret=settings.bod_secret.get_secret_value(),
-        signature_header=settings.bod_signature_header,
-        signing_secret=settings.bod_signing_secret.get_secret_value(),
-        tolerance_s=300,
-    )
-    if not auth.shared_secret and not auth.signing_secret:
-        log.warning("no BOD secret configured: every delivery will be refused")
-    if settings.bod_max_bytes > settings.max_body_bytes:
-        log.warning("M3B_BOD_MAX_BYTES %d is over M3B_MAX_BODY_BYTES %d: BODs over the latter are refused (413)",
-                    settings.bod_max_bytes, settings.max_body_bytes)  # fmt: skip
-    parts: dict[str, BodReceiver] = {}
-
-    def receiver() -> BodReceiver:
-        if "receiver" not in parts:
-            raise RuntimeError("bod-listener is not started")
-        return parts["receiver"]
+    auth = InboundAuth.from_settings(settings, "bod", tolerance_s=300)
+    receiver = StartedPart[BodReceiver](runtime.name)
 
     @runtime.on_startup
     async def start() -> None:
-        assert runtime.engine is not None
-        parts["receiver"] = BodReceiver(
-            runtime.engine, runtime.broker, service=settings.service_name,
-            max_request_size=settings.kafka_max_request_size,
-        )  # fmt: skip
+        limit = settings.kafka_max_request_size
+        receiver.set(BodReceiver(runtime.state, runtime.broker, service=runtime.name, max_request_size=limit))
 
     @runtime.app.post(
         "/bods",
@@ -127,22 +104,15 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
 
     @runtime.subscriber(
         BOD_INBOUND,
-        group="m3bridge.bod-listener.inbound",
         # Committed once the events (or the dead letter) are on the broker; a failed publish is retried.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        group="m3bridge.bod-listener.inbound",
         raw=True,  # XML, read as received whatever content type the message claims
         title="bod-listener/inbound-bods",
         description="Raw BOD documents (XML) from the inbound topic, handled like HTTP deliveries; dead-lettered "
         "BODs are replayed here.",
     )
     async def on_inbound_bod(body: bytes, message: KafkaMessage) -> None:
-        record: Any = message.raw_message
-        key = record.key.decode(errors="replace") if getattr(record, "key", None) else None
-        origin = Origin(
-            via="kafka", topic=BOD_INBOUND.name, partition=int(getattr(record, "partition", 0)),
-            offset=int(getattr(record, "offset", 0)), key=key,
-            headers={k: str(v) for k, v in message.headers.items()},
-        )  # fmt: skip
+        origin = Origin.of_message(message, via="kafka")
         received = await receiver().receive(body, origin)
         if received.status == "dead-lettered":
             log.warning("inbound BOD not usable (%s): %s; kept in the dead letters", received.reason, received.detail)

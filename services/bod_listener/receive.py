@@ -6,18 +6,16 @@ wiring here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Literal
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import dead_letters
 from shared.bods import BodError, ParsedBod, parse_bod
-from shared.contracts import DeadLetter
-from shared.dead_letters import payload_text, send_to_dead_letters
+from shared.dead_letters import send_to_dead_letters
 from shared.kafka import publish
 from shared.state import deliveries, fingerprints
 from shared.topics import BOD_INBOUND
@@ -35,16 +33,12 @@ Status = Literal["published", "duplicate", "stale", "dead-lettered"]
 
 
 @dataclass(frozen=True)
-class Origin:
+class Origin(dead_letters.Origin):
     """Where a BOD came from, for its dead letter. HTTP deliveries are kept as if they came from the inbound
     topic (partition and offset 0): that is where a replay sends them."""
 
-    via: Literal["http", "kafka"] = "http"
     topic: str = BOD_INBOUND.name
-    partition: int = 0
-    offset: int = 0
-    key: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    via: Literal["http", "kafka"] = "http"
 
 
 @dataclass(frozen=True)
@@ -115,21 +109,13 @@ class BodReceiver:
 
     async def dead_letter(self, body: bytes, origin: Origin, reason: str, message: str) -> None:
         """Kept, not dropped: a person can read why and replay it (to the inbound topic) once the cause is fixed."""
-        payload, encoding = payload_text(body)
-        truncated = len(payload) > DEAD_LETTER_PAYLOAD_BYTES
-        letter = DeadLetter(
+        letter = dead_letters.letter_of(
+            body,
             service=self.service,
-            origin_topic=origin.topic,
-            origin_partition=origin.partition,
-            origin_offset=origin.offset,
-            original_key=origin.key,
-            original_headers=dict(origin.headers),
-            original_payload=payload[:DEAD_LETTER_PAYLOAD_BYTES],
-            original_payload_encoding=encoding,
             error_class=reason,
-            error_message=message[:4000],
-            details={"bytes": len(body), "truncated": truncated, "received_via": origin.via},
-            attempts=1,
-            failed_at=datetime.now(UTC),
+            error_message=message,
+            origin=origin,
+            details={"bytes": len(body), "received_via": origin.via},
+            payload_limit=DEAD_LETTER_PAYLOAD_BYTES,
         )
         await send_to_dead_letters(self.broker, letter, max_bytes=self.max_request_size)

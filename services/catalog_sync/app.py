@@ -6,18 +6,15 @@ events push M3 items, prices and stock to the QuoteWerks product catalog; each r
 """
 
 # No `from __future__ import annotations`: faststream and FastAPI read the handler signatures at runtime.
-import asyncio
-import contextlib
 import logging
 from typing import Any, Literal
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
-from services.catalog_sync.customers import CustomerPush, CustomerPushRejectedError, country_table
+from services.catalog_sync.customers import CustomerPush, country_table
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
 from services.catalog_sync.schedule import full_loads, polls
@@ -26,16 +23,16 @@ from shared.contracts import (
     CatalogSyncReport,
     InventoryChanged,
     ItemChanged,
-    M3CustomerChanged,
     PriceChanged,
 )
-from shared.customers import load_sync_rules
-from shared.kafka import publish
+from shared.customers import consume_customer_changes, load_sync_rules
 from shared.m3 import m3_client_for
 from shared.mapping import load_rules
-from shared.quotewerks_sql import QuoteWerksConfigError, QuoteWerksSqlClient, is_database_url, quotewerks_client
+from shared.quotewerks import QuoteWerks
+from shared.quotewerks_sql import QuoteWerksConfigError, is_database_url, quotewerks_client
 from shared.runtime import ServiceRuntime
 from shared.settings import CustomerRulesSettings, QuoteWerksSettings, config_path
+from shared.started import StartedPart
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, M3_CUSTOMER_CHANGED, PRICE_CHANGED
 
 log = logging.getLogger(__name__)
@@ -80,10 +77,7 @@ class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
 def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntime:
     settings = settings or CatalogSyncSettings()
     runtime = ServiceRuntime(
-        settings,
-        title="M3 Bridge catalog-sync",
-        description="Keeps the QuoteWerks catalog in step with M3 items, prices and stock.",
-        uses_state=True,
+        settings, description="Keeps the QuoteWerks catalog in step with M3 items, prices and stock.", uses_state=True
     )
     customer_rules = load_sync_rules(config_path(settings.customer_sync_file))  # invalid rules stop the service
     database = is_database_url(settings.quotewerks_url)
@@ -94,39 +88,22 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         )
     contacts_synced = settings.customer_sync == "on" or (settings.customer_sync == "auto" and not database)
     countries = country_table(load_rules(config_path(settings.mapping_file)))
-    parts: dict[str, Any] = {}
-
-    def sync() -> CatalogSync:
-        found = parts.get("sync")
-        if not isinstance(found, CatalogSync):
-            raise RuntimeError("catalog-sync is not started")
-        return found
-
-    def customers() -> CustomerPush:
-        found = parts.get("customers")
-        if not isinstance(found, CustomerPush):
-            raise RuntimeError("catalog-sync is not started")
-        return found
+    catalog = StartedPart[QuoteWerks](runtime.name)
+    sync = StartedPart[CatalogSync](runtime.name)
+    customers = StartedPart[CustomerPush](runtime.name)
+    first_load = StartedPart[bool](runtime.name)
 
     async def send_report(report: CatalogSyncReport) -> None:
         try:
-            await publish(
-                runtime.broker,
-                CATALOG_SYNC_REPORT,
-                report,
-                key=report.run_id,
-                max_bytes=settings.kafka_max_request_size,
-            )
+            await runtime.publish(CATALOG_SYNC_REPORT, report, report.run_id)
         except Exception as exc:  # the report is information; the catalog is already updated
             log.warning("report %s not published: %s", report.run_id, exc)
 
     @runtime.on_startup
     async def start() -> None:
-        http = runtime.http
-        m3 = m3_client_for(settings, http)
+        m3 = m3_client_for(settings, runtime.http)
         lake = DataLakeClient(m3, poll_s=settings.data_lake_poll_s, timeout_s=settings.data_lake_timeout_s)
-        assert runtime.engine is not None
-        store = StoredFingerprints(runtime.engine)
+        store = StoredFingerprints(runtime.state)
         options = SyncOptions(
             threshold=settings.data_lake_threshold,
             warehouse=settings.catalog_warehouse,
@@ -135,47 +112,35 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             retire_limit=settings.catalog_retire_limit,
         )
         # With a database URL products go into the bridge's own table (M3BridgeProducts) and contacts are not synced.
-        catalog = quotewerks_client(
-            settings.quotewerks_url,
-            settings.quotewerks_api_key,
-            http=http,
-            needs=("products", "customers") if contacts_synced else ("products",),
-            sql_password=settings.quotewerks_sql_password,
+        catalog.set(
+            quotewerks_client(
+                settings.quotewerks_url,
+                settings.quotewerks_api_key,
+                http=runtime.http,
+                needs=("products", "customers") if contacts_synced else ("products",),
+                sql_password=settings.quotewerks_sql_password,
+            )
         )
-        parts["catalog"] = catalog
-        parts["sync"] = CatalogSync(m3, lake, catalog, store, send_report, options)
+        sync.set(CatalogSync(m3, lake, catalog(), store, send_report, options))
         if contacts_synced:
-            parts["customers"] = CustomerPush(catalog, runtime.engine, customer_rules, countries)
+            customers.set(CustomerPush(catalog(), runtime.state, customer_rules, countries))
         else:
             log.warning("M3 customer changes are not written to QuoteWerks (M3B_CUSTOMER_SYNC=%s, %s)",
                         settings.customer_sync, "database URL" if database else "off")  # fmt: skip
         # Asked before the broker starts: a delta consumed first would store a fingerprint and hide the empty store.
-        parts["first_load"] = settings.full_load_at_start and not await store.all()
+        first_load.set(settings.full_load_at_start and not await store.all())
 
     @runtime.after_broker_start
     async def start_timers() -> None:
         """Every run publishes its report: the timers start once the broker has."""
-        runs = sync()
-        parts["scheduler"] = asyncio.create_task(
-            full_loads(runs, first=parts["first_load"], interval_s=settings.full_load_interval_s),
-            name="catalog-schedule",
-        )
+        schedule = full_loads(sync(), first=first_load(), interval_s=settings.full_load_interval_s)
+        runtime.in_background(schedule, name="catalog-schedule")
         if settings.item_poll_interval_s > 0:
-            parts["poller"] = asyncio.create_task(
-                polls(runs, interval_s=settings.item_poll_interval_s), name="catalog-poll"
-            )
+            runtime.in_background(polls(sync(), interval_s=settings.item_poll_interval_s), name="catalog-poll")
 
     @runtime.on_shutdown
     async def stop() -> None:
-        for name in ("scheduler", "poller"):
-            task = parts.get(name)
-            if isinstance(task, asyncio.Task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        catalog = parts.get("catalog")
-        if isinstance(catalog, QuoteWerksSqlClient):
-            await catalog.aclose()
+        await catalog().aclose()
 
     operator = [runtime.require("operator")]  # M3B_OPERATOR_KEY: Authorization: Bearer <key> or X-API-Key
 
@@ -187,9 +152,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         if wait:
             report = await sync().full_load(forced=path)
             return JSONResponse(report.model_dump(mode="json"))
-        task = asyncio.create_task(sync().full_load(forced=path))
-        parts.setdefault("runs", set()).add(task)
-        task.add_done_callback(parts["runs"].discard)
+        runtime.in_background(sync().full_load(forced=path), name="catalog-full-load")
         return JSONResponse({"accepted": True}, status_code=202)
 
     @runtime.app.post("/v1/sync/poll", tags=["catalog"], summary="Poll M3 for changed items now", dependencies=operator)
@@ -211,7 +174,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         ITEM_CHANGED,
         group=settings.catalog_consumer_group,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/items",
         description="Changed M3 items update their QuoteWerks products (status 20 = active).",
     )
@@ -221,7 +183,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         PRICE_CHANGED,
         group=settings.catalog_consumer_group,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/prices",
         description="Changed prices of the configured price list update QuoteWerks product prices.",
     )
@@ -231,7 +192,6 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         INVENTORY_CHANGED,
         group=settings.catalog_consumer_group,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/inventory",
         description="Stock changes in the configured warehouse update QuoteWerks product availability.",
     )
@@ -239,32 +199,22 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         await settle_delta(await sync().on_inventory(event), message)
 
     if contacts_synced:
-
-        @runtime.subscriber(
+        consume_customer_changes(
+            runtime,
             M3_CUSTOMER_CHANGED,
             group="m3bridge.catalog-sync.customers",
-            # Committed after QuoteWerks has the change (or the dead letter is on the broker); transient failures
-            # redeliver.
-            ack_policy=AckPolicy.NACK_ON_ERROR,
             title="catalog-sync/customers",
             description="M3 customer changes written to the QuoteWerks contact manager, by the field ownership rules.",
+            apply=lambda change: customers().apply(change),
+            change=lambda change: f"M3 customer change {change.customer_number}",
         )
-        async def on_customer(change: M3CustomerChanged, message: KafkaMessage) -> None:
-            try:
-                outcome = await customers().apply(change)
-            except CustomerPushRejectedError as rejected:
-                log.warning("M3 customer change %s rejected: %s", change.customer_number, rejected)
-                await runtime.dead_letter(message, error_class="customer-rejected", problems=rejected.problems)
-                return
-            log.info("M3 customer change %s: %s %s %s", change.customer_number, outcome.action, outcome.customer_id,
-                     outcome.reason or sorted(outcome.written))  # fmt: skip
 
     def progress() -> dict[str, Any]:
-        found = parts.get("sync")
-        if not isinstance(found, CatalogSync):
+        running = sync.peek()
+        if running is None:
             return {"state": "starting"}
         contacts = dict(customers().counts) if contacts_synced else "not synced (M3B_CUSTOMER_SYNC)"
-        return {**found.progress.snapshot(), "customers": contacts}
+        return {**running.progress.snapshot(), "customers": contacts}
 
     runtime.health.set_detail("logic", progress)
     return runtime

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,7 +26,9 @@ from shared.customers import (
     FIELD_NAMES,
     FINGERPRINT_QUOTEWERKS,
     M3_SYNCED_AT,
+    CustomerChangeRejectedError,
     CustomerSyncRules,
+    CustomerWriteOutcome,
     FieldName,
     clean,
     is_m3_echo,
@@ -74,21 +75,12 @@ class Contacts(Protocol):
     ) -> bool: ...
 
 
-class CustomerPushRejectedError(Exception):
+class CustomerPushRejectedError(CustomerChangeRejectedError):
     """The change cannot be applied without a person (several QuoteWerks customers match, QuoteWerks refused the
-    record, …); dead-letter it with `problems`."""
+    record, …)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.problems = [Problem(error_class="business", message=message[:2000])]
-
-
-@dataclass
-class PushOutcome:
-    action: Literal["ignored", "created", "updated", "unchanged"]
-    customer_id: str = ""
-    written: dict[str, str] = field(default_factory=dict)
-    reason: str = ""
+        super().__init__([Problem(error_class="business", message=message[:2000])])
 
 
 def country_table(rules: MappingRules) -> LookupTable | None:
@@ -167,7 +159,7 @@ class CustomerPush:
         self.countries = countries
         self.counts = {"created": 0, "updated": 0, "unchanged": 0, "ignored": 0, "rejected": 0}
 
-    async def apply(self, event: M3CustomerChanged) -> PushOutcome:
+    async def apply(self, event: M3CustomerChanged) -> CustomerWriteOutcome:
         """Raises CustomerPushRejectedError (dead-letter it) or a retryable error (QuoteWerksError, OSError:
         redeliver). Writes are conditional on the record as read, so an edit made in QuoteWerks meanwhile is never
         overwritten: the change is decided again on the newer record."""
@@ -188,7 +180,7 @@ class CustomerPush:
         self.counts[outcome] += 1
         customer_changes.labels(outcome).inc()
 
-    async def _apply_reading_again(self, event: M3CustomerChanged) -> PushOutcome:
+    async def _apply_reading_again(self, event: M3CustomerChanged) -> CustomerWriteOutcome:
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             try:
                 return await self._apply(event)
@@ -199,16 +191,20 @@ class CustomerPush:
                          event.customer_number)  # fmt: skip
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _apply(self, event: M3CustomerChanged) -> PushOutcome:
+    async def _apply(self, event: M3CustomerChanged) -> CustomerWriteOutcome:
         number = event.customer_number
         if await is_m3_echo(self.engine, event):
-            return PushOutcome("ignored", reason=f"M3 customer {number}: the bridge's own write coming back")
+            return CustomerWriteOutcome("ignored", reason=f"M3 customer {number}: the bridge's own write coming back")
         if event.action == "delete":
-            return PushOutcome("ignored", reason=f"M3 customer {number} deleted: the QuoteWerks customer is kept")
+            return CustomerWriteOutcome(
+                "ignored", reason=f"M3 customer {number} deleted: the QuoteWerks customer is kept"
+            )
         changed_at = event.changed_at.astimezone(UTC)
         applied_at = await last_synced_at(self.engine, number, M3_SYNCED_AT)
         if applied_at is not None and changed_at < applied_at:
-            return PushOutcome("ignored", reason=f"older than the M3 change applied at {applied_at.isoformat()}")
+            return CustomerWriteOutcome(
+                "ignored", reason=f"older than the M3 change applied at {applied_at.isoformat()}"
+            )
         account, current = await self._find(event)
         if current is None:
             return await self._create(event, account, changed_at)
@@ -283,7 +279,7 @@ class CustomerPush:
         )
         await mark_synced(self.engine, number, changed_at, M3_SYNCED_AT)
 
-    async def _create(self, event: M3CustomerChanged, account: str, changed_at: datetime) -> PushOutcome:
+    async def _create(self, event: M3CustomerChanged, account: str, changed_at: datetime) -> CustomerWriteOutcome:
         if not clean(event.name):
             raise CustomerPushRejectedError(f"M3 customer {event.customer_number} has no name: QuoteWerks needs one")
         wanted = quotewerks_values(event, {}, self.countries)
@@ -292,19 +288,19 @@ class CustomerPush:
             record.update(columns)
         await self._write(account, event.customer_number, record, changed_at, read_as=None, new=True)
         log.info("M3 customer %s created in QuoteWerks as %s", event.customer_number, account)
-        return PushOutcome("created", account, written={k: v for k, v in record.items() if v})
+        return CustomerWriteOutcome("created", account, written={k: v for k, v in record.items() if v})
 
     async def _update(
         self, event: M3CustomerChanged, account: str, current: Mapping[str, Any], changed_at: datetime
-    ) -> PushOutcome:
+    ) -> CustomerWriteOutcome:
         wanted = quotewerks_values(event, current, self.countries)
         changes = changes_for_quotewerks(self.rules, current, wanted, m3_at=changed_at)
         if not changes:
             await mark_synced(self.engine, event.customer_number, changed_at, M3_SYNCED_AT)
-            return PushOutcome("unchanged", account, reason="nothing M3 wins differs from QuoteWerks")
+            return CustomerWriteOutcome("unchanged", account, reason="nothing M3 wins differs from QuoteWerks")
         record = {column: clean(current.get(column)) for column in WRITABLE_COLUMNS}
         record.update(changes)
         read_as = str(current.get("LastModified") or "") or None
         await self._write(account, event.customer_number, record, changed_at, read_as=read_as)
         log.info("QuoteWerks customer %s changed from M3 %s: %s", account, event.customer_number, sorted(changes))
-        return PushOutcome("updated", account, written=changes)
+        return CustomerWriteOutcome("updated", account, written=changes)

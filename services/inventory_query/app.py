@@ -30,6 +30,7 @@ from shared.contracts import InventoryChanged
 from shared.m3 import m3_client_for
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
+from shared.started import StartedPart
 from shared.topics import INVENTORY_CHANGED
 
 log = logging.getLogger(__name__)
@@ -57,35 +58,27 @@ class InventoryQuerySettings(M3CallerSettings):
 def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRuntime:
     settings = settings or InventoryQuerySettings()
     runtime = ServiceRuntime(
-        settings,
-        title="M3 Bridge inventory-query",
-        description="Answers live availability and price checks in milliseconds without hammering M3.",
-        uses_state=False,
+        settings, description="Answers live availability and price checks in milliseconds without hammering M3."
     )
-    parts: dict[str, object] = {}
-
-    def availability() -> Availability:
-        found = parts.get("availability")
-        if not isinstance(found, Availability):
-            raise RuntimeError("inventory-query is not started")
-        return found
+    availability = StartedPart[Availability](runtime.name)
 
     @runtime.on_startup
     async def start() -> None:
-        http = runtime.http
-        m3 = m3_client_for(settings, http, deadline_s=settings.answer_deadline_s)
+        m3 = m3_client_for(settings, runtime.http, deadline_s=settings.answer_deadline_s)
         reader = M3Reader(
             m3,
             price_list=settings.price_list,
             currency=settings.price_currency,
             price_valid_from=settings.price_valid_from,
         )
-        parts["availability"] = Availability(
-            reader,
-            ttl_s=settings.cache_ttl_s,
-            deadline_s=settings.answer_deadline_s,
-            max_entries=settings.last_known_max_entries,
-            outage_backoff_s=settings.outage_backoff_s,
+        availability.set(
+            Availability(
+                reader,
+                ttl_s=settings.cache_ttl_s,
+                deadline_s=settings.answer_deadline_s,
+                max_entries=settings.last_known_max_entries,
+                outage_backoff_s=settings.outage_backoff_s,
+            )
         )
 
     # --- HTTP ----------------------------------------------------------------------------------------------
@@ -175,8 +168,8 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
     }
 
     def logic() -> dict[str, object]:
-        found = parts.get("availability")
-        return {**static, **found.describe()} if isinstance(found, Availability) else static
+        answering = availability.peek()
+        return {**static, **answering.describe()} if answering else static
 
     runtime.health.set_detail("logic", logic)
     return runtime

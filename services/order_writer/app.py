@@ -3,20 +3,19 @@
 # No `from __future__ import annotations`: faststream reads the handler signature at runtime.
 import logging
 
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
 from services.order_writer import results
-from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError
+from services.order_writer.customers import CustomerSync
 from services.order_writer.orders import OrderWriter, RejectedError
-from shared.contracts import OrderResult, QuoteApproved, QuoteWerksCustomerChanged
-from shared.customers import load_sync_rules
-from shared.kafka import publish
+from shared.contracts import OrderResult, QuoteApproved
+from shared.customers import consume_customer_changes, load_sync_rules
 from shared.m3 import m3_client_for
 from shared.mapping import MappingRules, load_rules
 from shared.runtime import ServiceRuntime
 from shared.settings import CustomerRulesSettings, config_path
+from shared.started import StartedPart
 from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 
 log = logging.getLogger(__name__)
@@ -37,36 +36,29 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
     settings = settings or OrderWriterSettings()
     runtime = ServiceRuntime(
         settings,
-        title="M3 Bridge order-writer",
         description="Turns approved quotes into confirmed M3 customer orders, creating customers first, exactly once.",
         uses_state=True,
     )
     rules: MappingRules = load_rules(config_path(settings.mapping_file))  # invalid rules stop the service at start
     customer_rules = load_sync_rules(config_path(settings.customer_sync_file))
-    parts: dict[str, object] = {}
-
-    def writer() -> OrderWriter:
-        found = parts.get("writer")
-        if not isinstance(found, OrderWriter):
-            raise RuntimeError("order-writer is not started")
-        return found
+    writer = StartedPart[OrderWriter](runtime.name)
+    customers = StartedPart[CustomerSync](runtime.name)
 
     @runtime.on_startup
     async def start() -> None:
-        http = runtime.http
-        m3 = m3_client_for(settings, http)
-        assert runtime.engine is not None
-        parts["writer"] = OrderWriter(
-            m3, runtime.engine, rules, use_bulk=settings.use_bulk, settle_s=settings.unknown_outcome_settle_s
+        m3 = m3_client_for(settings, runtime.http)
+        writer.set(
+            OrderWriter(
+                m3, runtime.state, rules, use_bulk=settings.use_bulk, settle_s=settings.unknown_outcome_settle_s
+            )
         )
-        parts["customers"] = CustomerSync(writer(), runtime.engine, customer_rules)
+        customers.set(CustomerSync(writer(), runtime.state, customer_rules))
 
     @runtime.subscriber(
         QUOTE_APPROVED,
         group="m3bridge.order-writer",
         # The offset is committed after the result (and any dead letter) is on the broker; a crash or a
         # retryable failure redelivers the quote, and the ledger makes the redelivery resume, not repeat.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="order-writer/approved-quotes",
         description="Approved quotes become confirmed M3 customer orders (OIS100MI batch entry).",
         on_give_up=lambda quote, failure: send_result(results.given_up(quote, failure)),
@@ -83,30 +75,17 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         await send_result(result)
 
     async def send_result(result: OrderResult) -> None:
-        await publish(
-            runtime.broker, ORDER_RESULT, result, key=result.doc_no, max_bytes=settings.kafka_max_request_size
-        )
+        await runtime.publish(ORDER_RESULT, result, key=result.doc_no)
 
-    @runtime.subscriber(
+    consume_customer_changes(
+        runtime,
         QUOTEWERKS_CUSTOMER_CHANGED,
         group="m3bridge.order-writer.customers",
-        # Committed after M3 has the change (or the dead letter is on the broker); transient failures redeliver.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="order-writer/customer-changes",
         description="QuoteWerks customer changes written to M3 (CRS610MI), by the field ownership rules.",
+        apply=lambda change: customers().apply(change),
+        change=lambda change: f"QuoteWerks customer change {change.customer_id}",
     )
-    async def on_customer(change: QuoteWerksCustomerChanged, message: KafkaMessage) -> None:
-        sync = parts.get("customers")
-        if not isinstance(sync, CustomerSync):
-            raise RuntimeError("order-writer is not started")
-        try:
-            outcome = await sync.apply(change)
-        except CustomerSyncRejectedError as rejected:
-            log.warning("customer change %s rejected: %s", change.customer_id, rejected)
-            await runtime.dead_letter(message, error_class="customer-rejected", problems=rejected.problems)
-            return
-        log.info("customer change %s: %s %s %s", change.customer_id, outcome.action, outcome.customer_number,
-                 outcome.reason or sorted(outcome.written))  # fmt: skip
 
     runtime.health.set_detail(
         "logic",

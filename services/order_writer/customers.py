@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,7 +21,9 @@ from shared.customers import (
     FIELD_OF_CODE,
     FINGERPRINT_M3,
     M3_FIELDS,
+    CustomerChangeRejectedError,
     CustomerSyncRules,
+    CustomerWriteOutcome,
     changes_for_m3,
     is_quotewerks_echo,
     last_synced_at,
@@ -39,22 +39,6 @@ from shared.state import fingerprints, ledger
 log = logging.getLogger(__name__)
 
 # --- QuoteWerks → M3 (order-writer) -------------------------------------------------------------------------
-
-
-class CustomerSyncRejectedError(Exception):
-    """The change cannot be written for good (M3 refused it, mapping refused it, a conflicting link); dead-letter."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(p.message for p in problems))
-        self.problems = problems
-
-
-@dataclass
-class SyncOutcome:
-    action: Literal["ignored", "created", "updated", "unchanged"]
-    customer_number: str = ""
-    written: dict[str, str] = field(default_factory=dict)
-    reason: str = ""
 
 
 def as_quote(event: QuoteWerksCustomerChanged) -> QuoteApproved:
@@ -78,36 +62,36 @@ class CustomerSync:
         self.engine = engine
         self.rules = rules
 
-    async def apply(self, event: QuoteWerksCustomerChanged) -> SyncOutcome:
-        """Raises CustomerSyncRejectedError (dead-letter) or a retryable error (redeliver)."""
+    async def apply(self, event: QuoteWerksCustomerChanged) -> CustomerWriteOutcome:
+        """Raises CustomerChangeRejectedError (dead-letter) or a retryable error (redeliver)."""
         try:
             return await self._apply(event)
         except (HoldError, RejectedError) as refused:
-            raise CustomerSyncRejectedError(refused.problems) from refused
+            raise CustomerChangeRejectedError(refused.problems) from refused
         except M3Error as error:
             if error.retryable:
                 raise
-            raise CustomerSyncRejectedError([problem_from(error)]) from error
+            raise CustomerChangeRejectedError([problem_from(error)]) from error
 
-    async def _apply(self, event: QuoteWerksCustomerChanged) -> SyncOutcome:
+    async def _apply(self, event: QuoteWerksCustomerChanged) -> CustomerWriteOutcome:
         if event.origin == BRIDGE_ORIGIN:
-            return SyncOutcome("ignored", reason="the bridge's own write coming back")
+            return CustomerWriteOutcome("ignored", reason="the bridge's own write coming back")
         if await is_quotewerks_echo(self.engine, event):
-            return SyncOutcome("ignored", reason="the same state the bridge last wrote to QuoteWerks")
+            return CustomerWriteOutcome("ignored", reason="the same state the bridge last wrote to QuoteWerks")
         quote = as_quote(event)
         identity = event.customer_id
         link = await ledger.customer_link(self.engine, identity)
         number = link.m3_customer_number if link is not None else await self.writer.customers.existing(quote)
         if number is None:
             if not self.rules.create_in_m3:
-                raise CustomerSyncRejectedError([
+                raise CustomerChangeRejectedError([
                     Problem(error_class="business", message=f"customer {identity} is not in M3 (create_in_m3: false)")
                 ])  # fmt: skip
             return await self._create(event, quote)
         if link is None and not await ledger.link_customer(
             self.engine, identity, number, email=event.customer.email, company=event.customer.company, by="quotewerks"
         ):
-            raise CustomerSyncRejectedError([
+            raise CustomerChangeRejectedError([
                 Problem(
                     error_class="business",
                     message=f"M3 customer {number} (found for {identity}) is already linked to another QuoteWerks "
@@ -116,7 +100,7 @@ class CustomerSync:
             ])  # fmt: skip
         return await self._update(event, quote, number)
 
-    async def _create(self, event: QuoteWerksCustomerChanged, quote: QuoteApproved) -> SyncOutcome:
+    async def _create(self, event: QuoteWerksCustomerChanged, quote: QuoteApproved) -> CustomerWriteOutcome:
         # OrderWriter.customer: link, else the same lookup again (nothing found), else CRS610MI/Add via
         # plan_customer and the link (last_written_by m3bridge).
         number = await self.writer.customer(quote)
@@ -124,17 +108,21 @@ class CustomerSync:
         await fingerprints.put(self.engine, FINGERPRINT_M3, number, state_hash(m3_state(record or {})))
         await mark_synced(self.engine, number, event.changed_at.astimezone(UTC))
         log.info("QuoteWerks customer %s created as M3 customer %s", event.customer_id, number)
-        return SyncOutcome("created", number, written={str(k): v for k, v in m3_state(record or {}).items()})
+        return CustomerWriteOutcome("created", number, written={str(k): v for k, v in m3_state(record or {}).items()})
 
-    async def _update(self, event: QuoteWerksCustomerChanged, quote: QuoteApproved, number: str) -> SyncOutcome:
+    async def _update(
+        self, event: QuoteWerksCustomerChanged, quote: QuoteApproved, number: str
+    ) -> CustomerWriteOutcome:
         synced_at = await last_synced_at(self.engine, number)
         changed_at = event.changed_at.astimezone(UTC)
         if synced_at is not None and changed_at < synced_at:
-            return SyncOutcome("ignored", number, reason=f"older than the change applied at {synced_at.isoformat()}")
+            return CustomerWriteOutcome(
+                "ignored", number, reason=f"older than the change applied at {synced_at.isoformat()}"
+            )
         try:
             record = await self.m3.execute_one("CRS610MI", "GetBasicData", {"CUNO": number}, priority=PRIORITY)
         except M3BusinessError as missing:
-            raise CustomerSyncRejectedError([problem_from(missing)]) from missing
+            raise CustomerChangeRejectedError([problem_from(missing)]) from missing
         current: Record = dict(record or {})
         m3_at = await self._m3_changed_at(number, current, synced_at)
         plan = plan_customer(quote, self.writer.rules, field_lengths=await self.writer.lengths())
@@ -152,7 +140,7 @@ class CustomerSync:
             ])  # fmt: skip
         if not changes:
             await mark_synced(self.engine, number, changed_at)
-            return SyncOutcome("unchanged", number, reason="nothing QuoteWerks owns differs from M3")
+            return CustomerWriteOutcome("unchanged", number, reason="nothing QuoteWerks owns differs from M3")
         after = {**current, **changes}
         # The fingerprint goes first: M3's change event for this write may reach catalog-sync before we return.
         await fingerprints.put(self.engine, FINGERPRINT_M3, number, state_hash(m3_state(after)))
@@ -167,7 +155,7 @@ class CustomerSync:
             by=BRIDGE_ORIGIN,
         )
         log.info("M3 customer %s changed from QuoteWerks %s: %s", number, event.customer_id, sorted(changes))
-        return SyncOutcome("updated", number, written=changes)
+        return CustomerWriteOutcome("updated", number, written=changes)
 
     async def _m3_changed_at(
         self, number: str, current: Mapping[str, object], synced_at: datetime | None

@@ -1,30 +1,27 @@
 """quote-ingest wiring: the QuoteWerks webhook endpoint, the safety-net poller, order results written back."""
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.poller import Poller
 from services.quote_ingest.webhooks import WEBHOOK_BODY, parse
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
-from shared.kafka import publish
-from shared.quotewerks import DocumentError, QuoteWerksError
+from shared.quotewerks import DocumentError, QuoteWerks, QuoteWerksError
 from shared.quotewerks_schema import DEFAULT_CHANGE_COLUMN
-from shared.quotewerks_sql import QuoteWerksSqlClient, quotewerks_client
+from shared.quotewerks_sql import quotewerks_client
 from shared.runtime import ServiceRuntime
 from shared.settings import QuoteWerksSettings
-from shared.topics import ORDER_RESULT, ORDER_STATUS, Topic
+from shared.started import StartedPart
+from shared.topics import ORDER_RESULT, ORDER_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -92,85 +89,54 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     settings = settings or QuoteIngestSettings()
     runtime = ServiceRuntime(
         settings,
-        title="M3 Bridge quote-ingest",
         description="Receives QuoteWerks approvals and customer changes, publishes them, writes order numbers back.",
         uses_state=True,
     )
-    auth = InboundAuth(
-        secret_header=settings.webhook_secret_header,
-        shared_secret=settings.webhook_secret.get_secret_value(),
-        signature_header=settings.webhook_signature_header,
-        signing_secret=settings.webhook_signing_secret.get_secret_value(),
-        tolerance_s=settings.webhook_tolerance_s,
-    )
-    if not auth.shared_secret and not auth.signing_secret:
-        log.warning("no webhook secret configured: every webhook delivery will be refused")
-    if settings.webhook_max_bytes > settings.max_body_bytes:
-        log.warning("M3B_WEBHOOK_MAX_BYTES %d is over M3B_MAX_BODY_BYTES %d: bodies over the latter are refused (413)",
-                    settings.webhook_max_bytes, settings.max_body_bytes)  # fmt: skip
-    parts: dict[str, object] = {}
-
-    async def publish_to(topic: Topic, payload: BaseModel, key: str) -> None:
-        await publish(runtime.broker, topic, payload, key=key, max_bytes=settings.kafka_max_request_size)
-
-    def ingest() -> Ingest:
-        found = parts.get("ingest")
-        if not isinstance(found, Ingest):
-            raise RuntimeError("quote-ingest is not started")
-        return found
+    auth = InboundAuth.from_settings(settings, "webhook", tolerance_s=settings.webhook_tolerance_s)
+    quotewerks = StartedPart[QuoteWerks](runtime.name)
+    ingest = StartedPart[Ingest](runtime.name)
+    poller = StartedPart[Poller](runtime.name)
 
     @runtime.on_startup
     async def start() -> None:
-        http = runtime.http
-        assert runtime.engine is not None
         writable = {settings.writeback_order_field: False, settings.writeback_status_field: True}
         if settings.writeback_doc_status:
             writable["DocStatus"] = False
-        quotewerks = quotewerks_client(
-            settings.quotewerks_url,
-            settings.quotewerks_api_key,
-            http=http,
-            needs=("documents",),
-            writable=writable,
-            change_column=settings.quotewerks_sql_change_column,
-            time_zone=settings.quotewerks_sql_time_zone,
-            sql_password=settings.quotewerks_sql_password,
-        )
-        parts["quotewerks"] = quotewerks
-        parts["ingest"] = Ingest(
-            quotewerks,
-            runtime.engine,
-            publish_to,
-            IngestRules(
-                approval_events=settings.approval_events,
-                approved_statuses=settings.approved_statuses,
-                order_number_field=settings.writeback_order_field,
-                order_status_field=settings.writeback_status_field,
-                created_doc_status=settings.writeback_doc_status,
-            ),
-        )
-        if settings.poll_interval_s > 0:
-            poller = Poller(
-                ingest(),
-                runtime.engine,
-                interval_s=settings.poll_interval_s,
-                overlap_s=settings.poll_overlap_s,
-                first_lookback_s=settings.poll_first_lookback_s,
+        quotewerks.set(
+            quotewerks_client(
+                settings.quotewerks_url,
+                settings.quotewerks_api_key,
+                http=runtime.http,
+                needs=("documents",),
+                writable=writable,
+                change_column=settings.quotewerks_sql_change_column,
+                time_zone=settings.quotewerks_sql_time_zone,
+                sql_password=settings.quotewerks_sql_password,
             )
-            parts["poller"] = poller
-            parts["poller_task"] = asyncio.create_task(poller.run(), name="quotewerks-poller")
+        )
+        rules = IngestRules(
+            approval_events=settings.approval_events,
+            approved_statuses=settings.approved_statuses,
+            order_number_field=settings.writeback_order_field,
+            order_status_field=settings.writeback_status_field,
+            created_doc_status=settings.writeback_doc_status,
+        )
+        ingest.set(Ingest(quotewerks(), runtime.state, runtime.publish, rules))
+        if settings.poll_interval_s > 0:
+            poller.set(
+                Poller(
+                    ingest(),
+                    runtime.state,
+                    interval_s=settings.poll_interval_s,
+                    overlap_s=settings.poll_overlap_s,
+                    first_lookback_s=settings.poll_first_lookback_s,
+                )
+            )
+            runtime.in_background(poller().run(), name="quotewerks-poller", stop=poller().stop)
 
     @runtime.on_shutdown
     async def stop() -> None:
-        poller, task = parts.get("poller"), parts.get("poller_task")
-        if isinstance(poller, Poller):
-            poller.stop()
-        if isinstance(task, asyncio.Task):
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, settings.shutdown_grace_s)
-        quotewerks = parts.get("quotewerks")
-        if isinstance(quotewerks, QuoteWerksSqlClient):
-            await quotewerks.aclose()
+        await quotewerks().aclose()
 
     @runtime.app.post(
         "/webhooks/quotewerks",
@@ -228,7 +194,6 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         ORDER_RESULT,
         group="m3bridge.quote-ingest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-results",
         description="Writes the M3 order number and outcome back onto the QuoteWerks quote.",
         on_give_up=lambda _result, _failure: count_given_up(),
@@ -239,7 +204,6 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         ORDER_STATUS,
         group="m3bridge.quote-ingest.order-status",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-status",
         description="Writes M3 order status changes (from SalesOrder BODs) onto the quote the order came from.",
         on_give_up=lambda _change, _failure: count_given_up(),
@@ -249,8 +213,8 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         await write_back(message, doc_no, "status", lambda: ingest().write_status(change))
 
     def logic() -> dict[str, object]:
-        poller = parts.get("poller")
-        return {"webhook": "/webhooks/quotewerks", "poller": poller.figures() if isinstance(poller, Poller) else "off"}
+        polling = poller.peek()
+        return {"webhook": "/webhooks/quotewerks", "poller": polling.figures() if polling else "off"}
 
     runtime.health.set_detail("logic", logic)
     return runtime

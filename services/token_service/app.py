@@ -60,7 +60,6 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
     secret_masker.add(key.get_secret_value() for key in settings.service_keys.values())
     runtime = ServiceRuntime(
         settings,
-        title="M3 Bridge token-service",
         description="Shares one ION OAuth 2 token and the tenant's rate budget among the bridge's services.",
     )
     budget = RateBudget(

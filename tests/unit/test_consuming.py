@@ -1,7 +1,6 @@
 """shared.consuming without a broker: decoding, retries and dead letters."""
 
 import base64
-import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +24,7 @@ from shared.consuming import (
 )
 from shared.contracts import Heartbeat
 from shared.dead_letters import dead_letter, payload_text
+from tests.log_records import records_of
 from tests.unit.consuming_doubles import (
     SMALL,
     FakeMessage,
@@ -239,15 +239,6 @@ async def test_a_failure_that_says_it_is_not_retryable_is_dead_lettered_at_once(
     assert [(letter["class"], letter["attempts"]) for letter in letters.sent] == [(NOT_RETRYABLE, 1)]
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def test_a_handler_bug_is_dead_lettered_after_its_attempts_with_one_traceback() -> None:
     async def handler(_order: Order, _message: Any) -> None:
         raise KeyError("oops")
@@ -256,19 +247,11 @@ async def test_a_handler_bug_is_dead_lettered_after_its_attempts_with_one_traceb
     consumer = consumer_for(handler, letters, policy=RetryPolicy(max_attempts=2, initial_s=0.01, max_s=0.01))
     body = b'{"doc_no": "Q1", "quantity": 1}'
     # Its own handler on the module's logger: what other tests of the session did to the root logger does not matter.
-    # (An earlier in-process test of the session leaves this logger disabled, e.g. a logging config with
-    # disable_existing_loggers; enabled here for the test's own handler, then put back.)
-    logger, seen = logging.getLogger("shared.consuming"), Records()
-    was_disabled, logger.disabled = logger.disabled, False
-    logger.addHandler(seen)
-    try:
+    with records_of("shared.consuming") as seen:
         await consumer.consume(body, FakeMessage(body))
-    finally:
-        logger.removeHandler(seen)
-        logger.disabled = was_disabled
     assert [letter["class"] for letter in letters.sent] == [RETRIES_EXHAUSTED]
     # The secret mask (shared.logs), when a service's logging is set up, moves the traceback to exc_text.
-    with_traceback = [r for r in seen.records if r.exc_info or r.exc_text]
+    with_traceback = [r for r in seen if r.exc_info or r.exc_text]
     assert len(with_traceback) == 1
 
 

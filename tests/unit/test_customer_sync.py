@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,15 +13,17 @@ import pytest
 import yaml
 
 from services.order_writer import customers
-from services.order_writer.customers import CustomerSync, CustomerSyncRejectedError
+from services.order_writer.customers import CustomerSync
 from services.order_writer.orders import OrderWriter
-from shared.contracts import M3CustomerChanged, Party, QuoteWerksCustomerChanged
+from shared.contracts import M3CustomerChanged, Party, Problem, QuoteWerksCustomerChanged
 from shared.customers import (
     FINGERPRINT_M3,
     FINGERPRINT_QUOTEWERKS,
     SYNCED_AT,
+    CustomerChangeRejectedError,
     CustomerSyncRules,
     CustomerSyncRulesError,
+    CustomerWriteOutcome,
     changes_for_m3,
     is_m3_echo,
     is_quotewerks_echo,
@@ -29,6 +31,7 @@ from shared.customers import (
     m3_event_state,
     m3_state,
     party_state,
+    settle_customer_change,
     state_hash,
     sync_rules_from_data,
     winner,
@@ -286,7 +289,7 @@ def sync(m3: FakeM3, **owners: str) -> CustomerSync:
 
 async def test_a_quotewerks_owned_field_is_written_and_remembered(memory: Memory, m3: FakeM3) -> None:
     outcome = await sync(m3).apply(qw_event(party={"PhoneNumber": "+46 777"}))
-    assert (outcome.action, outcome.customer_number, outcome.written) == ("updated", "C000003", {"PHNO": "+46 777"})
+    assert (outcome.action, outcome.customer, outcome.written) == ("updated", "C000003", {"PHNO": "+46 777"})
     assert m3.writes() == [("ChgBasicData", {"CUNO": "C000003", "PHNO": "+46 777"})]
     written = memory.values[(FINGERPRINT_M3, "C000003")]
     assert written == state_hash(m3_state(m3.customers["C000003"]))
@@ -333,16 +336,16 @@ async def test_an_unknown_customer_is_created_and_linked(memory: Memory, m3: Fak
     outcome = await sync(m3).apply(event)
     assert outcome.action == "created"
     assert [call[0] for call in m3.writes()] == ["Add"]
-    created = m3.customers[outcome.customer_number]
+    created = m3.customers[outcome.customer]
     assert (created["CUNM"], created["CSCD"], created["MAIL"]) == ("Brand New GmbH", "DE", "hello@brandnew.example")
-    assert memory.links["QW-NEW-1"].m3_customer_number == outcome.customer_number
-    assert (FINGERPRINT_M3, outcome.customer_number) in memory.values
+    assert memory.links["QW-NEW-1"].m3_customer_number == outcome.customer
+    assert (FINGERPRINT_M3, outcome.customer) in memory.values
 
 
 async def test_a_customer_found_by_email_is_linked_and_updated(memory: Memory, m3: FakeM3) -> None:
     event = qw_event(customer_id="QW-77", party={"CMAccountNo": "", "PhoneNumber": "+46 000"})
     outcome = await sync(m3).apply(event)
-    assert (outcome.action, outcome.customer_number) == ("updated", "C000003")
+    assert (outcome.action, outcome.customer) == ("updated", "C000003")
     assert memory.links["QW-77"].m3_customer_number == "C000003"
 
 
@@ -351,13 +354,13 @@ async def test_a_customer_linked_to_another_quotewerks_customer_is_a_business_re
 ) -> None:
     await memory.link_customer(None, "OTHER", "C000003", email="", company="", by="m3bridge")
     event = qw_event(customer_id="QW-77", party={"CMAccountNo": "", "PhoneNumber": "+46 000"})
-    with pytest.raises(CustomerSyncRejectedError, match="already linked"):
+    with pytest.raises(CustomerChangeRejectedError, match="already linked"):
         await sync(m3).apply(event)
 
 
 async def test_m3_refusals_are_rejected_and_transient_failures_raise(memory: Memory, m3: FakeM3) -> None:
     m3.fail = M3BusinessError("Telephone number is invalid", code="WPH0101", field="PHNO")
-    with pytest.raises(CustomerSyncRejectedError) as refused:
+    with pytest.raises(CustomerChangeRejectedError) as refused:
         await sync(m3).apply(qw_event(party={"PhoneNumber": "+46 777"}))
     assert refused.value.problems[0].code == "WPH0101"
     m3.fail = M3TransientError("gateway timeout", status=504)
@@ -369,6 +372,31 @@ async def test_creation_off_dead_letters_an_unknown_customer(memory: Memory, m3:
     writer = OrderWriter(m3, None, load_rules(CONFIG / "order-mapping.yaml"))  # type: ignore[arg-type]
     off = sync_rules_from_data({**RAW, "create_in_m3": False})
     event = qw_event(customer_id="QW-NEW-2", party={"Company": "Nobody Ltd", "Email": "x@nobody.example"})
-    with pytest.raises(CustomerSyncRejectedError, match="create_in_m3"):
+    with pytest.raises(CustomerChangeRejectedError, match="create_in_m3"):
         await CustomerSync(writer, None, off).apply(event)  # type: ignore[arg-type]
     assert m3.writes() == []
+
+
+async def test_settling_a_change_dead_letters_a_rejection_and_lets_a_retryable_failure_through() -> None:
+    letters: list[list[Problem]] = []
+
+    async def dead_letter(*, problems: Sequence[Problem]) -> None:
+        letters.append(list(problems))
+
+    async def applied() -> CustomerWriteOutcome:
+        return CustomerWriteOutcome("updated", "C000003", written={"PHNO": "+46 777"})
+
+    async def rejected() -> CustomerWriteOutcome:
+        raise CustomerChangeRejectedError([Problem(error_class="business", message="linked elsewhere")])
+
+    async def m3_away() -> CustomerWriteOutcome:
+        raise M3TransientError("gateway timeout")
+
+    outcome = await settle_customer_change(applied(), change="change 1", dead_letter=dead_letter)
+    assert outcome is not None
+    assert outcome.customer == "C000003"
+    assert await settle_customer_change(rejected(), change="change 2", dead_letter=dead_letter) is None
+    assert [[p.message for p in problems] for problems in letters] == [["linked elsewhere"]]
+    with pytest.raises(M3TransientError):
+        await settle_customer_change(m3_away(), change="change 3", dead_letter=dead_letter)
+    assert len(letters) == 1

@@ -4,6 +4,8 @@ once the broker has started and can publish, and one that fails stops the servic
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,10 +13,12 @@ from faststream import AckPolicy
 from faststream.kafka import TestKafkaBroker
 
 from shared.contracts import Heartbeat
-from shared.kafka import publish
+from shared.kafka import MessageTooLargeError, publish
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
+from shared.started import NotStartedError, StartedPart
 from shared.topics import Topic
+from tests.log_records import records_of
 
 pytestmark = pytest.mark.unit
 
@@ -108,3 +112,89 @@ async def test_a_failing_after_broker_start_hook_stops_the_service_and_fails_the
     assert runtime._http.is_closed
     assert runtime._heartbeat_task is None  # never started
     assert runtime.health.stopping  # /readyz says so while the process exits
+
+
+async def test_background_work_is_stopped_gracefully_or_cancelled_after_the_consumers_and_before_shutdown_hooks() -> (
+    None
+):
+    runtime = runtime_for("svc-background")
+    steps: list[str] = []
+    graceful_stop = asyncio.Event()
+    both_running = asyncio.Barrier(3)
+
+    async def graceful() -> None:
+        await both_running.wait()
+        await graceful_stop.wait()
+        steps.append("graceful work ended on stop()")
+
+    async def endless() -> None:
+        await both_running.wait()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            steps.append("endless work cancelled")
+            raise
+
+    @runtime.after_broker_start
+    async def start_work() -> None:
+        runtime.in_background(graceful(), name="graceful", stop=graceful_stop.set)
+        runtime.in_background(endless(), name="endless")
+
+    @runtime.on_shutdown
+    async def stop() -> None:
+        steps.append("shutdown hook")
+
+    async with TestKafkaBroker(runtime.broker, connect_only=True), runtime._lifespan(runtime.app):
+        await asyncio.wait_for(both_running.wait(), 2)
+    assert steps == ["graceful work ended on stop()", "endless work cancelled", "shutdown hook"]
+    assert not runtime._background
+
+
+async def test_background_work_that_fails_is_logged_when_it_fails() -> None:
+    runtime = runtime_for("svc-background-fails")
+
+    async def broken() -> None:
+        raise ValueError("the schedule broke")
+
+    with records_of("shared.runtime", logging.ERROR) as seen:
+        async with TestKafkaBroker(runtime.broker, connect_only=True), runtime._lifespan(runtime.app):
+            task = runtime.in_background(broken(), name="broken-schedule")
+            with pytest.raises(ValueError):
+                await task
+            await asyncio.sleep(0)  # the done callback runs on the loop's next turn
+            assert not runtime._background
+    logged = [r for r in seen if "broken-schedule" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info or logged[0].exc_text
+
+
+async def test_publish_goes_through_the_one_publish_path_with_the_services_size_limit() -> None:
+    runtime = ServiceRuntime(
+        BridgeSettings(service_name="svc-publish", kafka_bootstrap_servers="127.0.0.1:1", kafka_max_request_size=1024),
+        description="test",
+    )
+    assert runtime.app.title == "M3 Bridge svc-publish"
+    now = datetime.now(UTC)
+    beat = Heartbeat(service="s", instance="i", version="0", started_at=now, sent_at=now, ready=True)
+    beat.checks["detail"] = "x" * 2000
+    async with TestKafkaBroker(runtime.broker, connect_only=True), runtime._lifespan(runtime.app):
+        with pytest.raises(MessageTooLargeError):
+            await runtime.publish(ANNOUNCED, beat, "k")
+
+
+def test_a_started_part_read_before_start_names_the_service() -> None:
+    part = StartedPart[list[str]]("svc-parts")
+    assert part.peek() is None
+    with pytest.raises(NotStartedError, match="svc-parts is not started"):
+        part()
+    built = part.set(["ready"])
+    assert part() is built
+    assert part.peek() is built
+
+
+def test_the_state_store_is_a_clear_error_before_start() -> None:
+    runtime = runtime_for("svc-no-state")
+    with pytest.raises(NotStartedError, match="state store is not open"):
+        _ = runtime.state
+    with pytest.raises(NotStartedError, match="svc-no-state is not started"):
+        _ = runtime.http
