@@ -13,7 +13,8 @@ from tests.chaos.table import render
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
-    listing = "; ".join(f"{key}: {title}" for key, (title, _) in SCENARIOS.items())
+    # argparse %-formats help texts, and the titles say "15 % of answers".
+    listing = "; ".join(f"{key}: {title}" for key, (title, _) in SCENARIOS.items()).replace("%", "%%")
     parser.add_argument("-s", "--scenarios", default="a,b,c,d,e", help=f"comma-separated, of: {listing}")
     parser.add_argument("-n", "--quotes", type=int, default=300, help="approved quotes per scenario (default 300)")
     parser.add_argument("--rate", type=float, default=4.0, help="approvals per second (default 4)")
