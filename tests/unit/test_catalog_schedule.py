@@ -24,14 +24,28 @@ def report(mode: str) -> CatalogSyncReport:
 
 
 class FakeRuns:
-    """Counts the runs; the first of each kind fails when `fail_first`; `third` is set at the third of either."""
+    """Counts the runs; the first of each kind fails when `fail_first`; `third` is set at the third of either;
+    `asked_three_times` once the timer has asked three times whether a full load runs."""
 
     def __init__(self, fail_first: bool = False) -> None:
         self.full_loads = 0
         self.polls = 0
         self.fail_first = fail_first
-        self.full_load_running = False
+        self._running = False
+        self.asked_if_running = 0
+        self.asked_three_times = asyncio.Event()
         self.third = asyncio.Event()
+
+    @property
+    def full_load_running(self) -> bool:
+        self.asked_if_running += 1
+        if self.asked_if_running >= 3:
+            self.asked_three_times.set()
+        return self._running
+
+    @full_load_running.setter
+    def full_load_running(self, running: bool) -> None:
+        self._running = running
 
     async def full_load(self) -> CatalogSyncReport:
         self.full_loads += 1
@@ -101,7 +115,8 @@ async def test_polls_skip_a_running_full_load_and_go_on_after_a_failure(caplog: 
     runs.full_load_running = True
     task = asyncio.create_task(polls(runs, interval_s=0.01))
     try:
-        await asyncio.sleep(0.08)
+        # Three poll times have come (the timer asked whether a full load runs): none of them polled.
+        await asyncio.wait_for(runs.asked_three_times.wait(), 2)
         assert runs.polls == 0  # the full load reads everything anyway
         runs.full_load_running = False
         await asyncio.wait_for(runs.third.wait(), 2)

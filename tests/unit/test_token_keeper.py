@@ -47,6 +47,14 @@ def keeper(idp: FakeIdP, **overrides: object) -> TokenKeeper:
     return TokenKeeper(credentials, refresh_ahead_s=300, transport=httpx.MockTransport(idp))
 
 
+async def refresh_ended(tokens: TokenKeeper) -> None:
+    """The signal that the background refresh `token()` started has ended (fetched or failed)."""
+    refresh = tokens._refresh
+    assert refresh is not None, "no refresh was started"
+    await asyncio.wait({refresh}, timeout=5)
+    assert refresh.done()
+
+
 async def test_password_grant_with_service_account_and_basic_client_auth() -> None:
     idp = FakeIdP()
     tokens = keeper(idp)
@@ -79,7 +87,7 @@ async def test_refresh_ahead_of_expiry_keeps_serving_the_current_token() -> None
     first = await tokens.token()
     object.__setattr__(first, "refresh_at", 0)  # as if 8 s had passed
     assert (await tokens.token()).access_token == "tok-1"  # still valid: returned at once
-    await asyncio.sleep(0.01)
+    await refresh_ended(tokens)
     assert (await tokens.token()).access_token == "tok-2"
     assert len(idp.requests) == 2
 
@@ -102,7 +110,7 @@ async def test_a_failing_refresh_keeps_the_valid_token_and_says_so() -> None:
     idp.fail = True
     object.__setattr__(first, "refresh_at", 0)
     assert (await tokens.token()).access_token == "tok-1"
-    await asyncio.sleep(0.01)
+    await refresh_ended(tokens)
     assert tokens.last_error is not None
     assert "failing" in str(tokens.status()["refresh"])
     object.__setattr__(first, "expires_at", 0)  # now it has expired too
