@@ -17,7 +17,7 @@ COPY m3bridge ./m3bridge
 COPY services ./services
 COPY shared ./shared
 COPY simulators ./simulators
-RUN pip install --upgrade pip && pip install .
+RUN pip install --upgrade pip && pip install ".[mssql]"
 
 # ---- runtime: the venv only, no build tools, no sources ----
 FROM python:3.11-slim AS runtime

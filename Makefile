@@ -4,18 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint fmt docs bench chaos fuzz keys venv clean help
+.PHONY: run test test-all test-slow test-unit lint fmt docs bench chaos fuzz keys venv system clean help
 
 help:
 	@echo "make run    - the embedded stack: broker, state, every service (Ctrl-C stops it)"
-	@echo "make test   - the whole test suite (unit, integration, e2e) against a real broker and PostgreSQL"
+	@echo "make test   - the test suite (unit, integration, e2e) against a real broker and PostgreSQL, in parallel"
+	@echo "make test-all - make test, then the longer variants (make test-slow)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs  - regenerate docs/asyncapi.json and the README settings table"
 	@echo "make bench - benchmarks: the M3 path under the Gateway throttling policy, bridge vs naive"
 	@echo "make chaos - the quote-to-order path under M3 faults, kills, 429s, poison (CHAOS_ARGS='-s a,e -n 40')"
 	@echo "make fuzz  - schemathesis against every service's OpenAPI on a local run (FUZZ_ARGS='-n 200 -s quote-ingest')"
 
-$(STAMP): pyproject.toml
+# The Debian packages the two commands need (python3.11, unixODBC + FreeTDS, promtool), installed when missing.
+system:
+	@bash deploy/dev/system-packages.sh
+
+$(STAMP): pyproject.toml | system
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -23,13 +28,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-run: $(STAMP)
+run: system $(STAMP)
 	$(BIN)/m3bridge run $(if $(QUOTEWERKS),--quotewerks $(QUOTEWERKS))
 
-test: $(STAMP)
-	$(BIN)/pytest -q
+# Independent test files run in parallel workers, each with its own broker and database (a module's processes stay
+# on one worker); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
-test-unit: $(STAMP)
+test: system $(STAMP)
+	$(PYTEST) -m "not slow"
+
+# The longer variants left out of make test (marked slow): the other ways to start the local run.
+test-slow: system $(STAMP)
+	$(PYTEST) -m slow
+
+test-all: test test-slow
+
+test-unit: system $(STAMP)
 	$(BIN)/pytest -q -m unit
 
 lint: $(STAMP)

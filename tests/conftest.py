@@ -13,9 +13,17 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from m3bridge.tansu import EmbeddedBroker
 from shared.topics import ensure_topics
+from tests.fuzz import fuzzing
+
+# Property tests: in `make test` the same few inputs every run (a failure there reproduces as it is); `make fuzz` draws
+# new ones each run and keeps failing examples in hypothesis' database to replay them first next time.
+hypothesis_settings.register_profile("suite", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("fuzz", print_blob=True)
+hypothesis_settings.load_profile("fuzz" if fuzzing() else "suite")
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("M3B_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")

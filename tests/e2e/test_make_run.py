@@ -1,14 +1,16 @@
-"""`make run` from the repository: every service healthy within 60 s, the demo's M3 changes reaching bod-listener
-as ION delivers them (IMS v3 multipart messages), then a clean stop on SIGINT or SIGTERM with no process left behind
-(broker included). `make run QUOTEWERKS=db`: the same against a local QuoteWerks database instead of the simulator."""
+"""`make run` from the repository, as a developer starts it: every service healthy within 60 s, the demo quote
+ordered in M3 with its changes reaching bod-listener as ION delivers them (IMS v3 multipart messages), every service
+fuzzed on that same run without a 5xx or a lost quote, then Ctrl-C stops it all with no process left behind (broker
+included). The variants (a supervisor's SIGTERM, `make run QUOTEWERKS=db`) are in test_make_run_variants.py, a
+`make test-all` lane.
 
-import contextlib
+The tests share one run and go in file order: the last one stops it."""
+
 import re
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ import httpx
 import pytest
 
 from m3bridge.tansu import port_open
-from tests.conftest import ROOT
+from services import SERVICES
+from tests.fuzz.run import fuzz_started, run_keys
 from tests.processes import Captured, alive, wait_until
 from tests.stack import start_local_run as start_stack
 from tests.stack import started
@@ -75,94 +78,45 @@ def assert_all_gone(stack: Captured, children: dict[str, tuple[int, str]]) -> No
     assert not port_open("127.0.0.1", kafka_port)
 
 
-@pytest.mark.parametrize(
-    ("command", "signum"),
-    [
-        (["make", "--no-print-directory", "run"], signal.SIGINT),  # Ctrl-C reaches make's whole process group
-        ([sys.executable, "-m", "m3bridge.cli", "run"], signal.SIGTERM),  # what a process manager sends
-    ],
-    ids=["make-run-ctrl-c", "supervisor-sigterm"],
-)
-def test_stack_starts_healthy_and_stops_clean(command: list[str], signum: int, tmp_path: Path) -> None:
-    stack = start_stack(command, tmp_path)
+@dataclass
+class LocalRun:
+    stack: Captured
+    children: dict[str, tuple[int, str]]
+    directory: Path
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
+    directory = tmp_path_factory.mktemp("make-run")
+    stack = start_stack(["make", "--no-print-directory", "run"], directory)
     try:
-        children = started(stack)
-        assert_all_ready(children)
-        assert_the_banner_calls_work(stack, children)
-        # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
-        stack.wait_for_line("written back on the quote: CustomText01='1", 60)
-        assert_bods_went_through_ims(stack, children)
-        if signum == signal.SIGINT:
-            stack.signal_group(signum)
-        else:
-            stack.process.send_signal(signum)
-        stack.process.wait(60)
-        assert "| all stopped" in stack.output
-        assert_all_gone(stack, children)
+        yield LocalRun(stack, started(stack), directory)
     finally:
         stack.kill_all()
+        (directory / "stack.log").write_text(stack.output, encoding="utf-8")
 
 
-def quote_header(database: Path, doc_no: str) -> dict[str, Any]:
-    with contextlib.closing(sqlite3.connect(database, timeout=10)) as connection:
-        connection.row_factory = sqlite3.Row
-        row = connection.execute("SELECT * FROM DocumentHeaders WHERE DocNo = ?", (doc_no,)).fetchone()
-    return dict(row) if row is not None else {}
+def test_every_service_is_ready_and_the_demo_quote_becomes_an_m3_order(local_run: LocalRun) -> None:
+    assert_all_ready(local_run.children)
+    assert_the_banner_calls_work(local_run.stack, local_run.children)
+    # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
+    local_run.stack.wait_for_line("written back on the quote: CustomText01='1", 60)
+    assert_bods_went_through_ims(local_run.stack, local_run.children)
 
 
-def assert_ordered_in_m3(stack: Captured, ion: str, database: Path, doc_no: str, customer: str) -> str:
-    """The quote's row carries the M3 order number, and the M3 simulator holds that order for the quote."""
-
-    def written_back() -> dict[str, Any] | None:
-        row = quote_header(database, doc_no)
-        return row if row.get("CustomText02") else None
-
-    row = wait_until(f"{doc_no}'s M3 outcome written back", written_back, 60, dump=lambda: stack.output[-3000:])
-    order_number = row["CustomText01"]
-    assert order_number, row
-    assert order_number.startswith("1"), row
-    orders = httpx.get(f"{ion}/__admin/m3/orders", params={"cuor": doc_no}, timeout=5).json()["orders"]
-    assert [(o["ORNO"], o["CUNO"]) for o in orders] == [(order_number, customer)], orders
-    return str(order_number)
+def test_every_service_survives_a_short_fuzz_with_nothing_lost(local_run: LocalRun) -> None:
+    """A few schemathesis cases per operation and phase against every service, with keys and without: no 5xx, no
+    request left without an answer, no 2xx without a key, every process alive and ready afterwards, and a canary
+    quote still becomes its M3 order (`make fuzz` is the long lane)."""
+    keys = run_keys(local_run.directory / "var")
+    run = fuzz_started(local_run.children, keys, local_run.directory, examples=3, seed=20261202)
+    assert {result.service for result in run.results} == set(SERVICES)
+    assert all(result.requests > 0 for result in run.results)
+    assert run.problems == [], "\n".join(run.problems) + f"\nlogs: {local_run.directory / 'stack.log'}"
 
 
-def approve_by_hand(stack: Captured, database: Path) -> str:
-    """Runs what the banner says approves another quote by hand (a sqlite3 command, or the SQL without sqlite3);
-    returns that quote's DocNo."""
-    line = next(line for line in stack.lines if "approve another quote by hand: " in line)
-    how = line.split("approve another quote by hand: ", 1)[1]
-    doc_no = re.findall(r"DocNo = '([^']+)'", how)[-1]
-    if how.startswith("sqlite3 "):
-        subprocess.run(how, shell=True, check=True, cwd=ROOT, timeout=30)  # the banner's own command
-    else:
-        with contextlib.closing(sqlite3.connect(database, timeout=10)) as connection, connection:
-            connection.execute(how.split(";  (in ", 1)[0])
-    return doc_no
-
-
-def test_make_run_against_a_quotewerks_database(tmp_path: Path) -> None:
-    """`make run QUOTEWERKS=db`: no QuoteWerks simulator; the demo approves a quote in a SQLite file of QuoteWerks'
-    schema, quote-ingest's poll finds it, and its M3 order number lands in the row. The banner's by-hand approval
-    works too."""
-    stack = start_stack(["make", "--no-print-directory", "run", "QUOTEWERKS=db"], tmp_path)
-    database = tmp_path / "var" / "quotewerks.db"
-    try:
-        children = started(stack, simulators=("ion-sim",))
-        assert f"QuoteWerks: the SQLite database sqlite+aiosqlite:///{database}" in stack.output
-        assert_all_ready(children)
-        ion = children["ion-sim"][1]
-        stack.wait_for_line("written back on the quote: CustomText01='1", 60)
-        first = assert_ordered_in_m3(stack, ion, database, "AAAQ1001", "C000001")
-        assert f"CustomText01={first!r}" in stack.output
-
-        doc_no = approve_by_hand(stack, database)
-        assert doc_no != "AAAQ1001"
-        customer = quote_header(database, doc_no)["SoldToCMAccountNo"]
-        assert assert_ordered_in_m3(stack, ion, database, doc_no, customer) != first
-
-        stack.signal_group(signal.SIGINT)
-        stack.process.wait(60)
-        assert "| all stopped" in stack.output
-        assert_all_gone(stack, children)
-    finally:
-        stack.kill_all()
+def test_ctrl_c_stops_everything_and_leaves_nothing_running(local_run: LocalRun) -> None:
+    local_run.stack.signal_group(signal.SIGINT)  # Ctrl-C reaches make's whole process group
+    local_run.stack.process.wait(60)
+    assert "| all stopped" in local_run.stack.output
+    assert_all_gone(local_run.stack, local_run.children)

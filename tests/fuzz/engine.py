@@ -119,6 +119,8 @@ def fuzz_pass(
 ) -> Pass:
     """Runs schemathesis once; its own verdict is its exit code, ours is read from every answer in the HAR."""
     result = Pass(service, with_keys)
+    workdir = workdir / f"fuzz-{service}"  # its own cache dir: services may be fuzzed at the same time
+    workdir.mkdir(parents=True, exist_ok=True)
     har = workdir / f"{service}-{'keys' if with_keys else 'nokeys'}.har"
     command = [
         *schemathesis_command(), "run", f"{url}/openapi.json",

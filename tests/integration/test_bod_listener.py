@@ -261,7 +261,7 @@ def test_wrong_encoding_base64_garbage_and_documents_not_configured_are_refused(
     assert (not_configured.status_code, not_configured.json()["reason"]) == (412, "document_not_accepted")
 
 
-@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=examples(40, quick=8), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
           HealthCheck.too_slow])  # fmt: skip
 @given(data=st.data())
 def test_fuzzed_ims_requests_never_get_a_500(listener: tuple[Captured, str], data: st.DataObject) -> None:

@@ -1,5 +1,6 @@
 """What the property tests of the parsers that take outside input share (test_properties_*.py): the hypothesis
-settings (`M3B_FUZZ_EXAMPLES` examples per property, default 100), the hang guard, and the strategies for noise and
+settings (a few derandomised examples per property in `make test`; 100, or `M3B_FUZZ_EXAMPLES`, in
+`make fuzz`), the hang guard, and the strategies for noise and
 near-valid mutations of valid examples: parts dropped, duplicated, renamed or retyped, huge numbers, deep nesting,
 bytes that are not UTF-8."""
 

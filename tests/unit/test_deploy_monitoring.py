@@ -60,8 +60,10 @@ def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
     runtime_from = stages[-1][0][1].split()[0]
     assert runtime_from.startswith("python:3.11-slim")
     text = DOCKERFILE.read_text(encoding="utf-8")
-    assert "pip install ." in text
+    # The runtime dependencies and the SQL Server driver chain (QuoteWerks database mode), never the dev extras.
+    assert 'pip install ".[mssql]"' in text
     assert "[dev]" not in text, "the image must not carry the dev extras"
+    assert "unixodbc tdsodbc" in text, "the [mssql] extra needs unixODBC and FreeTDS in the runtime stage"
 
 
 def test_dockerfile_runtime_stage() -> None:

@@ -4,6 +4,7 @@ check, on SQLite, that the connector issues no statement besides those."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -261,3 +262,15 @@ async def test_contacts_are_refused_with_a_clear_error() -> None:
     with pytest.raises(QuoteWerksError, match="not supported by the SQL connector") as caught:
         await client.customer("C000001")
     assert not caught.value.retryable
+
+
+def test_a_missing_driver_chain_names_the_extra_and_the_debian_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the [mssql] extra (or without unixODBC), the database mode refuses at start-up, saying what to
+    install (SQLAlchemy imports the DBAPI module each time an engine is created)."""
+    monkeypatch.setitem(sys.modules, "aioodbc", None)  # `import aioodbc` raises ImportError, as when not installed
+    with pytest.raises(QuoteWerksConfigError) as caught:
+        quotewerks_client(MSSQL_URL, SecretStr(""), http=httpx.AsyncClient(), writable={})
+    message = str(caught.value)
+    assert "m3bridge[mssql]" in message
+    assert "unixodbc" in message
+    assert "tdsodbc" in message
