@@ -13,7 +13,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs  - regenerate docs/asyncapi.json and the README settings table"
 	@echo "make bench - benchmarks: the M3 path under the Gateway throttling policy, bridge vs naive"
-	@echo "make chaos - the quote-to-order path under M3 faults, kills, 429s, poison (CHAOS_ARGS='-s a,e -n 40')"
+	@echo "make chaos - the quote-to-order path under M3 faults, kills, 429s, poison, a kill at every crash point (CHAOS_ARGS='-s a,p -n 40')"
 	@echo "make fuzz  - schemathesis against every service's OpenAPI on a local run (FUZZ_ARGS='-n 200 -s quote-ingest')"
 
 # The Debian packages the two commands need (python3.11, unixODBC + FreeTDS, promtool), installed when missing.
@@ -32,9 +32,10 @@ run: system $(STAMP)
 	$(BIN)/m3bridge run $(if $(QUOTEWERKS),--quotewerks $(QUOTEWERKS))
 
 # Independent test files run in parallel workers, each with its own broker and database (a module's processes stay
-# on one worker); TEST_WORKERS=0 runs them in this process.
+# on one worker), in collection order so the long end-to-end files start first; TEST_WORKERS=0 runs them in this
+# process.
 TEST_WORKERS ?= 4
-PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: system $(STAMP)
 	$(PYTEST) -m "not slow"
@@ -68,7 +69,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Chaos scenarios against the real processes; one table row each, exit 1 on any defect. Options:
-# CHAOS_ARGS='-s a,e -n 40' (scenarios a-e, quotes per scenario); `$(BIN)/python -m tests.chaos --help`.
+# CHAOS_ARGS='-s a,e,p -n 40' (scenarios a-e, p: the crash-point matrix; quotes per scenario);
+# `$(BIN)/python -m tests.chaos --help`.
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)

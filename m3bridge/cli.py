@@ -111,7 +111,9 @@ def _keys(options: argparse.Namespace) -> int:
 def _dead_letters(options: argparse.Namespace) -> int:
     from m3bridge import dead_letters
 
-    return dead_letters.run(options.action, options.service, options.key, options.error_class, options.dry_run)
+    return dead_letters.run(
+        options.action, options.service, options.key, options.error_class, options.dry_run, options.again
+    )
 
 
 def _dry_run(options: argparse.Namespace) -> int:
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     letters.add_argument("--key", help="only the messages with this key (e.g. a DocNo)")
     letters.add_argument("--error-class", help="only this class, e.g. held, rejected")
     letters.add_argument("--dry-run", action="store_true", help="replay: show what would be sent")
+    letters.add_argument(
+        "--again", action="store_true", help="replay: also the letters replayed before (each is remembered)"
+    )
     letters.set_defaults(handler=_dead_letters)
 
     dry_run = commands.add_parser("dry-run", help="show the M3 calls the order mapping makes of a quote (JSON)")

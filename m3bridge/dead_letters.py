@@ -1,7 +1,9 @@
 """`m3bridge dead-letters list|replay`: what a service could not process (or held), and sending it again.
 
 Replaying re-publishes the original message, key and headers to the topic it came from; the consuming
-service's idempotency (the order ledger) makes a replay of something already done a no-op.
+service's idempotency (the order ledger) makes a replay of something already done a no-op. Every replayed letter is
+remembered in the state store (M3B_STATE_URL, as the services use it): replaying it again is refused with a warning
+unless `--again` says it is meant.
 """
 
 from __future__ import annotations
@@ -9,15 +11,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from shared.contracts import DeadLetter
 from shared.kafka import aiokafka_client_options, create_broker, publish_raw
 from shared.settings import BridgeSettings
+from shared.state import db
+from shared.state.models import ReplayedLetter
 from shared.topics import BOD_INBOUND, Topic, dead_letter_topic, topic_named
 
 REPLAY_HEADER = "m3bridge-replayed-from"
@@ -124,7 +132,65 @@ def describe(found: Found) -> str:
     )
 
 
-def run(command: str, service: str, key: str | None, error_class: str | None, dry_run: bool) -> int:
+def letter_id(service: str, found: Found) -> str:
+    """A dead letter's identity: where it sits in its service's dead-letter topic."""
+    return f"{dead_letter_topic(service).name}:{found.partition}:{found.offset}"
+
+
+class ReplayMemory:
+    """Which dead letters were replayed, when and how often (table `replayed_letters`)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def replayed(self, ids: list[str]) -> dict[str, ReplayedLetter]:
+        if not ids:
+            return {}
+        async with self.sessions() as session:
+            rows = await session.execute(select(ReplayedLetter).where(ReplayedLetter.letter_id.in_(ids)))
+            return {row.letter_id: row for row in rows.scalars()}
+
+    async def remember(self, replayed_id: str, topic: str) -> None:
+        async with self.sessions.begin() as session:
+            row = await session.get(ReplayedLetter, replayed_id, with_for_update=True)
+            if row is None:
+                session.add(ReplayedLetter(letter_id=replayed_id, replayed_to=topic, times=1))
+            else:
+                row.times, row.replayed_at, row.replayed_to = row.times + 1, datetime.now(UTC), topic
+
+
+async def replay_remembered(
+    settings: BridgeSettings, service: str, letters: list[Found], *, again: bool, dry_run: bool
+) -> tuple[int, list[str]]:
+    """Replay the letters not replayed before (all of them with `again`), remembering each once it is on the
+    broker. Returns how many were (or would be) sent and a warning line per letter left out."""
+    await db.migrate(settings.state_url)
+    engine = db.create_engine(settings.state_url)
+    try:
+        memory = ReplayMemory(engine)
+        before = await memory.replayed([letter_id(service, found) for found in letters])
+        warnings, chosen = [], []
+        for found in letters:
+            earlier = before.get(letter_id(service, found))
+            if earlier is not None and not again:
+                warnings.append(f"not replayed: {letter_id(service, found)} (key {found.letter.original_key!r}) was "
+                                f"replayed {earlier.times} time(s), last at {earlier.replayed_at}; --again sends it "
+                                "once more")  # fmt: skip
+                continue
+            chosen.append(found)
+        if dry_run:
+            return len(chosen), warnings
+        for found in chosen:
+            await replay(settings, service, [found])
+            await memory.remember(letter_id(service, found), replay_topic(found.letter).name)
+        return len(chosen), warnings
+    finally:
+        await engine.dispose()
+
+
+def run(
+    command: str, service: str, key: str | None, error_class: str | None, dry_run: bool, again: bool = False
+) -> int:
     settings = BridgeSettings(service_name="m3bridge-cli")
     letters = [f for f in asyncio.run(read_all(settings, service)) if matches(f, key=key, error_class=error_class)]
     for found in letters:
@@ -132,9 +198,9 @@ def run(command: str, service: str, key: str | None, error_class: str | None, dr
     if command == "list":
         print(f"{len(letters)} dead letters")
         return 0
-    if dry_run:
-        print(f"would replay {len(letters)} messages")
-        return 0
-    count = asyncio.run(replay(settings, service, letters))
-    print(f"replayed {count} messages")
+    count, warnings = asyncio.run(replay_remembered(settings, service, letters, again=again, dry_run=dry_run))
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{'would replay' if dry_run else 'replayed'} {count} messages"
+          + (f" ({len(warnings)} replayed before, left out)" if warnings else ""))  # fmt: skip
     return 0

@@ -10,6 +10,7 @@ lost to floating point.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 from decimal import Decimal
 from enum import IntEnum
@@ -181,6 +182,13 @@ class QuoteApproved(QuoteWerksContract):
     approval_event: str = Field(
         "", max_length=128, description="What signalled the approval, e.g. `QuoteValet.Accepted` or `poller`."
     )
+
+    def content_fingerprint(self) -> str:
+        """What would be ordered (customer, lines, totals, terms, ...), not when or how it was approved nor its
+        free-text status (the bridge's own write-back may set that): two approvals of a document are one approval
+        when this is the same."""
+        content = self.model_dump_json(exclude={"approved_at", "approval_event", "doc_status"})
+        return hashlib.sha256(content.encode()).hexdigest()
 
 
 class QuoteWerksCustomerChanged(QuoteWerksContract):

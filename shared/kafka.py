@@ -115,6 +115,7 @@ def consumer_options(settings: BridgeSettings, group: str | None) -> dict[str, A
         "auto_offset_reset": "earliest",
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+        "max_poll_interval_ms": settings.kafka_max_poll_interval_ms,
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import shared
-from shared import topics
+from shared import crash_points, topics
 from shared.auth import ROLES, GuardedRoute, KeyGuard, Role
 from shared.consuming import Consumer, Consumers, FailureReply, GiveUpNotice, Handler, RetryPolicy, entry, raw_body
 from shared.contracts import Heartbeat, Problem
@@ -37,6 +37,7 @@ from shared.kafka import MessageTooLargeError, consumer_options, create_broker, 
 from shared.logs import configure_logging
 from shared.metrics import describe_build
 from shared.operations_routes import add_operations_routes
+from shared.outbox import Outbox, broker_publisher
 from shared.settings import BridgeSettings
 from shared.started import NotStartedError
 from shared.state import db
@@ -49,7 +50,13 @@ Hook = Callable[[], Awaitable[None]]
 
 class ServiceRuntime:
     def __init__(
-        self, settings: BridgeSettings, *, description: str, uses_state: bool = False, title: str | None = None
+        self,
+        settings: BridgeSettings,
+        *,
+        description: str,
+        uses_state: bool = False,
+        uses_outbox: bool = False,
+        title: str | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
@@ -57,13 +64,16 @@ class ServiceRuntime:
             self.name, level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
         )
         describe_build(self.name)
+        crash_points.arm(settings.crash_points)
         self.broker: KafkaBroker = create_broker(settings)
         self.health = Health(self.name)
         self.heartbeats = Heartbeats(settings, self.broker, self.health)
         self.peers: dict[str, Heartbeat] = self.heartbeats.peers
         self.engine: AsyncEngine | None = None
         self._http: httpx.AsyncClient | None = None
-        self._uses_state = uses_state
+        self._uses_state = uses_state or uses_outbox
+        self._uses_outbox = uses_outbox
+        self._outbox: Outbox | None = None
         self._on_startup: list[Hook] = []
         self._after_broker_start: list[Hook] = []
         self._on_shutdown: list[Hook] = []
@@ -239,6 +249,13 @@ class ServiceRuntime:
 
         return register
 
+    @property
+    def outbox(self) -> Outbox:
+        """The service's outbox (`uses_outbox=True`): record messages with the state that decided them, then send."""
+        if self._outbox is None:
+            raise NotStartedError(f"{self.name}: the outbox is open only once the service started with uses_outbox")
+        return self._outbox
+
     async def publish(self, topic: Topic, payload: BaseModel, key: str) -> None:
         """`shared.kafka.publish` with this service's broker and size limit (M3B_KAFKA_MAX_REQUEST_SIZE)."""
         await publish(self.broker, topic, payload, key=key, max_bytes=self.settings.kafka_max_request_size)
@@ -337,6 +354,10 @@ class ServiceRuntime:
         if self._uses_state:
             await db.migrate(self.settings.state_url)
             self.engine = db.create_engine(self.settings.state_url)
+            if self._uses_outbox:
+                limit = self.settings.kafka_max_request_size
+                self._outbox = Outbox(self.engine, broker_publisher(self.broker, max_bytes=limit), max_bytes=limit)
+                self.health.set_detail("outbox", self._outbox.describe)
         self._http = httpx.AsyncClient()
         try:
             for hook in self._on_startup:
@@ -356,6 +377,11 @@ class ServiceRuntime:
             await self._close(undo_start_hooks=True)
             raise
         self._heartbeat_task = asyncio.create_task(self.heartbeats.loop(self._stopping), name="heartbeat")
+        if self._outbox is not None:
+            relay_stop = asyncio.Event()
+            interval = self.settings.outbox_relay_interval_s
+            self.in_background(self._outbox.relay(relay_stop, interval_s=interval), name="outbox-relay",
+                               stop=relay_stop.set)  # fmt: skip
         log.info("%s started on %s:%s", self.name, self.settings.http_host, self.settings.http_port)
         try:
             yield

@@ -77,6 +77,11 @@ class BridgeSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="`json` lines for collectors, `text` for people.")
+    crash_points: str = Field(
+        "",
+        description="Tests only: named crash points to arm (`name[:exit|:stall][@n]`, comma-separated; see "
+        "`shared/crash_points.py`). Empty in production.",
+    )
 
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers.")
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
@@ -94,6 +99,13 @@ class BridgeSettings(BaseSettings):
         "use 10000-45000 on Apache Kafka.",
     )
     kafka_heartbeat_interval_ms: int = Field(1000, ge=100, description="Consumer group heartbeat interval.")
+    kafka_max_poll_interval_ms: int = Field(
+        300_000,
+        ge=10_000,
+        description="Longest a consumer may spend on the messages of one poll before the group gives its partitions "
+        "to another replica. order-writer holds each quote it works on with a lease (M3B_ORDER_LEASE_S), so a "
+        "replica past this interval cannot write a quote the new owner took over.",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         50,
         ge=1,
@@ -126,6 +138,12 @@ class BridgeSettings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="How often the service announces itself on the heartbeat topic."
+    )
+    outbox_relay_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often a service that records messages in its outbox (quote-ingest, bod-listener) publishes "
+        "the ones still there from its previous pass (left behind by a crash or a broker outage).",
     )
     shutdown_grace_s: float = Field(20.0, gt=0, description="How long in-flight work may take to drain on shutdown.")
     consumer_max_attempts: int = Field(

@@ -153,6 +153,8 @@ def start_service(
         "M3B_LOG_FORMAT": "json",
         "M3B_OPERATOR_KEY": OPERATOR_KEY,
         "M3B_READ_KEY": READ_KEY,
+        # A replica's name outlives its process, as a pod's does when its container is restarted.
+        "M3B_INSTANCE_ID": f"{name}-0",
         **settings,
     }
     process = Captured([sys.executable, "-m", "m3bridge.cli", "serve", name], env=env, cwd=ROOT)

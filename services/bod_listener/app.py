@@ -67,15 +67,17 @@ class BodListenerSettings(BridgeSettings):
 def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntime:
     settings = settings or BodListenerSettings()
     runtime = ServiceRuntime(
-        settings, description="Receives ION BODs and turns them into normalized M3 change events.", uses_state=True
+        settings,
+        description="Receives ION BODs and turns them into normalized M3 change events.",
+        uses_state=True,
+        uses_outbox=True,
     )
     auth = InboundAuth.from_settings(settings, "bod", tolerance_s=300)
     receiver = StartedPart[BodReceiver](runtime.name)
 
     @runtime.on_startup
     async def start() -> None:
-        limit = settings.kafka_max_request_size
-        receiver.set(BodReceiver(runtime.state, runtime.broker, service=runtime.name, max_request_size=limit))
+        receiver.set(BodReceiver(runtime.state, runtime.outbox, service=runtime.name))
 
     @runtime.app.post(
         "/bods",
@@ -99,7 +101,7 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
         if received.status == "dead-lettered":
             log.warning("BOD not usable (%s): %s; kept in the dead letters", received.reason, received.detail)
             return JSONResponse({"status": "dead-lettered", "reason": received.reason, "detail": received.detail}, 202)
-        status = 202 if received.status == "published" else 200
+        status = 202 if received.status in ("published", "recorded") else 200
         return JSONResponse({"status": received.status, "detail": received.detail}, status)
 
     @runtime.subscriber(

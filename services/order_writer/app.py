@@ -10,12 +10,14 @@ from services.order_writer import results
 from services.order_writer.customers import CustomerSync
 from services.order_writer.orders import OrderWriter, RejectedError
 from shared.contracts import OrderResult, QuoteApproved
+from shared.crash_points import crash_point
 from shared.customers import consume_customer_changes, load_sync_rules
 from shared.m3 import m3_client_for
 from shared.mapping import MappingRules, load_rules
 from shared.runtime import ServiceRuntime
 from shared.settings import CustomerRulesSettings, config_path
 from shared.started import StartedPart
+from shared.state.ledger import LeaseLostError
 from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,14 @@ log = logging.getLogger(__name__)
 class OrderWriterSettings(CustomerRulesSettings):
     service_name: str = "order-writer"
     use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
+    order_lease_s: float = Field(
+        30.0,
+        ge=3,
+        description="How long an order-writer holds a quote it works on without renewing it (it renews every third "
+        "of this while working, and checks its fencing token before each M3 write): another replica takes over a "
+        "quote whose worker crashed, froze or lost the state store after this long, and the old one stops before "
+        "its next M3 write. The same replica (M3B_INSTANCE_ID) started again takes its quotes back at once.",
+    )
     unknown_outcome_settle_s: float = Field(
         1.0,
         ge=0,
@@ -49,7 +59,15 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         m3 = m3_client_for(settings, runtime.http)
         writer.set(
             OrderWriter(
-                m3, runtime.state, rules, use_bulk=settings.use_bulk, settle_s=settings.unknown_outcome_settle_s
+                m3,
+                runtime.state,
+                rules,
+                use_bulk=settings.use_bulk,
+                settle_s=settings.unknown_outcome_settle_s,
+                # The replica's name: the same replica started again takes its quotes back at once; the fencing token
+                # still stops any other process that thinks it holds them.
+                owner=settings.instance_id,
+                lease_s=settings.order_lease_s,
             )
         )
         customers.set(CustomerSync(writer(), runtime.state, customer_rules))
@@ -66,13 +84,19 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
     async def on_quote(quote: QuoteApproved, message: KafkaMessage) -> None:
         try:
             result = await writer().process(quote)
+        except LeaseLostError as lost:
+            # Another order-writer owns the quote now and publishes its result; this one only lets the message go.
+            log.warning("%s; leaving the quote to its new owner", lost)
+            return
         except RejectedError as rejected:
             result = results.refused(quote, rejected.problems)
             await runtime.dead_letter(message, error_class="rejected", problems=rejected.problems)
         else:
             if result.outcome == "held":
                 await runtime.dead_letter(message, error_class="held", problems=result.problems)
+        await crash_point("order-writer.before-result")
         await send_result(result)
+        await crash_point("order-writer.before-commit")
 
     async def send_result(result: OrderResult) -> None:
         await runtime.publish(ORDER_RESULT, result, key=result.doc_no)

@@ -12,17 +12,19 @@ from services.order_writer.refusals import RejectedError, problem_from
 from services.order_writer.verified_writes import (
     PRIORITY,
     WRITE_ROUNDS,
+    Guard,
     settle,
     text,
     unknown_outcomes,
     write_verified,
 )
 from shared.contracts import Problem, QuoteApproved
+from shared.crash_points import crash_point
 from shared.m3 import M3BusinessError, M3Client, M3Error, M3OutcomeUnknownError
 from shared.m3.metadata import Record
 from shared.mapping import LINE_KEY, OrderPlan
 from shared.state import ledger
-from shared.state.ledger import OrderState
+from shared.state.ledger import Lease, LeaseLostError, OrderState, batch_orders_of
 from shared.state.models import OrderLedgerEntry
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,13 @@ class BatchOrders:
 
     # --- head --------------------------------------------------------------------------------------------
 
-    async def batch_order(self, quote: QuoteApproved, customer: str, plan: OrderPlan, entry: OrderLedgerEntry) -> str:
+    async def batch_order(
+        self, quote: QuoteApproved, customer: str, plan: OrderPlan, entry: OrderLedgerEntry, lease: Lease | None = None
+    ) -> str:
         """The batch order number to fill: the one recorded, else one with the quote's CUOR that an earlier
         attempt started, else a new one (AddBatchHead)."""
         doc_no, revision = quote.doc_no, quote.revision
+        guard = self.guard(lease)
         if entry.batch_order_number:
             head = await self._batch_head(entry.batch_order_number)
             if head is not None and text(head, "STAT") == BATCH_ORDER_CREATED:
@@ -76,18 +81,21 @@ class BatchOrders:
                 return entry.batch_order_number
             log.warning("quote %s: batch order %s is gone from M3 (deleted by hand?); starting a new one", doc_no,
                         entry.batch_order_number)  # fmt: skip
-        elif entry.state == OrderState.ORDERING:
+        elif entry.state == OrderState.ORDERING or batch_orders_of(entry):
             started = await self._open_batch_orders(customer, doc_no)
             if started:
                 keep, *extra = started
                 for orphan in extra:
+                    await guard()
                     await self._delete(orphan, "duplicate")
-                await ledger.record(self.engine, doc_no, revision, OrderState.ORDERING, batch_order_number=keep)
+                await ledger.record(self.engine, doc_no, revision, OrderState.ORDERING, batch_order_number=keep,
+                                    customer_number=customer, lease=lease)  # fmt: skip
                 log.info("quote %s: resuming batch order %s found by CUOR", doc_no, keep)
                 return keep
         await ledger.record(
-            self.engine, doc_no, revision, OrderState.ORDERING, customer_number=customer, batch_order_number=None
-        )
+            self.engine, doc_no, revision, OrderState.ORDERING, customer_number=customer, batch_order_number=None,
+            lease=lease,
+        )  # fmt: skip
 
         async def add_head() -> str:
             head = await self.m3.execute_one("OIS100MI", "AddBatchHead", plan.head, priority=PRIORITY)
@@ -99,12 +107,30 @@ class BatchOrders:
         async def started_meanwhile() -> str | None:
             found = await self._open_batch_orders(customer, doc_no)
             for orphan in found[1:]:
+                await guard()
                 await self._delete(orphan, "duplicate")
             return found[0] if found else None
 
-        batch_order = await write_verified("AddBatchHead", add_head, started_meanwhile, settle_s=self.settle_s)
-        await ledger.record(self.engine, doc_no, revision, OrderState.ORDERING, batch_order_number=batch_order)
+        batch_order = await write_verified(
+            "AddBatchHead", add_head, started_meanwhile, settle_s=self.settle_s, guard=guard
+        )
+        await crash_point("order-writer.after-batch-head")
+        try:
+            await ledger.record(self.engine, doc_no, revision, OrderState.ORDERING, batch_order_number=batch_order,
+                                lease=lease)  # fmt: skip
+        except LeaseLostError:
+            # Taken over while AddBatchHead ran: the new owner did not see this batch order when it looked (it may
+            # have started its own), so this worker's one must not stay behind.
+            await self._delete(batch_order, "taken-over")
+            raise
         return batch_order
+
+    def guard(self, lease: Lease | None) -> Guard:
+        async def check() -> None:
+            if lease is not None:
+                await ledger.renew(self.engine, lease)
+
+        return check
 
     async def _batch_head(self, batch_order: str) -> Record | None:
         try:
@@ -123,9 +149,10 @@ class BatchOrders:
 
     # --- lines -------------------------------------------------------------------------------------------
 
-    async def add_missing_lines(self, batch_order: str, plan: OrderPlan) -> None:
+    async def add_missing_lines(self, batch_order: str, plan: OrderPlan, lease: Lease | None = None) -> None:
         """Adds the plan's lines the batch order does not hold yet (by CUPO) and removes lines added twice, so the
         batch order holds each quote line exactly once. A line M3 refuses rejects the order."""
+        guard = self.guard(lease)
         wanted = {line.fields[LINE_KEY]: line for line in plan.lines}
         for _round in range(WRITE_ROUNDS):
             present = await self._batch_lines(batch_order)
@@ -145,11 +172,13 @@ class BatchOrders:
                 key = _line_key(row.get(LINE_KEY))
                 seen[key] += 1
                 if seen[key] > 1:
+                    await guard()
                     await self._delete_line(batch_order, row)
             missing = [line for key, line in wanted.items() if key not in seen]
             if not missing:
                 return
             try:
+                await guard()
                 await self._add_lines(batch_order, [{**line.fields, "ORNO": batch_order} for line in missing])
             except M3OutcomeUnknownError:
                 unknown_outcomes.labels("AddBatchLine", "read_again").inc()
@@ -187,10 +216,14 @@ class BatchOrders:
 
     # --- confirm -----------------------------------------------------------------------------------------
 
-    async def confirm(self, doc_no: str, customer: str, batch_order: str) -> tuple[str, str | None]:
+    async def confirm(
+        self, doc_no: str, customer: str, batch_order: str, lease: Lease | None = None
+    ) -> tuple[str, str | None]:
         """OIS100MI/Confirm: the customer order number, and its status when M3 said it. A lost answer or an
         "already confirmed" is resolved by looking for the order by CUOR; a refusal rejects the quote."""
+        guard = self.guard(lease)
         for _round in range(WRITE_ROUNDS):
+            await guard()
             try:
                 confirmed = await self.m3.execute_one("OIS100MI", "Confirm", {"ORNO": batch_order}, priority=PRIORITY)
             except M3OutcomeUnknownError:
@@ -242,19 +275,26 @@ class BatchOrders:
 
     # --- giving up ---------------------------------------------------------------------------------------
 
-    async def give_up(self, quote: QuoteApproved, reason: str) -> None:
+    async def give_up(self, quote: QuoteApproved, reason: str, lease: Lease | None = None) -> None:
         """The quote will not be ordered (now): its batch order, if it has one, must not stay behind in M3."""
         entry = await ledger.entry(self.engine, quote.doc_no, quote.revision)
         if entry is not None:
-            await self.delete_batch_order(entry, reason)
+            await self.delete_batch_order(entry, reason, lease)
 
-    async def delete_batch_order(self, entry: OrderLedgerEntry, reason: str) -> None:
+    async def delete_batch_order(self, entry: OrderLedgerEntry, reason: str, lease: Lease | None = None) -> None:
+        """Delete the entry's batch order, unless M3 says it was confirmed (then it is an order: never deleted, and
+        found by CUOR on the next attempt)."""
         if not entry.batch_order_number:
             return
-        if await self._delete(entry.batch_order_number, reason):
-            await ledger.record(
-                self.engine, entry.doc_no, entry.revision, OrderState(entry.state), batch_order_number=None
-            )
+        head = await self._batch_head(entry.batch_order_number)
+        if head is not None and text(head, "STAT") == BATCH_ORDER_CREATED:
+            log.warning("quote %s: batch order %s was confirmed; not deleting it (%s)", entry.doc_no,
+                        entry.batch_order_number, reason)  # fmt: skip
+            return
+        await self.guard(lease)()
+        if head is None or await self._delete(entry.batch_order_number, reason):
+            await ledger.record(self.engine, entry.doc_no, entry.revision, OrderState(entry.state),
+                                batch_order_number=None, lease=lease)  # fmt: skip
 
     async def _delete(self, batch_order: str, reason: str) -> bool:
         """OIS100MI/DelBatchHead; True when the batch order is gone. A refusal leaves it for an operator."""

@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.order_writer import customer_creations
 from services.order_writer.refusals import HoldError, RejectedError
-from services.order_writer.verified_writes import PRIORITY, text, write_verified
+from services.order_writer.verified_writes import PRIORITY, Guard, no_guard, text, write_verified
 from shared.contracts import Problem, QuoteApproved
+from shared.crash_points import crash_point
 from shared.m3 import M3BusinessError, M3Client
 from shared.mapping import MappingRules, plan_customer
 from shared.state import ledger
@@ -24,23 +26,39 @@ class QuoteCustomers:
     """Finds or creates the M3 customer of a quote, and links it in the ledger so the next quote finds it there."""
 
     def __init__(
-        self, m3: M3Client, engine: AsyncEngine, rules: MappingRules, lengths: FieldLengths, *, settle_s: float
+        self,
+        m3: M3Client,
+        engine: AsyncEngine,
+        rules: MappingRules,
+        lengths: FieldLengths,
+        *,
+        settle_s: float,
+        claim_hold_s: float = 300.0,
     ) -> None:
+        self.claim_hold_s = claim_hold_s
         self.m3 = m3
         self.engine = engine
         self.rules = rules
         self.lengths = lengths
         self.settle_s = settle_s
 
-    async def customer(self, quote: QuoteApproved) -> str:
-        """The M3 customer number for the quote's sold-to party, creating the customer when M3 lacks it."""
+    async def customer(self, quote: QuoteApproved, *, guard: Guard = no_guard, owner: str = "") -> str:
+        """The M3 customer number for the quote's sold-to party, creating the customer when M3 lacks it.
+
+        A creation is claimed (pending, with the fields to send) before CRS610MI/Add and recorded (created, with the
+        number) right after, so a crash in between, or a second quote of the same new customer on another
+        partition, resumes that one creation (an exact read of what was sent) instead of adding a second
+        customer; while another worker's claim is fresh, this quote waits (retryable)."""
         party = quote.sold_to
         identity = party.cm_account_no or (f"email:{party.email.casefold()}" if party.email else "")
         identity = identity or f"company:{party.company.casefold()}"
         link = await ledger.customer_link(self.engine, identity)
         if link is not None:
             return link.m3_customer_number
-        number = await self.existing(quote)
+        creation = await customer_creations.find(self.engine, identity)
+        number = creation.m3_customer_number if creation is not None else None
+        if number is None and creation is None:
+            number = await self.existing(quote)
         if number is None:
             plan = plan_customer(quote, self.rules, field_lengths=await self.lengths())
             if plan.refusals:
@@ -48,8 +66,19 @@ class QuoteCustomers:
                     Problem(error_class="mapping", message=f"customer {r.field}: {r.reason}"[:2000], field=r.field[:32])
                     for r in plan.refusals
                 ])  # fmt: skip
-            number = await self._create(plan.fields)
-            log.info("created M3 customer %s for %s", number, party.company)
+            claim = await customer_creations.claim(
+                self.engine, identity, plan.fields, owner=owner or "order-writer", hold_s=self.claim_hold_s
+            )
+            number = claim.m3_customer_number
+            if number is None and claim.resumed:
+                number = await self._created(claim.fields)  # an earlier attempt may have sent Add: read for it
+            if number is None:
+                await crash_point("order-writer.after-customer-claim")
+                await guard()
+                number = await self._create(claim.fields, guard)
+                await crash_point("order-writer.after-customer-add")
+                log.info("created M3 customer %s for %s", number, party.company)
+            await customer_creations.created(self.engine, identity, number)
         await ledger.link_customer(
             self.engine, identity, number, email=party.email, company=party.company, by="m3bridge"
         )
@@ -80,7 +109,7 @@ class QuoteCustomers:
                 return matches.pop()
         return None
 
-    async def _create(self, fields: Mapping[str, str]) -> str:
+    async def _create(self, fields: Mapping[str, str], guard: Guard = no_guard) -> str:
         """CRS610MI/Add; after a lost answer, the customer is looked up by the name and address sent."""
 
         async def add() -> str:
@@ -90,7 +119,7 @@ class QuoteCustomers:
                 raise RejectedError([Problem(error_class="business", message="CRS610MI/Add returned no CUNO")])
             return number
 
-        return await write_verified("Add", add, lambda: self._created(fields), settle_s=self.settle_s)
+        return await write_verified("Add", add, lambda: self._created(fields), settle_s=self.settle_s, guard=guard)
 
     async def _created(self, fields: Mapping[str, str]) -> str | None:
         """The customer a CRS610MI/Add with `fields` created, if any. LstByName reads the customer table itself

@@ -18,8 +18,11 @@ write-then-verify of every M3 write in `verified_writes`, and why a quote is not
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -28,13 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.order_writer.batch_orders import BatchOrders
 from services.order_writer.order_customer import QuoteCustomers
 from services.order_writer.refusals import HoldError, RejectedError, problem_from
-from services.order_writer.verified_writes import PRIORITY, text
+from services.order_writer.verified_writes import PRIORITY, Guard, text
 from shared.contracts import OrderResult, Problem, QuoteApproved
+from shared.crash_points import crash_point
 from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error
 from shared.m3.metadata import Record
 from shared.mapping import MappingRules, OrderPlan, plan_order
 from shared.state import ledger
-from shared.state.ledger import OrderState
+from shared.state.ledger import Lease, LeaseLostError, OrderState, batch_orders_of
 from shared.state.models import OrderLedgerEntry
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,8 @@ log = logging.getLogger(__name__)
 ACTIVE_ITEM = "20"
 
 
-def fingerprint(quote: QuoteApproved) -> str:
+def legacy_fingerprint(quote: QuoteApproved) -> str:
+    """The whole message's hash, as entries recorded it before approvals were their content."""
     return hashlib.sha256(quote.model_dump_json().encode()).hexdigest()
 
 
@@ -55,37 +60,84 @@ class OrderWriter:
         *,
         use_bulk: bool = True,
         settle_s: float = 1.0,
+        owner: str = "",
+        lease_s: float = 300.0,
     ) -> None:
         self.m3 = m3
         self.engine = engine
         self.rules = rules
         self.use_bulk = use_bulk
         self.settle_s = settle_s
-        self.customers = QuoteCustomers(m3, engine, rules, self.lengths, settle_s=settle_s)
+        self.owner = owner or f"order-writer/{os.getpid()}"
+        self.lease_s = lease_s
+        self.customers = QuoteCustomers(m3, engine, rules, self.lengths, settle_s=settle_s, claim_hold_s=lease_s)
         self.batch_orders = BatchOrders(m3, engine, use_bulk=use_bulk, settle_s=settle_s)
 
     # --- the whole step ----------------------------------------------------------------------------------
 
     async def process(self, quote: QuoteApproved) -> OrderResult:
-        """The result to publish. Raises RejectedError (dead-letter it) or a retryable error (redeliver)."""
+        """The result to publish. Raises RejectedError (dead-letter it), LeaseLostError (another order-writer took
+        the quote over: publish nothing) or a retryable error (redeliver; EntryBusyError while another holds it)."""
         doc_no, revision = quote.doc_no, quote.revision
+        content = quote.content_fingerprint()
         entry = await ledger.entry(self.engine, doc_no, revision)
         if entry is not None and entry.state == OrderState.CONFIRMED and entry.order_number:
+            if entry.payload_fingerprint not in (content, legacy_fingerprint(quote), None):
+                log.warning("quote %s was changed after it became M3 order %s: not ordered again", doc_no,
+                            entry.order_number)  # fmt: skip
+                return self._held(quote, [Problem(
+                    error_class="business",
+                    message=f"this quote already is M3 order {entry.order_number}; it was changed since: change "
+                    "that order in M3 (the changed quote is not ordered a second time)",
+                )])  # fmt: skip
             log.info("quote %s already became M3 order %s: announcing it again", doc_no, entry.order_number)
             return self._created(quote, entry.customer_number or "", entry.order_number, "", 0)
         superseded = await self._other_revisions(quote)
         if superseded is not None:
             return superseded
-        # An entry that may have a batch order in M3 keeps its state: the next attempt must look for it first.
-        state = entry.state if entry is not None and entry.state == OrderState.ORDERING else OrderState.RECEIVED
-        entry = await ledger.record(
-            self.engine, doc_no, revision, OrderState(state), fingerprint=fingerprint(quote), count_attempt=True
+        lease, entry = await ledger.acquire(
+            self.engine, doc_no, revision, owner=self.owner, ttl_s=self.lease_s, fingerprint=content
         )
+        keeping = asyncio.create_task(self._keep(lease), name=f"lease {doc_no}")
         try:
+            return await self._order(quote, entry, lease)
+        finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
+            with contextlib.suppress(Exception):  # an expired lease frees the entry all the same
+                await ledger.release(self.engine, lease)
+
+    async def _keep(self, lease: Lease) -> None:
+        """Renew the lease every third of its time while the quote is worked on (a long M3 call included): only a
+        worker that stopped (crashed, frozen, cut off from the state store) lets it expire."""
+        while True:
+            await asyncio.sleep(lease.ttl_s / 3)
+            try:
+                await ledger.renew(self.engine, lease)
+            except LeaseLostError as lost:
+                log.warning("%s; stopping before the next M3 write", lost)
+                return
+            except Exception as exc:  # the state store is away: the next write's check decides
+                log.warning("quote %s: could not renew its lease: %s", lease.doc_no, exc)
+
+    async def _order(self, quote: QuoteApproved, entry: OrderLedgerEntry, lease: Lease) -> OrderResult:
+        doc_no, revision = quote.doc_no, quote.revision
+        try:
+            # What M3 may hold is never forgotten: an entry that ever started a batch order (whatever its state now:
+            # held, failed, replayed) looks for its order by CUOR before anything else.
+            if entry.customer_number and (batch_orders_of(entry) or entry.state == OrderState.ORDERING):
+                found = await self.batch_orders.find_order(entry.customer_number, doc_no)
+                if found is not None:
+                    log.info("quote %s: its order %s is in M3 already", doc_no, found[0])
+                    return await self._confirmed(quote, entry.customer_number, found[0], found[1], len(quote.lines),
+                                                 lease)  # fmt: skip
+            if entry.state in (OrderState.HELD, OrderState.FAILED, OrderState.RECEIVED):
+                entry = await ledger.record(self.engine, doc_no, revision, OrderState.RECEIVED, lease=lease)
             if entry.state == OrderState.ORDERING and entry.customer_number:
                 customer = entry.customer_number
             else:
-                customer = await self.customer(quote)
+                customer = await self.customer(quote, lease)
             plan = plan_order(quote, self.rules, customer_number=customer, field_lengths=await self.lengths())
             if plan.refusals:
                 raise HoldError([
@@ -93,21 +145,23 @@ class OrderWriter:
                     for r in plan.refusals
                 ])  # fmt: skip
             await self.check_items(plan)
-            return await self.create_order(quote, customer, plan, entry)
+            return await self.create_order(quote, customer, plan, entry, lease)
         except HoldError as held:
-            await self.batch_orders.give_up(quote, "held")
-            await ledger.record(self.engine, doc_no, revision, OrderState.HELD, error=str(held)[:2000])
+            await self.batch_orders.give_up(quote, "held", lease)
+            await ledger.record(self.engine, doc_no, revision, OrderState.HELD, error=str(held)[:2000], lease=lease)
             log.warning("quote %s held: %s", doc_no, held)
             return self._held(quote, held.problems)
         except RejectedError as rejected:
-            await self.batch_orders.give_up(quote, "rejected")
-            await ledger.record(self.engine, doc_no, revision, OrderState.FAILED, error=str(rejected)[:2000])
+            await self.batch_orders.give_up(quote, "rejected", lease)
+            await ledger.record(
+                self.engine, doc_no, revision, OrderState.FAILED, error=str(rejected)[:2000], lease=lease
+            )
             raise
         except M3Error as error:
             if error.retryable:
                 raise
-            await self.batch_orders.give_up(quote, "rejected")
-            await ledger.record(self.engine, doc_no, revision, OrderState.FAILED, error=str(error)[:2000])
+            await self.batch_orders.give_up(quote, "rejected", lease)
+            await ledger.record(self.engine, doc_no, revision, OrderState.FAILED, error=str(error)[:2000], lease=lease)
             raise RejectedError([problem_from(error)]) from error
 
     async def _other_revisions(self, quote: QuoteApproved) -> OrderResult | None:
@@ -140,9 +194,9 @@ class OrderWriter:
 
     # --- customer ----------------------------------------------------------------------------------------
 
-    async def customer(self, quote: QuoteApproved) -> str:
+    async def customer(self, quote: QuoteApproved, lease: Lease | None = None) -> str:
         """The M3 customer number for the quote's sold-to party, creating the customer when M3 lacks it."""
-        return await self.customers.customer(quote)
+        return await self.customers.customer(quote, guard=self._guard(lease), owner=self.owner)
 
     # --- items and order ---------------------------------------------------------------------------------
 
@@ -191,29 +245,39 @@ class OrderWriter:
             raise HoldError(problems)
 
     async def create_order(
-        self, quote: QuoteApproved, customer: str, plan: OrderPlan, entry: OrderLedgerEntry
+        self, quote: QuoteApproved, customer: str, plan: OrderPlan, entry: OrderLedgerEntry, lease: Lease
     ) -> OrderResult:
         """Batch head (resumed or started), the lines it lacks, Confirm; each write verified when its answer is
-        lost."""
+        lost, and each preceded by the lease check."""
         doc_no = quote.doc_no
         if entry.state == OrderState.ORDERING:
             found = await self.batch_orders.find_order(customer, doc_no)
             if found is not None:
-                return await self._confirmed(quote, customer, found[0], found[1], len(plan.lines))
-        batch_order = await self.batch_orders.batch_order(quote, customer, plan, entry)
-        await self.batch_orders.add_missing_lines(batch_order, plan)
-        order_number, status = await self.batch_orders.confirm(doc_no, customer, batch_order)
-        return await self._confirmed(quote, customer, order_number, status, len(plan.lines))
+                return await self._confirmed(quote, customer, found[0], found[1], len(plan.lines), lease)
+        batch_order = await self.batch_orders.batch_order(quote, customer, plan, entry, lease)
+        await self.batch_orders.add_missing_lines(batch_order, plan, lease)
+        await crash_point("order-writer.after-lines")
+        order_number, status = await self.batch_orders.confirm(doc_no, customer, batch_order, lease)
+        await crash_point("order-writer.after-confirm")
+        return await self._confirmed(quote, customer, order_number, status, len(plan.lines), lease)
 
     async def _confirmed(
-        self, quote: QuoteApproved, customer: str, order_number: str, status: str | None, lines: int
+        self, quote: QuoteApproved, customer: str, order_number: str, status: str | None, lines: int, lease: Lease
     ) -> OrderResult:
-        await ledger.record(self.engine, quote.doc_no, quote.revision, OrderState.CONFIRMED, order_number=order_number)
+        await ledger.record(self.engine, quote.doc_no, quote.revision, OrderState.CONFIRMED, order_number=order_number,
+                            customer_number=customer, lease=lease)  # fmt: skip
         if status is None:
             head_now = await self.m3.execute_one("OIS100MI", "GetHead", {"ORNO": order_number}, priority=PRIORITY)
             status = text(head_now, "ORST") or text(head_now, "STAT")
         log.info("quote %s is M3 order %s (%d lines)", quote.doc_no, order_number, lines)
         return self._created(quote, customer, order_number, status, lines)
+
+    def _guard(self, lease: Lease | None) -> Guard:
+        async def guard() -> None:
+            if lease is not None:
+                await ledger.renew(self.engine, lease)
+
+        return guard
 
     async def lengths(self) -> Mapping[str, Mapping[str, int]]:
         """Input field lengths from M3's API repository, for the mapping's length rules."""

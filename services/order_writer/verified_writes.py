@@ -24,6 +24,13 @@ unknown_outcomes = MetricCounter(
 
 T = TypeVar("T")
 
+Guard = Callable[[], Awaitable[None]]
+"""Called right before each M3 write: raises (LeaseLostError) when this worker must not write any more."""
+
+
+async def no_guard() -> None:
+    return None
+
 
 def text(record: Mapping[str, object] | None, name: str) -> str:
     return str((record or {}).get(name) or "").strip()
@@ -36,13 +43,20 @@ async def settle(settle_s: float) -> None:
 
 
 async def write_verified(
-    transaction: str, write: Callable[[], Awaitable[T]], done: Callable[[], Awaitable[T | None]], *, settle_s: float
+    transaction: str,
+    write: Callable[[], Awaitable[T]],
+    done: Callable[[], Awaitable[T | None]],
+    *,
+    settle_s: float,
+    guard: Guard = no_guard,
 ) -> T:
-    """Run `write`; when its answer is lost, `done()` reads M3 for its effect, and only when there is none is
-    the write sent again (at most WRITE_ROUNDS times, then the unknown outcome is raised for a later retry)."""
+    """Run `write` (after `guard`); when its answer is lost, `done()` reads M3 for its effect, and only when there is
+    none is the write sent again (at most WRITE_ROUNDS times, then the unknown outcome is raised for a later
+    retry)."""
     last: M3OutcomeUnknownError | None = None
     for _round in range(WRITE_ROUNDS):
         try:
+            await guard()
             return await write()
         except M3OutcomeUnknownError as lost:
             last = lost

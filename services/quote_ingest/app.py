@@ -91,6 +91,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         settings,
         description="Receives QuoteWerks approvals and customer changes, publishes them, writes order numbers back.",
         uses_state=True,
+        uses_outbox=True,
     )
     auth = InboundAuth.from_settings(settings, "webhook", tolerance_s=settings.webhook_tolerance_s)
     quotewerks = StartedPart[QuoteWerks](runtime.name)
@@ -121,7 +122,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             order_status_field=settings.writeback_status_field,
             created_doc_status=settings.writeback_doc_status,
         )
-        ingest.set(Ingest(quotewerks(), runtime.state, runtime.publish, rules))
+        ingest.set(Ingest(quotewerks(), runtime.state, runtime.outbox, rules))
         if settings.poll_interval_s > 0:
             poller.set(
                 Poller(
@@ -142,7 +143,11 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         "/webhooks/quotewerks",
         tags=["webhooks"],
         summary="QuoteWerks webhook (QuoteValet.Accepted, status and customer changes)",
-        responses={401: {"description": "not authenticated"}, 409: {"description": "already received"}},
+        responses={
+            200: {"description": "ignored (not an approval), or this approval of this document was received before"},
+            202: {"description": "accepted: the approval or change is recorded and published"},
+            401: {"description": "not authenticated"},
+        },
         openapi_extra=WEBHOOK_BODY,
     )
     async def webhook(request: Request) -> JSONResponse:
@@ -164,7 +169,8 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             deliveries_total.labels("invalid_document").inc()
             return JSONResponse({"status": "invalid document", "detail": str(exc)}, 422)
         deliveries_total.labels(result.outcome).inc()
-        status = {"published": 202, "ignored": 200, "duplicate": 409}[result.outcome]
+        # A duplicate is answered 200, not 409: QuoteWerks would deliver it again and again.
+        status = {"published": 202, "recorded": 202, "ignored": 200, "duplicate": 200}[result.outcome]
         return JSONResponse({"status": result.outcome, "detail": result.detail}, status)
 
     async def write_back(

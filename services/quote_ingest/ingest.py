@@ -6,16 +6,17 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.webhooks import Delivery
-from shared.contracts import OrderResult, OrderStatusChanged
+from shared.contracts import OrderResult, OrderStatusChanged, QuoteApproved
+from shared.crash_points import crash_point
+from shared.outbox import ClaimTakenError, Outbox
 from shared.quotewerks import (
     DocumentError,
     QuoteWerks,
@@ -25,23 +26,23 @@ from shared.quotewerks import (
     quote_from_document,
 )
 from shared.state import deliveries
-from shared.topics import QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED, Topic
+from shared.topics import QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Topic, BaseModel, str], Awaitable[None]]
-"""Publishes to a topic with a key and returns once the broker acknowledged."""
-
-Outcome = Literal["published", "duplicate", "ignored"]
+Outcome = Literal["published", "recorded", "duplicate", "ignored"]
+"""published: on the topic; recorded: durable in the outbox, the relay publishes it (the broker was away)."""
 
 APPROVAL_CLAIMS = "quote-approval"
 CUSTOMER_CLAIMS = "qw-customer"
 
 
-def approval_identity(doc_no: str, revision: int) -> str:
-    """What makes an approval one: DocNo + revision. Revision 0 is the DocNo alone (as claims were stored before
-    revisions counted, so an upgrade does not publish approvals again)."""
-    return doc_no if revision == 0 else f"{doc_no}|r{revision}"
+def approval_identity(quote: QuoteApproved) -> str:
+    """What makes an approval one: the document's content (`QuoteApproved.content_fingerprint`) with its DocNo and
+    revision. A QuoteWerks retry, a replayed delivery, the poller after the webhook, a second approval of the
+    unchanged document are the same approval; a document changed and approved again (a held quote fixed) is a new
+    one. (Not LastModified: the bridge's own write-back changes it.)"""
+    return f"{quote.doc_no}|r{quote.revision}|{quote.content_fingerprint()[:24]}"
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,10 @@ class Result:
 
 
 class Ingest:
-    def __init__(self, quotewerks: QuoteWerks, engine: AsyncEngine, publish: Publish, rules: IngestRules) -> None:
+    def __init__(self, quotewerks: QuoteWerks, engine: AsyncEngine, outbox: Outbox, rules: IngestRules) -> None:
         self.quotewerks = quotewerks
         self.engine = engine
-        self.publish = publish
+        self.outbox = outbox
         self.rules = rules
         # One write-back per document at a time: an order result and a status change of the same quote arrive on
         # different topics, and racing each other the second would see the first's write as an edit made in
@@ -103,17 +104,22 @@ class Ingest:
             return Result("ignored", f"{doc_no} status {header.get('DocStatus')!r} is not an approval")
         approved_at = parse_last_modified(header.get("LastModified")) or datetime.now(UTC)
         quote = quote_from_document(document, approval_event=event or source, approved_at=approved_at)
-        # An approval is published once per document revision: a QuoteWerks retry, a replayed delivery, the
-        # poller after the webhook, concurrent deliveries are the same approval. The claim (one insert on a unique
-        # key) comes before the publication, so of concurrent deliveries exactly one publishes; if publishing
-        # fails the claim is released, so a retry can publish. A quote changed after approval is a new revision
-        # with its own DocNo ("Save As Next Revision" clears the approval); a held quote is re-sent with
-        # `dead-letters replay`. (Not LastModified: the bridge's own write-back changes it.)
-        identity = approval_identity(quote.doc_no, quote.revision)
-        async with deliveries.claiming(self.engine, APPROVAL_CLAIMS, identity) as won:
-            if not won:
-                return Result("duplicate", f"{doc_no} (this version) was already published")
-            await self.publish(QUOTE_APPROVED, quote, quote.doc_no)
+        # The claim (one insert on a unique key) and the message are recorded in one transaction, so of concurrent
+        # deliveries exactly one records it, and a crash after the commit leaves the message for the relay.
+        identity, stamp = approval_identity(quote), str(header.get("LastModified") or "")
+        try:
+            async with self.outbox.recording() as recorded:
+                await recorded.claim(APPROVAL_CLAIMS, identity, subject=quote.doc_no, stamp=stamp)
+                await recorded.add(QUOTE_APPROVED, quote, key=quote.doc_no)
+        except ClaimTakenError:
+            if stamp:
+                await deliveries.restamp(self.engine, APPROVAL_CLAIMS, identity, stamp)
+            log.info("quote %s approved again, unchanged (%s via %s): already published", doc_no, event, source)
+            return Result("duplicate", f"{doc_no}: this approval (the same document) was already published")
+        await crash_point("quote-ingest.after-claim")
+        if not await self.outbox.send(recorded):
+            log.warning("quote %s approved (%s via %s): recorded; the relay publishes it", doc_no, event, source)
+            return Result("recorded", f"{doc_no} recorded; it goes to {QUOTE_APPROVED.name} once the broker takes it")
         log.info("quote %s approved (%s via %s): published", doc_no, event, source)
         return Result("published", f"{doc_no} published to {QUOTE_APPROVED.name}")
 
@@ -122,10 +128,14 @@ class Ingest:
         identity = f"{account}|{contact.get('LastModified') or ''}"
         changed_at = parse_last_modified(contact.get("LastModified")) or datetime.now(UTC)
         change = customer_from_contact(contact, change="updated", changed_at=changed_at)
-        async with deliveries.claiming(self.engine, CUSTOMER_CLAIMS, identity) as won:
-            if not won:
-                return Result("duplicate", f"customer {account} (this version) was already published")
-            await self.publish(QUOTEWERKS_CUSTOMER_CHANGED, change, change.customer_id)
+        try:
+            async with self.outbox.recording() as recorded:
+                await recorded.claim(CUSTOMER_CLAIMS, identity, subject=account[:64])
+                await recorded.add(QUOTEWERKS_CUSTOMER_CHANGED, change, key=change.customer_id)
+        except ClaimTakenError:
+            return Result("duplicate", f"customer {account} (this version) was already published")
+        if not await self.outbox.send(recorded):
+            return Result("recorded", f"customer {account} recorded; the relay publishes it")
         return Result("published", f"customer {account} published via {source}")
 
     async def poll(self, since: datetime | None) -> tuple[int, datetime | None]:
@@ -138,15 +148,14 @@ class Ingest:
             headers = await self.quotewerks.documents(doc_type="QUOTE", status=status, modified_since=since)
             listed = {str(h.get("DocNo") or ""): h for h in headers}
             listed.pop("", None)
-            # A listed header has no revision of its own: a QuoteWerks document is revision 0 (the contract's
-            # default; quote_from_document sets no other). Should they ever differ, this pre-check only misses
-            # and the claim below still decides.
-            identities = {doc_no: approval_identity(doc_no, 0) for doc_no in listed}
-            done = await deliveries.claimed(self.engine, APPROVAL_CLAIMS, identities.values())
+            seen = await deliveries.stamps(self.engine, APPROVAL_CLAIMS, listed)
             for doc_no, header in listed.items():
-                if identities[doc_no] not in done:
-                    published += await self._poll_one(doc_no)
                 changed = parse_last_modified(header.get("LastModified"))
+                # Fetched in full unless a claim saw it with this very change stamp: a document changed since may
+                # be a new approval (the claim decides; the bridge's own write-back is seen once, then known).
+                stamp = str(header.get("LastModified") or "")
+                if not stamp or stamp not in seen.get(doc_no, set()):
+                    published += await self._poll_one(doc_no)
                 if changed is not None and (newest is None or changed > newest):
                     newest = changed
         return published, newest
@@ -163,7 +172,7 @@ class Ingest:
                 raise
             log.warning("poller: quote %s not readable: %s", doc_no, exc)
             return False
-        return result.outcome == "published"
+        return result.outcome in ("published", "recorded")
 
     async def write_back(self, result: OrderResult) -> None:
         """Put the M3 order number and status on the quote (raises QuoteWerksError)."""

@@ -1,59 +1,20 @@
-"""Deliveries already accepted (webhook identities, BODIDs): to recognise duplicates and replays.
+"""Deliveries already accepted (webhook identities, BODIDs, IMS message ids): to recognise duplicates and replays.
 
-Deduplication is a claim: one INSERT on the unique key (source, delivery_id) *before* the effect, so of many
-concurrent deliveries of the same thing exactly one wins. When the effect then fails, the winner releases the
-claim, so that a retry can claim it again.
+Deduplication is a claim: one INSERT on the unique key (source, delivery_id) in the same transaction as what the
+delivery leads to (`shared.outbox.Recording.claim`), so of many concurrent deliveries of the same thing exactly one
+records its effect, and a crash leaves either both or neither. These are the reads around it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from shared.state.models import SeenDelivery
 
-log = logging.getLogger(__name__)
-
 _MAX_ID = 255  # the column's length
-
-
-async def claim(engine: AsyncEngine, source: str, delivery_id: str) -> bool:
-    """Claim the delivery; False when it is already claimed (by us earlier or by a concurrent replica)."""
-    try:
-        async with async_sessionmaker(engine).begin() as session:
-            session.add(SeenDelivery(source=source, delivery_id=delivery_id[:_MAX_ID]))
-    except IntegrityError:
-        return False
-    return True
-
-
-async def release(engine: AsyncEngine, source: str, delivery_id: str) -> None:
-    """Give a claim back (its effect failed), so that the next delivery of the same thing can claim it."""
-    async with async_sessionmaker(engine).begin() as session:
-        await session.execute(
-            delete(SeenDelivery).where(SeenDelivery.source == source, SeenDelivery.delivery_id == delivery_id[:_MAX_ID])
-        )
-
-
-@contextlib.asynccontextmanager
-async def claiming(engine: AsyncEngine, source: str, delivery_id: str) -> AsyncIterator[bool]:
-    """Claim the delivery for the block's effect; yields whether this caller won the claim. When it won and the
-    block fails (or is cancelled), the claim is released and the error goes on."""
-    won = await claim(engine, source, delivery_id)
-    try:
-        yield won
-    except BaseException:
-        if won:
-            try:
-                await release(engine, source, delivery_id)
-            except Exception as exc:  # the original error matters more; the claim stays (a retry sees a duplicate)
-                log.error("could not release the claim on %s %s: %s", source, delivery_id, exc)
-        raise
 
 
 async def claimed(engine: AsyncEngine, source: str, delivery_ids: Iterable[str]) -> set[str]:
@@ -69,3 +30,31 @@ async def claimed(engine: AsyncEngine, source: str, delivery_ids: Iterable[str])
             )
         )
         return {wanted[str(row)] for row in rows.scalars()}
+
+
+async def stamps(engine: AsyncEngine, source: str, subjects: Iterable[str]) -> dict[str, set[str]]:
+    """The change stamps (e.g. a document's LastModified) each of `subjects` had when its claims were made or last
+    confirmed, in one query. Only a cheap pre-check (to skip fetching what did not change): the claim decides."""
+    wanted = [subject[:64] for subject in subjects]
+    if not wanted:
+        return {}
+    found: dict[str, set[str]] = {}
+    async with async_sessionmaker(engine)() as session:
+        rows = await session.execute(
+            select(SeenDelivery.subject, SeenDelivery.subject_stamp).where(
+                SeenDelivery.source == source, SeenDelivery.subject.in_(wanted), SeenDelivery.subject_stamp.is_not(None)
+            )
+        )
+        for subject, stamp in rows:
+            found.setdefault(str(subject), set()).add(str(stamp))
+    return found
+
+
+async def restamp(engine: AsyncEngine, source: str, delivery_id: str, stamp: str) -> None:
+    """The claimed thing was seen again, unchanged, with this change stamp (the bridge's own write-back moves it)."""
+    async with async_sessionmaker(engine).begin() as session:
+        await session.execute(
+            update(SeenDelivery)
+            .where(SeenDelivery.source == source, SeenDelivery.delivery_id == delivery_id[:_MAX_ID])
+            .values(subject_stamp=stamp[:64])
+        )

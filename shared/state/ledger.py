@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -31,6 +32,103 @@ GIVEN_UP = (OrderState.HELD, OrderState.FAILED, OrderState.SUPERSEDED)
 _UNSET = object()
 
 
+@dataclass(frozen=True)
+class Lease:
+    """One order-writer's hold on one ledger entry: while `fence` is the entry's, its writes go through."""
+
+    doc_no: str
+    revision: int
+    owner: str
+    fence: int
+    ttl_s: float
+
+
+class LeaseLostError(Exception):
+    """Another order-writer took the entry over (this one stalled past its lease): stop before the next M3 write;
+    the new owner finishes the quote. Nothing is dead-lettered and no result is published for it."""
+
+    retryable = False
+
+    def __init__(self, lease: Lease, fence_now: int, owner_now: str | None) -> None:
+        super().__init__(
+            f"quote {lease.doc_no} r{lease.revision}: lease {lease.fence} of {lease.owner} was taken over by "
+            f"{owner_now or 'nobody'} (fence {fence_now})"
+        )
+        self.lease = lease
+
+
+class EntryBusyError(Exception):
+    """Another order-writer holds a live lease on the entry: this message is tried again after it expires."""
+
+    retryable = True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite gives timestamps back without their zone (they are stored in UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+async def acquire(
+    engine: AsyncEngine, doc_no: str, revision: int, *, owner: str, ttl_s: float, fingerprint: str | None = None
+) -> tuple[Lease, OrderLedgerEntry]:
+    """Take the entry (created RECEIVED when new) for `owner` for `ttl_s`, with a new fencing token. Raises
+    EntryBusyError when another owner's lease has not expired."""
+    async with async_sessionmaker(engine, expire_on_commit=False).begin() as session:
+        found = await session.get(OrderLedgerEntry, (doc_no, revision), with_for_update=True)
+        now = _now()
+        if found is None:
+            found = OrderLedgerEntry(doc_no=doc_no, revision=revision, state=OrderState.RECEIVED.value, attempts=0,
+                                     fence=0)  # fmt: skip
+            session.add(found)
+        expires = _aware(found.lease_expires_at)
+        if found.owner and found.owner != owner and expires is not None and expires > now:
+            raise EntryBusyError(
+                f"quote {doc_no} r{revision} is being written by {found.owner} until {expires.isoformat()}"
+            )
+        found.owner = owner
+        found.fence = (found.fence or 0) + 1
+        found.lease_expires_at = now + timedelta(seconds=ttl_s)
+        found.attempts = (found.attempts or 0) + 1
+        found.updated_at = now
+        if fingerprint is not None:
+            found.payload_fingerprint = fingerprint
+        return Lease(doc_no, revision, owner, found.fence, ttl_s), found
+
+
+async def renew(engine: AsyncEngine, lease: Lease) -> None:
+    """Before an M3 write: still ours? (raises LeaseLostError) Then hold it another `ttl_s`."""
+    async with async_sessionmaker(engine).begin() as session:
+        found = await session.get(OrderLedgerEntry, (lease.doc_no, lease.revision), with_for_update=True)
+        _check(lease, found)
+        assert found is not None
+        found.lease_expires_at = _now() + timedelta(seconds=lease.ttl_s)
+
+
+async def release(engine: AsyncEngine, lease: Lease) -> None:
+    """Done with the entry (whatever its state): another worker may take it at once. A lost lease is left as is."""
+    async with async_sessionmaker(engine).begin() as session:
+        found = await session.get(OrderLedgerEntry, (lease.doc_no, lease.revision), with_for_update=True)
+        if found is not None and found.fence == lease.fence:
+            found.owner = None
+            found.lease_expires_at = None
+
+
+def _check(lease: Lease, found: OrderLedgerEntry | None) -> None:
+    if found is None or found.fence != lease.fence:
+        raise LeaseLostError(lease, found.fence if found is not None else 0, found.owner if found else None)
+
+
+def batch_orders_of(entry: OrderLedgerEntry) -> list[str]:
+    """Every batch order the entry ever started, oldest first."""
+    return (entry.batch_order_history or "").split()
+
+
 async def entry(engine: AsyncEngine, doc_no: str, revision: int) -> OrderLedgerEntry | None:
     async with async_sessionmaker(engine, expire_on_commit=False)() as session:
         return await session.get(OrderLedgerEntry, (doc_no, revision))
@@ -48,16 +146,25 @@ async def record(
     error: str | None = None,
     fingerprint: str | None = None,
     count_attempt: bool = False,
+    lease: Lease | None = None,
 ) -> OrderLedgerEntry:
     """Create or move the entry to `state`; the write is durable when this returns. `batch_order_number` is
-    kept unless given (None clears it: the batch order is gone from M3)."""
+    kept unless given (None clears it: the batch order is gone from M3); every number given is also kept in the
+    entry's batch order history. With `lease`, the write is a compare-and-set on its fencing token (LeaseLostError
+    when another worker took the entry) and holds the lease another `ttl_s`."""
     async with async_sessionmaker(engine, expire_on_commit=False).begin() as session:
         found = await session.get(OrderLedgerEntry, (doc_no, revision), with_for_update=True)
+        if lease is not None:
+            _check(lease, found)
+            assert found is not None
+            found.lease_expires_at = _now() + timedelta(seconds=lease.ttl_s)
         if found is None:
-            found = OrderLedgerEntry(doc_no=doc_no, revision=revision, state=state.value, attempts=0)
+            found = OrderLedgerEntry(doc_no=doc_no, revision=revision, state=state.value, attempts=0, fence=0)
             session.add(found)
         found.state = state.value
         found.updated_at = datetime.now(UTC)
+        if isinstance(batch_order_number, str) and batch_order_number not in batch_orders_of(found):
+            found.batch_order_history = " ".join([*batch_orders_of(found), batch_order_number])
         if customer_number is not None:
             found.customer_number = customer_number
         if order_number is not None:

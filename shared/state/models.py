@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text, func
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,10 +27,63 @@ class OrderLedgerEntry(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     payload_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    #: Every batch order the entry ever started, space-separated: what M3 may hold for it is never forgotten.
+    batch_order_history: Mapped[str | None] = mapped_column(Text)
+    #: The order-writer working on the entry, until when, and the fencing token of that lease: every ledger write
+    #: of a worker compares its token, so one whose lease was taken over stops before its next M3 write.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class CustomerCreation(Base):
+    """A new M3 customer being created for a QuoteWerks party: claimed before CRS610MI/Add is sent, so a crash
+    after it, or two quotes of the same new customer, resume the one creation instead of making a second."""
+
+    __tablename__ = "customer_creations"
+
+    identity: Mapped[str] = mapped_column(String(300), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending | created
+    m3_customer_number: Mapped[str | None] = mapped_column(String(10))
+    #: What was sent (the CRS610MI/Add fields, JSON), so the resume reads M3 for exactly that.
+    fields: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class OutboxMessage(Base):
+    """A message recorded in the same transaction as the state that decided it, published afterwards (at once, or
+    by the relay after a crash or a broker outage) and then deleted: "remember, then tell" without a gap."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(249))
+    message_key: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The Kafka headers (JSON object), the correlation id among them.
+    headers: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReplayedLetter(Base):
+    """A dead letter that was replayed, so replaying it again is a decision (`--again`), not an accident."""
+
+    __tablename__ = "replayed_letters"
+
+    letter_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    replayed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    times: Mapped[int] = mapped_column(Integer, default=1)
+    replayed_to: Mapped[str] = mapped_column(String(249))
 
 
 class CustomerLink(Base):
@@ -67,4 +120,9 @@ class SeenDelivery(Base):
 
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     delivery_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: What the delivery is about (a quote's DocNo), for "when was this quote last claimed" without parsing ids.
+    subject: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: The subject's change stamp (a document's LastModified, as its source gives it) when claimed or last seen
+    #: unchanged: the poll skips a listed document whose stamp it knows.
+    subject_stamp: Mapped[str | None] = mapped_column(String(64))
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)

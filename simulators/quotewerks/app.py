@@ -359,6 +359,17 @@ def _api_router(sim_ref: FastAPI) -> APIRouter:
     return router
 
 
+def _product_line(sim: QwSim, line: NewLine) -> dict[str, Any]:
+    """A document line of `line`: the catalog product, or a part with its own price when it has one or is unknown."""
+    product = sim.store.products.get(line.ManufacturerPartNumber)
+    if line.UnitList is not None or product is None:
+        price = line.UnitList if line.UnitList is not None else 0.0
+        product = {"Price": price, "Cost": price * 0.6, "Description": line.Description or "Non-catalog part",
+                   "UnitOfMeasure": "EA"}  # fmt: skip
+    discount = Decimal(str(line.DiscountPercent))
+    return sim.store.product_line(line.ManufacturerPartNumber, line.QtyTotal, discount=discount, product=product)
+
+
 def _admin_router(app: FastAPI) -> APIRouter:
     # The simulator's control plane: no API key. It is no part of QuoteWerks; never expose the simulator publicly.
     router = APIRouter(prefix="/__admin", tags=["simulator admin"])
@@ -395,23 +406,29 @@ def _admin_router(app: FastAPI) -> APIRouter:
             if unknown:
                 raise ApiError(400, f"unknown SoldTo fields {unknown}")
             sold_to = {**empty_party("SoldTo"), **body.SoldTo}
-        lines = []
-        for line in body.Lines:
-            product = store.products.get(line.ManufacturerPartNumber)
-            if line.UnitList is not None or product is None:
-                price = line.UnitList if line.UnitList is not None else 0.0
-                product = {"Price": price, "Cost": price * 0.6, "Description": line.Description or "Non-catalog part",
-                           "UnitOfMeasure": "EA"}  # fmt: skip
-            discount = Decimal(str(line.DiscountPercent))
-            lines.append(
-                store.product_line(line.ManufacturerPartNumber, line.QtyTotal, discount=discount, product=product)
-            )
+        lines = [_product_line(sim, line) for line in body.Lines]
         header = store.add_document(
             body.Number, name=body.DocName or f"Quote {body.Number}", status=body.DocStatus, sold_to=sold_to,
             ship_via=body.ShipVia, lines=lines, days_ago=0,
         )  # fmt: skip
         header["LastModified"] = store.now()
         return {"DocumentHeader": header, "DocumentItems": store.items[int(header["ID"])]}
+
+    @router.put("/documents/{doc_no}/items/{item_id}")
+    async def edit_line(doc_no: str, item_id: int, body: NewLine) -> dict[str, Any]:
+        """A sales rep changes a line of a quote (another product or quantity), as in QuoteWerks: the document's
+        LastModified moves; no event fires."""
+        sim: QwSim = app.state.qw
+        found = sim.store.document(doc_no)
+        if found is None:
+            raise ApiError(404, "document not found", DocNo=doc_no)
+        header, items = found
+        row = next((item for item in items if int(item["ID"]) == item_id), None)
+        if row is None:
+            raise ApiError(404, "no such line", DocNo=doc_no, ID=item_id)
+        row.update(_product_line(sim, body))
+        header["LastModified"] = sim.store.now()
+        return {"DocumentHeader": header, "DocumentItems": items}
 
     @router.post("/events")
     async def fire(body: EventRequest) -> dict[str, Any]:

@@ -250,6 +250,8 @@ class ChaosStack:
 
     def _add(self, name: str, command: list[str], env: dict[str, str], ready_path: str) -> None:
         url = self.urls[name]
+        # A replica's name outlives its process, as a pod's does when its container is restarted.
+        env = {**env, "M3B_INSTANCE_ID": f"{name}-0"}
         self.procs[name] = Proc(name, command, env, self.run_dir / f"{name}.log", f"{url}{ready_path}")
 
     def stop(self) -> None:

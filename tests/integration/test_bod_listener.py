@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from m3bridge import dead_letters
 from shared.contracts import ItemChanged
+from shared.crash_points import CRASH_EXIT_CODE
 from shared.settings import BridgeSettings
 from shared.topics import ITEM_CHANGED
 from simulators.ion.bods import BodContext, build_customer_party_master, build_item_master, ims_message
@@ -280,3 +281,32 @@ def test_fuzzed_ims_requests_never_get_a_500(listener: tuple[Captured, str], dat
     response = ims(listener, mangled, content_type)
     assert response.status_code in (202, 400, 412, 413), response.text
     assert response.json()["status"] in ("OK", "FAIL")
+
+
+def test_a_listener_killed_after_recording_a_bod_publishes_its_events_once_started_again(
+    kafka_bootstrap: str, module_postgres_url: str
+) -> None:
+    """A second bod-listener on the module's state store, killed at its crash point (the BOD's claim and events are
+    committed, nothing is published): started again, its outbox relay publishes the events, and ION's redelivery
+    is a duplicate."""
+    item = f"CRASH{uuid.uuid4().hex[:6].upper()}"
+    bod = build_item_master(BodContext(), item_number=item, description="Recorded before the crash", status="20")
+    settings = {"M3B_STATE_URL": module_postgres_url, "M3B_BOD_SECRET": SECRET, "M3B_INSTANCE_ID": "bod-crash",
+                "M3B_OUTBOX_RELAY_INTERVAL_S": "0.5"}  # fmt: skip
+    process, url = start_service("bod-listener", kafka_bootstrap, {**settings,
+                                 "M3B_CRASH_POINTS": "bod-listener.after-claim"})  # fmt: skip
+    try:
+        with pytest.raises(httpx.HTTPError):  # the process dies before it answers
+            post((process, url), bod.xml)
+        assert process.process.wait(30) == CRASH_EXIT_CODE
+    finally:
+        process.kill_all()
+    restarted, url = start_service("bod-listener", kafka_bootstrap, settings)
+    try:
+        events = item_events(kafka_bootstrap, item, 1)
+        assert [e.description for e in events] == ["Recorded before the crash"]
+        again = post((restarted, url), bod.xml)
+        assert (again.status_code, again.json()["status"]) == (200, "duplicate"), again.text
+        assert len(item_events(kafka_bootstrap, item, 2, timeout_s=3)) == 1, "published once"
+    finally:
+        restarted.kill_all()

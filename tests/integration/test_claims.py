@@ -1,6 +1,7 @@
-"""Claims and the safety-net poll, in process against the real state stores (SQLite and the machine's PostgreSQL),
-the QuoteWerks simulator and the session's broker: a claim is released when its effect fails, so a retry can
-publish; the poll survives QuoteWerks errors, remembers where it got to and fetches only what is not claimed."""
+"""Claims, the outbox and the safety-net poll, in process against the real state stores (SQLite and the machine's
+PostgreSQL), the QuoteWerks simulator and the session's broker: a claim and its messages are recorded together, so
+a publication that fails leaves them to the relay; the poll survives QuoteWerks errors, remembers where it got to
+and fetches only what changed since it was claimed."""
 
 import asyncio
 import uuid
@@ -11,22 +12,24 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.bod_listener.receive import BOD_CLAIMS, BodReceiver, Origin
-from services.quote_ingest.ingest import APPROVAL_CLAIMS, Ingest, IngestRules, approval_identity
+from services.bod_listener.receive import BodReceiver, Origin
+from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.poller import SINCE_KEY, SINCE_KIND, Poller
 from services.quote_ingest.webhooks import Delivery
 from shared.contracts import ItemChanged, QuoteApproved
 from shared.kafka import create_broker
+from shared.outbox import ClaimTakenError, Outbox, broker_publisher
 from shared.quotewerks import QUOTEWERKS_ATTEMPTS, QuoteWerksClient
 from shared.settings import BridgeSettings
-from shared.state import db, deliveries, fingerprints
-from shared.topics import ITEM_CHANGED, QUOTE_APPROVED, Topic
+from shared.state import db, fingerprints
+from shared.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
 from simulators.ion.bods import BodContext, build_item_master
 from simulators.quotewerks.app import create_app
 from tests.conftest import _create_database, _drop_database
+from tests.outbox_doubles import kept_outbox
 
 RULES = IngestRules(
     approval_events=[],  # the default: only the fetched DocStatus approves
@@ -82,54 +85,45 @@ class FlakyQuoteWerks(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-class Recorder:
-    """Stands in for the broker; fails the first `failures` publications; `arrived` is set by each success."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.sent: list[tuple[str, BaseModel, str]] = []
-        self.failures = failures
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, topic: Topic, payload: BaseModel, key: str) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("broker not reachable")
-        self.sent.append((topic.name, payload, key))
-        self.arrived.set()
-
-
-async def test_a_failed_publication_releases_the_claim_so_the_retry_publishes(engine: AsyncEngine) -> None:
+async def test_a_publication_that_fails_leaves_the_approval_recorded_and_the_relay_publishes_it(
+    engine: AsyncEngine,
+) -> None:
     qw = FlakyQuoteWerks()
     async with httpx.AsyncClient(transport=qw, base_url="http://qw") as http:
         (await http.post("/api/v1/documents/AAAQ1001/approve", headers=API_KEY)).raise_for_status()
-        recorder = Recorder(failures=1)
-        ingest = Ingest(QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http), engine, recorder, RULES)
+        outbox, recorder = kept_outbox(engine, failures=1)
+        ingest = Ingest(QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http), engine, outbox, RULES)
         delivery = Delivery(event="QuoteValet.Accepted", doc_no="AAAQ1001", customer_id="")
-        with pytest.raises(ConnectionError):
-            await ingest.delivery(delivery)
-        assert await deliveries.claimed(engine, APPROVAL_CLAIMS, [approval_identity("AAAQ1001", 0)]) == set()
-        assert (await ingest.delivery(delivery)).outcome == "published"
-        assert (await ingest.delivery(delivery)).outcome == "duplicate"
-        assert [key for _, _, key in recorder.sent] == ["AAAQ1001"]
+        assert (await ingest.delivery(delivery)).outcome == "recorded"
+        assert (await ingest.delivery(delivery)).outcome == "duplicate", "recorded is as good as published"
+        assert recorder.sent == []
+        assert await outbox.pending() == 1
+        # The relay's first pass notes what is pending; its next publishes it (the immediate send had its chance).
+        published, newest = await outbox.relay_once(0)
+        assert (published, await outbox.pending()) == (0, 1)
+        assert await outbox.relay_once(newest) == (1, 0), "published, and nothing is left"
+        assert await outbox.pending() == 0
+    assert [key for _, _, key in recorder.sent] == ["AAAQ1001"]
+    assert recorder.headers[0]["correlation-id"], "the correlation id travels with the recorded message"
 
 
-async def test_a_claim_is_one_insert_and_is_released_when_its_effect_fails(engine: AsyncEngine) -> None:
+async def test_of_concurrent_recordings_of_one_claim_exactly_one_records_its_message(engine: AsyncEngine) -> None:
+    outbox, recorder = kept_outbox(engine)
     delivery_id = f"bod-{uuid.uuid4()}"
-    results = await asyncio.gather(*(deliveries.claim(engine, "test", delivery_id) for _ in range(20)))
+
+    async def record() -> bool:
+        try:
+            async with outbox.recording() as recorded:
+                await recorded.claim("test", delivery_id)
+                await recorded.add(BOD_INBOUND, b"<document/>", key=delivery_id)
+        except ClaimTakenError:
+            return False
+        return await outbox.send(recorded)
+
+    results = await asyncio.gather(*(record() for _ in range(20)))
     assert sorted(results) == [False] * 19 + [True]
-    other = f"bod-{uuid.uuid4()}"
-
-    async def failing_effect() -> None:
-        async with deliveries.claiming(engine, "test", other) as won:
-            assert won
-            raise RuntimeError("publish failed")
-
-    with pytest.raises(RuntimeError):
-        await failing_effect()
-    async with deliveries.claiming(engine, "test", other) as won:
-        assert won, "the failed effect gave its claim back"
-    async with deliveries.claiming(engine, "test", other) as won:
-        assert not won
+    assert [key for _, _, key in recorder.sent] == [delivery_id]
+    assert await outbox.pending() == 0
 
 
 async def _item_events(bootstrap: str, item: str, expected: int) -> list[ItemChanged]:
@@ -147,23 +141,23 @@ async def _item_events(bootstrap: str, item: str, expected: int) -> list[ItemCha
     return found
 
 
-async def test_a_bod_whose_publication_fails_is_published_by_its_redelivery(
-    kafka_bootstrap: str, postgres_url: str
-) -> None:
+async def test_a_bod_whose_publication_fails_is_published_by_the_relay(kafka_bootstrap: str, postgres_url: str) -> None:
     await db.migrate(postgres_url)
     engine = db.create_engine(postgres_url)
     item = f"T{uuid.uuid4().hex[:8].upper()}"
     bod = build_item_master(BodContext(), item_number=item, description="Claimed once", status="20")
     broker = create_broker(BridgeSettings(kafka_bootstrap_servers=kafka_bootstrap, service_name="test-claims"))
-    receiver = BodReceiver(engine, broker, service="bod-listener", max_request_size=1_048_576)
+    outbox = Outbox(engine, broker_publisher(broker, max_bytes=1_048_576), max_bytes=1_048_576)
+    receiver = BodReceiver(engine, outbox, service="bod-listener")
     try:
-        with pytest.raises(Exception):  # noqa: B017 - whatever the unstarted broker raises
-            await receiver.receive(bod.xml, Origin())
-        assert await deliveries.claimed(engine, BOD_CLAIMS, [bod.bod_id]) == set(), "the claim was released"
+        # The broker is not started: the events are recorded, not published, and the BOD is claimed.
+        assert (await receiver.receive(bod.xml, Origin())).status == "recorded"
+        assert (await receiver.receive(bod.xml, Origin())).status == "duplicate"
         async with broker:
             await broker.start()
-            assert (await receiver.receive(bod.xml, Origin())).status == "published"
-            assert (await receiver.receive(bod.xml, Origin())).status == "duplicate"
+            _, newest = await outbox.relay_once(0)
+            published, _ = await outbox.relay_once(newest)
+            assert published >= 1
         events = await _item_events(kafka_bootstrap, item, 1)
         assert [e.description for e in events] == ["Claimed once"]
     finally:
@@ -180,8 +174,8 @@ async def test_the_poll_survives_quotewerks_errors_and_publishes_the_approval_af
     async with httpx.AsyncClient(transport=qw, base_url="http://qw") as http:
         # Approved while the webhook went nowhere: only the poll can find it.
         (await http.post("/api/v1/documents/AAAQ1006/approve", headers=API_KEY)).raise_for_status()
-        recorder = Recorder()
-        ingest = Ingest(QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http), engine, recorder, RULES)
+        outbox, recorder = kept_outbox(engine)
+        ingest = Ingest(QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http), engine, outbox, RULES)
         polling = poller(ingest, engine)
         task = asyncio.create_task(polling.run())
         try:
@@ -203,8 +197,8 @@ async def test_the_poll_remembers_its_point_and_fetches_only_unclaimed_quotes(en
     qw = FlakyQuoteWerks()
     async with httpx.AsyncClient(transport=qw, base_url="http://qw") as http:
         client = QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http)
-        recorder = Recorder()
-        ingest = Ingest(client, engine, recorder, RULES)
+        outbox, recorder = kept_outbox(engine)
+        ingest = Ingest(client, engine, outbox, RULES)
         polling = poller(ingest, engine)
         approved = (await http.post("/api/v1/documents/AAAQ1001/approve", headers=API_KEY)).json()
         # The webhook got through for this one: the poll must not fetch it again.
@@ -228,6 +222,6 @@ async def test_the_poll_remembers_its_point_and_fetches_only_unclaimed_quotes(en
         since = datetime.fromisoformat(stored) - timedelta(seconds=300)
         listed = await client.documents(doc_type="QUOTE", status="Accepted", modified_since=since)
         assert {"AAAQ1001", "AAAQ1007"} <= {h["DocNo"] for h in listed}
-    assert sorted(key for _, _, key in recorder.sent) == ["AAAQ1001", "AAAQ1007"]
+    assert sorted(recorder.keys()) == ["AAAQ1001", "AAAQ1007"]
     assert datetime.fromisoformat(stored).tzinfo is not None
     assert datetime.fromisoformat(stored) <= datetime.now(UTC) + timedelta(seconds=5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.ingest import Ingest, IngestRules
@@ -15,8 +15,8 @@ from services.quote_ingest.webhooks import Delivery
 from shared.contracts import OrderResult, OrderStatusChanged, Problem, QuoteApproved, QuoteWerksCustomerChanged
 from shared.quotewerks import QuoteWerksClient
 from shared.state import db
-from shared.topics import Topic
 from simulators.quotewerks.app import create_app
+from tests.outbox_doubles import kept_outbox
 
 RULES = IngestRules(
     approval_events=[],  # the default: only the fetched DocStatus approves
@@ -46,23 +46,15 @@ async def quotewerks() -> AsyncIterator["tuple[QuoteWerksClient, httpx.AsyncClie
 QW = tuple[QuoteWerksClient, httpx.AsyncClient]
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, BaseModel, str]] = []
-
-    async def __call__(self, topic: Topic, payload: BaseModel, key: str) -> None:
-        self.sent.append((topic.name, payload, key))
-
-
 async def test_the_poller_publishes_each_approved_quote_once(engine: AsyncEngine, quotewerks: QW) -> None:
     client, http = quotewerks
-    recorder = Recorder()
-    ingest = Ingest(client, engine, recorder, RULES)
+    outbox, recorder = kept_outbox(engine)
+    ingest = Ingest(client, engine, outbox, RULES)
     headers = {"X-API-Key": "qw-sim-api-key"}
     for doc_no in ("AAAQ1001", "AAAQ1006"):
         (await http.post(f"/api/v1/documents/{doc_no}/approve", headers=headers)).raise_for_status()
     published, since = await ingest.poll(None)
-    keys = sorted(key for _, _, key in recorder.sent)
+    keys = sorted(recorder.keys())
     assert "AAAQ1001" in keys
     assert "AAAQ1006" in keys
     assert published == len(recorder.sent)
@@ -74,25 +66,55 @@ async def test_the_poller_publishes_each_approved_quote_once(engine: AsyncEngine
 
 async def test_a_webhook_after_the_poller_is_a_duplicate(engine: AsyncEngine, quotewerks: QW) -> None:
     client, http = quotewerks
-    recorder = Recorder()
-    ingest = Ingest(client, engine, recorder, RULES)
+    outbox, recorder = kept_outbox(engine)
+    ingest = Ingest(client, engine, outbox, RULES)
     (await http.post("/api/v1/documents/AAAQ1001/approve", headers={"X-API-Key": "qw-sim-api-key"})).raise_for_status()
     await ingest.poll(None)
     result = await ingest.delivery(Delivery(event="QuoteValet.Accepted", doc_no="AAAQ1001", customer_id=""))
     assert result.outcome == "duplicate"
+    assert [key for _, _, key in recorder.sent].count("AAAQ1001") == 1
+
+
+async def test_a_changed_document_approved_again_is_a_new_approval_and_an_unchanged_one_is_not(
+    engine: AsyncEngine, quotewerks: QW
+) -> None:
+    """A held quote fixed in QuoteWerks (a line changed) and approved again is published again; approving it again
+    unchanged, or the bridge's own write-back, is not."""
+    client, http = quotewerks
+    outbox, recorder = kept_outbox(engine)
+    ingest = Ingest(client, engine, outbox, RULES)
+    api = {"X-API-Key": "qw-sim-api-key"}
+    approval = Delivery(event="QuoteValet.Accepted", doc_no="AAAQ1003", customer_id="")
+    (await http.post("/api/v1/documents/AAAQ1003/approve", headers=api)).raise_for_status()
+    assert (await ingest.delivery(approval)).outcome == "published"
+    held = OrderResult(doc_no="AAAQ1003", outcome="held", decided_at=datetime.now(UTC),
+                       problems=[Problem(error_class="business", message="item NOPE-123 unknown")])  # fmt: skip
+    await ingest.write_back(held)
+    assert (await ingest.delivery(approval)).outcome == "duplicate", "the write-back changed nothing that is ordered"
+    document = (await http.get("/api/v1/documents/AAAQ1003", headers=api)).json()
+    [unknown] = [line for line in document["DocumentItems"] if line["ManufacturerPartNumber"] == "NOPE-123"]
+    fixed = {"ManufacturerPartNumber": "ITM000001", "QtyTotal": 2}
+    (await http.put(f"/__admin/documents/AAAQ1003/items/{unknown['ID']}", json=fixed)).raise_for_status()
+    (await http.post("/api/v1/documents/AAAQ1003/approve", headers=api)).raise_for_status()
+    assert (await ingest.delivery(approval)).outcome == "published"
+    assert (await ingest.delivery(approval)).outcome == "duplicate"
+    published = recorder.payloads(QuoteApproved, key="AAAQ1003")
+    assert len(published) == 2
+    assert "NOPE-123" in {line.manufacturer_part_number for line in published[0].lines}
+    assert "NOPE-123" not in {line.manufacturer_part_number for line in published[1].lines}
 
 
 async def test_a_quote_that_is_not_approved_is_ignored(engine: AsyncEngine, quotewerks: QW) -> None:
     client, _ = quotewerks
-    ingest = Ingest(client, engine, Recorder(), RULES)
+    ingest = Ingest(client, engine, kept_outbox(engine)[0], RULES)
     result = await ingest.delivery(Delivery(event="QuoteValet.Viewed", doc_no="AAAQ1002", customer_id=""))
     assert result.outcome == "ignored"
 
 
 async def test_customer_changes_are_published(engine: AsyncEngine, quotewerks: QW) -> None:
     client, _ = quotewerks
-    recorder = Recorder()
-    ingest = Ingest(client, engine, recorder, RULES)
+    outbox, recorder = kept_outbox(engine)
+    ingest = Ingest(client, engine, outbox, RULES)
     result = await ingest.delivery(Delivery(event="QuoteWerks.CustomerChanged", doc_no="", customer_id="C000002"))
     assert result.outcome == "published"
     topic, payload, key = recorder.sent[0]
@@ -103,7 +125,7 @@ async def test_customer_changes_are_published(engine: AsyncEngine, quotewerks: Q
 
 async def test_results_are_written_back_on_the_quote(engine: AsyncEngine, quotewerks: QW) -> None:
     client, http = quotewerks
-    ingest = Ingest(client, engine, Recorder(), RULES)
+    ingest = Ingest(client, engine, kept_outbox(engine)[0], RULES)
     now = datetime.now(UTC)
     await ingest.write_back(OrderResult(doc_no="AAAQ1001", outcome="created", order_number="1000000007",
                                         order_status="22", customer_number="C000001", decided_at=now))  # fmt: skip
@@ -120,7 +142,7 @@ async def test_m3_order_status_changes_are_written_on_the_quote_they_came_from(
     engine: AsyncEngine, quotewerks: QW
 ) -> None:
     client, http = quotewerks
-    ingest = Ingest(client, engine, Recorder(), RULES)
+    ingest = Ingest(client, engine, kept_outbox(engine)[0], RULES)
     now = datetime.now(UTC)
 
     def change(**fields: str) -> OrderStatusChanged:

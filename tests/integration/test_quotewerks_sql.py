@@ -20,6 +20,7 @@ from sqlalchemy.sql import Update
 
 from services.quote_ingest.ingest import Ingest, IngestRules
 from shared.contracts import OrderResult, OrderStatusChanged
+from shared.outbox import Outbox
 from shared.quotewerks import QuoteWerksConflictError, QuoteWerksError, quote_from_document
 from shared.quotewerks_sql import QuoteWerksSqlClient, quotewerks_client
 from tests.conftest import _create_database, _drop_database
@@ -414,6 +415,7 @@ async def test_an_order_result_and_a_status_change_written_at_once_both_land(
     async def no_publish(*_: Any) -> None:
         raise AssertionError("a write-back publishes nothing")
 
+    engine = create_async_engine("sqlite+aiosqlite://")
     writing = {"now": 0, "most": 0}
     update_document = qw.update_document
 
@@ -428,7 +430,7 @@ async def test_an_order_result_and_a_status_change_written_at_once_both_land(
             writing["now"] -= 1
 
     qw.update_document = watched  # type: ignore[method-assign]
-    ingest = Ingest(qw, create_async_engine("sqlite+aiosqlite://"), no_publish, rules)
+    ingest = Ingest(qw, engine, Outbox(engine, no_publish, max_bytes=1_048_576), rules)
     now = datetime.now(UTC)
     result = OrderResult(doc_no="AAAQ8001", outcome="created", order_number="1000000042", order_status="22",
                          customer_number="C000001", decided_at=now)  # fmt: skip

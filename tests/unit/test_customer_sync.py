@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.order_writer import customers
+from services.order_writer import customer_creations, customers
 from services.order_writer.customers import CustomerSync
 from services.order_writer.orders import OrderWriter
 from shared.contracts import M3CustomerChanged, Party, Problem, QuoteWerksCustomerChanged
@@ -182,11 +182,12 @@ def test_party_state_reads_the_quotewerks_fields() -> None:
 
 
 class Memory:
-    """fingerprints and the customer links, in memory."""
+    """fingerprints, the customer links and customer creations, in memory."""
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, str], str] = {}
         self.links: dict[str, Any] = {}
+        self.creations: dict[str, Any] = {}
 
     async def get(self, _engine: object, kind: str, key: str) -> str | None:
         return self.values.get((kind, key))
@@ -205,6 +206,18 @@ class Memory:
         self.links[identity] = type("Link", (), {"m3_customer_number": number, "last_written_by": by})()
         return True
 
+    async def find_creation(self, _engine: object, identity: str) -> Any:
+        return self.creations.get(identity)
+
+    async def claim_creation(
+        self, _engine: object, identity: str, fields: Any, *, owner: str, hold_s: float
+    ) -> customer_creations.CreationClaim:
+        self.creations[identity] = type("Creation", (), {"m3_customer_number": None})()
+        return customer_creations.CreationClaim(dict(fields), resumed=False)
+
+    async def creation_done(self, _engine: object, identity: str, number: str) -> None:
+        self.creations[identity].m3_customer_number = number
+
 
 @pytest.fixture
 def memory(monkeypatch: pytest.MonkeyPatch) -> Memory:
@@ -213,6 +226,9 @@ def memory(monkeypatch: pytest.MonkeyPatch) -> Memory:
     monkeypatch.setattr(customers.fingerprints, "put", store.put)
     monkeypatch.setattr(customers.ledger, "customer_link", store.customer_link)
     monkeypatch.setattr(customers.ledger, "link_customer", store.link_customer)
+    monkeypatch.setattr(customer_creations, "find", store.find_creation)
+    monkeypatch.setattr(customer_creations, "claim", store.claim_creation)
+    monkeypatch.setattr(customer_creations, "created", store.creation_done)
     return store
 
 

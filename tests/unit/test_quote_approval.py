@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.app import QuoteIngestSettings
@@ -14,21 +14,13 @@ from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.webhooks import Delivery
 from shared.quotewerks import QuoteWerksClient
 from shared.state import db
-from shared.topics import Topic
 from simulators.quotewerks.app import create_app
 from simulators.quotewerks.config import QwSimConfig
+from tests.outbox_doubles import KeptMessages, kept_outbox
 
 pytestmark = pytest.mark.unit
 OPEN_QUOTE = "AAAQ1002"  # DocStatus "Open" in the simulator's data
 ACCEPTED = Delivery(event="QuoteValet.Accepted", doc_no=OPEN_QUOTE, customer_id="")
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, BaseModel, str]] = []
-
-    async def __call__(self, topic: Topic, payload: BaseModel, key: str) -> None:
-        self.sent.append((topic.name, payload, key))
 
 
 @pytest.fixture
@@ -60,11 +52,11 @@ def settings(**values: object) -> QuoteIngestSettings:
     return QuoteIngestSettings.model_validate(values)
 
 
-async def deliver(http: httpx.AsyncClient, engine: AsyncEngine, settings: QuoteIngestSettings) -> Recorder:
-    recorder = Recorder()
+async def deliver(http: httpx.AsyncClient, engine: AsyncEngine, settings: QuoteIngestSettings) -> KeptMessages:
+    outbox, recorder = kept_outbox(engine)
     client = QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http)
     assert (await client.document(OPEN_QUOTE))["DocumentHeader"]["DocStatus"] == "Open"
-    result = await Ingest(client, engine, recorder, rules(settings)).delivery(ACCEPTED)
+    result = await Ingest(client, engine, outbox, rules(settings)).delivery(ACCEPTED)
     assert result.outcome == ("published" if recorder.sent else "ignored"), result
     return recorder
 
@@ -96,9 +88,10 @@ async def test_a_quote_whose_status_is_approved_is_published_whatever_the_event(
 ) -> None:
     approve = await http.post(f"/api/v1/documents/{OPEN_QUOTE}/approve", headers={"X-API-Key": "qw-sim-api-key"})
     approve.raise_for_status()
-    recorder = Recorder()
+    outbox, recorder = kept_outbox(engine)
     client = QuoteWerksClient("http://qw", SecretStr("qw-sim-api-key"), http=http)
-    result = await Ingest(client, engine, recorder, rules(settings())).delivery(
+    result = await Ingest(client, engine, outbox, rules(settings())).delivery(
         Delivery(event="QuoteWerks.DocumentChanged", doc_no=OPEN_QUOTE, customer_id="")
     )
     assert result.outcome == "published"
+    assert [(topic, key) for topic, _, key in recorder.sent] == [("quotewerks.quote.approved.v1", OPEN_QUOTE)]
