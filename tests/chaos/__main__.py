@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     # argparse %-formats help texts, and the titles say "15 % of answers".
     listing = "; ".join(f"{key}: {title}" for key, (title, _) in SCENARIOS.items()).replace("%", "%%")
     listing += f"; p: a kill at each of the {len(MATRIX_POINTS)} crash points"
-    parser.add_argument("-s", "--scenarios", default="a,b,c,d,e,p", help=f"comma-separated, of: {listing}")
+    parser.add_argument("-s", "--scenarios", default="a,b,c,d,e,f,p", help=f"comma-separated, of: {listing}")
     parser.add_argument("-n", "--quotes", type=int, default=300, help="approved quotes per scenario (default 300)")
     parser.add_argument("--rate", type=float, default=4.0, help="approvals per second (default 4)")
     parser.add_argument("--seed", type=int, default=42)

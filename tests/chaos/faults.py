@@ -7,6 +7,7 @@
 - SIGKILL of order-writer, quote-ingest and token-service at random moments, each started again at once.
 - A 429 storm (the Gateway policy lowered for 10 s) and every token expired.
 - Poison: malformed and oversized messages produced straight onto the quote topic.
+- Zombies: an order-writer replica frozen (SIGSTOP) past the consumer session timeout, then resumed (SIGCONT).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -121,6 +123,25 @@ class Chaos:
             if down_s > 0:
                 await asyncio.sleep(down_s)  # the outage itself (part of the fault), not a synchronisation
             await asyncio.to_thread(self.stack.start_again, name)
+
+        return run
+
+    def freezes(self, window_s: float, replicas: list[str], times: int, frozen_s: float) -> None:
+        """`times` freezes (SIGSTOP, then SIGCONT after `frozen_s`, longer than the consumer session timeout) of a
+        random order-writer replica at random moments: the group gives its partitions to the others while it is
+        frozen mid-quote, then it wakes up as a zombie that still thinks it owns them."""
+        for _ in range(times):
+            name = self.rng.choice(replicas)
+            at = self.rng.uniform(0.1, 0.8) * window_s
+            self.add(at, f"SIGSTOP {name} for {frozen_s:.0f}s, then SIGCONT", self._freeze(name, frozen_s), lane=name)
+
+    def _freeze(self, name: str, frozen_s: float) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            self.stack.signal(name, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(frozen_s)  # the freeze itself (part of the fault), not a synchronisation
+            finally:
+                self.stack.signal(name, signal.SIGCONT)
 
         return run
 

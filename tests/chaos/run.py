@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from m3bridge import dead_letters
+from shared.settings import BridgeSettings
 from tests.chaos.faults import Chaos
 from tests.chaos.measure import Row, collect, ion_admin, judge, wait_drained, wait_m3_quiet
 from tests.chaos.quotes import approve, create_documents, plan_quotes
@@ -55,6 +57,16 @@ def _everything(chaos: Chaos, window: float, options: Options) -> None:
         part(chaos, window, options)
 
 
+#: Scenario (f): order-writer replicas, and how long a frozen one stays frozen (the stack's session timeout is 6 s).
+REPLICAS = 3
+FROZEN_S = 15.0
+
+
+def _zombies(chaos: Chaos, window: float, options: Options) -> None:
+    chaos.m3_faults(window, options.late_504)
+    chaos.freezes(window, chaos.stack.writers, max(2, round(window / 30)), FROZEN_S)
+
+
 def short_lane(chaos: Chaos, window: float, options: Options) -> None:
     """`make test`'s lane: M3 faults, one SIGKILL of order-writer mid-run, a few poison messages."""
     chaos.m3_faults(window, options.late_504)
@@ -69,9 +81,28 @@ SCENARIOS: dict[str, tuple[str, Builder]] = {
     "c": ("429 storm 10 s + all tokens expired", _storm),
     "d": ("all at once (a+b+c+e)", _everything),
     "e": ("malformed and oversized messages on the quote topic", _poison),
+    "f": (
+        f"{REPLICAS} order-writers, one frozen past the session timeout at a time (zombies), M3 faults, then "
+        "every dead letter replayed",
+        _zombies,
+    ),
 }
+#: Scenarios run with several order-writer replicas, and those that replay every dead letter after the drain.
+REPLICATED = {"f": REPLICAS}
+REPLAYED = {"f"}
 #: The scenario column of the table.
-SHORT = {"a": "a M3 faults", "b": "b kills", "c": "c 429s+tokens", "d": "d all at once", "e": "e poison"}
+SHORT = {"a": "a M3 faults", "b": "b kills", "c": "c 429s+tokens", "d": "d all at once", "e": "e poison",
+         "f": "f zombies+replay"}  # fmt: skip
+
+
+async def replay_every_dead_letter(stack: ChaosStack) -> int:
+    """`m3bridge dead-letters replay --service order-writer` for every letter, as an operator would after an
+    incident (held quotes, quotes given up on): none may become a second order."""
+    settings = BridgeSettings(kafka_bootstrap_servers=stack.bootstrap, service_name="m3bridge-cli",
+                              state_url=f"sqlite+aiosqlite:///{stack.run_dir / 'cli-state.db'}")  # fmt: skip
+    letters = await dead_letters.read_all(settings, "order-writer")
+    sent, _ = await dead_letters.replay_remembered(settings, "order-writer", letters, again=False, dry_run=False)
+    return sent
 
 
 def say(text: str) -> None:
@@ -82,7 +113,7 @@ async def run_scenario(name: str, options: Options, *, builder: Builder | None =
     title, scenario_builder = SCENARIOS.get(name, (label, builder))
     assert scenario_builder is not None
     run_dir = options.run_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    stack = ChaosStack(run_dir, seed=options.seed)
+    stack = ChaosStack(run_dir, seed=options.seed, order_writers=REPLICATED.get(name, 1))
     say(f"[{name}] {title}: starting the stack (logs in {run_dir})")
     await asyncio.to_thread(stack.start)
     row = Row(scenario=SHORT.get(name, name), drain_deadline_s=options.drain_timeout_s)
@@ -108,6 +139,10 @@ async def run_scenario(name: str, options: Options, *, builder: Builder | None =
             row.drain_s = await wait_drained(http, stack.qw_url, quotes, last_approval, options.drain_timeout_s)
             await chaos.clear_faults()
             await chaos.close()
+            if name in REPLAYED and row.drain_s is not None:
+                replayed = await replay_every_dead_letter(stack)
+                # What the replays do is measured once M3 is quiet again (below).
+                row.notes.append(f"replayed {replayed} dead letters of order-writer after the drain")
             if not await wait_m3_quiet(http, stack.ion_url):
                 row.notes.append("M3 was still being called 60 s after the drain; measured anyway")
             truth = await collect(http, stack.urls, stack.bootstrap)

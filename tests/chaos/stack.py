@@ -166,6 +166,8 @@ async def _admin_sql(statement: str) -> None:
 class ChaosStack:
     run_dir: Path
     seed: int = 42
+    #: order-writer replicas in one consumer group: `order-writer`, `order-writer-2`, ...
+    order_writers: int = 1
     broker: EmbeddedBroker | None = None
     database: str = ""
     procs: dict[str, Proc] = field(default_factory=dict)
@@ -190,7 +192,7 @@ class ChaosStack:
         state_url = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
         state_url = f"{state_url}/{self.database}"
 
-        ports = {name: free_port() for name in ("ion", "quotewerks", "token-service", "quote-ingest", "order-writer")}
+        ports = {name: free_port() for name in ("ion", "quotewerks", "token-service", "quote-ingest", *self.writers)}
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         ionapi = self.run_dir / "tenant.ionapi"
         ion_config = self.run_dir / "ion-config.json"
@@ -238,15 +240,20 @@ class ChaosStack:
              "M3B_WEBHOOK_SECRET": WEBHOOK_SECRET},
             "/readyz",
         )  # fmt: skip
-        self._add(
-            "order-writer", [*service, "order-writer"],
-            {**common, "M3B_HTTP_PORT": str(ports["order-writer"]), "M3B_STATE_URL": state_url,
-             "M3B_TOKEN_SERVICE_URL": self.urls["token-service"], "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
-             "M3B_M3_TIMEOUT_S": str(M3_TIMEOUT_S)},
-            "/readyz",
-        )  # fmt: skip
-        for name in ("ion", "quotewerks", "token-service", "quote-ingest", "order-writer"):
+        for writer in self.writers:
+            self._add(
+                writer, [*service, "order-writer"],
+                {**common, "M3B_HTTP_PORT": str(ports[writer]), "M3B_STATE_URL": state_url,
+                 "M3B_TOKEN_SERVICE_URL": self.urls["token-service"], "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
+                 "M3B_M3_TIMEOUT_S": str(M3_TIMEOUT_S)},
+                "/readyz",
+            )  # fmt: skip
+        for name in ("ion", "quotewerks", "token-service", "quote-ingest", *self.writers):
             self.procs[name].start()
+
+    @property
+    def writers(self) -> list[str]:
+        return ["order-writer", *(f"order-writer-{n}" for n in range(2, self.order_writers + 1))]
 
     def _add(self, name: str, command: list[str], env: dict[str, str], ready_path: str) -> None:
         url = self.urls[name]
@@ -255,7 +262,7 @@ class ChaosStack:
         self.procs[name] = Proc(name, command, env, self.run_dir / f"{name}.log", f"{url}{ready_path}")
 
     def stop(self) -> None:
-        for name in ("order-writer", "quote-ingest", "token-service", "quotewerks", "ion"):
+        for name in (*self.writers, "quote-ingest", "token-service", "quotewerks", "ion"):
             proc = self.procs.get(name)
             if proc is not None:
                 proc.stop()
@@ -290,6 +297,13 @@ class ChaosStack:
     def kill(self, name: str) -> None:
         """SIGKILL `name` (no drain) and leave it down."""
         self.procs[name].kill()
+
+    def signal(self, name: str, signum: int) -> None:
+        """Send `signum` to `name`'s process group (SIGSTOP freezes it: no heartbeats, no progress; SIGCONT)."""
+        process = self.procs[name].process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
 
     def start_again(self, name: str) -> None:
         """Start `name` after a kill, wait until it is ready."""
