@@ -135,11 +135,18 @@ def decode(model: type[M], body: bytes) -> M:
 @dataclass(frozen=True)
 class RetryPolicy:
     """Attempts per message and the waits between them: `initial_s` doubling up to `max_s`, each plus a random
-    jitter of up to `initial_s`."""
+    jitter of up to `initial_s`. `budget_s` bounds one message's whole handling, attempts and waits together (an
+    attempt still running when it is spent is cancelled): kept below the consumer's max.poll.interval, so the
+    group never hands the partition to another consumer while this one still works on the message."""
 
     max_attempts: int = 8
     initial_s: float = 0.5
     max_s: float = 10.0
+    budget_s: float | None = None
+
+
+class TimeBudgetSpentError(TimeoutError):
+    """The message's time budget ran out; what was done is recorded, a replay resumes it."""
 
 
 @dataclass
@@ -279,8 +286,15 @@ class Consumer:
 
     async def _handle(self, payload: Any, message: Any, body: bytes) -> Any:
         attempts = 0
+        budget = self.policy.budget_s
+        began = time.monotonic()
+
+        def spent() -> bool:
+            # No attempt is started that could not get a tenth of the budget.
+            return budget is not None and time.monotonic() - began > budget * 0.9
+
         retrying = AsyncRetrying(
-            stop=stop_any(stop_after_attempt(self.policy.max_attempts), _StopWhen(self.stopping)),
+            stop=stop_any(stop_after_attempt(self.policy.max_attempts), _StopWhen(self.stopping), _StopWhen(spent)),
             wait=wait_exponential_jitter(
                 multiplier=self.policy.initial_s, max=self.policy.max_s, jitter=self.policy.initial_s
             ),
@@ -294,7 +308,18 @@ class Consumer:
                 with attempt:
                     attempts += 1
                     self.progress.attempt = attempts
-                    return await self.handler(payload, message)
+                    if budget is None:
+                        return await self.handler(payload, message)
+                    remaining = max(budget - (time.monotonic() - began), 0.0)
+                    try:
+                        async with asyncio.timeout(remaining):
+                            return await self.handler(payload, message)
+                    except TimeoutError as late:
+                        if time.monotonic() - began < budget:
+                            raise  # the handler's own timeout, not the budget
+                        raise TimeBudgetSpentError(
+                            f"the message's time budget of {budget:g}s ran out during attempt {attempts}"
+                        ) from late
         except Exception as exc:
             if is_retryable(exc) and self.stopping():
                 # Shutting down: leave the message uncommitted for whoever consumes the partition next.

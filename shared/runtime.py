@@ -85,6 +85,7 @@ class ServiceRuntime:
             max_attempts=settings.consumer_max_attempts,
             initial_s=settings.consumer_backoff_initial_s,
             max_s=settings.consumer_backoff_max_s,
+            budget_s=settings.consumer_message_budget_s,
         )
 
         self.health.add_check("kafka", self._kafka_ready)
@@ -218,7 +219,9 @@ class ServiceRuntime:
         received, unvalidated (documents that are not JSON, such as XML BODs)."""
         policy = self.retry_policy
         if max_attempts is not None:
-            policy = RetryPolicy(max_attempts=max_attempts, initial_s=policy.initial_s, max_s=policy.max_s)
+            policy = RetryPolicy(
+                max_attempts=max_attempts, initial_s=policy.initial_s, max_s=policy.max_s, budget_s=policy.budget_s
+            )
 
         def register(handler: Handler) -> Handler:
             consumer = Consumer(

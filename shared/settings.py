@@ -157,6 +157,14 @@ class BridgeSettings(BaseSettings):
         0.5, gt=0, description="Wait before a consumed message's second attempt; doubles each attempt, plus jitter."
     )
     consumer_backoff_max_s: float = Field(10.0, gt=0, description="Longest wait between two attempts of a message.")
+    consumer_message_budget_s: float = Field(
+        240.0,
+        gt=0,
+        description="Most time one consumed message may take, its attempts and the waits between them together; an "
+        "attempt still running then is cancelled and the message dead-lettered (`retries-exhausted`; what was done "
+        "is recorded, a replay resumes it). Must stay below M3B_KAFKA_MAX_POLL_INTERVAL_MS, so the group never gives "
+        "the partition to another replica while this one still works on the message.",
+    )
     consumer_stall_after_s: float = Field(
         30.0,
         gt=0,
@@ -183,6 +191,11 @@ class BridgeSettings(BaseSettings):
             raise ValueError(
                 f"M3B_CONSUMER_MAX_ATTEMPTS, M3B_CONSUMER_BACKOFF_INITIAL_S and M3B_CONSUMER_BACKOFF_MAX_S allow "
                 f"{waits:.0f}s of waits for one message; keep it under {MAX_CONSUMER_BACKOFF_S:.0f}s"
+            )
+        if self.consumer_message_budget_s * 1000 >= self.kafka_max_poll_interval_ms:
+            raise ValueError(
+                f"M3B_CONSUMER_MESSAGE_BUDGET_S ({self.consumer_message_budget_s:.0f}s) must stay below "
+                f"M3B_KAFKA_MAX_POLL_INTERVAL_MS ({self.kafka_max_poll_interval_ms} ms)"
             )
         return self
 

@@ -91,7 +91,8 @@ class OrderWriter:
                     "that order in M3 (the changed quote is not ordered a second time)",
                 )])  # fmt: skip
             log.info("quote %s already became M3 order %s: announcing it again", doc_no, entry.order_number)
-            return self._created(quote, entry.customer_number or "", entry.order_number, "", 0)
+            return self._created(quote, entry.customer_number or "", entry.order_number,
+                                 await self._status_now(entry.order_number), len(quote.lines))  # fmt: skip
         superseded = await self._other_revisions(quote)
         if superseded is not None:
             return superseded
@@ -271,6 +272,16 @@ class OrderWriter:
             status = text(head_now, "ORST") or text(head_now, "STAT")
         log.info("quote %s is M3 order %s (%d lines)", quote.doc_no, order_number, lines)
         return self._created(quote, customer, order_number, status, lines)
+
+    async def _status_now(self, order_number: str) -> str:
+        """The order's status in M3 for an announcement made again; '' when M3 cannot say now (the write-back
+        then shows no status, and the next status change fills it in)."""
+        try:
+            head = await self.m3.execute_one("OIS100MI", "GetHead", {"ORNO": order_number}, priority=PRIORITY)
+        except M3Error as exc:
+            log.info("order %s: its status could not be read (%s)", order_number, exc)
+            return ""
+        return text(head, "ORST") or text(head, "STAT")
 
     def _guard(self, lease: Lease | None) -> Guard:
         async def guard() -> None:

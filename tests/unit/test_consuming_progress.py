@@ -1,6 +1,8 @@
 """shared.consuming without a broker: progress for /healthz and the stalled gauge, the backoff settings, raw
 subscribers, and the runtime's wiring of consumers (healthz, oversized dead letters)."""
 
+import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -11,6 +13,7 @@ from pydantic import ValidationError
 
 from shared.consuming import (
     NOT_RETRYABLE,
+    RETRIES_EXHAUSTED,
     UNDECODABLE,
     Consumer,
     Consumers,
@@ -185,3 +188,31 @@ async def test_a_dead_letter_too_large_for_the_topic_is_kept_without_the_payload
     assert letter.original_payload == ""
     assert letter.details["payload_omitted"].startswith(f"{len(body)} bytes")
     assert (letter.origin_topic, letter.origin_offset, letter.error_class) == ("orders.v1", 7, UNDECODABLE)
+
+
+async def test_a_message_whose_time_budget_runs_out_is_cancelled_and_dead_lettered() -> None:
+    """One slow attempt (a call that hangs) is cancelled when the message's budget is spent, and no new attempt
+    starts after it: the message never outlives the consumer's max.poll.interval."""
+    started = 0
+
+    async def handler(_order: Order, _message: Any) -> None:
+        nonlocal started
+        started += 1
+        await asyncio.Event().wait()  # an M3 call that never answers
+
+    letters = Letters()
+    policy = RetryPolicy(max_attempts=8, initial_s=0.01, max_s=0.02, budget_s=0.3)
+    consumer = consumer_for(handler, letters, policy=policy)
+    body = b'{"doc_no": "Q1", "quantity": 1}'
+    began = time.monotonic()
+    assert await consumer.consume(body, FakeMessage(body)) is None
+    assert time.monotonic() - began < 5  # bounded by the budget, not by the hanging call
+    assert started == 1
+    [letter] = letters.sent
+    assert letter["class"] == RETRIES_EXHAUSTED
+    assert letter["text"] == "TimeBudgetSpentError: the message's time budget of 0.3s ran out during attempt 1"
+
+
+def test_a_message_budget_at_or_over_the_poll_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="M3B_CONSUMER_MESSAGE_BUDGET_S"):
+        BridgeSettings(consumer_message_budget_s=300, kafka_max_poll_interval_ms=300_000)
