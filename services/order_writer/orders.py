@@ -38,7 +38,7 @@ from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3E
 from shared.m3.metadata import Record
 from shared.mapping import MappingRules, OrderPlan, plan_order
 from shared.state import ledger
-from shared.state.ledger import Lease, LeaseLostError, OrderState, batch_orders_of
+from shared.state.ledger import EntryBusyError, Lease, LeaseLostError, OrderState, batch_orders_of
 from shared.state.models import OrderLedgerEntry
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,7 @@ class OrderWriter:
         superseded = await self._other_revisions(quote)
         if superseded is not None:
             return superseded
-        lease, entry = await ledger.acquire(
-            self.engine, doc_no, revision, owner=self.owner, ttl_s=self.lease_s, fingerprint=content
-        )
+        lease, entry = await self._acquire(quote, content)
         keeping = asyncio.create_task(self._keep(lease), name=f"lease {doc_no}")
         try:
             return await self._order(quote, entry, lease)
@@ -108,6 +106,21 @@ class OrderWriter:
                 await keeping
             with contextlib.suppress(Exception):  # an expired lease frees the entry all the same
                 await ledger.release(self.engine, lease)
+
+    async def _acquire(self, quote: QuoteApproved, content: str) -> tuple[Lease, OrderLedgerEntry]:
+        """The quote's lease. While another replica holds it (it is still working on the quote, e.g. after the
+        partition moved here in a rebalance), wait for that lease to end rather than spend this message's attempts:
+        the holder finishes (then this one announces its order) or stops renewing (then this one takes over). The
+        message's time budget bounds the wait."""
+        while True:
+            try:
+                return await ledger.acquire(self.engine, quote.doc_no, quote.revision, owner=self.owner,
+                                            ttl_s=self.lease_s, fingerprint=content)  # fmt: skip
+            except EntryBusyError as busy:
+                left = (busy.until - datetime.now(UTC)).total_seconds() if busy.until is not None else self.lease_s
+                wait = min(max(left, 0.0) + 0.2, self.lease_s)
+                log.info("%s; waiting %.1fs", busy, wait)
+                await asyncio.sleep(wait)  # until the holder's lease ends unless renewed (a deadline, not a poll)
 
     async def _keep(self, lease: Lease) -> None:
         """Renew the lease every third of its time while the quote is worked on (a long M3 call included): only a

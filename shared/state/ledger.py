@@ -50,17 +50,22 @@ class LeaseLostError(Exception):
     retryable = False
 
     def __init__(self, lease: Lease, fence_now: int, owner_now: str | None) -> None:
+        holder = f", held by {owner_now}" if owner_now else ""
         super().__init__(
-            f"quote {lease.doc_no} r{lease.revision}: lease {lease.fence} of {lease.owner} was taken over by "
-            f"{owner_now or 'nobody'} (fence {fence_now})"
+            f"quote {lease.doc_no} r{lease.revision}: lease {lease.fence} of {lease.owner} was taken over (fence now "
+            f"{fence_now}{holder})"
         )
         self.lease = lease
 
 
 class EntryBusyError(Exception):
-    """Another order-writer holds a live lease on the entry: this message is tried again after it expires."""
+    """Another order-writer holds a live lease on the entry (until `until`, unless it renews it)."""
 
     retryable = True
+
+    def __init__(self, message: str, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until
 
 
 def _now() -> datetime:
@@ -89,7 +94,7 @@ async def acquire(
         expires = _aware(found.lease_expires_at)
         if found.owner and found.owner != owner and expires is not None and expires > now:
             raise EntryBusyError(
-                f"quote {doc_no} r{revision} is being written by {found.owner} until {expires.isoformat()}"
+                f"quote {doc_no} r{revision} is being written by {found.owner} until {expires.isoformat()}", expires
             )
         found.owner = owner
         found.fence = (found.fence or 0) + 1

@@ -141,8 +141,9 @@ async def run_scenario(name: str, options: Options, *, builder: Builder | None =
             await chaos.close()
             if name in REPLAYED and row.drain_s is not None:
                 replayed = await replay_every_dead_letter(stack)
-                # What the replays do is measured once M3 is quiet again (below).
                 row.notes.append(f"replayed {replayed} dead letters of order-writer after the drain")
+                # Measured once the replays are through: M3 quiet for longer than a replayed quote takes to start.
+                await wait_m3_quiet(http, stack.ion_url, quiet_s=10.0, cap_s=300.0)
             if not await wait_m3_quiet(http, stack.ion_url):
                 row.notes.append("M3 was still being called 60 s after the drain; measured anyway")
             truth = await collect(http, stack.urls, stack.bootstrap)

@@ -39,6 +39,9 @@ THROTTLE_MAX_REQUESTS = 50
 #: One Gateway request's timeout in the services (M3B_M3_TIMEOUT_S). The fault schedule sets the Gateway's late
 #: 504 below it (the 504 arrives) and above it (the client gives up first).
 M3_TIMEOUT_S = 4.0
+#: order-writer's lease on a quote (M3B_ORDER_LEASE_S): shorter than a zombie's freeze (scenario f), so a frozen
+#: replica loses the quotes it held and must stop when it wakes up.
+ORDER_LEASE_S = 9.0
 
 
 def _log_tail(path: Path, size: int = 4000) -> str:
@@ -245,7 +248,7 @@ class ChaosStack:
                 writer, [*service, "order-writer"],
                 {**common, "M3B_HTTP_PORT": str(ports[writer]), "M3B_STATE_URL": state_url,
                  "M3B_TOKEN_SERVICE_URL": self.urls["token-service"], "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"],
-                 "M3B_M3_TIMEOUT_S": str(M3_TIMEOUT_S)},
+                 "M3B_M3_TIMEOUT_S": str(M3_TIMEOUT_S), "M3B_ORDER_LEASE_S": str(ORDER_LEASE_S)},
                 "/readyz",
             )  # fmt: skip
         for name in ("ion", "quotewerks", "token-service", "quote-ingest", *self.writers):

@@ -5,6 +5,7 @@ was taken over stops before its next M3 write) and a new customer's creation (cl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -127,12 +128,26 @@ async def test_a_changed_quote_that_already_is_an_order_is_held_not_ordered_twic
 # --- one owner per quote, fenced -----------------------------------------------------------------------------
 
 
-async def test_a_quote_another_writer_holds_is_tried_again_later(m3: FaultyM3, engine: AsyncEngine) -> None:
+async def test_a_quote_another_writer_holds_waits_for_its_lease_then_is_taken_over(
+    m3: FaultyM3, engine: AsyncEngine
+) -> None:
+    """Writer B holds the quote and stops renewing (it froze): writer A waits for B's lease to end instead of
+    spending its attempts, takes the quote over and orders it; B, should it wake, can write nothing more."""
     approved = quote(m3, "QBUSY")
+    held, _ = await ledger.acquire(engine, approved.doc_no, 0, owner="writer-b", ttl_s=0.5)
+    result = await writer(m3, engine).process(approved)
+    assert result.outcome == "created"
+    assert_exactly_one_correct_order(m3, approved)
+    with pytest.raises(LeaseLostError):
+        await ledger.renew(engine, held)
+
+
+async def test_a_live_holder_keeps_the_quote_and_the_waiter_stays_out_of_m3(m3: FaultyM3, engine: AsyncEngine) -> None:
+    approved = quote(m3, "QLIVE")
     await ledger.acquire(engine, approved.doc_no, 0, owner="writer-b", ttl_s=60)
-    with pytest.raises(EntryBusyError) as busy:
-        await writer(m3, engine).process(approved)
-    assert busy.value.retryable
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):  # the consumer's message budget, in short
+            await writer(m3, engine).process(approved)
     assert sum(m3.transport.sent.values()) == 0
 
 
