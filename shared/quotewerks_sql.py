@@ -459,14 +459,10 @@ def create_quotewerks_engine(url: str, password: SecretStr | None = None) -> Asy
         return create_async_engine(parsed, connect_args={"timeout": 30})
     try:
         return create_async_engine(parsed, pool_pre_ping=True, pool_size=4, max_overflow=4)
-    except ImportError as exc:
-        if parsed.get_backend_name() != "mssql":
-            raise
-        # The SQL Server driver chain is optional: only the QuoteWerks database mode needs it.
+    except ImportError as exc:  # the SQL Server driver chain is optional: only this mode needs it
         raise QuoteWerksConfigError(
-            f"QuoteWerks on SQL Server needs the driver chain, which is not loadable here ({exc}): install the "
-            "package with its [mssql] extra (pip install 'm3bridge[mssql]': aioodbc, pyodbc) and the Debian "
-            "packages unixodbc and tdsodbc (FreeTDS)"
+            f"QuoteWerks on {parsed.get_backend_name()} needs its driver, not loadable here ({exc}): for SQL Server "
+            "install 'm3bridge[mssql]' (aioodbc, pyodbc) and the Debian packages unixodbc and tdsodbc (FreeTDS)"
         ) from None
 
 
