@@ -118,9 +118,11 @@ class OrderWriter:
                                             ttl_s=self.lease_s, fingerprint=content)  # fmt: skip
             except EntryBusyError as busy:
                 left = (busy.until - datetime.now(UTC)).total_seconds() if busy.until is not None else self.lease_s
-                wait = min(max(left, 0.0) + 0.2, self.lease_s)
+                # Until the holder's lease ends unless renewed; looked at again every tenth of a lease, so a holder
+                # that finished and released it is noticed soon.
+                wait = min(max(left, 0.0) + 0.2, max(self.lease_s / 10, 0.5))
                 log.info("%s; waiting %.1fs", busy, wait)
-                await asyncio.sleep(wait)  # until the holder's lease ends unless renewed (a deadline, not a poll)
+                await asyncio.sleep(wait)
 
     async def _keep(self, lease: Lease) -> None:
         """Renew the lease every third of its time while the quote is worked on (a long M3 call included): only a
@@ -137,6 +139,11 @@ class OrderWriter:
 
     async def _order(self, quote: QuoteApproved, entry: OrderLedgerEntry, lease: Lease) -> OrderResult:
         doc_no, revision = quote.doc_no, quote.revision
+        if entry.state == OrderState.CONFIRMED and entry.order_number:
+            # The replica this one waited for finished the quote meanwhile.
+            log.info("quote %s became M3 order %s meanwhile: announcing it", doc_no, entry.order_number)
+            return self._created(quote, entry.customer_number or "", entry.order_number,
+                                 await self._status_now(entry.order_number), len(quote.lines))  # fmt: skip
         try:
             # What M3 may hold is never forgotten: an entry that ever started a batch order (whatever its state now:
             # held, failed, replayed) looks for its order by CUOR before anything else.

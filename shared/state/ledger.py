@@ -101,8 +101,8 @@ async def acquire(
         found.lease_expires_at = now + timedelta(seconds=ttl_s)
         found.attempts = (found.attempts or 0) + 1
         found.updated_at = now
-        if fingerprint is not None:
-            found.payload_fingerprint = fingerprint
+        if fingerprint is not None and found.state != OrderState.CONFIRMED.value:
+            found.payload_fingerprint = fingerprint  # a confirmed entry keeps what it was ordered as
         return Lease(doc_no, revision, owner, found.fence, ttl_s), found
 
 

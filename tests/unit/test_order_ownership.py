@@ -226,3 +226,17 @@ async def test_a_second_quote_of_a_customer_being_created_waits_for_the_first(
     with pytest.raises(EntryBusyError):
         await w.process(approved)
     assert m3.transport.sent["Add"] == 0
+
+
+async def test_a_waiter_whose_holder_finished_the_quote_announces_that_order(m3: FaultyM3, engine: AsyncEngine) -> None:
+    approved = quote(m3, "QWAITED")
+    customer, batch = await started_batch(m3, engine, approved, 3)
+    held, _ = await ledger.acquire(engine, approved.doc_no, 0, owner="writer-b", ttl_s=30)
+    waiting = asyncio.create_task(writer(m3, engine, lease_s=5).process(approved))
+    order = m3.run("OIS100MI", "Confirm", ORNO=batch)[0]["ORNO"]  # writer B finishes the quote
+    await ledger.record(engine, approved.doc_no, 0, OrderState.CONFIRMED, order_number=order, customer_number=customer,
+                        batch_order_number=batch, lease=held)  # fmt: skip
+    await ledger.release(engine, held)
+    result = await asyncio.wait_for(waiting, 60)
+    assert (result.outcome, result.order_number) == ("created", order)
+    assert (m3.transport.sent["AddBatchHead"], m3.transport.sent["Confirm"]) == (0, 0)
