@@ -157,6 +157,28 @@ class Proc:
         self.start(timeout_s)
 
 
+async def _postgres_problem() -> str:
+    try:
+        connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return str(exc)
+    await connection.close()
+    return ""
+
+
+def require_postgres() -> None:
+    """For a test of the chaos stack: PostgreSQL must answer; with CI set a missing one fails the test, elsewhere it
+    is skipped with the reason."""
+    import pytest
+
+    problem = asyncio.run(_postgres_problem())
+    if problem:
+        message = f"PostgreSQL at {PG_ADMIN_DSN} is not usable: {problem}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 async def _admin_sql(statement: str) -> None:
     connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     try:

@@ -5,36 +5,18 @@ approved quote one correct confirmed order (or held with its reason), no second 
 no false failure, every poison message dead-lettered."""
 
 import asyncio
-import os
 from pathlib import Path
-
-import asyncpg
-import pytest
 
 from tests.chaos.measure import DEFECTS
 from tests.chaos.run import Options, run_scenario, short_lane
-from tests.chaos.stack import PG_ADMIN_DSN
+from tests.chaos.stack import require_postgres
 
 QUOTES = 30
 POISON = 4
 
 
-async def _postgres_reachable() -> str:
-    try:
-        connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return str(exc)
-    await connection.close()
-    return ""
-
-
 def test_exactly_once_under_faults_a_kill_and_poison(tmp_path: Path) -> None:
-    problem = asyncio.run(_postgres_reachable())
-    if problem:
-        message = f"PostgreSQL at {PG_ADMIN_DSN} is not usable: {problem}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_postgres()
     options = Options(quotes=QUOTES, rate=3.0, poison=POISON, drain_timeout_s=90, run_dir=tmp_path)
     row = asyncio.run(run_scenario("short", options, builder=short_lane, label="faults + kill + poison"))
     chaos = "\n".join(row.chaos_log)

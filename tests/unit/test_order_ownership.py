@@ -41,13 +41,6 @@ async def engine(state_file: Path) -> AsyncIterator[AsyncEngine]:
     await created.dispose()
 
 
-@pytest.fixture
-async def m3() -> AsyncIterator[FaultyM3]:
-    faulty = FaultyM3()
-    yield faulty
-    await faulty.close()
-
-
 def writer(m3: FaultyM3, engine: AsyncEngine, owner: str = "writer-a", lease_s: float = 60) -> OrderWriter:
     return OrderWriter(m3.client, engine, RULES, settle_s=0, owner=owner, lease_s=lease_s)
 

@@ -37,13 +37,6 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await created.dispose()
 
 
-@pytest.fixture
-async def m3() -> AsyncIterator[FaultyM3]:
-    faulty = FaultyM3()
-    yield faulty
-    await faulty.close()
-
-
 def writer(m3: FaultyM3, engine: AsyncEngine) -> OrderWriter:
     return OrderWriter(m3.client, engine, RULES, settle_s=0)
 
