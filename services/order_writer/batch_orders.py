@@ -63,9 +63,10 @@ class BatchOrders:
 
     async def batch_order(
         self, quote: QuoteApproved, customer: str, plan: OrderPlan, entry: OrderLedgerEntry, lease: Lease | None = None
-    ) -> str:
+    ) -> tuple[str, bool]:
         """The batch order number to fill: the one recorded, else one with the quote's CUOR that an earlier
-        attempt started, else a new one (AddBatchHead)."""
+        attempt started, else a new one (AddBatchHead); and whether it is new and known empty (M3 answered the
+        AddBatchHead of this call)."""
         doc_no, revision = quote.doc_no, quote.revision
         guard = self.guard(lease)
         if entry.batch_order_number:
@@ -78,7 +79,7 @@ class BatchOrders:
                     transaction="LstHead",
                 )
             if head is not None:
-                return entry.batch_order_number
+                return entry.batch_order_number, False
             log.warning("quote %s: batch order %s is gone from M3 (deleted by hand?); starting a new one", doc_no,
                         entry.batch_order_number)  # fmt: skip
         elif entry.state == OrderState.ORDERING or batch_orders_of(entry):
@@ -91,17 +92,20 @@ class BatchOrders:
                 await ledger.record(self.engine, doc_no, revision, OrderState.ORDERING, batch_order_number=keep,
                                     customer_number=customer, lease=lease)  # fmt: skip
                 log.info("quote %s: resuming batch order %s found by CUOR", doc_no, keep)
-                return keep
+                return keep, False
         await ledger.record(
             self.engine, doc_no, revision, OrderState.ORDERING, customer_number=customer, batch_order_number=None,
             lease=lease,
         )  # fmt: skip
+
+        answered: list[str] = []
 
         async def add_head() -> str:
             head = await self.m3.execute_one("OIS100MI", "AddBatchHead", plan.head, priority=PRIORITY)
             number = text(head, "ORNO")
             if not number:
                 raise RejectedError([Problem(error_class="business", message="OIS100MI/AddBatchHead returned no ORNO")])
+            answered.append(number)
             return number
 
         async def started_meanwhile() -> str | None:
@@ -123,7 +127,7 @@ class BatchOrders:
             # have started its own), so this worker's one must not stay behind.
             await self._delete(batch_order, "taken-over")
             raise
-        return batch_order
+        return batch_order, batch_order in answered
 
     def guard(self, lease: Lease | None) -> Guard:
         async def check() -> None:
@@ -149,13 +153,18 @@ class BatchOrders:
 
     # --- lines -------------------------------------------------------------------------------------------
 
-    async def add_missing_lines(self, batch_order: str, plan: OrderPlan, lease: Lease | None = None) -> None:
+    async def add_missing_lines(
+        self, batch_order: str, plan: OrderPlan, lease: Lease | None = None, *, known_empty: bool = False
+    ) -> None:
         """Adds the plan's lines the batch order does not hold yet (by CUPO) and removes lines added twice, so the
-        batch order holds each quote line exactly once. A line M3 refuses rejects the order."""
+        batch order holds each quote line exactly once. A line M3 refuses rejects the order. What M3 answered is
+        not read back: a batch order `known_empty` (just started) is not listed first, and lines M3 accepted are
+        added; only a lost answer makes the next round read the lines again."""
         guard = self.guard(lease)
         wanted = {line.fields[LINE_KEY]: line for line in plan.lines}
-        for _round in range(WRITE_ROUNDS):
-            present = await self._batch_lines(batch_order)
+        for round_number in range(WRITE_ROUNDS):
+            present = [] if known_empty and round_number == 0 else await self._batch_lines(batch_order)
+            certain = True
             unknown = [row for row in present if _line_key(row.get(LINE_KEY)) not in wanted]
             if unknown:
                 # Lines the bridge did not add (by hand, or before it keyed lines): it cannot tell what they are.
@@ -173,17 +182,20 @@ class BatchOrders:
                 seen[key] += 1
                 if seen[key] > 1:
                     await guard()
-                    await self._delete_line(batch_order, row)
+                    certain = await self._delete_line(batch_order, row) and certain
             missing = [line for key, line in wanted.items() if key not in seen]
-            if not missing:
+            if not missing and certain:
                 return
             try:
-                await guard()
-                await self._add_lines(batch_order, [{**line.fields, "ORNO": batch_order} for line in missing])
+                if missing:
+                    await guard()
+                    await self._add_lines(batch_order, [{**line.fields, "ORNO": batch_order} for line in missing])
             except M3OutcomeUnknownError:
                 unknown_outcomes.labels("AddBatchLine", "read_again").inc()
                 await settle(self.settle_s)
                 continue
+            if certain:
+                return  # every line M3 was sent, it answered as added
         present = await self._batch_lines(batch_order)
         if {_line_key(row.get(LINE_KEY)) for row in present} != set(wanted):
             raise M3OutcomeUnknownError(
@@ -205,7 +217,8 @@ class BatchOrders:
         for fields in lines:
             await self.m3.execute("OIS100MI", "AddBatchLine", fields, priority=PRIORITY)
 
-    async def _delete_line(self, batch_order: str, row: Record) -> None:
+    async def _delete_line(self, batch_order: str, row: Record) -> bool:
+        """DelBatchLine of a line added twice; False when its answer was lost (the next round reads again)."""
         fields = {"ORNO": batch_order, "PONR": text(row, "PONR"), "POSX": text(row, "POSX") or "0"}
         log.info("batch order %s: removing line %s, added twice (CUPO %s)", batch_order, fields["PONR"],
                  text(row, LINE_KEY))  # fmt: skip
@@ -213,6 +226,8 @@ class BatchOrders:
             await self.m3.execute("OIS100MI", "DelBatchLine", fields, priority=PRIORITY)
         except M3OutcomeUnknownError:
             await settle(self.settle_s)  # the next round reads the lines again
+            return False
+        return True
 
     # --- confirm -----------------------------------------------------------------------------------------
 

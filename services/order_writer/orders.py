@@ -275,8 +275,8 @@ class OrderWriter:
             found = await self.batch_orders.find_order(customer, doc_no)
             if found is not None:
                 return await self._confirmed(quote, customer, found[0], found[1], len(plan.lines), lease)
-        batch_order = await self.batch_orders.batch_order(quote, customer, plan, entry, lease)
-        await self.batch_orders.add_missing_lines(batch_order, plan, lease)
+        batch_order, fresh = await self.batch_orders.batch_order(quote, customer, plan, entry, lease)
+        await self.batch_orders.add_missing_lines(batch_order, plan, lease, known_empty=fresh)
         await crash_point("order-writer.after-lines")
         order_number, status = await self.batch_orders.confirm(doc_no, customer, batch_order, lease)
         await crash_point("order-writer.after-confirm")
@@ -287,11 +287,10 @@ class OrderWriter:
     ) -> OrderResult:
         await ledger.record(self.engine, quote.doc_no, quote.revision, OrderState.CONFIRMED, order_number=order_number,
                             customer_number=customer, lease=lease)  # fmt: skip
-        if status is None:
-            head_now = await self.m3.execute_one("OIS100MI", "GetHead", {"ORNO": order_number}, priority=PRIORITY)
-            status = text(head_now, "ORST") or text(head_now, "STAT")
+        # Confirm answers no order status: the result carries none then (not a read more per order); the order's
+        # status events (SyncSalesOrder) bring it onto the quote.
         log.info("quote %s is M3 order %s (%d lines)", quote.doc_no, order_number, lines)
-        return self._created(quote, customer, order_number, status, lines)
+        return self._created(quote, customer, order_number, status or "", lines)
 
     async def _status_now(self, order_number: str) -> str:
         """The order's status in M3 for an announcement made again; '' when M3 cannot say now (the write-back

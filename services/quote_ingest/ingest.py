@@ -177,9 +177,9 @@ class Ingest:
     async def write_back(self, result: OrderResult) -> None:
         """Put the M3 order number and status on the quote (raises QuoteWerksError)."""
         if result.outcome == "created":
-            status = (
-                f"M3 order {result.order_number} for customer {result.customer_number}, status {result.order_status}"
-            )
+            status = f"M3 order {result.order_number} for customer {result.customer_number}"
+            if result.order_status:  # else the order's first status event fills it in
+                status += f", status {result.order_status}"
         elif result.outcome == "held":
             status = "M3 held: " + "; ".join(p.message for p in result.problems)[:200]
         else:

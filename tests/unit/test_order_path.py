@@ -235,9 +235,12 @@ async def test_a_confirmed_order_is_announced_again_from_the_ledger(m3: FaultyM3
     first = await writer(m3, engine).process(approved)
     sent = dict(m3.transport.sent)
     again = await writer(m3, engine).process(approved)
-    assert (again.order_number, again.order_status) == (first.order_number, first.order_status)
-    # Nothing written again; only the order's status read for the announcement.
-    assert {t: n - sent.get(t, 0) for t, n in m3.transport.sent.items() if n != sent.get(t, 0)} == {"GetHead": 1}
+    assert again.order_number == first.order_number
+    assert (first.order_status, again.order_status) == ("", "22"), "Confirm says no status; the announcement reads it"
+    # Nothing written again; only the order's status read for the announcement (and, once per process, the
+    # API repository's fields of GetHead).
+    calls = {t: n - sent.get(t, 0) for t, n in m3.transport.sent.items() if n != sent.get(t, 0)}
+    assert {t: n for t, n in calls.items() if t != "LstFields"} == {"GetHead": 1}
 
 
 # --- giving up: no batch order is left behind --------------------------------------------------------------
@@ -318,3 +321,20 @@ def test_a_quote_given_up_on_is_reported_held_with_the_way_to_resume_it(m3: Faul
     assert results.REPLAY_HINT in problem.message
     bug = results.given_up(approved, Failure(NOT_RETRYABLE, "KeyError: 'ORNO'"))
     assert "it could not be processed (KeyError: 'ORNO')" in bug.problems[0].message
+
+
+async def test_an_undisturbed_order_of_a_known_customer_takes_four_gateway_requests(
+    m3: FaultyM3, engine: AsyncEngine
+) -> None:
+    """The items in one bulk GetItmBasic, AddBatchHead, the lines in one bulk AddBatchLine, Confirm: nothing read
+    back that M3 already answered (a line M3 accepted is added; the order's status comes with M3's status events)."""
+    w = writer(m3, engine)
+    first = quote(m3, "QFIRST", lines=10, company="Regular Buyer AB")
+    await w.process(first)  # now the customer exists in M3 and is linked
+    before = dict(m3.transport.sent)
+    second = quote(m3, "QSECOND", lines=10).model_copy(update={"sold_to": first.sold_to})
+    result = await w.process(second)
+    assert result.outcome == "created"
+    assert_exactly_one_correct_order(m3, second)
+    sent = {t: n - before.get(t, 0) for t, n in m3.transport.sent.items() if n != before.get(t, 0)}
+    assert sent == {"GetItmBasic": 1, "AddBatchHead": 1, "AddBatchLine": 1, "Confirm": 1}
