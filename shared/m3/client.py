@@ -71,8 +71,11 @@ class M3Client:
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
         breakers: CircuitBreakers | None = None,
+        source: str = "",
     ) -> None:
         self._leases = leases
+        # Sent as Infor's own client does, so the Gateway can log and throttle per caller (`x-infor-ionapi-source`).
+        self._caller = {"x-infor-ionapi-source": f"m3bridge-{source}"} if source else {}
         self._http = http
         self._company = company
         self._division = division
@@ -321,6 +324,7 @@ class M3Client:
         request = dict(request)  # the same request is sent again on a retry
         headers = {
             "Accept": "application/json",
+            **self._caller,
             **request.pop("headers", {}),
             "Authorization": f"Bearer {lease.access_token.get_secret_value()}",
         }
@@ -464,4 +468,5 @@ def m3_client_for(settings: M3CallerSettings, http: httpx.AsyncClient, *, deadli
             reset_after_s=settings.m3_breaker_reset_s,
             programs=PROGRAMS_BY_SERVICE.get(settings.service_name, ()),
         ),
+        source=settings.service_name,
     )

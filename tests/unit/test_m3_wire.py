@@ -3,9 +3,11 @@
 from datetime import date
 from decimal import Decimal
 
+import httpx
 import pytest
 
-from shared.m3 import wire
+from shared.lease import Priority
+from shared.m3 import M3Client, wire
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
     M3BusinessError,
@@ -16,6 +18,7 @@ from shared.m3.errors import (
     M3UnauthorizedError,
 )
 from shared.m3.metadata import FieldSpec, TransactionMetadata
+from tests.unit.m3_faults import FixedLeases
 
 V1_LIST = {
     "Program": "CRS610MI",
@@ -164,3 +167,18 @@ def test_inputs_m3_would_refuse_are_refused_before_calling(values: dict, field: 
     with pytest.raises(M3InputError, match=text) as caught:
         ADD.encode_inputs(values)
     assert caught.value.field == field
+
+
+async def test_every_gateway_request_names_the_calling_service() -> None:
+    """As Infor's own client does (`x-infor-ionapi-source`), so the Gateway can log and throttle per caller."""
+    seen: list[httpx.Headers] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json=V1_LIST)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = M3Client(FixedLeases(), http, company=100, validate=False, source="order-writer")  # type: ignore[arg-type]
+        rows = await client.execute("CRS610MI", "LstByNumber", {}, priority=Priority.TRANSACTIONAL)
+    assert len(rows) == 2
+    assert [headers.get("x-infor-ionapi-source") for headers in seen] == ["m3bridge-order-writer"]
