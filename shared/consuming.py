@@ -38,6 +38,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from shared.lanes import Lanes
 from shared.metrics import consumer_busy_seconds, message_retries, messages_discarded
 
 log = logging.getLogger(__name__)
@@ -151,34 +152,51 @@ class TimeBudgetSpentError(TimeoutError):
 
 @dataclass
 class Progress:
-    """What one subscriber is doing, for /healthz and the busy gauge."""
+    """What one subscriber is doing, for /healthz and the busy gauge: the messages it is on (several with lanes),
+    since when and at which attempt."""
 
     subscriber: str
     topic: str
     clock: Callable[[], float] = time.monotonic
-    started: float | None = None
-    attempt: int = 0
+    active: dict[int, list[float]] = field(default_factory=dict)
+    """Message token → [started, attempt]."""
     handled: int = 0
     retried: int = 0
     dead_lettered: int = 0
     last_finished: float | None = None
+    _tokens: int = 0
 
-    def begin(self) -> None:
-        self.started = self.clock()
-        self.attempt = 0
+    def begin(self) -> int:
+        self._tokens += 1
+        self.active[self._tokens] = [self.clock(), 0]
+        return self._tokens
 
-    def end(self) -> None:
-        self.started = None
-        self.attempt = 0
+    def attempted(self, token: int, attempt: int) -> None:
+        if token in self.active:
+            self.active[token][1] = attempt
+
+    def end(self, token: int) -> None:
+        self.active.pop(token, None)
         self.handled += 1
         self.last_finished = self.clock()
 
+    @property
+    def started(self) -> float | None:
+        """When the oldest message it is on arrived; None when idle."""
+        return min((started for started, _ in self.active.values()), default=None)
+
+    @property
+    def attempt(self) -> int:
+        """The highest attempt among the messages it is on; 0 when idle."""
+        return int(max((attempt for _, attempt in self.active.values()), default=0))
+
     def busy_s(self) -> float:
-        """Seconds on the current message, retries included; 0 when idle."""
-        return 0.0 if self.started is None else max(0.0, self.clock() - self.started)
+        """Seconds on the oldest current message, retries included; 0 when idle."""
+        started = self.started
+        return 0.0 if started is None else max(0.0, self.clock() - started)
 
     def stalled(self, after_s: float) -> bool:
-        """Not advancing: retrying its current message, or on it for `after_s` or longer."""
+        """Not advancing: retrying a message, or on one for `after_s` or longer."""
         return self.started is not None and (self.attempt > 1 or self.busy_s() >= after_s)
 
     def snapshot(self) -> dict[str, Any]:
@@ -186,6 +204,7 @@ class Progress:
         return {
             "topic": self.topic,
             "state": "idle" if self.started is None else ("retrying" if self.attempt > 1 else "handling"),
+            "in_flight": len(self.active),
             "busy_s": round(self.busy_s(), 1),
             "attempt": self.attempt,
             "handled": self.handled,
@@ -253,6 +272,7 @@ class Consumer:
         reply_on_failure: FailureReply | None = None,
         on_give_up: GiveUpNotice | None = None,
         dead_letters: bool = True,
+        commits_elsewhere: bool = False,
         stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -267,12 +287,13 @@ class Consumer:
         self.reply_on_failure = reply_on_failure
         self.on_give_up = on_give_up
         self.dead_letters = dead_letters
+        self.commits_elsewhere = commits_elsewhere  # lanes commit per partition; an ack would commit them all
         self.stopping = stopping
         self.sleep = sleep
 
     async def consume(self, body: bytes, message: Any) -> Any:
         """`model` None hands the handler the bytes themselves (raw documents: XML BODs)."""
-        self.progress.begin()
+        token = self.progress.begin()
         try:
             payload: Any = body
             if self.model is not None:
@@ -280,11 +301,11 @@ class Consumer:
                     payload = decode(self.model, body)
                 except PoisonMessageError as poison:
                     return await self._give_up(message, body, poison.failure)
-            return await self._handle(payload, message, body)
+            return await self._handle(payload, message, body, token)
         finally:
-            self.progress.end()
+            self.progress.end(token)
 
-    async def _handle(self, payload: Any, message: Any, body: bytes) -> Any:
+    async def _handle(self, payload: Any, message: Any, body: bytes, token: int) -> Any:
         attempts = 0
         budget = self.policy.budget_s
         began = time.monotonic()
@@ -307,7 +328,7 @@ class Consumer:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    self.progress.attempt = attempts
+                    self.progress.attempted(token, attempts)
                     if budget is None:
                         return await self.handler(payload, message)
                     remaining = max(budget - (time.monotonic() - began), 0.0)
@@ -370,7 +391,7 @@ class Consumer:
             messages_discarded.labels(self.service, topic, failure.error_class).inc()
             log.warning("%s: %s skipped (%s, %d bytes): %s", self.subscriber, origin, failure.error_class, len(body),
                         failure.error_message, exc_info=exc_info)  # fmt: skip
-        if self.ack_policy is AckPolicy.MANUAL:
+        if self.ack_policy is AckPolicy.MANUAL and not self.commits_elsewhere:
             await message.ack()  # the handler that would have acknowledged it never will
         if self.reply_on_failure is not None:
             reply = self.reply_on_failure(message, failure)
@@ -390,6 +411,16 @@ def entry(consumer: Consumer, name: str) -> Callable[..., Awaitable[Any]]:
 
     async def consume(body: bytes, message: KafkaMessage) -> Any:
         return await consumer.consume(body, message)
+
+    consume.__name__ = consume.__qualname__ = name
+    return consume
+
+
+def lanes_entry(consumer: Consumer, lanes: Lanes, name: str) -> Callable[..., Awaitable[Any]]:
+    """Like `entry`, but the message is handed to its key's lane and faststream is answered at once."""
+
+    async def consume(body: bytes, message: KafkaMessage) -> None:
+        await lanes.submit(message, lambda: consumer.consume(body, message))
 
     consume.__name__ = consume.__qualname__ = name
     return consume

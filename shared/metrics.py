@@ -44,6 +44,11 @@ consumer_busy_seconds = Gauge(
     "partition is not advancing.",
     ["service", "subscriber"],
 )
+consumer_in_flight = Gauge(
+    f"{PREFIX}_consumer_in_flight",
+    "Messages a subscriber with lanes has accepted and not finished (running or queued behind one of the same key).",
+    ["service", "subscriber"],
+)
 http_rejected = Counter(
     f"{PREFIX}_http_rejected_total",
     "HTTP requests refused for what they hold (too large, undecodable, too deeply nested, invalid, not "

@@ -26,7 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import shared
 from shared import crash_points, topics
 from shared.auth import ROLES, GuardedRoute, KeyGuard, Role
-from shared.consuming import Consumer, Consumers, FailureReply, GiveUpNotice, Handler, RetryPolicy, entry, raw_body
+from shared.consuming import (
+    Consumer,
+    Consumers,
+    FailureReply,
+    GiveUpNotice,
+    Handler,
+    RetryPolicy,
+    entry,
+    lanes_entry,
+    raw_body,
+)
 from shared.contracts import Heartbeat, Problem
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.health import Health
@@ -34,6 +44,7 @@ from shared.heartbeats import Heartbeats
 from shared.http_middleware import BodyLimitMiddleware, CorrelationIdMiddleware
 from shared.http_refusals import add_refusal_handlers
 from shared.kafka import MessageTooLargeError, consumer_options, create_broker, publish
+from shared.lanes import Lanes
 from shared.logs import configure_logging
 from shared.metrics import describe_build
 from shared.operations_routes import add_operations_routes
@@ -81,6 +92,7 @@ class ServiceRuntime:
         self._background: dict[asyncio.Task[object], Callable[[], None] | None] = {}
         self._stopping = asyncio.Event()
         self.consumers = Consumers(self.name, stall_after_s=settings.consumer_stall_after_s)
+        self._lanes: dict[str, Lanes] = {}
         self.retry_policy = RetryPolicy(
             max_attempts=settings.consumer_max_attempts,
             initial_s=settings.consumer_backoff_initial_s,
@@ -91,7 +103,7 @@ class ServiceRuntime:
         self.health.add_check("kafka", self._kafka_ready)
         if uses_state:
             self.health.add_check("state", self._state_ready)
-        self.health.set_detail("consumers", self.consumers.describe)
+        self.health.set_detail("consumers", self._describe_consumers)
         self.subscriber(
             topics.HEARTBEAT,
             group=None,
@@ -161,6 +173,12 @@ class ServiceRuntime:
             guard = self._guards[role] = KeyGuard(role, keys)
         return guard.dependency()
 
+    def _describe_consumers(self) -> dict[str, Any]:
+        described = self.consumers.describe()
+        for title, lanes in self._lanes.items():
+            described["subscribers"].get(title, {})["lanes"] = lanes.describe()
+        return described
+
     def _report_locked_routes(self) -> None:
         """One line at start-up per role whose key is not set: its routes refuse everyone until it is."""
         for role, guard in self._guards.items():
@@ -203,6 +221,7 @@ class ServiceRuntime:
         dead_letters: bool = True,
         raw: bool = False,
         ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
+        in_flight: int | None = None,
         **options: Any,
     ) -> Callable[[Handler], Handler]:
         """Subscribe `handler(payload: topic.payload, message: KafkaMessage)` to `topic` in consumer `group`.
@@ -216,12 +235,23 @@ class ServiceRuntime:
         before redelivers the message); `reply_on_failure`
         answers a request/reply requester then, and `on_give_up(payload, failure)` is told about a valid message
         given up on. `dead_letters=False` skips (logged, counted) instead. `raw=True` hands the handler the bytes as
-        received, unvalidated (documents that are not JSON, such as XML BODs)."""
+        received, unvalidated (documents that are not JSON, such as XML BODs).
+
+        `in_flight=N` handles up to N messages at once in lanes per message key (`shared.lanes`): a key's messages
+        in order, each partition committed up to its lowest unfinished offset (`ack_policy` does not apply)."""
         policy = self.retry_policy
         if max_attempts is not None:
             policy = RetryPolicy(
                 max_attempts=max_attempts, initial_s=policy.initial_s, max_s=policy.max_s, budget_s=policy.budget_s
             )
+
+        lanes: Lanes | None = None
+        if in_flight is not None:
+            lanes = Lanes(service=self.name, subscriber=title, max_in_flight=in_flight,
+                          revoke_wait_s=self.settings.shutdown_grace_s)  # fmt: skip
+            self._lanes[title] = lanes
+            ack_policy = AckPolicy.MANUAL
+            options["listener"] = lanes
 
         def register(handler: Handler) -> Handler:
             consumer = Consumer(
@@ -236,9 +266,11 @@ class ServiceRuntime:
                 reply_on_failure=reply_on_failure,
                 on_give_up=on_give_up,
                 dead_letters=dead_letters,
+                commits_elsewhere=lanes is not None,
                 stopping=self._stopping.is_set,
                 sleep=self._backoff,
             )
+            name = getattr(handler, "__name__", title)
             self.broker.subscriber(
                 topic.name,
                 **consumer_options(self.settings, group=group),
@@ -247,7 +279,7 @@ class ServiceRuntime:
                 title=title,
                 description=description,
                 **options,
-            )(entry(consumer, getattr(handler, "__name__", title)))
+            )(entry(consumer, name) if lanes is None else lanes_entry(consumer, lanes, name))
             return handler
 
         return register
@@ -403,7 +435,9 @@ class ServiceRuntime:
 
     async def _close(self, *, undo_start_hooks: bool) -> None:
         """Stop the broker (consumers drain) and the background work, run the shutdown hooks when every start hook
-        ran, close the HTTP client and the state store."""
+        ran, close the HTTP client and the state store. Lanes drain first: the broker's stop does not wait for them."""
+        for lanes in self._lanes.values():
+            await lanes.drain(self.settings.shutdown_grace_s)
         await self.broker.stop()
         await self._stop_background()
         if undo_start_hooks:

@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 class OrderWriterSettings(CustomerRulesSettings):
     service_name: str = "order-writer"
     use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
+    quotes_in_flight: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Quotes one order-writer works on at once (most of a quote's time is spent waiting for M3). A "
+        "quote's messages stay in order; each partition is committed only up to its oldest unfinished quote. The "
+        "tenant's rate budget in token-service, not this, bounds the calls to M3.",
+    )
     order_lease_s: float = Field(
         30.0,
         ge=3,
@@ -78,6 +86,7 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         # The offset is committed after the result (and any dead letter) is on the broker; a crash or a
         # retryable failure redelivers the quote, and the ledger makes the redelivery resume, not repeat.
         title="order-writer/approved-quotes",
+        in_flight=settings.quotes_in_flight,
         description="Approved quotes become confirmed M3 customer orders (OIS100MI batch entry).",
         on_give_up=lambda quote, failure: send_result(results.given_up(quote, failure)),
     )

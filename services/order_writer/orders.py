@@ -217,7 +217,10 @@ class OrderWriter:
 
     async def customer(self, quote: QuoteApproved, lease: Lease | None = None) -> str:
         """The M3 customer number for the quote's sold-to party, creating the customer when M3 lacks it."""
-        return await self.customers.customer(quote, guard=self._guard(lease), owner=self.owner)
+        # Claimed per quote, not per process: this writer works on several quotes at once, and a second quote of the
+        # same new customer must wait for the first one's creation, not resume it while Add is still on its way.
+        claimant = f"{self.owner}|{quote.doc_no}"[:128]
+        return await self.customers.customer(quote, guard=self._guard(lease), owner=claimant)
 
     # --- items and order ---------------------------------------------------------------------------------
 

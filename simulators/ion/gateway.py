@@ -45,6 +45,8 @@ class GatewayStats:
     accepted_by_user: Counter[str] = field(default_factory=Counter)
     accepted_times: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_TIMESTAMPS))  # time.time()
     windows: deque[int] = field(default_factory=lambda: deque(maxlen=MAX_WINDOWS))  # accepted per closed period
+    in_flight_by_source: Counter[str] = field(default_factory=Counter)  # x-infor-ionapi-source → being answered
+    most_in_flight_by_source: Counter[str] = field(default_factory=Counter)
 
     def peak_in_period(self, period_s: float) -> int:
         """The most accepted requests in any sliding interval of `period_s` (from the kept timestamps)."""
@@ -69,6 +71,7 @@ class GatewayStats:
             "faults": dict(self.faults),
             "faults_total": sum(self.faults.values()),
             "accepted_by_user": dict(self.accepted_by_user),
+            "most_in_flight_by_source": dict(self.most_in_flight_by_source),
             "period_ms": policy.time_period_ms,
             "max_requests_per_period": limit,
             "peak_accepted_per_period": peak,
@@ -129,6 +132,13 @@ async def _send_json(
     headers.extend(extra or [])
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 class Gateway:
@@ -196,6 +206,19 @@ class Gateway:
         stats.accepted_by_user[subject] += 1
         stats.accepted_times.append(time.time())
         scope.setdefault("state", {})["user"] = subject
+        source = _header(scope, b"x-infor-ionapi-source") or "-"
+        stats.in_flight_by_source[source] += 1
+        stats.most_in_flight_by_source[source] = max(
+            stats.most_in_flight_by_source[source], stats.in_flight_by_source[source]
+        )
+        try:
+            await self._answer(app, scope, receive, send, delay)
+        finally:
+            stats.in_flight_by_source[source] -= 1
+
+    async def _answer(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, delay: float) -> None:
+        """An accepted request: the smoothing delay, the latency, any injected fault, then the API."""
+        stats = self.stats
         if delay > 0:
             stats.delayed += 1
             await asyncio.sleep(delay)

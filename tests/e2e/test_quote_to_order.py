@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -31,6 +31,7 @@ from shared.m3 import M3Client
 from shared.quotewerks import quote_from_document
 from shared.settings import BridgeSettings
 from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
+from tests.chaos.quotes import create_documents, plan_quotes
 from tests.processes import Captured, wait_until
 from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 
@@ -134,6 +135,23 @@ async def result_correlated(bootstrap: str, correlation_id: str, timeout_s: floa
     finally:
         await consumer.stop()
     raise AssertionError(f"no order result carries correlation id {correlation_id} within {timeout_s:.0f}s")
+
+
+async def uncommitted(bootstrap: str, group: str, topic: str) -> int:
+    """Messages of `topic` past what `group` committed, over all partitions (read from the broker; this reader
+    subscribes to nothing, so it does not join the group)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        await reader.topics()  # fetches the metadata partitions_for_topic reads
+        partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic) or set()]
+        ends = await reader.end_offsets(partitions)
+        behind = 0
+        for tp, end in ends.items():
+            behind += end - ((await reader.committed(tp)) or 0)
+        return behind
+    finally:
+        await reader.stop()
 
 
 def approve(stack: Stack, doc_no: str) -> float:
@@ -288,3 +306,34 @@ def test_replaying_a_held_quote_processes_it_again(stack: Stack) -> None:
         before = wait_until("the held dead letter", lambda: held_letters(stack, "AAAQ1003"), 30)
     assert asyncio.run(dead_letters.replay(settings, "order-writer", before[-1:])) == 1
     wait_until("the replayed quote to be held again", lambda: len(held_letters(stack, "AAAQ1003")) > len(before), 30)
+
+
+def test_one_order_writer_works_on_several_quotes_at_once_and_orders_each_once(stack: Stack) -> None:
+    """Six quotes approved together while every M3 call takes 300 ms: the one order-writer has several of them at
+    the Gateway at the same moment (its lanes), not one after the other, and each becomes exactly one order."""
+    quotes = [q for q in plan_quotes(12, seed=7301, first_number=73001) if not q.must_hold][:6]
+    for quote in quotes:
+        quote.customer, quote.sold_to = quote.customer or "C000002", {}
+
+    async def create() -> None:
+        async with httpx.AsyncClient() as http:
+            await create_documents(http, stack.quotewerks.url, quotes)
+
+    asyncio.run(create())
+    stack.ion.admin("PUT", "latency", {"base_ms": 300, "jitter_ms": 0})
+    stack.ion.admin("POST", "reset-stats")
+    try:
+        for quote in quotes:
+            approve(stack, quote.doc_no)
+        numbers = {quote.doc_no: written_back(stack, quote.doc_no, timeout_s=120)["CustomText01"] for quote in quotes}
+        most_at_once = stack.ion.stats()["gateway"]["most_in_flight_by_source"].get("m3bridge-order-writer", 0)
+    finally:
+        stack.ion.admin("PUT", "latency", {"base_ms": 0, "jitter_ms": 0})
+    assert most_at_once >= 2, f"order-writer never had two M3 calls open at once ({most_at_once})"
+    # Committed per partition as the quotes finished: nothing is left for a restarted order-writer to read again.
+    wait_until("order-writer's offsets to reach the end of the topic",
+               lambda: asyncio.run(uncommitted(stack.bootstrap, "m3bridge.order-writer", QUOTE_APPROVED.name)) == 0,
+               30)  # fmt: skip
+    for quote in quotes:
+        assert numbers[quote.doc_no].startswith("1000"), numbers
+        assert len(asyncio.run(orders_for(stack, quote.doc_no, str(quote.customer)))) == 1
