@@ -31,12 +31,23 @@ class Heartbeats:
         self.broker = broker
         self.health = health
         self.peers: dict[str, Heartbeat] = {}
+        self._instances: dict[tuple[str, str], datetime] = {}
 
     async def on_heartbeat(self, beat: Heartbeat, _message: KafkaMessage) -> None:
         previous = self.peers.get(beat.service)
         if previous is None or beat.sent_at >= previous.sent_at:  # beats of replicas may arrive out of order
             self.peers[beat.service] = beat
+        self._instances[(beat.service, beat.instance)] = max(
+            beat.sent_at, self._instances.get((beat.service, beat.instance), beat.sent_at)
+        )
         heartbeats_seen.labels(self.name, beat.service).inc()
+
+    def live_instances(self, service: str) -> int:
+        """Replicas of `service` heard within three heartbeat intervals (this one included once it heard itself)."""
+        horizon = datetime.now(UTC).timestamp() - 3 * self.settings.heartbeat_interval_s
+        for gone in [key for key, seen in self._instances.items() if seen.timestamp() < horizon - 3600]:
+            del self._instances[gone]  # replicas replaced long ago (every pod has its own name)
+        return sum(1 for (name, _), seen in self._instances.items() if name == service and seen.timestamp() >= horizon)
 
     def describe_peers(self) -> dict[str, dict[str, Any]]:
         now = datetime.now(UTC)

@@ -78,7 +78,11 @@ class LeaseClient:
     """What services use to talk to token-service. One per process; it shares the given HTTP client."""
 
     def __init__(self, base_url: str, service: str, key: SecretStr, *, http: httpx.AsyncClient) -> None:
-        self._base_url = base_url.rstrip("/")
+        # Several token-service replicas may be listed (comma-separated): a request that cannot reach one goes to the
+        # next, and the one that answered stays first. Behind a Kubernetes Service one URL is enough.
+        self._urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        if not self._urls:
+            raise ValueError("no token-service URL")
         self._service = service
         self._key = key
         self._http = http
@@ -89,12 +93,7 @@ class LeaseClient:
     async def lease(self, priority: Priority, *, permits: int = 1, max_wait_s: float = 30.0) -> Lease:
         request = LeaseRequest(priority=priority, permits=permits, max_wait_ms=int(max_wait_s * 1000))
         try:
-            response = await self._http.post(
-                f"{self._base_url}/v1/leases",
-                json=request.model_dump(mode="json"),
-                headers=self._headers(),
-                timeout=max_wait_s + 10,
-            )
+            response = await self._post("/v1/leases", request.model_dump(mode="json"), timeout=max_wait_s + 10)
         except httpx.HTTPError as exc:
             raise LeaseError(f"token-service unreachable: {type(exc).__name__}", retryable=True) from exc
         if response.status_code == 200:
@@ -109,14 +108,24 @@ class LeaseClient:
 
     async def report(self, report: Report) -> None:
         try:
-            await self._http.post(
-                f"{self._base_url}/v1/reports",
-                json=report.model_dump(mode="json"),
-                headers=self._headers(),
-                timeout=5,
-            )
+            await self._post("/v1/reports", report.model_dump(mode="json"), timeout=5)
         except httpx.HTTPError as exc:  # a lost report only delays adaptation; the call itself still retries
             raise LeaseError(f"report not delivered: {type(exc).__name__}", retryable=True) from exc
+
+
+    async def _post(self, path: str, body: object, *, timeout: float) -> httpx.Response:
+        """POST to the first replica that can be reached (a connection refused or reset moves on to the next)."""
+        last: httpx.TransportError | None = None
+        for _ in range(len(self._urls)):
+            url = self._urls[0]
+            try:
+                return await self._http.post(f"{url}{path}", json=body, headers=self._headers(), timeout=timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                last = exc
+                if len(self._urls) > 1:
+                    self._urls.append(self._urls.pop(0))
+        assert last is not None
+        raise last
 
 
 def _detail(response: httpx.Response) -> str:

@@ -235,7 +235,11 @@ class BridgeSettings(BaseSettings):
 class M3CallerSettings(BridgeSettings):
     """Settings of the services that call M3 (through token-service leases)."""
 
-    token_service_url: str = Field("http://127.0.0.1:8101", description="Where token-service answers leases.")
+    token_service_url: str = Field(
+        "http://127.0.0.1:8101",
+        description="Where token-service answers leases; several replicas comma-separated (one that cannot be "
+        "reached is passed over). Behind a Kubernetes Service, its one URL.",
+    )
     token_service_key: SecretStr = Field(
         SecretStr(""), description="This service's key for token-service (one of its M3B_SERVICE_KEYS)."
     )

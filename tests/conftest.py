@@ -117,3 +117,19 @@ async def fresh_topic(kafka_bootstrap: str, topic_name: str) -> str:
     finally:
         await admin.close()
     return topic_name
+
+
+REDIS_URL = os.environ.get("M3B_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis (127.0.0.1:6379). Tests that need it fail when it does not answer: they never skip."""
+    from redis import Redis
+
+    try:
+        Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        pytest.fail(f"Redis at {REDIS_URL} is not usable ({type(exc).__name__}: {exc}); start it (`make system` "
+                    "installs redis-server)")  # fmt: skip
+    return REDIS_URL

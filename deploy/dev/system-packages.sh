@@ -4,6 +4,8 @@
 #   unixodbc tdsodbc            the QuoteWerks SQL Server driver chain (pyodbc → unixODBC → FreeTDS) of the
 #                               [mssql] extra, which the test suite loads
 #   prometheus                  promtool: the deployment tests check the Prometheus config and alert rules with it
+#   redis-server                the shared rate budget's tests stop and start a Redis of their own (the machine's
+#                               Redis on 127.0.0.1:6379 serves the others)
 set -euo pipefail
 
 python="${PYTHON:-python3.11}"
@@ -16,6 +18,9 @@ if ! odbcinst -q -d -n FreeTDS >/dev/null 2>&1; then
 fi
 if ! command -v promtool >/dev/null 2>&1; then
   missing+=(prometheus)
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  missing+=(redis-server)
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0

@@ -12,10 +12,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from redis.asyncio import Redis
 
-from services.token_service.budget import BudgetPolicy, BudgetTimeoutError, RateBudget
+from services.token_service.budget import Budget, BudgetPolicy, BudgetTimeoutError, RateBudget
 from services.token_service.leases import LeaseDesk
+from services.token_service.shared_budget import SharedBudget
+from services.token_service.shared_tokens import SharedTokens
 from services.token_service.tokens import TokenKeeper, TokenUnavailableError
 from shared.ionapi import IonApiCredentials, IonApiFileError
 from shared.lease import Lease, LeaseRequest, Report
@@ -49,10 +52,33 @@ class TokenServiceSettings(BridgeSettings):
     budget_utilisation: float = Field(0.96, gt=0, le=1, description="Share of the policy limit the budget paces at.")
     interactive_reserve: int = Field(1, ge=0, description="Permits kept back for interactive callers.")
     refresh_ahead_s: float = Field(300.0, ge=0, description="Fetch the next token this long before expiry.")
+    budget_redis_url: str = Field(
+        "",
+        description="Redis that token-service replicas share the tenant's rate budget and ION token through, e.g. "
+        "`redis://redis:6379/0` (`rediss://` for TLS); the password goes into M3B_BUDGET_REDIS_PASSWORD, never into "
+        "the URL. Empty: the budget and token live in this process, right for one replica (`make run`). Required "
+        "for more than one replica: each would otherwise spend the tenant's whole limit.",
+    )
+    budget_redis_password: SecretStr = Field(SecretStr(""), description="Password of M3B_BUDGET_REDIS_URL's Redis.")
+    budget_redis_prefix: str = Field(
+        "m3bridge",
+        pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+        description="First part of the Redis keys (`<prefix>:{<tenant>}:budget:…`): bridges of different "
+        "environments sharing one Redis keep apart by it.",
+    )
     max_throttle_pause_s: float = Field(
         60.0, gt=0, le=3600, description="Longest pause a reported 429's Retry-After imposes on every caller; a longer "
         "one is cut to this (a 429 after the pause pauses again)."
     )  # fmt: skip
+
+    @field_validator("budget_redis_url")
+    @classmethod
+    def _no_password_in_url(cls, url: str) -> str:
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+            raise ValueError("must not carry credentials: put the password into M3B_BUDGET_REDIS_PASSWORD")
+        return url
 
 
 def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRuntime:
@@ -62,24 +88,27 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
         settings,
         description="Shares one ION OAuth 2 token and the tenant's rate budget among the bridge's services.",
     )
-    budget = RateBudget(
-        BudgetPolicy(
-            period_s=settings.throttle_period_ms / 1000,
-            max_requests_per_period=settings.throttle_max_requests,
-            utilisation=settings.budget_utilisation,
-            interactive_reserve=settings.interactive_reserve,
-            smoothed=settings.throttle_mode == "smoothed",
-            max_pause_s=settings.max_throttle_pause_s,
-        )
+    policy = BudgetPolicy(
+        period_s=settings.throttle_period_ms / 1000,
+        max_requests_per_period=settings.throttle_max_requests,
+        utilisation=settings.budget_utilisation,
+        interactive_reserve=settings.interactive_reserve,
+        smoothed=settings.throttle_mode == "smoothed",
+        max_pause_s=settings.max_throttle_pause_s,
     )
-    if budget.policy.worst_case_per_period > budget.policy.max_requests_per_period:
+    if policy.worst_case_per_period > policy.max_requests_per_period:
         log.warning(
             "the budget may send %.0f requests in one period, more than the policy's %d: lower "
             "M3B_BUDGET_UTILISATION or M3B_INTERACTIVE_RESERVE",
-            budget.policy.worst_case_per_period,
-            budget.policy.max_requests_per_period,
+            policy.worst_case_per_period,
+            policy.max_requests_per_period,
         )
     desk: dict[str, LeaseDesk] = {}
+    redis: Redis | None = None
+    if settings.budget_redis_url:
+        password = settings.budget_redis_password.get_secret_value() or None
+        redis = Redis.from_url(settings.budget_redis_url, password=password, socket_timeout=0.5,
+                               socket_connect_timeout=0.5)  # fmt: skip
 
     async def credentials_ready() -> str | None:
         # Ready while a valid token is held, even if refreshing it fails: callers keep working meanwhile,
@@ -101,7 +130,15 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             runtime.health.set_detail("credentials", str(exc))
             return
         secret_masker.add(credentials.secrets())
-        keeper = TokenKeeper(credentials, refresh_ahead_s=settings.refresh_ahead_s)
+        budget: Budget = RateBudget(policy)
+        store: SharedTokens | None = None
+        if redis is not None:
+            prefix = f"{settings.budget_redis_prefix}:{{{credentials.tenant}}}"  # a tenant's keys in one Cluster slot
+            budget = SharedBudget(redis, policy, key_prefix=prefix,
+                                  replicas=lambda: runtime.heartbeats.live_instances(runtime.name))  # fmt: skip
+            store = SharedTokens(redis, key_prefix=prefix, client_secret=credentials.client_secret.get_secret_value())
+        keeper = TokenKeeper(credentials, refresh_ahead_s=settings.refresh_ahead_s, store=store,
+                             owner=settings.instance_id)  # fmt: skip
         desk["desk"] = LeaseDesk(budget, keeper, credentials.m3_base_url)
         runtime.health.set_detail("credentials", {"tenant": credentials.tenant, "grant": credentials.grant_type})
         runtime.health.set_detail("token", keeper.status)
@@ -112,10 +149,14 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
 
     @runtime.on_shutdown
     async def close_desk() -> None:
-        await budget.close()
         if "desk" in desk:
-            await desk["desk"].keeper.revoke()
+            await desk["desk"].budget.close()
+            # A shared token stays for the other replicas; a token of this process alone is revoked.
+            if redis is None:
+                await desk["desk"].keeper.revoke()
             await desk["desk"].keeper.close()
+        if redis is not None:
+            await redis.aclose()
 
     def caller_of(authorization: str) -> str | None:
         presented = authorization.removeprefix("Bearer ").encode("utf-8", "backslashreplace")

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shared.lease import Priority
 
@@ -99,7 +100,26 @@ class BudgetSnapshot:
     queued: dict[str, int] = field(default_factory=dict)
 
 
+class Budget(Protocol):
+    """What the lease desk needs of a budget: this process's `RateBudget`, or `SharedBudget` in Redis."""
+
+    policy: BudgetPolicy
+
+    @property
+    def mode(self) -> str: ...
+
+    async def acquire(self, priority: Priority, permits: int = 1, *, max_wait_s: float = 30.0) -> float: ...
+
+    async def report_throttled(self, retry_after_s: float | None) -> bool: ...
+
+    def snapshot(self) -> BudgetSnapshot: ...
+
+    async def close(self) -> None: ...
+
+
 class RateBudget:
+    mode = "in this process"
+
     def __init__(self, policy: BudgetPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self._clock = clock
@@ -160,6 +180,9 @@ class RateBudget:
             self._last_recovery = now
         self._wake.set()
         return lowered
+
+    async def report_throttled(self, retry_after_s: float | None) -> bool:
+        return self.throttled(retry_after_s)
 
     def snapshot(self) -> BudgetSnapshot:
         now = self._clock()

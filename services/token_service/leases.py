@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import SecretStr
 
-from services.token_service.budget import RateBudget
+from services.token_service.budget import Budget
 from services.token_service.tokens import TokenKeeper
 from shared.lease import Lease, LeaseRequest, Priority, Report
 
@@ -34,7 +34,7 @@ upstream_reports = Counter(
 
 
 class LeaseDesk:
-    def __init__(self, budget: RateBudget, keeper: TokenKeeper, m3_base_url: str) -> None:
+    def __init__(self, budget: Budget, keeper: TokenKeeper, m3_base_url: str) -> None:
         self.budget = budget
         self.keeper = keeper
         self.m3_base_url = m3_base_url
@@ -69,7 +69,7 @@ class LeaseDesk:
     async def report(self, service: str, report: Report) -> str:
         upstream_reports.labels(report.kind, service).inc()
         if report.kind == "throttled":
-            lowered = self.budget.throttled(report.retry_after_s)
+            lowered = await self.budget.report_throttled(report.retry_after_s)
             current_rate.set(self.budget.snapshot().rate)
             log.warning(
                 "%s got 429 on %s/%s: paused everyone %s",
@@ -87,6 +87,7 @@ class LeaseDesk:
         snapshot = self.budget.snapshot()
         current_rate.set(snapshot.rate)
         return {
+            "mode": self.budget.mode,
             "rate_per_s": round(snapshot.rate, 2),
             "configured_rate_per_s": round(snapshot.configured_rate, 2),
             "paused_for_s": round(snapshot.paused_for_s, 2),

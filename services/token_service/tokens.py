@@ -2,7 +2,9 @@
 
 Fetched with authlib (password grant with the service account keys for Backend Service apps, client
 credentials otherwise), refreshed ahead of expiry in the background while callers keep the current token,
-one fetch at a time, invalidated once for everyone on a reported 401, revoked on shutdown.
+one fetch at a time, invalidated once for everyone on a reported 401, revoked on shutdown. With a shared store
+(`shared_tokens.SharedTokens`, Redis) every token-service replica uses the token one of them fetched, and one refresh
+runs for the whole tenant; while the store cannot be reached each replica fetches its own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import authlib.deprecate  # noqa: F401 - imported first on purpose, see the filter below
 import httpx
@@ -24,6 +27,9 @@ from shared.lease import token_fingerprint
 # authlib.deprecate installs an "always" filter for its warnings when imported, so ours must come after it.
 warnings.filterwarnings("ignore", message="The httpx module is deprecated")
 from authlib.integrations.httpx_client import AsyncOAuth2Client  # noqa: E402
+
+if TYPE_CHECKING:
+    from services.token_service.shared_tokens import SharedTokens
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +63,14 @@ class TokenKeeper:
         max_ttl_s: float = 7200.0,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        store: SharedTokens | None = None,
+        owner: str = "token-service",
     ) -> None:
         self._credentials = credentials
+        self._store = store
+        self._owner = owner
+        self._timeout_s = timeout_s
+        self._dropped: str | None = None
         self._refresh_ahead_s = refresh_ahead_s
         self._max_ttl_s = max_ttl_s
         self._oauth = AsyncOAuth2Client(
@@ -99,6 +111,12 @@ class TokenKeeper:
         if current is None or (fingerprint is not None and fingerprint != current.fingerprint):
             return False  # an older token: the current one is already newer
         self._current = None
+        self._dropped = current.fingerprint
+        if self._store is not None:
+            try:
+                await self._store.drop(current.fingerprint)
+            except Exception as exc:  # the store is down: this replica fetches its own
+                log.warning("could not drop the shared ION token: %s", type(exc).__name__)
         self._start_refresh()
         return True
 
@@ -134,10 +152,55 @@ class TokenKeeper:
 
     def _start_refresh(self) -> asyncio.Task[CachedToken]:
         if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.create_task(self._fetch(), name="ion-token-refresh")
+            self._refresh = asyncio.create_task(self._obtain(), name="ion-token-refresh")
             # A background refresh nobody awaits may fail; its error is in `last_error` and the logs already.
             self._refresh.add_done_callback(lambda task: task.cancelled() or task.exception())
         return self._refresh
+
+    async def _obtain(self) -> CachedToken:
+        if self._store is None:
+            return await self._fetch()
+        try:
+            return await self._obtain_shared(self._store)
+        except TokenUnavailableError:
+            raise
+        except Exception as exc:  # Redis down: better a token of our own than none
+            log.warning("shared ION token store unreachable (%s); fetching a token for this replica",
+                        type(exc).__name__)  # fmt: skip
+            return await self._fetch()
+
+    async def _obtain_shared(self, store: SharedTokens) -> CachedToken:
+        """The shared token when it is fresh; else fetch one if no other replica is fetching, else wait for theirs
+        (using the current shared one meanwhile while it is still valid)."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            shared = await store.read()
+            now = time.time()
+            usable = shared is not None and shared.fingerprint != self._dropped
+            if shared is not None and usable and now < shared.refresh_at:
+                return self._adopt(shared)
+            if await store.claim_refresh(self._owner):
+                try:
+                    fresh = await self._fetch()
+                    await store.write(fresh, now=time.time())
+                    return fresh
+                finally:
+                    await store.release_refresh(self._owner)
+            if shared is not None and usable and now < shared.expires_at - 5:
+                return self._adopt(shared)  # another replica refreshes it; this one is good meanwhile
+            if time.monotonic() > deadline:
+                raise TokenUnavailableError("another token-service replica's token refresh did not finish")
+            await asyncio.sleep(0.1)
+
+    def _adopt(self, token: CachedToken) -> CachedToken:
+        if self._current is None or self._current.fingerprint != token.fingerprint:
+            token_expiry.set(token.expires_at)
+            log.info("using the shared ION access token %s… valid %.0fs", token.fingerprint[:12],
+                     token.expires_at - time.time())  # fmt: skip
+        self._current = token
+        self.last_error = None
+        self.failing_since = None
+        return token
 
     async def _fetch(self) -> CachedToken:
         credentials = self._credentials
