@@ -93,7 +93,7 @@ class LeaseClient:
     async def lease(self, priority: Priority, *, permits: int = 1, max_wait_s: float = 30.0) -> Lease:
         request = LeaseRequest(priority=priority, permits=permits, max_wait_ms=int(max_wait_s * 1000))
         try:
-            response = await self._post("/v1/leases", request.model_dump(mode="json"), timeout=max_wait_s + 10)
+            response = await self._post("/v1/leases", request.model_dump(mode="json"), deadline_s=max_wait_s + 10)
         except httpx.HTTPError as exc:
             raise LeaseError(f"token-service unreachable: {type(exc).__name__}", retryable=True) from exc
         if response.status_code == 200:
@@ -108,18 +108,18 @@ class LeaseClient:
 
     async def report(self, report: Report) -> None:
         try:
-            await self._post("/v1/reports", report.model_dump(mode="json"), timeout=5)
+            await self._post("/v1/reports", report.model_dump(mode="json"), deadline_s=5)
         except httpx.HTTPError as exc:  # a lost report only delays adaptation; the call itself still retries
             raise LeaseError(f"report not delivered: {type(exc).__name__}", retryable=True) from exc
 
 
-    async def _post(self, path: str, body: object, *, timeout: float) -> httpx.Response:
+    async def _post(self, path: str, body: object, *, deadline_s: float) -> httpx.Response:
         """POST to the first replica that can be reached (a connection refused or reset moves on to the next)."""
         last: httpx.TransportError | None = None
         for _ in range(len(self._urls)):
             url = self._urls[0]
             try:
-                return await self._http.post(f"{url}{path}", json=body, headers=self._headers(), timeout=timeout)
+                return await self._http.post(f"{url}{path}", json=body, headers=self._headers(), timeout=deadline_s)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 last = exc
                 if len(self._urls) > 1:
