@@ -112,7 +112,6 @@ class LeaseClient:
         except httpx.HTTPError as exc:  # a lost report only delays adaptation; the call itself still retries
             raise LeaseError(f"report not delivered: {type(exc).__name__}", retryable=True) from exc
 
-
     async def _post(self, path: str, body: object, *, deadline_s: float) -> httpx.Response:
         """POST to the first replica that can be reached (a connection refused or reset moves on to the next)."""
         last: httpx.TransportError | None = None
