@@ -115,15 +115,18 @@ class Deltas:
         self.progress.deltas["events"] += 1
         try:
             product = await build()
-            await self.pusher.push(product, await self.pusher.store.get(product.part), counts, problems)
-        except (M3Error, OSError) as exc:
+            await self.pusher.push(product, await self.pusher.store.get(product.part), counts, problems,
+                                   raise_transient=True)  # fmt: skip
+        except Exception as exc:
+            if getattr(exc, "retryable", isinstance(exc, OSError)):
+                # M3 or QuoteWerks busy or unreachable, a lease refused: the consumer tries the event again
+                # (with its backoff and attempts), and dead-letters it only when they are spent.
+                log.warning("delta for %s failed, to be retried: %s", part, exc)
+                raise
+            # A business refusal or a bug: reported and dead-lettered at once, never a silent drop.
             counts["failed"] += 1
             problems.append(problem(exc, part))
-            log.warning("delta for %s failed: %s", part, exc)
-        except Exception as exc:  # a lease or lookup failure: reported, never a silent drop
-            counts["failed"] += 1
-            problems.append(problem(exc, part))
-            log.exception("delta for %s failed", part)
+            log.warning("delta for %s failed: %s", part, exc, exc_info=not isinstance(exc, M3Error))
         deltas = self.progress.deltas
         deltas["pushed"] += counts["created"] + counts["updated"]
         deltas["unchanged"] += counts["unchanged"]

@@ -18,7 +18,7 @@ from services.catalog_sync.products import (
     SyncOptions,
     products_from,
 )
-from services.catalog_sync.pushing import Progress, Pusher, add_problem, problem
+from services.catalog_sync.pushing import Progress, Pusher, Snapshot, add_problem, problem
 from shared.contracts import CatalogSyncReport, Problem
 from shared.lease import Priority
 from shared.quotewerks import QuoteWerksError
@@ -75,7 +75,7 @@ class FullLoad:
     async def _run(self, forced: Path | None) -> CatalogSyncReport:
         started = datetime.now(UTC)
         run_id = f"full-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "retired": 0}
+        counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "retired": 0, "kept_newer": 0}
         problems: list[Problem] = []
         progress = self.progress
         progress.run_id, progress.mode, progress.running, progress.counts = run_id, "full", True, counts
@@ -87,21 +87,22 @@ class FullLoad:
             path, reason = choose_path(count, self.options.threshold, forced=forced, why_unknown=why)
             progress.path = path
             log.info("full load %s via %s: %s", run_id, path, reason)
-            try:
-                products = await (self._read_data_lake() if path == "data_lake" else self._read_mi())
-            except Exception as exc:
-                if path != "data_lake" or forced:
-                    raise
-                # The count worked but a table query did not (a FAILED job, a timeout): MI paging still gets
-                # the catalog across, slower, at bulk priority.
-                log.warning("full load %s: Data Lake read failed (%s); paging MI instead", run_id, exc)
-                path = progress.path = "mi"
-                reason = f"{reason}; the Data Lake read failed ({type(exc).__name__}: {exc}), so MI paging instead"
-                products = await self._read_mi()
-            progress.total = len(products)
-            known = await self.pusher.store.all()
-            await self._push_all(products, known, counts, problems)
-            await self._retire({p.part for p in products}, known, counts, problems)
+            async with self.pusher.snapshot() as snapshot:
+                try:
+                    products = await (self._read_data_lake() if path == "data_lake" else self._read_mi())
+                except Exception as exc:
+                    if path != "data_lake" or forced:
+                        raise
+                    # The count worked but a table query did not (a FAILED job, a timeout): MI paging still gets
+                    # the catalog across, slower, at bulk priority.
+                    log.warning("full load %s: Data Lake read failed (%s); paging MI instead", run_id, exc)
+                    path = progress.path = "mi"
+                    reason = f"{reason}; the Data Lake read failed ({type(exc).__name__}: {exc}), so MI paging instead"
+                    products = await self._read_mi()
+                progress.total = len(products)
+                known = await self.pusher.store.all()
+                await self._push_all(products, known, counts, problems, snapshot)
+                await self._retire({p.part for p in products}, known, counts, problems, snapshot)
         except Exception as exc:
             log.exception("full load %s failed", run_id)
             counts["failed"] += 1
@@ -116,7 +117,12 @@ class FullLoad:
         return await self.pusher.report(report)
 
     async def _push_all(
-        self, products: list[Product], known: Mapping[str, str], counts: dict[str, int], problems: list[Problem]
+        self,
+        products: list[Product],
+        known: Mapping[str, str],
+        counts: dict[str, int],
+        problems: list[Problem],
+        snapshot: Snapshot,
     ) -> None:
         """`push_concurrency` pushes at a time; the fingerprints stored in batches of FINGERPRINT_BATCH."""
         progress = self.progress
@@ -125,13 +131,15 @@ class FullLoad:
         pushed: dict[str, str] = {}
 
         async def store_pushed() -> None:
-            batch = dict(pushed)
+            # A delta that came after the load pushed a product stored its own (newer) fingerprint.
+            batch = {part: fp for part, fp in pushed.items() if not self.pusher.newer_than(snapshot, part)}
             pushed.clear()
             await store.put_many(batch)
 
         async def one(product: Product) -> None:
             async with gate:
-                await self.pusher.push(product, known.get(product.part), counts, problems, pushed=pushed)
+                await self.pusher.push(product, known.get(product.part), counts, problems, pushed=pushed,
+                                       snapshot=snapshot)  # fmt: skip
                 progress.done += 1
                 if len(pushed) >= FINGERPRINT_BATCH:
                     await store_pushed()
@@ -142,11 +150,21 @@ class FullLoad:
             await store_pushed()
 
     async def _retire(
-        self, in_m3: set[str], known: Mapping[str, str], counts: dict[str, int], problems: list[Problem]
+        self,
+        in_m3: set[str],
+        known: Mapping[str, str],
+        counts: dict[str, int],
+        problems: list[Problem],
+        snapshot: Snapshot,
     ) -> None:
         """Products pushed before whose item the complete read of M3 no longer has: deactivated in QuoteWerks
         (kept, since old quotes refer to them), fingerprint marked retired so the next run does not repeat it."""
-        gone = sorted(part for part, fp in known.items() if part not in in_m3 and not fp.startswith(RETIRED))
+        gone = sorted(
+            part
+            for part, fp in known.items()
+            # an item a change event pushed after the read is newer than the read: not gone
+            if part not in in_m3 and not fp.startswith(RETIRED) and not self.pusher.newer_than(snapshot, part)
+        )
         if not gone:
             return
         limit = int(len(known) * self.options.retire_limit)

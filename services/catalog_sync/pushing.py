@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,13 +99,52 @@ def observe(report: CatalogSyncReport) -> None:
         full_load_seconds.set((report.finished_at - report.started_at).total_seconds())
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A full load's read of M3: what it holds is as of `began` (monotonic)."""
+
+    began: float
+
+
 class Pusher:
-    """Puts a product into the QuoteWerks catalog when its fingerprint changed, then remembers the fingerprint."""
+    """Puts a product into the QuoteWerks catalog when its fingerprint changed, then remembers the fingerprint.
+
+    A full load reads the whole catalog first and pushes it over minutes, while change events keep arriving: a
+    delta pushed after the load's read began is newer than what the load holds, so the load leaves that product
+    alone (`kept_newer`). One product is pushed by one caller at a time, so a delta cannot slip in between the
+    load's check and its write."""
 
     def __init__(self, catalog: Catalog, store: Fingerprints, publish: Publish) -> None:
         self.catalog = catalog
         self.store = store
         self.publish = publish
+        self._snapshots: set[Snapshot] = set()
+        self._delta_pushed: dict[str, float] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Snapshot]:
+        """Around a full load: from its read on, deltas are remembered so its older values never replace them."""
+        taken = Snapshot(time.monotonic())
+        self._snapshots.add(taken)
+        try:
+            yield taken
+        finally:
+            self._snapshots.discard(taken)
+            if not self._snapshots:
+                self._delta_pushed.clear()
+
+    def newer_than(self, snapshot: Snapshot, part: str) -> bool:
+        """A delta pushed this product after the snapshot's read began."""
+        return self._delta_pushed.get(part, -1.0) >= snapshot.began
+
+    @asynccontextmanager
+    async def _one_at_a_time(self, part: str) -> AsyncIterator[None]:
+        lock = self._locks.get(part)
+        if lock is None:
+            lock = self._locks[part] = asyncio.Lock()
+        async with lock:
+            yield
 
     async def push(
         self,
@@ -111,24 +154,37 @@ class Pusher:
         problems: list[Problem],
         *,
         pushed: dict[str, str] | None = None,
+        snapshot: Snapshot | None = None,
+        raise_transient: bool = False,
     ) -> None:
         """Put the product when its fingerprint changed, then remember the fingerprint: at once, or in `pushed`
-        for the caller to store in batches (a crash before that only means those products are pushed again)."""
+        for the caller to store in batches (a crash before that only means those products are pushed again).
+        With `snapshot` (a full load) a product a delta pushed since the snapshot was read is left alone; without
+        it (a delta) the push is remembered for running loads. `raise_transient`: a failure that trying later can
+        fix is raised (the consumer retries the event) instead of counted."""
         fingerprint = product.fingerprint()
         if known == fingerprint:
             counts["unchanged"] += 1
             return
-        try:
-            created = await self.catalog.put_product(product.part, product.fields())
-            if pushed is not None:
-                pushed[product.part] = fingerprint
-            else:
-                await self.store.put(product.part, fingerprint)
-        except (QuoteWerksError, OSError, ValueError) as exc:
-            counts["failed"] += 1
-            add_problem(problems, exc, product.part)
-            log.warning("product %s not pushed: %s", product.part, exc)
-            return
+        async with self._one_at_a_time(product.part):
+            if snapshot is not None and self.newer_than(snapshot, product.part):
+                counts["kept_newer"] = counts.get("kept_newer", 0) + 1
+                return
+            try:
+                created = await self.catalog.put_product(product.part, product.fields())
+                if snapshot is None and self._snapshots:
+                    self._delta_pushed[product.part] = time.monotonic()
+                if pushed is not None:
+                    pushed[product.part] = fingerprint
+                else:
+                    await self.store.put(product.part, fingerprint)
+            except (QuoteWerksError, OSError, ValueError) as exc:
+                if raise_transient and getattr(exc, "retryable", isinstance(exc, OSError)):
+                    raise
+                counts["failed"] += 1
+                add_problem(problems, exc, product.part)
+                log.warning("product %s not pushed: %s", product.part, exc)
+                return
         counts["created" if created else "updated"] += 1
 
     async def report(self, report: CatalogSyncReport) -> CatalogSyncReport:

@@ -145,11 +145,25 @@ def test_full_load_lands_every_item_once_and_a_repeat_pushes_nothing(stack: Stac
     assert healthz(stack.url)["deltas"]["handled"] == 0  # no event of another test reached this service
     second = full_load(stack)
     assert second["path"] == "data_lake"
-    assert second["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS, "failed": 0, "retired": 0}
+    assert second["counts"] == {
+        "created": 0,
+        "updated": 0,
+        "unchanged": ITEMS,
+        "failed": 0,
+        "retired": 0,
+        "kept_newer": 0,
+    }
 
     third = full_load(stack, path="mi")  # the MI path reads the same values: nothing to push
     assert third["path"] == "mi"
-    assert third["counts"] == {"created": 0, "updated": 0, "unchanged": ITEMS, "failed": 0, "retired": 0}
+    assert third["counts"] == {
+        "created": 0,
+        "updated": 0,
+        "unchanged": ITEMS,
+        "failed": 0,
+        "retired": 0,
+        "kept_newer": 0,
+    }
 
     reports = asyncio.run(read_all(kafka_bootstrap, [CATALOG_SYNC_REPORT.name]))
     published = {json.loads(value)["run_id"]: json.loads(value) for _, _, value in reports}

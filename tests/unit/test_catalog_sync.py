@@ -139,7 +139,7 @@ class MemoryFingerprints:
 
 
 def make_sync(
-    threshold: int = 10, lake_fails: bool = False
+    threshold: int = 10, lake_fails: bool = False, push_concurrency: int = 8
 ) -> tuple[CatalogSync, FakeLake, FakeM3, FakeCatalog, list[CatalogSyncReport]]:
     reports: list[CatalogSyncReport] = []
 
@@ -147,7 +147,8 @@ def make_sync(
         reports.append(report)
 
     lake, m3, catalog = FakeLake(ITEMS, fail=lake_fails), FakeM3(ITEMS), FakeCatalog()
-    sync = CatalogSync(m3, lake, catalog, MemoryFingerprints(), publish, SyncOptions(threshold=threshold))
+    options = SyncOptions(threshold=threshold, push_concurrency=push_concurrency)
+    sync = CatalogSync(m3, lake, catalog, MemoryFingerprints(), publish, options)
     return sync, lake, m3, catalog, reports
 
 
@@ -166,7 +167,7 @@ async def test_big_catalog_reads_the_data_lake_and_second_run_pushes_nothing() -
     sync, _lake, m3, catalog, reports = make_sync(threshold=10)
     first = await sync.full_load()
     assert (first.path, first.counts) == (
-        "data_lake", {"created": 40, "updated": 0, "unchanged": 0, "failed": 0, "retired": 0}
+        "data_lake", {"created": 40, "updated": 0, "unchanged": 0, "failed": 0, "retired": 0, "kept_newer": 0}
     )  # fmt: skip
     assert "40 items > threshold 10" in first.path_reason
     assert m3.calls == []  # no MI call at all
@@ -174,7 +175,7 @@ async def test_big_catalog_reads_the_data_lake_and_second_run_pushes_nothing() -
         "Description": "Item 1", "UnitOfMeasure": "PCS", "Price": 12.5, "Active": True, "Availability": 7,
     }  # fmt: skip
     second = await sync.full_load()
-    assert second.counts == {"created": 0, "updated": 0, "unchanged": 40, "failed": 0, "retired": 0}
+    assert second.counts == {"created": 0, "updated": 0, "unchanged": 40, "failed": 0, "retired": 0, "kept_newer": 0}
     assert catalog.puts == 40
     assert [r.run_id for r in reports] == [first.run_id, second.run_id]
     assert sync.progress.snapshot()["last_full_load"]["counts"]["unchanged"] == 40
