@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -57,6 +58,18 @@ def _default_m3(config: IonSimConfig) -> tuple[APIRouter, Any]:
     return router, sim
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _choice(query: Mapping[str, str], name: str, choices: tuple[_Choice, ...]) -> _Choice:
+    """A query parameter that must be one of `choices` (the first when absent)."""
+    value = query.get(name, choices[0])
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ValueError(f"{name} must be one of {', '.join(choices)}")
+
+
 def _admin_router(ion: IonSim) -> APIRouter:
     # The simulator's own control plane. Deliberately NOT behind OAuth or the Gateway policies: tests and
     # benchmarks drive it directly. It is no part of the real ION API; never expose the simulator publicly.
@@ -74,15 +87,19 @@ def _admin_router(ion: IonSim) -> APIRouter:
 
     @router.put("/throttle")
     async def put_throttle(request: Request) -> dict[str, Any]:
-        """A ThrottlePolicy as JSON, or the Gateway's XML `<throttling>` policy (Content-Type …/xml,
-        `?mode=smoothed` to pick the spike-arrest model)."""
+        """A ThrottlePolicy as JSON, or the Gateway's XML `<throttling>` policy (Content-Type …/xml; the query
+        parameters `mode=windowed|smoothed`, `window=fixed|sliding` and `delay_growth=constant|linear` pick the
+        simulator's model, as the JSON fields of the same names do)."""
         body = (await request.body()).decode()
         try:
             if "xml" in request.headers.get("content-type", ""):
-                mode = request.query_params.get("mode", "windowed")
-                if mode not in ("windowed", "smoothed"):
-                    raise ValueError("mode must be windowed or smoothed")
-                policy = ThrottlePolicy.from_xml(body, mode="smoothed" if mode == "smoothed" else "windowed")
+                query = request.query_params
+                policy = ThrottlePolicy.from_xml(
+                    body,
+                    mode=_choice(query, "mode", ("windowed", "smoothed")),
+                    window=_choice(query, "window", ("fixed", "sliding")),
+                    delay_growth=_choice(query, "delay_growth", ("constant", "linear")),
+                )
             else:
                 policy = ThrottlePolicy.model_validate_json(body)
         except (ValueError, ValidationError) as exc:

@@ -57,16 +57,30 @@ def _int_child(element: Element, name: str) -> int:
     return int(child.text.strip())
 
 
+#: The spike-arrest model: a count per period (`windowed`, Infor's documented semantics) or Apigee-style smoothing.
+ThrottleMode = Literal["windowed", "smoothed"]
+#: What "the same period" means (not documented by Infor): a fixed period, or the last `time_period_ms`.
+ThrottleWindow = Literal["fixed", "sliding"]
+#: How the rate-smoothing delay grows past `delay_after_count` (not documented by Infor).
+DelayGrowth = Literal["constant", "linear"]
+
+
 class ThrottlePolicy(BaseModel):
     """A tenant-wide throttling policy: every caller shares it (like an endpoint policy on the Gateway).
 
-    - spike arrest (`max_requests_per_period`, None = none): `windowed` counts accepted requests per fixed period
-      (the period starts at the first request after the previous one ended) and rejects the (N+1)th with 429;
-      `smoothed` (Apigee-style) spreads N per period into one request every period/N and rejects (429) a request
-      that comes earlier than that after the last accepted one — so a burst of N fails although the period total
-      is within N.
-    - rate smoothing: after `delay_after_count` accepted requests in the period, each further one is delayed by
-      `delay_factor_ms` (a flat delay; whether Infor scales it with the count is not documented).
+    - spike arrest (`max_requests_per_period`, None = none): `windowed` counts accepted requests per period and
+      rejects the (N+1)th with 429; `smoothed` (Apigee-style) spreads N per period into one request every period/N
+      and rejects (429) a request that comes earlier than that after the last accepted one — so a burst of N fails
+      although the period total is within N.
+    - the period (`window`; Infor does not document which): `fixed` — the count resets at period boundaries, a
+      period starting at the first request after the previous one ended (so N at the end of one period and N at the
+      start of the next pass: 2N within less than one period); `sliding` — the count is of the accepted requests in
+      the last `time_period_ms` (never more than N in any interval of one period). The window decides the count of
+      `windowed` spike arrest and of rate smoothing; `smoothed` spike arrest only looks at the last accepted request.
+    - rate smoothing: once `delay_after_count` accepted requests are in the period, each further one is delayed by
+      `delay_factor_ms` (`delay_growth="constant"`), or the k-th one past the count by k * `delay_factor_ms`
+      (`"linear"`); whether Infor scales the delay with the count is not documented.
+    - rejected (429) requests never count.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,12 +90,22 @@ class ThrottlePolicy(BaseModel):
     max_requests_per_period: int | None = Field(default=50, ge=1)
     delay_after_count: int | None = Field(default=None, ge=0)
     delay_factor_ms: int = Field(default=0, ge=0)
-    mode: Literal["windowed", "smoothed"] = "windowed"
+    mode: ThrottleMode = "windowed"
+    window: ThrottleWindow = "fixed"
+    delay_growth: DelayGrowth = "constant"
 
     @classmethod
-    def from_xml(cls, text: str, *, mode: Literal["windowed", "smoothed"] = "windowed") -> ThrottlePolicy:
+    def from_xml(
+        cls,
+        text: str,
+        *,
+        mode: ThrottleMode = "windowed",
+        window: ThrottleWindow = "fixed",
+        delay_growth: DelayGrowth = "constant",
+    ) -> ThrottlePolicy:
         """Load the Gateway admin's XML form (`<throttling>` with `timePeriodInMilliseconds`, `rateSmoothing`,
-        `spikeArrest`); `rateSmoothing` and `spikeArrest` are optional, their children required."""
+        `spikeArrest`); `rateSmoothing` and `spikeArrest` are optional, their children required. The XML does not
+        say how the Gateway applies it: `mode`, `window` and `delay_growth` pick the simulator's model."""
         root = _parse_xml(text)
         if _local(root.tag) != "throttling":
             raise ValueError(f"expected a <throttling> policy, got <{_local(root.tag)}>")
@@ -104,13 +128,21 @@ class ThrottlePolicy(BaseModel):
             delay_after_count=delay_after,
             delay_factor_ms=delay_factor,
             mode=mode,
+            window=window,
+            delay_growth=delay_growth,
         )
 
     @classmethod
     def from_baas_json(
-        cls, data: dict[str, Any], *, mode: Literal["windowed", "smoothed"] = "windowed"
+        cls,
+        data: dict[str, Any],
+        *,
+        mode: ThrottleMode = "windowed",
+        window: ThrottleWindow = "fixed",
+        delay_growth: DelayGrowth = "constant",
     ) -> ThrottlePolicy:
-        """Load the BaaS manifest's flat JSON form (`"rateSmoothing.delayAfterCount": 500`, …)."""
+        """Load the BaaS manifest's flat JSON form (`"rateSmoothing.delayAfterCount": 500`, …); `mode`, `window` and
+        `delay_growth` pick the simulator's model as for `from_xml`."""
         delay_after = data.get("rateSmoothing.delayAfterCount")
         max_requests = data.get("spikeArrest.maxRequestsPerPeriod")
         return cls(
@@ -119,6 +151,8 @@ class ThrottlePolicy(BaseModel):
             delay_after_count=None if delay_after is None else int(delay_after),
             delay_factor_ms=int(data.get("rateSmoothing.delayFactorInMilliseconds", 0)),
             mode=mode,
+            window=window,
+            delay_growth=delay_growth,
         )
 
 

@@ -74,8 +74,13 @@ class GatewayStats:
             "most_in_flight_by_source": dict(self.most_in_flight_by_source),
             "period_ms": policy.time_period_ms,
             "max_requests_per_period": limit,
+            "window": policy.window,
+            # The most accepted in any interval shorter than one period (from accepted_times), whichever the window:
+            # a fixed window lets it reach 2N-1 for a limit N (a burst at the end of one period and at the start of
+            # the next), a sliding one keeps it within N.
             "peak_accepted_per_period": peak,
             "peak_share_of_limit": (peak / limit) if limit else None,
+            # Accepted per ended period of a fixed window (the last 100); a sliding window never closes and adds none.
             "closed_windows": list(self.windows)[-100:],
         }
         if include_times:
@@ -84,7 +89,13 @@ class GatewayStats:
 
 
 class Throttle:
-    """Shared (tenant-wide) state of the throttling policy."""
+    """Shared (tenant-wide) state of the throttling policy.
+
+    `fixed` window: `window_start`/`window_count`, a period starting at the first request after the previous one
+    ended; each ended period's count goes to `closed` (the stats' `closed_windows`). `sliding` window: `recent`, the
+    arrival times of the accepted requests in the last period (at most `max_requests_per_period` of them when spike
+    arrest is windowed); nothing goes to `closed`, since a sliding window never closes.
+    """
 
     def __init__(self, policy: ThrottlePolicy) -> None:
         self.policy = policy
@@ -93,34 +104,56 @@ class Throttle:
     def reset(self) -> None:
         self.window_start: float | None = None
         self.window_count = 0
+        self.recent: deque[float] = deque()
         self.last_accepted: float | None = None
 
     def set_policy(self, policy: ThrottlePolicy) -> None:
         self.policy = policy
         self.reset()
 
-    def admit(self, now: float, closed: deque[int]) -> tuple[bool, float]:
-        """(accepted, delay in seconds). Rejected requests do not count against the period."""
-        policy = self.policy
-        if not policy.enabled:
-            return True, 0.0
-        period = policy.time_period_ms / 1000
+    def _count_in_period(self, now: float, period: float, closed: deque[int]) -> int:
+        """The accepted requests already in `now`'s period (fixed: rolling over to a new period first)."""
+        if self.policy.window == "sliding":
+            recent = self.recent
+            while recent and now - recent[0] >= period:
+                recent.popleft()
+            return len(recent)
         if self.window_start is None or now - self.window_start >= period:
             if self.window_start is not None:
                 closed.append(self.window_count)
             self.window_start, self.window_count = now, 0
+        return self.window_count
+
+    def admit(self, now: float, closed: deque[int]) -> tuple[bool, float]:
+        """(accepted, delay in seconds) for a request arriving at `now` (seconds, monotonic).
+
+        Synchronous, so the check and the count are atomic on the event loop. Rejected requests do not count against
+        the period. The delay is the rate smoothing's: 0 up to `delay_after_count` accepted in the period, then
+        `delay_factor_ms` (constant) or k * `delay_factor_ms` for the k-th request past the count (linear).
+        """
+        policy = self.policy
+        if not policy.enabled:
+            return True, 0.0
+        period = policy.time_period_ms / 1000
+        count = self._count_in_period(now, period, closed)
         limit = policy.max_requests_per_period
         if limit is not None:
             if policy.mode == "windowed":
-                if self.window_count >= limit:
+                if count >= limit:
                     return False, 0.0
             elif self.last_accepted is not None and now - self.last_accepted < period / limit:
                 return False, 0.0
-        self.window_count += 1
+        count += 1
+        if policy.window == "sliding":
+            self.recent.append(now)
+        else:
+            self.window_count = count
         self.last_accepted = now
         delay = 0.0
-        if policy.delay_after_count is not None and self.window_count > policy.delay_after_count:
-            delay = policy.delay_factor_ms / 1000
+        if policy.delay_after_count is not None and count > policy.delay_after_count:
+            past = count - policy.delay_after_count
+            factor = policy.delay_factor_ms if policy.delay_growth == "constant" else past * policy.delay_factor_ms
+            delay = factor / 1000
         return True, delay
 
 
