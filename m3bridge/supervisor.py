@@ -4,7 +4,10 @@ Starts the embedded broker (Tansu), migrates the SQLite state store, creates the
 service as its own process with prefixed, coloured log lines; waits until each answers ready on /readyz and
 prints where everything listens. SIGINT or SIGTERM stops the services (they drain), then the broker; a process
 that will not stop is killed, and children die with the supervisor even if it is killed itself. `--quotewerks db`
-replaces the QuoteWerks simulator with a local SQLite database of its schema (`m3bridge.local_quotewerks`).
+replaces the QuoteWerks simulator with a local SQLite database of its schema (`m3bridge.local_quotewerks`). Once
+the run is up, a service or simulator that exits on its own is started again with the same command, port and
+environment, after a growing wait (`m3bridge.restarts`); the broker is not (its topics live in its memory), so the
+whole run stops when it dies.
 
 A hand-written supervisor rather than honcho: start-up has an order (broker, migrations, topics, services),
 readiness is an HTTP check, and shutdown must reach whole process groups.
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from m3bridge import demo, local_quotewerks, tansu
+from m3bridge import demo, local_quotewerks, restarts, tansu
 from services import SERVICES, m3_callers
 from shared.state import db
 from shared.topics import ensure_topics
@@ -59,6 +62,9 @@ class Child:
     ready_path: str = "/readyz"
     process: asyncio.subprocess.Process | None = None
     tail: list[str] = field(default_factory=list)
+    index: int = 0  # picks its colour, the same across restarts
+    started_s: float = 0.0  # on time.monotonic(), of the running process
+    pump: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -71,6 +77,8 @@ class Supervisor:
         self.colour = options.color == "always" or (options.color == "auto" and sys.stdout.isatty())
         self.children: list[Child] = []
         self._pumps: set[asyncio.Task[None]] = set()
+        self._keepers: list[asyncio.Task[None]] = []
+        self.restart_policy = restarts.RestartPolicy()
         self.state_dir = Path(options.state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.stopping = asyncio.Event()
@@ -104,6 +112,7 @@ class Supervisor:
     # --- processes -----------------------------------------------------------------------------------
 
     async def _spawn(self, child: Child, index: int) -> None:
+        child.index, child.started_s = index, time.monotonic()
         child.process = await asyncio.create_subprocess_exec(
             *child.command,
             env=child.env,
@@ -116,6 +125,41 @@ class Supervisor:
         pump = asyncio.create_task(self._pump(child, index), name=f"pump-{child.name}")
         self._pumps.add(pump)
         pump.add_done_callback(self._pumps.discard)
+        child.pump = pump
+
+    async def start(self, child: Child) -> None:
+        self.children.append(child)
+        await self._spawn(child, len(self.children))
+
+    def keep_running(self, child: Child) -> None:
+        """From now on `child` is started again whenever it exits, until the run stops."""
+
+        async def ended() -> int:
+            assert child.process is not None
+            code = await child.process.wait()
+            if child.pump is not None:
+                # Its last lines (a traceback, usually) come before the line saying it exited.
+                await asyncio.wait({child.pump}, timeout=1)
+            return code
+
+        keeper = restarts.keep_running(
+            child.name,
+            ended=ended,
+            restart=functools.partial(self._spawn, child, child.index),
+            started_s=child.started_s,
+            stopping=self.stopping,
+            say=functools.partial(self.say, "supervisor"),
+            policy=self.restart_policy,
+        )
+        self._keepers.append(asyncio.create_task(keeper, name=f"keep-{child.name}"))
+
+    async def stop(self) -> None:
+        """Stops every child; nothing is restarted from the moment this is called."""
+        self.stopping.set()
+        # Each keeper returns as soon as stopping is set, but never halfway through a start: once they are all done,
+        # every process there is is in self.children, and none comes after.
+        await asyncio.gather(*self._keepers, return_exceptions=True)
+        await self._stop_all()
 
     async def _stop(self, child: Child, grace_s: float) -> None:
         process = child.process
@@ -162,9 +206,12 @@ class Supervisor:
                     self.say("supervisor", f"last lines of {child.name}:")
                     for line in child.tail:
                         self.say(child.name, line)
-            await self._stop_all()
+            await self.stop()
             return 1
         self._print_summary(time.monotonic() - started)
+        for child in self.children:
+            if child.name != "kafka":
+                self.keep_running(child)
         if self.options.demo and self.demo_target is not None and "quote-ingest" in self._names():
             await demo.via_simulator(*self.demo_target, say=functools.partial(self.say, "demo"), stopping=self.stopping)
         elif (
@@ -180,16 +227,18 @@ class Supervisor:
                 say=functools.partial(self.say, "demo"),
                 stopping=self.stopping,
             )
-        watchers = [asyncio.create_task(child.process.wait()) for child in self.children if child.process is not None]
+        [broker] = [child.process for child in self.children if child.name == "kafka" and child.process is not None]
+        broker_exit = asyncio.create_task(broker.wait())
         stop_wait = asyncio.create_task(self.stopping.wait())
-        done, _ = await asyncio.wait([stop_wait, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stop_wait, broker_exit], return_when=asyncio.FIRST_COMPLETED)
         exit_code = 0
-        if stop_wait not in done:
-            dead = [c for c in self.children if c.process is not None and c.process.returncode is not None]
-            for child in dead:
-                self.say("supervisor", f"{child.name} exited unexpectedly (code {child.process.returncode})")  # type: ignore[union-attr]
+        if not self.stopping.is_set():
+            self.say("supervisor", f"kafka {restarts.how_it_ended(broker.returncode or 0)}: a new broker would not "
+                     "have the topics (they live in its memory), so everything stops")  # fmt: skip
             exit_code = 1
-        await self._stop_all()
+        broker_exit.cancel()
+        stop_wait.cancel()
+        await self.stop()
         return exit_code
 
     async def _start_all(self) -> None:
@@ -242,8 +291,7 @@ class Supervisor:
             port=ion_port,
             ready_path="/healthz",
         )  # fmt: skip
-        self.children.append(ion)
-        await self._spawn(ion, len(self.children))
+        await self.start(ion)
 
         # QuoteWerks sends approvals and customer changes to quote-ingest with a shared secret in a custom header,
         # as the real one does.
@@ -296,8 +344,7 @@ class Supervisor:
             child = Child(
                 entry.name, [sys.executable, "-m", "m3bridge.cli", "serve", entry.name], env, port=ports[entry.name]
             )
-            self.children.append(child)
-            await self._spawn(child, len(self.children))
+            await self.start(child)
 
         deadline = time.monotonic() + options.ready_timeout
         async with httpx.AsyncClient() as client:
@@ -331,8 +378,7 @@ class Supervisor:
             port=qw_port,
             ready_path="/healthz",
         )  # fmt: skip
-        self.children.append(quotewerks)
-        await self._spawn(quotewerks, len(self.children))
+        await self.start(quotewerks)
         self.demo_target = (quotewerks.url, api_key)
         return quotewerks.url
 
