@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from services.token_service.budget import Budget, BudgetPolicy, BudgetTimeoutError, RateBudget
 from services.token_service.leases import LeaseDesk
-from services.token_service.shared_budget import SharedBudget
+from services.token_service.shared_budget import SharedBudget, budget_shared
 from services.token_service.shared_tokens import SharedTokens
 from services.token_service.tokens import TokenKeeper, TokenUnavailableError
 from shared.ionapi import IonApiCredentials, IonApiFileError
@@ -131,6 +131,7 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             return
         secret_masker.add(credentials.secrets())
         budget: Budget = RateBudget(policy)
+        budget_shared.set(1)  # alone, with no Redis configured, its own budget is the whole tenant's
         store: SharedTokens | None = None
         if redis is not None:
             prefix = f"{settings.budget_redis_prefix}:{{{credentials.tenant}}}"  # a tenant's keys in one Cluster slot

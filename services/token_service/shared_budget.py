@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 
 budget_shared = Gauge(
     "m3bridge_rate_budget_shared",
-    "1 while this token-service takes its permits from the tenant's budget in Redis; 0 while Redis cannot be "
-    "reached and it paces alone at its share of the rate (bulk callers wait).",
+    "1 while this token-service takes its permits from the tenant's whole budget (in Redis, shared by the replicas; "
+    "or in its own memory when it runs alone without M3B_BUDGET_REDIS_URL); 0 while Redis cannot be reached and it "
+    "paces alone at its share of the rate (bulk callers wait).",
 )
 
 MICROS = 1_000_000

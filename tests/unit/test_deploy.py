@@ -13,6 +13,7 @@ import pytest
 from jsonschema import Draft201909Validator
 
 from services import SERVICES, m3_callers, settings_classes
+from services.token_service.app import TokenServiceSettings
 from shared.settings import ENV_PREFIX, BridgeSettings
 from tests.unit.deploy_files import (
     COMPOSE_FILE,
@@ -88,7 +89,7 @@ def test_compose_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
 
 
 def test_compose_has_infrastructure_and_jobs(compose_services: dict[str, dict[str, Any]]) -> None:
-    for name in ("kafka", "kafka-init", "postgres", "migrate", "prometheus", "grafana"):
+    for name in ("kafka", "kafka-init", "postgres", "migrate", "redis", "prometheus", "grafana"):
         assert name in compose_services, name
         assert "profiles" not in compose_services[name], f"{name} must start with a plain `docker compose up`"
     assert _command(compose_services["kafka-init"]) == ["topics"]
@@ -97,6 +98,7 @@ def test_compose_has_infrastructure_and_jobs(compose_services: dict[str, dict[st
     assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert "healthcheck" in compose_services["kafka"]
     assert "healthcheck" in compose_services["postgres"]
+    assert "healthcheck" in compose_services["redis"]
     assert compose_services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert compose_services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
@@ -148,7 +150,7 @@ def test_only_what_users_reach_is_published_and_on_loopback_by_default(
 ) -> None:
     published = {name for name, service in compose_services.items() if service.get("ports")}
     assert published == PUBLISHED
-    for name in ("kafka", "postgres", "token-service", "order-writer"):
+    for name in ("kafka", "postgres", "redis", "token-service", "order-writer"):
         assert not compose_services[name].get("ports"), f"{name} must not be published"
         assert not compose_services[name].get("expose"), name
         assert compose_services[name].get("network_mode") != "host", name
@@ -306,3 +308,68 @@ def test_inbound_endpoints_get_their_secrets(compose_services: dict[str, dict[st
     assert {"m3b_webhook_secret", "m3b_quotewerks_api_key"} <= targets("quote-ingest")
     assert "m3b_bod_secret" in targets("bod-listener")
     assert "m3b_quotewerks_api_key" in targets("catalog-sync")
+
+
+# --- (d) replicas: token-service shares its budget through Redis, order-writer scales ---
+
+
+def test_token_service_shares_its_budget_through_redis(
+    compose_services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_service = compose_services["token-service"]
+    url = _environment(token_service)["M3B_BUDGET_REDIS_URL"]
+    assert url == "redis://redis:6379/0", "compose's redis service, on the compose network"
+    redis = compose_services["redis"]
+    assert redis["image"].startswith("redis:")
+    assert token_service["depends_on"]["redis"]["condition"] == "service_healthy"
+    for job in ("kafka-init", "migrate"):
+        # A service's own depends_on replaces the anchor's: the jobs must still come first.
+        assert token_service["depends_on"][job]["condition"] == "service_completed_successfully", job
+    for key, value in _environment(token_service).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("M3B_ENV_FILE", str(ROOT / "does-not-exist.env"))
+    monkeypatch.setenv("M3B_SECRETS_DIR", "")
+    assert TokenServiceSettings().budget_redis_url == url
+    users = {name for name, service in compose_services.items() if "M3B_BUDGET_REDIS_URL" in _environment(service)}
+    assert users == {"token-service"}
+
+
+def test_redis_keeps_nothing(compose: dict[str, Any], compose_services: dict[str, dict[str, Any]]) -> None:
+    """The budget is a pace over the next seconds and the token is fetched again: no snapshots, no volume."""
+    redis = compose_services["redis"]
+    command = _command(redis)
+    assert command[0] == "redis-server"
+    assert command[command.index("--save") + 1] == "", "no snapshots"
+    assert command[command.index("--appendonly") + 1] == "no"
+    assert not redis.get("volumes"), "nothing to keep"
+    assert redis.get("read_only") is True
+    assert "/data" in redis["tmpfs"]
+    assert "redis" not in str(compose.get("volumes") or {})
+
+
+def _scaling_blockers(service: dict[str, Any]) -> list[str]:
+    """What stops `docker compose up --scale <service>=N`: a fixed name, a fixed host port, or one identity for all."""
+    blockers = []
+    if "container_name" in service:
+        blockers.append("container_name")
+    if "hostname" in service:
+        blockers.append("hostname: every replica would hold quotes under one owner")
+    if any(host for host, _ in _published_ports(service)):
+        blockers.append("a fixed host port")
+    if "M3B_INSTANCE_ID" in _environment(service):
+        blockers.append("M3B_INSTANCE_ID: every replica would be the same instance")
+    return blockers
+
+
+def test_order_writer_can_be_scaled(compose_services: dict[str, dict[str, Any]]) -> None:
+    assert _scaling_blockers(compose_services["order-writer"]) == []
+    assert "--scale order-writer=" in COMPOSE_FILE.read_text(encoding="utf-8"), "say that it scales"
+
+
+def test_the_scaling_check_sees_what_blocks_it(compose_services: dict[str, dict[str, Any]]) -> None:
+    order_writer = compose_services["order-writer"]
+    assert _scaling_blockers({**order_writer, "container_name": "m3bridge-order-writer"})
+    assert _scaling_blockers({**order_writer, "hostname": "order-writer"})
+    assert _scaling_blockers({**order_writer, "ports": ["127.0.0.1:8103:8000"]})
+    assert _scaling_blockers({**order_writer, "environment": {"M3B_INSTANCE_ID": "one"}})
+    assert _scaling_blockers(compose_services["quote-ingest"]), "a published service has a fixed host port"

@@ -250,3 +250,52 @@ def test_the_image_carries_the_default_mapping_rules() -> None:
 
     assert not DEFAULT_RULES.is_absolute()
     assert (ROOT / DEFAULT_RULES).exists()
+
+
+def test_rate_budget_not_shared_tells_the_operator_what_happens() -> None:
+    [rule] = [rule for rule in _rules() if rule.get("alert") == "RateBudgetNotShared"]
+    assert "m3bridge_rate_budget_shared" in rule["expr"]
+    assert rule["for"] == "1m"
+    assert rule["labels"]["severity"] == "warning"
+    text = f"{rule['annotations']['summary']} {rule['annotations']['description']}"
+    for what in ("Redis", "M3B_BUDGET_REDIS_URL", "alone", "bulk"):
+        assert what in text, what
+
+
+def test_promtool_fires_rate_budget_not_shared_only_while_redis_is_unreachable(tmp_path: Path) -> None:
+    """promtool's rule unit test: replica a loses Redis for 3 minutes, replica b keeps it; the alert fires for a once
+    the minute has passed, never for b, and stops when a is back on the shared budget."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    a = 'm3bridge_rate_budget_shared{job="m3bridge", instance="token-service-a:8000"}'
+    b = 'm3bridge_rate_budget_shared{job="m3bridge", instance="token-service-b:8000"}'
+    [rule] = [rule for rule in _rules() if rule.get("alert") == "RateBudgetNotShared"]
+    annotations = {
+        key: " ".join(str(value).split()).replace("{{ $labels.instance }}", "token-service-a:8000")
+        for key, value in rule["annotations"].items()
+    }
+    assert "{{" not in str(annotations), "template the expected annotations like the rule's"
+    fired = {
+        "exp_labels": {"job": "m3bridge", "instance": "token-service-a:8000", "severity": "warning"},
+        "exp_annotations": annotations,
+    }
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                # Shared for 1 minute, alone for 3 (12 samples), shared again.
+                "input_series": [{"series": a, "values": "1x4 0x11 1x8"}, {"series": b, "values": "1x24"}],
+                "alert_rule_test": [
+                    {"eval_time": "90s", "alertname": "RateBudgetNotShared", "exp_alerts": []},
+                    {"eval_time": "150s", "alertname": "RateBudgetNotShared", "exp_alerts": [fired]},
+                    {"eval_time": "5m", "alertname": "RateBudgetNotShared", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "rate-budget-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"

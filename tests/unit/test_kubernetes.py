@@ -1,22 +1,27 @@
 """Static checks of the Kubernetes manifests in deploy/kubernetes: Kubernetes API schemas, compose parity, policies.
 
 No cluster is needed: every manifest is validated offline against the API schemas that `kubernetes-validate`
-ships, then cross-checked against docker-compose.yml, `services.SERVICES` and the settings classes.
+ships (KEDA's ScaledObject against its CRD's schema, vendored in tests/fixtures), then cross-checked against
+docker-compose.yml, `services.SERVICES`, the settings classes and the topics and consumer groups the code uses.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]  # ships no type information
 import pytest
 import yaml
 
 from services import SERVICES, settings_classes
+from services.token_service.app import TokenServiceSettings
 from shared.settings import ENV_PREFIX, BridgeSettings
+from shared.topics import QUOTE_APPROVED
 
 pytestmark = pytest.mark.unit
 
@@ -39,6 +44,22 @@ JOBS = {"kafka-init": ["topics"], "migrate": ["migrate"]}
 PUBLISHED = {"quote-ingest", "catalog-sync", "inventory-query", "bod-listener"}
 SCRAPER_NAMESPACE_LABELS = {"m3bridge.io/metrics": "allowed"}
 PART_OF = {"app.kubernetes.io/part-of": "m3bridge"}
+# Runs beside the six services: the rate budget and ION token the token-service replicas share.
+REDIS = "redis"
+REDIS_PORT = 6379
+# Applied by hand, not by the kustomization: it needs KEDA's CRDs in the cluster (README.md "Replicas").
+KEDA_SCALED_OBJECT = MANIFESTS / "order-writer-keda.yaml"
+OPTIONAL_MANIFESTS = {KEDA_SCALED_OBJECT.name}
+KEDA_SCHEMA = ROOT / "tests" / "fixtures" / "keda-scaledobject-v2.20.2.schema.yaml"
+# The metadata keys of KEDA v2.20.2's kafka scaler read from a trigger (pkg/scalers/kafka_scaler.go, the
+# `keda:"name=...,order=triggerMetadata..."` tags of kafkaMetadata); a misspelt key would be silently ignored.
+KAFKA_TRIGGER_KEYS = {
+    "bootstrapServers", "consumerGroup", "topic", "partitionLimitation", "lagThreshold", "activationLagThreshold",
+    "offsetResetPolicy", "allowIdleConsumers", "excludePersistentLag", "scaleToZeroOnInvalidOffset",
+    "limitToPartitionsWithLag", "ensureEvenDistributionOfPartitions", "version", "tls", "unsafeSsl", "sasl",
+    "saslTokenProvider", "awsRegion",
+}  # fmt: skip
+ORDER_WRITER_APP = ROOT / "services" / "order_writer" / "app.py"
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -148,7 +169,8 @@ def test_the_kustomization_lists_every_manifest(kustomization: dict[str, Any]) -
     files = {path.name for path in MANIFESTS.glob("*.yaml")} - {KUSTOMIZATION.name}
     listed = kustomization["resources"]
     assert len(listed) == len(set(listed)), "a file listed twice"
-    assert set(listed) == files
+    assert files >= OPTIONAL_MANIFESTS
+    assert set(listed) == files - OPTIONAL_MANIFESTS, "the optional manifests need CRDs a cluster may not have"
     assert kustomization["namespace"] == NAMESPACE
     assert not list(MANIFESTS.glob("*.yml")), "name manifests *.yaml"
 
@@ -223,11 +245,11 @@ def test_each_service_has_a_deployment_and_a_service(name: str, resources: list[
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "exposure is your ingress' job"
 
 
-def test_nothing_but_the_six_services_and_the_jobs_runs(resources: list[dict[str, Any]]) -> None:
+def test_nothing_but_the_six_services_redis_and_the_jobs_runs(resources: list[dict[str, Any]]) -> None:
     deployments = {r["metadata"]["name"] for r in resources if r["kind"] == "Deployment"}
     services = {r["metadata"]["name"] for r in resources if r["kind"] == "Service"}
     jobs = {r["metadata"]["name"] for r in resources if r["kind"] == "Job"}
-    assert deployments == services == set(SERVICES)
+    assert deployments == services == set(SERVICES) | {REDIS}
     assert jobs == set(JOBS)
     assert not {r["kind"] for r in resources} & {"StatefulSet", "PersistentVolumeClaim"}, "Kafka and PostgreSQL"
 
@@ -243,12 +265,118 @@ def test_the_jobs_run_as_compose_runs_them(
     assert _pod_spec(job)["restartPolicy"] in {"OnFailure", "Never"}
 
 
-def test_token_service_runs_exactly_one_replica(resources: list[dict[str, Any]]) -> None:
+def _budget_problems(token_service: dict[str, Any], redis: dict[str, Any], config: dict[str, str]) -> list[str]:
+    """Why token-service's replicas would not share one rate budget (each would spend the tenant's whole limit)."""
+    spec = token_service["spec"]
+    replicas = spec.get("replicas", 1)
+    url = _environment(token_service, config).get("M3B_BUDGET_REDIS_URL", "")
+    problems = []
+    if not url:
+        if replicas > 1 or spec.get("strategy", {}).get("type") != "Recreate":
+            problems.append(f"{replicas} replicas (or a rolling update) without M3B_BUDGET_REDIS_URL")
+        return problems
+    [port] = redis["spec"]["ports"]
+    if not url.startswith(f"redis://{redis['metadata']['name']}:{port['port']}/"):
+        problems.append(f"M3B_BUDGET_REDIS_URL {url} is not the redis Service")
+    return problems
+
+
+def test_token_service_replicas_share_the_budget_through_redis(
+    resources: list[dict[str, Any]], config: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     deployment = _find(resources, "Deployment", "token-service")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate", "a rolling update runs two budgets at once"
-    assert "memory" in (MANIFESTS / "token-service.yaml").read_text(encoding="utf-8"), "say why it is one"
-    assert not [r for r in resources if r["kind"] == "HorizontalPodAutoscaler"]
+    redis = _find(resources, "Service", REDIS)
+    assert deployment["spec"]["replicas"] > 1, "a lease must not wait for a restarted pod"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "keep every replica during a rollout"
+    assert _budget_problems(deployment, redis, config) == []
+    text = (MANIFESTS / "token-service.yaml").read_text(encoding="utf-8")
+    assert "ONE replica" not in text
+    assert "Redis" in text, "say how the replicas share the budget"
+    assert "M3B_BUDGET_REDIS_URL" not in config, "a token-service setting: its own env, as compose gives it"
+    # The URL is one TokenServiceSettings accepts (no credentials in it).
+    for key, value in _environment(deployment, config).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("M3B_ENV_FILE", str(ROOT / "does-not-exist.env"))
+    monkeypatch.setenv("M3B_SECRETS_DIR", "")
+    assert TokenServiceSettings().budget_redis_url == f"redis://{REDIS}:{REDIS_PORT}/0"
+    assert not [r for r in resources if r["kind"] == "HorizontalPodAutoscaler"], "KEDA creates order-writer's"
+
+
+def test_the_budget_check_sees_replicas_without_redis(resources: list[dict[str, Any]], config: dict[str, str]) -> None:
+    deployment = _find(resources, "Deployment", "token-service")
+    redis = _find(resources, "Service", REDIS)
+    alone = copy.deepcopy(deployment)
+    _container(alone)["env"] = [v for v in _container(alone)["env"] if v["name"] != "M3B_BUDGET_REDIS_URL"]
+    assert _budget_problems(alone, redis, config)
+    elsewhere = copy.deepcopy(deployment)
+    for variable in _container(elsewhere)["env"]:
+        if variable["name"] == "M3B_BUDGET_REDIS_URL":
+            variable["value"] = "redis://other-redis:6379/0"
+    assert _budget_problems(elsewhere, redis, config)
+    single = copy.deepcopy(alone)
+    single["spec"].update(replicas=1, strategy={"type": "Recreate"})
+    assert _budget_problems(single, redis, config) == [], "one replica may keep its budget in memory"
+
+
+def _allowed_evictions(budget: dict[str, Any], replicas: int) -> int:
+    """How many of `replicas` ready pods a PodDisruptionBudget lets a drain evict at once (integer values only)."""
+    spec = budget["spec"]
+    if "minAvailable" in spec:
+        return max(replicas - int(spec["minAvailable"]), 0)
+    return min(int(spec["maxUnavailable"]), replicas)
+
+
+@pytest.mark.parametrize("name", ["token-service", "order-writer"])
+def test_a_disruption_budget_keeps_the_service_up_during_drains(name: str, resources: list[dict[str, Any]]) -> None:
+    deployment = _find(resources, "Deployment", name)
+    budget = _find(resources, "PodDisruptionBudget", name)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert _selects(budget["spec"]["selector"], pod_labels)
+    others = [
+        r["metadata"]["name"]
+        for r in resources
+        if r["kind"] == "Deployment"
+        and r is not deployment
+        and _selects(budget["spec"]["selector"], r["spec"]["template"]["metadata"]["labels"])
+    ]
+    assert not others, f"{name}'s budget also counts the pods of {others}"
+    replicas = deployment["spec"].get("replicas", 1)
+    # A drain can always move a pod (a budget that allows none blocks every node drain for good) ...
+    assert _allowed_evictions(budget, replicas) >= 1, name
+    # ... and, with more than one replica, never the last one.
+    if replicas > 1:
+        assert _allowed_evictions(budget, replicas) < replicas, name
+    assert budget["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow", "a pod that is not ready serves nothing"
+
+
+def test_the_eviction_count_follows_the_budget() -> None:
+    assert _allowed_evictions({"spec": {"minAvailable": 1}}, 2) == 1
+    assert _allowed_evictions({"spec": {"minAvailable": 1}}, 1) == 0
+    assert _allowed_evictions({"spec": {"maxUnavailable": 1}}, 1) == 1
+    assert _allowed_evictions({"spec": {"maxUnavailable": 2}}, 1) == 1
+
+
+def test_redis_holds_nothing_that_must_survive(
+    resources: list[dict[str, Any]], compose_services: dict[str, dict[str, Any]]
+) -> None:
+    deployment = _find(resources, "Deployment", REDIS)
+    container = _container(deployment)
+    assert container["image"] == compose_services[REDIS]["image"], "the same Redis as compose"
+    assert container["args"] == [str(part) for part in compose_services[REDIS]["command"]]
+    args = container["args"]
+    assert args[args.index("--save") + 1] == "", "no snapshots"
+    assert args[args.index("--appendonly") + 1] == "no"
+    assert deployment["spec"]["replicas"] == 1, "two unconnected Redis would be two budgets"
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    for volume in _pod_spec(deployment)["volumes"]:
+        assert set(volume) == {"name", "emptyDir"}, f"{volume['name']}: ephemeral volumes only"
+    [port] = container["ports"]
+    assert port["containerPort"] == REDIS_PORT
+    [service_port] = _find(resources, "Service", REDIS)["spec"]["ports"]
+    assert service_port["port"] == REDIS_PORT
+    assert "exec" in container["readinessProbe"]
+    assert "livenessProbe" in container
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -276,7 +404,10 @@ def test_every_container_is_locked_down(resources: list[dict[str, Any]]) -> None
         assert "add" not in context["capabilities"], name
         assert not context.get("privileged", False), name
         writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly", False)}
-        assert writable == {"/tmp"}, f"{name}: the root filesystem is read-only, Python needs a /tmp"
+        if name == REDIS:
+            assert writable == {"/data"}, f"{name}: the root filesystem is read-only, Redis works in /data"
+        else:
+            assert writable == {"/tmp"}, f"{name}: the root filesystem is read-only, Python needs a /tmp"
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= container["resources"][kind].keys(), f"{name}: resources.{kind}"
 
@@ -384,6 +515,11 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 # The labels of the bridge's namespace as the API server has them (it adds kubernetes.io/metadata.name itself).
 OWN_NAMESPACE_LABELS = {"kubernetes.io/metadata.name": NAMESPACE, **PART_OF}
 BRIDGE_POD_LABELS = {**PART_OF, "app.kubernetes.io/name": "order-writer"}
+TOKEN_SERVICE_POD_LABELS = {
+    **PART_OF,
+    "app.kubernetes.io/name": "token-service",
+    "app.kubernetes.io/component": "service",
+}
 
 
 @dataclass(frozen=True)
@@ -397,6 +533,7 @@ class Source:
 
 SOURCES = {
     "bridge pod": Source(NAMESPACE, OWN_NAMESPACE_LABELS, BRIDGE_POD_LABELS),
+    "token-service pod": Source(NAMESPACE, OWN_NAMESPACE_LABELS, TOKEN_SERVICE_POD_LABELS),
     "other pod in the namespace": Source(NAMESPACE, OWN_NAMESPACE_LABELS, {"run": "debug"}),
     "Prometheus": Source(
         "monitoring", {"kubernetes.io/metadata.name": "monitoring", **SCRAPER_NAMESPACE_LABELS}, {"app": "prometheus"}
@@ -457,10 +594,19 @@ def test_each_service_admits_what_compose_publishes(
     if name in PUBLISHED:
         assert "outside" in admitted, name
     elif name == "token-service":
-        assert admitted == {"bridge pod", "Prometheus"}, name
+        assert admitted == {"bridge pod", "token-service pod", "Prometheus"}, name
     else:
-        assert admitted == {"bridge pod", "other pod in the namespace", "Prometheus"}, name
+        assert admitted == {"bridge pod", "token-service pod", "other pod in the namespace", "Prometheus"}, name
     assert _admitted(policies, labels, 5432) == set(), f"{name}: only the HTTP port"
+    assert _admitted(policies, labels, REDIS_PORT) == set(), name
+
+
+def test_redis_admits_token_service_only(policies: list[dict[str, Any]], resources: list[dict[str, Any]]) -> None:
+    labels = _find(resources, "Deployment", REDIS)["spec"]["template"]["metadata"]["labels"]
+    assert _admitted(policies, labels, REDIS_PORT) == {"token-service pod"}
+    assert _admitted(policies, labels, CONTAINER_PORT) == set(), "no HTTP side, not scraped"
+    token_service = _find(resources, "Deployment", "token-service")["spec"]["template"]["metadata"]["labels"]
+    assert TOKEN_SERVICE_POD_LABELS.items() <= token_service.items(), "the source above is token-service's pods"
 
 
 def test_the_policy_evaluator_sees_selectors() -> None:
@@ -478,3 +624,130 @@ def test_the_policy_evaluator_sees_selectors() -> None:
     everywhere = {"namespaceSelector": {}, "podSelector": {"matchLabels": PART_OF}}
     assert _peer_admits(everywhere, SOURCES["bridge pod"])
     assert _peer_admits(everywhere, SOURCES["outside"])
+
+
+# --- (e) the optional KEDA ScaledObject for order-writer (a CRD kind: validated against KEDA's vendored schema) ---
+
+
+def _strict(schema: Any) -> Any:
+    """The CRD schema as `kubectl apply` (strict field validation) applies it: an object with `properties` takes no
+    other field, unless it says so (additionalProperties, x-kubernetes-preserve-unknown-fields)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    return strict
+
+
+@pytest.fixture(scope="module")
+def keda_validator() -> jsonschema.Draft7Validator:
+    schema = _strict(yaml.safe_load(KEDA_SCHEMA.read_text(encoding="utf-8")))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+@pytest.fixture(scope="module")
+def scaled_object() -> dict[str, Any]:
+    [document] = _documents(KEDA_SCALED_OBJECT)
+    return document
+
+
+def _schema_errors(validator: jsonschema.Draft7Validator, resource: dict[str, Any]) -> list[str]:
+    errors = sorted(validator.iter_errors(resource), key=lambda e: list(e.absolute_path))
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+
+
+def test_the_keda_schema_is_a_released_crd_version() -> None:
+    header = KEDA_SCHEMA.read_text(encoding="utf-8").split("\n\n", 1)[0]
+    assert re.search(r"tag v2\.\d+\.\d+ \(commit [0-9a-f]{40}\)", header), "name the release and commit"
+    assert "config/crd/bases/keda.sh_scaledobjects.yaml" in header
+
+
+def test_the_scaled_object_validates_against_keda_s_schema(
+    scaled_object: dict[str, Any], keda_validator: jsonschema.Draft7Validator
+) -> None:
+    assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled_object["kind"] == "ScaledObject"
+    assert scaled_object["metadata"]["namespace"] == NAMESPACE
+    assert _schema_errors(keda_validator, scaled_object) == []
+
+
+def test_the_keda_validator_rejects_a_broken_scaled_object(
+    scaled_object: dict[str, Any], keda_validator: jsonschema.Draft7Validator
+) -> None:
+    """Trigger metadata values are strings (an unquoted `true` is refused by the API server), required fields, and
+    a misspelt spec field (strict)."""
+    unquoted = copy.deepcopy(scaled_object)
+    unquoted["spec"]["triggers"][0]["metadata"]["excludePersistentLag"] = True
+    no_target = copy.deepcopy(scaled_object)
+    del no_target["spec"]["scaleTargetRef"]
+    misspelt = copy.deepcopy(scaled_object)
+    misspelt["spec"]["maxReplicas"] = misspelt["spec"].pop("maxReplicaCount")
+    no_triggers = copy.deepcopy(scaled_object)
+    no_triggers["spec"]["triggers"] = []
+    for broken in (unquoted, no_target, misspelt, no_triggers):
+        assert _schema_errors(keda_validator, broken)
+
+
+def _partitions(resources: list[dict[str, Any]], config: dict[str, str]) -> int:
+    """The partitions `m3bridge topics` (the kafka-init Job) creates the topics with."""
+    env = _environment(_find(resources, "Job", "kafka-init"), config)
+    default = BridgeSettings.model_fields["kafka_topic_partitions"].default
+    return int(env.get("M3B_KAFKA_TOPIC_PARTITIONS", default))
+
+
+def _quote_consumer_group() -> str:
+    """The consumer group of order-writer's subscriber to QUOTE_APPROVED, as services/order_writer/app.py names it."""
+    source = ORDER_WRITER_APP.read_text(encoding="utf-8")
+    [group] = re.findall(r"runtime\.subscriber\(\s*QUOTE_APPROVED,\s*group=\"([^\"]+)\"", source)
+    return str(group)
+
+
+def test_the_scaled_object_scales_order_writer_on_its_consumer_lag(
+    scaled_object: dict[str, Any], resources: list[dict[str, Any]], config: dict[str, str]
+) -> None:
+    spec = scaled_object["spec"]
+    target = spec["scaleTargetRef"]
+    assert target.get("kind", "Deployment") == "Deployment"
+    deployment = _find(resources, "Deployment", target["name"])
+    assert target["name"] == "order-writer"
+    assert "replicas" not in deployment["spec"], "applying order-writer.yaml again would reset KEDA's count"
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"], "one picks up quotes as they arrive"
+    partitions = _partitions(resources, config)
+    assert spec["maxReplicaCount"] <= partitions, "a replica beyond the partitions gets none"
+    assert "M3B_KAFKA_TOPIC_PARTITIONS" in KEDA_SCALED_OBJECT.read_text(encoding="utf-8"), "say what bounds it"
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    metadata = trigger["metadata"]
+    assert set(metadata) <= KAFKA_TRIGGER_KEYS, f"unknown to KEDA's kafka scaler: {set(metadata) - KAFKA_TRIGGER_KEYS}"
+    assert metadata["topic"] == QUOTE_APPROVED.name
+    assert metadata["consumerGroup"] == _quote_consumer_group() == "m3bridge.order-writer"
+    assert metadata["bootstrapServers"] == config["M3B_KAFKA_BOOTSTRAP_SERVERS"], "the brokers the bridge uses"
+    assert int(metadata["lagThreshold"]) > 0
+    assert metadata["offsetResetPolicy"] == "earliest", "as the consumer: a group with no offset owes the whole topic"
+    assert metadata["excludePersistentLag"] == "true", "a stuck partition does not call for replicas"
+
+
+def test_the_partition_count_is_read_where_kafka_init_gets_it(
+    resources: list[dict[str, Any]], config: dict[str, str]
+) -> None:
+    job = _find(resources, "Job", "kafka-init")
+    assert _partitions(resources, config) == 6
+    unset = copy.deepcopy(job)
+    _container(unset)["env"] = [v for v in _container(unset)["env"] if v["name"] != "M3B_KAFKA_TOPIC_PARTITIONS"]
+    others = [r for r in resources if r is not job]
+    assert _partitions([*others, unset], config) == 4, "the setting's default"
+    assert _partitions([*others, unset], {**config, "M3B_KAFKA_TOPIC_PARTITIONS": "12"}) == 12
+
+
+def test_the_readme_says_how_to_apply_the_optional_manifests() -> None:
+    readme = (MANIFESTS / "README.md").read_text(encoding="utf-8")
+    for name in sorted(OPTIONAL_MANIFESTS):
+        assert f"kubectl apply -f deploy/kubernetes/{name}" in readme, name
