@@ -1,8 +1,11 @@
-"""`make bench`: the benchmarks, printing figures and ratios (never pass/fail in the test suite)."""
+"""`make bench`: the benchmarks, printing figures and ratios (never pass/fail in the test suite).
+
+`python -m bench` runs the quick ones; `python -m bench NAME [options]` one of them, `month-end` included (it runs
+for a quarter of an hour: `python -m bench month-end --help`)."""
 
 import sys
 
-from bench import availability, full_load, m3_path, quote_to_order
+from bench import availability, full_load, m3_path, month_end, quote_to_order
 
 BENCHMARKS = {
     "m3-path": m3_path.main,
@@ -11,7 +14,12 @@ BENCHMARKS = {
     "full-load": full_load.main,
 }
 
+if len(sys.argv) > 1 and sys.argv[1] == "month-end":
+    raise SystemExit(month_end.main(sys.argv[2:]))
 chosen = sys.argv[1:] or list(BENCHMARKS)
+unknown = [name for name in chosen if name not in BENCHMARKS]
+if unknown:
+    raise SystemExit(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join([*BENCHMARKS, 'month-end'])}")
 for name in chosen:
     print(f"=== {name} ===")
     if BENCHMARKS[name]() != 0:

@@ -27,7 +27,7 @@ class OrderWriterSettings(CustomerRulesSettings):
     service_name: str = "order-writer"
     use_bulk: bool = Field(True, description="Send order lines in one v2 bulk request instead of one per line.")
     quotes_in_flight: int = Field(
-        8,
+        16,
         ge=1,
         le=256,
         description="Quotes one order-writer works on at once (most of a quote's time is spent waiting for M3). A "

@@ -49,6 +49,12 @@ class TokenServiceSettings(BridgeSettings):
         description="`smoothed` when the policy spaces requests evenly (spike arrest: one per period/N): the budget "
         "then never bursts; use a utilisation of about 0.85 for timing margin.",
     )
+    throttle_delay_after_count: int | None = Field(
+        None,
+        ge=1,
+        description="The policy's rate smoothing `delayAfterCount`, when it has one: past that many requests in a "
+        "period the Gateway delays each further one, so the budget paces below it instead of at the maximum.",
+    )
     budget_utilisation: float = Field(0.96, gt=0, le=1, description="Share of the policy limit the budget paces at.")
     interactive_reserve: int = Field(1, ge=0, description="Permits kept back for interactive callers.")
     refresh_ahead_s: float = Field(300.0, ge=0, description="Fetch the next token this long before expiry.")
@@ -94,6 +100,7 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
         utilisation=settings.budget_utilisation,
         interactive_reserve=settings.interactive_reserve,
         smoothed=settings.throttle_mode == "smoothed",
+        delay_after_count=settings.throttle_delay_after_count,
         max_pause_s=settings.max_throttle_pause_s,
     )
     if policy.worst_case_per_period > policy.max_requests_per_period:

@@ -13,7 +13,10 @@ queue per priority. Shaped to the Gateway's throttling policy:
 - strict priority among waiters: interactive, then transactional, then bulk (FIFO within each);
 - a reported 429 pauses everyone (its Retry-After, cut to `max_pause_s`; without one, one period but at most 5 s)
   and lowers the pace; the pace recovers in steps while no 429 comes. Reports arriving together count as one;
-- for a smoothing (spike-arrest) policy the bucket holds one permit: no bursts at all.
+- for a smoothing (spike-arrest) policy the bucket holds one permit: no bursts at all;
+- with rate smoothing (`delay_after_count`: past that many requests in a period the Gateway delays each further
+  one) the pace is at most `utilisation * delay_after_count` per period: the Gateway then never delays, where a pace
+  up to the spike-arrest maximum would be served but slower, and every caller would wait the delay.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class BudgetPolicy:
     # "smoothed": the Gateway spaces requests (spike arrest: one per period/N), so the budget never bursts:
     # no reserve in the bucket, no slack; interactive callers still go first in the queue.
     smoothed: bool = False
+    # The policy's rateSmoothing/delayAfterCount (None: no rate smoothing): the budget paces below it.
+    delay_after_count: int | None = None
     backoff_factor: float = 0.85
     min_rate_fraction: float = 0.1
     recovery_step_fraction: float = 0.05
@@ -64,11 +69,22 @@ class BudgetPolicy:
             raise ValueError("the longest pause must be positive")
         if self.interactive_reserve < 0 or self.burst_slack < 0:
             raise ValueError("interactive_reserve and burst_slack must be ≥ 0")
+        if self.delay_after_count is not None and self.delay_after_count < 1:
+            raise ValueError("delay_after_count must be positive")
+
+    @property
+    def paced_per_period(self) -> float:
+        """Requests per period at full pace: a share of the spike-arrest maximum, or of the rate-smoothing count
+        when that is lower."""
+        ceiling = self.max_requests_per_period
+        if self.delay_after_count is not None:
+            ceiling = min(ceiling, self.delay_after_count)
+        return self.utilisation * ceiling
 
     @property
     def worst_case_per_period(self) -> float:
         """The most requests the budget can let through in any window of one period."""
-        return self.utilisation * self.max_requests_per_period + self.capacity
+        return self.paced_per_period + self.capacity
 
     @property
     def capacity(self) -> float:
@@ -81,7 +97,7 @@ class BudgetPolicy:
     @property
     def rate(self) -> float:
         """Permits per second at full pace."""
-        return self.utilisation * self.max_requests_per_period / self.period_s
+        return self.paced_per_period / self.period_s
 
 
 @dataclass

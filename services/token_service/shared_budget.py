@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -328,16 +329,7 @@ class SharedBudget:
     def _local(self) -> RateBudget:
         share = max(1, self.replicas())
         if self._fallback is None or share != self._fallback_share:
-            policy = self.policy
-            alone = BudgetPolicy(
-                period_s=policy.period_s,
-                max_requests_per_period=policy.max_requests_per_period,
-                utilisation=policy.utilisation / share,
-                interactive_reserve=policy.interactive_reserve,
-                burst_slack=0,
-                smoothed=policy.smoothed,
-                max_pause_s=policy.max_pause_s,
-            )
+            alone = dataclasses.replace(self.policy, utilisation=self.policy.utilisation / share, burst_slack=0)
             previous, self._fallback, self._fallback_share = self._fallback, RateBudget(alone), share
             if previous is not None:
                 asyncio.get_running_loop().create_task(previous.close())

@@ -45,6 +45,7 @@ class GatewayStats:
     accepted_by_user: Counter[str] = field(default_factory=Counter)
     accepted_times: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_TIMESTAMPS))  # time.time()
     windows: deque[int] = field(default_factory=lambda: deque(maxlen=MAX_WINDOWS))  # accepted per closed period
+    accepted_by_source: Counter[str] = field(default_factory=Counter)  # x-infor-ionapi-source → accepted requests
     in_flight_by_source: Counter[str] = field(default_factory=Counter)  # x-infor-ionapi-source → being answered
     most_in_flight_by_source: Counter[str] = field(default_factory=Counter)
 
@@ -71,6 +72,7 @@ class GatewayStats:
             "faults": dict(self.faults),
             "faults_total": sum(self.faults.values()),
             "accepted_by_user": dict(self.accepted_by_user),
+            "accepted_by_source": dict(self.accepted_by_source),
             "most_in_flight_by_source": dict(self.most_in_flight_by_source),
             "period_ms": policy.time_period_ms,
             "max_requests_per_period": limit,
@@ -240,6 +242,7 @@ class Gateway:
         stats.accepted_times.append(time.time())
         scope.setdefault("state", {})["user"] = subject
         source = _header(scope, b"x-infor-ionapi-source") or "-"
+        stats.accepted_by_source[source] += 1
         stats.in_flight_by_source[source] += 1
         stats.most_in_flight_by_source[source] = max(
             stats.most_in_flight_by_source[source], stats.in_flight_by_source[source]

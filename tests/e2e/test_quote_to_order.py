@@ -308,6 +308,37 @@ def test_replaying_a_held_quote_processes_it_again(stack: Stack) -> None:
     wait_until("the replayed quote to be held again", lambda: len(held_letters(stack, "AAAQ1003")) > len(before), 30)
 
 
+def test_a_held_quote_fixed_in_quotewerks_and_approved_again_becomes_one_order(stack: Stack) -> None:
+    """A rep's quote is held for an item M3 has discontinued; the rep swaps the line for another product in
+    QuoteWerks and approves it again: that approval is new content, so it is ordered, once, with the fixed line."""
+    number = f"Q{uuid.uuid4().hex[:8].upper()}"
+    created = httpx.post(f"{stack.quotewerks.url}/__admin/documents", timeout=10, json={
+        "Number": number, "CMAccountNo": "C000001",
+        "Lines": [{"ManufacturerPartNumber": "ITM000012", "QtyTotal": 3},
+                  {"ManufacturerPartNumber": "ITM000066", "QtyTotal": 2}],  # STAT 90 in M3
+    })  # fmt: skip
+    created.raise_for_status()
+    doc_no = created.json()["DocumentHeader"]["DocNo"]
+    inactive = next(row for row in created.json()["DocumentItems"] if row["ManufacturerPartNumber"] == "ITM000066")
+    approve(stack, doc_no)
+    held = written_back(stack, doc_no)
+    assert held["CustomText02"].startswith("M3 held"), held
+    assert "ITM000066" in held["CustomText02"], held
+    edited = httpx.put(f"{stack.quotewerks.url}/__admin/documents/{doc_no}/items/{inactive['ID']}", timeout=10,
+                       json={"ManufacturerPartNumber": "ITM000067", "QtyTotal": 2})  # fmt: skip
+    edited.raise_for_status()
+    approve(stack, doc_no)
+    header = wait_until("the re-approved quote's order number", lambda: (
+        h if (h := stack.quotewerks.api("GET", f"documents/{doc_no}")["DocumentHeader"]).get("CustomText01") else None
+    ), 60)  # fmt: skip
+    [order] = asyncio.run(orders_for(stack, doc_no, "C000001"))
+    assert order["ORNO"] == header["CustomText01"]
+    lines = asyncio.run(m3_call(stack, "OIS100MI", "LstLine", {"ORNO": header["CustomText01"]}))
+    assert sorted((str(r["ITNO"]), Decimal(str(r["ORQT"]))) for r in lines) == [
+        ("ITM000012", Decimal(3)), ("ITM000067", Decimal(2)),
+    ]  # fmt: skip
+
+
 def test_one_order_writer_works_on_several_quotes_at_once_and_orders_each_once(stack: Stack) -> None:
     """Six quotes approved together while every M3 call takes 300 ms: the one order-writer has several of them at
     the Gateway at the same moment (its lanes), not one after the other, and each becomes exactly one order."""

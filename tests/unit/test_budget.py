@@ -21,6 +21,28 @@ def max_in_any_window(times: list[float], window: float) -> int:
     return best
 
 
+async def test_with_rate_smoothing_the_pace_stays_below_the_delay_after_count() -> None:
+    """Past delayAfterCount in a period the Gateway delays every further request: the budget paces below that count
+    rather than at the spike-arrest maximum (which would be served, but slower for everyone)."""
+    policy = BudgetPolicy(period_s=0.2, max_requests_per_period=40, utilisation=0.7, delay_after_count=10)
+    assert policy.rate == pytest.approx(0.7 * 10 / 0.2)
+    assert policy.worst_case_per_period == pytest.approx(10)
+    assert BudgetPolicy(max_requests_per_period=40, delay_after_count=100).rate == pytest.approx(0.96 * 40)
+    with pytest.raises(ValueError, match="delay_after_count"):
+        BudgetPolicy(delay_after_count=0)
+    budget = RateBudget(policy)
+    granted: list[float] = []
+
+    async def caller() -> None:
+        for _ in range(10):
+            await budget.acquire(Priority.TRANSACTIONAL, max_wait_s=10)
+            granted.append(time.monotonic())
+
+    await asyncio.gather(caller(), caller(), caller())
+    await budget.close()
+    assert max_in_any_window(granted, policy.period_s) <= 10  # delay_after_count
+
+
 async def test_grants_never_exceed_the_policy_in_any_window() -> None:
     policy = BudgetPolicy(period_s=0.2, max_requests_per_period=10, utilisation=0.7, interactive_reserve=1)
     assert policy.worst_case_per_period == 10
