@@ -9,7 +9,11 @@ the tenant policy of LIMIT requests/s), token-service, catalog-sync, the QuoteWe
 3. the same through MI paging (MMS200MI/LstItmByItm pages, OIS017MI/LstBasePrice, MMS200MI/GetItmWhsBal in v2
    bulk requests): the read a bridge without the Data Lake path would do.
 
-Printed: Gateway calls, 429s and time of each run, and the MI/Data Lake ratios of the two reads.
+4. a first load again, into a QuoteWerks database through the SQL connector (the bridge's product table; on the
+   machine's PostgreSQL, as SQL Server does not run here), by a second catalog-sync with a state of its own.
+
+Printed: Gateway calls, 429s and time of each run, and the MI/Data Lake ratios of the two reads. Products are
+written to QuoteWerks in batches of 500 (one request to the REST API, one transaction in the database).
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from m3bridge.tansu import EmbeddedBroker
+from shared.quotewerks_schema import metadata
 from shared.topics import ensure_topics
 from tests.stack import OPERATOR, IonSim, start_ion, start_quotewerks, start_service, start_token_service
 
@@ -32,6 +40,32 @@ ITEMS = int(os.environ.get("M3B_BENCH_FULL_LOAD_ITEMS", "100000"))
 LATENCY_MS = int(os.environ.get("M3B_BENCH_LATENCY_MS", "50"))
 LIMIT = 100  # Gateway requests per second for the tenant
 KEYS = {"catalog-sync": "bench-catalog-key"}
+ADMIN_DSN = os.environ.get("M3B_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def quotewerks_database(name: str) -> str:
+    """A new PostgreSQL database with the QuoteWerks schema subset and the bridge's product table; its URL."""
+    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    url = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as schema:
+            await schema.run_sync(metadata.create_all)
+    finally:
+        await engine.dispose()
+    return url
+
+
+async def drop_database(name: str) -> None:
+    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
 
 
 def gateway(ion: IonSim) -> tuple[int, int]:
@@ -95,10 +129,22 @@ def main() -> int:
             first = run(ion, url, None)
             lake = run(ion, url, "data_lake")
             mi = run(ion, url, "mi")
+            database = f"m3b_bench_qw_{uuid.uuid4().hex[:10]}"
+            qw_url = asyncio.run(quotewerks_database(database))
+            started.append(lambda: asyncio.run(drop_database(database)))
+            sql_service, sql_url = start_service("catalog-sync", broker.bootstrap_servers, {
+                "M3B_STATE_URL": f"sqlite+aiosqlite:///{tmp}/state-sql.db", "M3B_TOKEN_SERVICE_URL": token_service.url,
+                "M3B_TOKEN_SERVICE_KEY": KEYS["catalog-sync"], "M3B_QUOTEWERKS_URL": qw_url,
+                "M3B_CATALOG_CONSUMER_GROUP": "m3bridge.catalog-sync.bench-sql", "M3B_FULL_LOAD_AT_START": "false",
+                "M3B_FULL_LOAD_INTERVAL_S": "0", "M3B_DATA_LAKE_POLL_S": "0.5", "M3B_LOG_LEVEL": "WARNING",
+            })  # fmt: skip
+            started.append(sql_service.kill_all)
+            sql_first = run(ion, sql_url, None)
             print(f"{'run':<30}{'path':>10}{'calls':>10}{'429':>6}{'s':>9}{'pushed':>9}{'unchanged':>10}{'failed':>7}")
             print(row("1 first load (path by volume)", first))
             print(row("2 again, Data Lake", lake))
             print(row("3 again, MI paging", mi))
+            print(row("4 first load, SQL connector", sql_first))
             print()
             print(f"why run 1 took its path: {first['path_reason']}")
             products = len(quotewerks.api("GET", "products")["products"])
@@ -108,7 +154,7 @@ def main() -> int:
             time_ratio = mi["seconds"] / max(lake["seconds"], 1e-9)
             print(f"MI paging / Data Lake for the same read: {calls_ratio:.0f}x the Gateway calls, "
                   f"{time_ratio:.1f}x the time")  # fmt: skip
-            for report in (first, lake, mi):
+            for report in (first, lake, mi, sql_first):
                 if report["counts"].get("failed"):
                     print(f"problems in {report['run_id']}: {report['problems'][:3]}")
                     return 1

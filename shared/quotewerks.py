@@ -91,6 +91,7 @@ class QuoteWerks(Protocol):
     ) -> list[dict[str, Any]]: ...
     async def update_document(self, doc_no: str, fields: Mapping[str, str]) -> None: ...
     async def put_product(self, part: str, fields: Mapping[str, object]) -> bool: ...
+    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]: ...
     async def find_product(self, part: str) -> dict[str, Any] | None: ...
     async def customer(self, account: str) -> dict[str, Any]: ...
     async def find_customer(self, account: str) -> dict[str, Any] | None: ...
@@ -163,6 +164,15 @@ class QuoteWerksClient:
     async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
         """Create or replace a catalog product; True when it was created."""
         return await self._put(f"/products/{quote(part, safe='')}", f"product {part}", fields)
+
+    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]:
+        """Create or replace many catalog products in one request (all or none); the parts that were created."""
+        body = {"products": [{**fields, "ManufacturerPartNumber": part} for part, fields in products.items()]}
+        answer = _accepted(await self._send("PUT", "/products", json=body), f"{len(products)} products").json()
+        created = answer.get("created") if isinstance(answer, dict) else None
+        if not isinstance(created, list):
+            raise QuoteWerksError("product batch: unexpected answer shape", retryable=False)
+        return {str(part) for part in created}
 
     async def find_product(self, part: str) -> dict[str, Any] | None:
         """The catalog product, or None when QuoteWerks has no product with that part number."""

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Unicode,
     Update,
     and_,
+    bindparam,
     cast,
     insert,
     select,
@@ -205,6 +206,24 @@ class ProductStatements:
 
     def add(self, part: str, values: Mapping[str, Any]) -> Insert:
         return insert(self.products).values({**values, "ManufacturerPartNumber": part})
+
+    def known_parts(self, parts: Collection[str]) -> Select[Any]:
+        """Which of `parts` have a row (keep `parts` to a few hundred: SQL Server takes 2,100 parameters)."""
+        column = self.products.c.ManufacturerPartNumber
+        return select(column).where(column.in_(list(parts)))
+
+    def replace_each(self, columns: Collection[str]) -> Update:
+        """Executed with one parameter set per product: `the_part` and `new_<column>` for each of the `columns`
+        (a bound name may not be a column's own)."""
+        return (
+            update(self.products)
+            .where(self.products.c.ManufacturerPartNumber == bindparam("the_part"))
+            .values({name: bindparam(f"new_{name}") for name in columns})
+        )
+
+    def add_each(self) -> Insert:
+        """Executed with one parameter set (every column) per product."""
+        return insert(self.products)
 
 
 class ProductValueError(ValueError):

@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3
 """How often a write-back re-reads the document and tries again when it changed between the read and the write."""
+#: Part numbers per `IN (...)` look-up of a product batch (SQL Server takes at most 2,100 parameters a statement).
+PRODUCT_BATCH_PARAMETERS = 500
 
 
 class QuoteWerksConfigError(Exception):
@@ -383,6 +385,55 @@ class QuoteWerksSqlClient:
                     raise
                 log.info("product %s was created by another writer meanwhile: updating it", part)
         raise QuoteWerksError(f"product {part}: neither updated nor inserted (key conflicts)", retryable=True)
+
+    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]:
+        """Create or replace many products' rows in one transaction (all or none): the rows there are updated and
+        the others inserted, each kind in one executemany; the parts that were created. A key conflict (another
+        writer inserted one of them meanwhile) writes them one by one instead."""
+        statements = await self._products_ready()
+        stamp = datetime.now(UTC).replace(tzinfo=None)
+        try:
+            rows = {part: {**product_values(part, fields), "LastModified": stamp} for part, fields in products.items()}
+        except ProductValueError as exc:
+            raise QuoteWerksError(str(exc), retryable=False) from None
+        new_row = {"Description": "", "UnitOfMeasure": "", "Price": Decimal(0), "Active": True, "Availability": 0}
+        try:
+            return await self._write_products(statements, rows, new_row)
+        except QuoteWerksError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+        log.info("%d products: another writer created some of them meanwhile: writing them one by one", len(rows))
+        return {part for part, fields in products.items() if await self.put_product(part, fields)}
+
+    @quotewerks_retries
+    async def _write_products(
+        self, statements: ProductStatements, rows: Mapping[str, Mapping[str, Any]], new_row: Mapping[str, Any]
+    ) -> set[str]:
+        parts = list(rows)
+        async with self._begin() as connection:
+            existing: set[str] = set()
+            for start in range(0, len(parts), PRODUCT_BATCH_PARAMETERS):
+                chunk = parts[start : start + PRODUCT_BATCH_PARAMETERS]
+                existing.update(str(p) for p in (await connection.execute(statements.known_parts(chunk))).scalars())
+            by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for part in parts:
+                if part in existing:
+                    values = rows[part]
+                    by_columns.setdefault(tuple(sorted(values)), []).append(
+                        {"the_part": part, **{f"new_{name}": value for name, value in values.items()}}
+                    )
+            for columns, parameters in by_columns.items():
+                await connection.execute(statements.replace_each(columns), parameters)
+            created = [part for part in parts if part not in existing]
+            if created:
+                await connection.execute(
+                    statements.add_each(),
+                    [
+                        {**new_row, "Description": part, **rows[part], "ManufacturerPartNumber": part}
+                        for part in created
+                    ],
+                )
+        return set(created)
 
     @quotewerks_retries
     async def find_product(self, part: str) -> dict[str, Any] | None:

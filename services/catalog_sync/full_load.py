@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from services.catalog_sync.m3_reads import M3Reads
 from services.catalog_sync.products import (
     FINGERPRINT_BATCH,
+    PUSH_BATCH,
     RETIRED,
     Lake,
     Path,
@@ -124,7 +125,8 @@ class FullLoad:
         problems: list[Problem],
         snapshot: Snapshot,
     ) -> None:
-        """`push_concurrency` pushes at a time; the fingerprints stored in batches of FINGERPRINT_BATCH."""
+        """Batches of PUSH_BATCH products, `push_concurrency` batches at a time; the fingerprints stored in batches
+        of FINGERPRINT_BATCH."""
         progress = self.progress
         store = self.pusher.store
         gate = asyncio.Semaphore(self.options.push_concurrency)
@@ -136,16 +138,15 @@ class FullLoad:
             pushed.clear()
             await store.put_many(batch)
 
-        async def one(product: Product) -> None:
+        async def one(batch: list[Product]) -> None:
             async with gate:
-                await self.pusher.push(product, known.get(product.part), counts, problems, pushed=pushed,
-                                       snapshot=snapshot)  # fmt: skip
-                progress.done += 1
+                await self.pusher.push_many(batch, known, counts, problems, pushed=pushed, snapshot=snapshot)
+                progress.done += len(batch)
                 if len(pushed) >= FINGERPRINT_BATCH:
                     await store_pushed()
 
         try:
-            await asyncio.gather(*(one(p) for p in products))
+            await asyncio.gather(*(one(products[i : i + PUSH_BATCH]) for i in range(0, len(products), PUSH_BATCH)))
         finally:
             await store_pushed()
 

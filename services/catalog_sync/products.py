@@ -21,6 +21,7 @@ RETIRED = "retired:"  # fingerprint prefix of a product deactivated because M3 n
 ACTIVE_STATUS = "20"
 MAX_PROBLEMS = 20
 FINGERPRINT_BATCH = 500  # fingerprints stored per transaction during a full load
+PUSH_BATCH = 500  # products written to QuoteWerks per request (or transaction) during a full load
 Path = Literal["data_lake", "mi"]
 
 
@@ -105,6 +106,7 @@ def products_from(
 
 class Catalog(Protocol):
     async def put_product(self, part: str, fields: Mapping[str, object]) -> bool: ...
+    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]: ...
     async def find_product(self, part: str) -> dict[str, Any] | None: ...
 
 

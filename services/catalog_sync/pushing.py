@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,6 +187,58 @@ class Pusher:
                 log.warning("product %s not pushed: %s", product.part, exc)
                 return
         counts["created" if created else "updated"] += 1
+
+    async def push_many(
+        self,
+        products: list[Product],
+        known: Mapping[str, str],
+        counts: dict[str, int],
+        problems: list[Problem],
+        *,
+        pushed: dict[str, str],
+        snapshot: Snapshot,
+    ) -> None:
+        """A full load's batch: the products whose fingerprint changed, in one write to QuoteWerks, their
+        fingerprints left in `pushed` for the caller to store. A batch QuoteWerks refuses (one bad product refuses
+        all) is pushed one by one, so that only the bad one fails, with its reason."""
+        changed: list[tuple[Product, str]] = []
+        for product in products:
+            fingerprint = product.fingerprint()
+            if known.get(product.part) == fingerprint:
+                counts["unchanged"] += 1
+            else:
+                changed.append((product, fingerprint))
+        if not changed:
+            return
+        async with contextlib.AsyncExitStack() as held:
+            for part in sorted(product.part for product, _ in changed):
+                await held.enter_async_context(self._one_at_a_time(part))
+            fresh = []
+            for product, fingerprint in changed:
+                if self.newer_than(snapshot, product.part):
+                    counts["kept_newer"] = counts.get("kept_newer", 0) + 1
+                else:
+                    fresh.append((product, fingerprint))
+            if not fresh:
+                return
+            try:
+                created = await self.catalog.put_products({product.part: product.fields() for product, _ in fresh})
+            except (QuoteWerksError, OSError, ValueError) as exc:
+                if getattr(exc, "retryable", isinstance(exc, OSError)):
+                    # Still away after the client's retries: each product failed, as it would have one at a time.
+                    for product, _ in fresh:
+                        counts["failed"] += 1
+                        add_problem(problems, exc, product.part)
+                    log.warning("%d products not pushed: %s", len(fresh), exc)
+                    return
+                log.info("QuoteWerks refused a batch of %d products (%s): pushing them one by one", len(fresh), exc)
+            else:
+                for product, fingerprint in fresh:
+                    pushed[product.part] = fingerprint
+                    counts["created" if product.part in created else "updated"] += 1
+                return
+        for product, _ in fresh:
+            await self.push(product, known.get(product.part), counts, problems, pushed=pushed, snapshot=snapshot)
 
     async def report(self, report: CatalogSyncReport) -> CatalogSyncReport:
         """Count the run's outcomes in the metrics and publish its report."""

@@ -125,6 +125,19 @@ class ProductBody(BaseModel):
     Vendor: str = Field("", max_length=255)
 
 
+class BatchProduct(ProductBody):
+    ManufacturerPartNumber: str = Field(min_length=1, max_length=255)
+
+
+class ProductBatch(BaseModel):
+    """PUT /products: many products created or replaced in one request (all or none: one invalid product refuses
+    the batch with 400)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    products: list[BatchProduct] = Field(min_length=1, max_length=1000)
+
+
 class EventRequest(BaseModel):
     """POST /__admin/events: fire any event (e.g. QuoteValet.Viewed) for a document and/or customer."""
 
@@ -310,6 +323,19 @@ def _api_router(sim_ref: FastAPI) -> APIRouter:
         if product is None:
             raise ApiError(404, "product not found", ManufacturerPartNumber=part)
         return product
+
+    @router.put("/products")
+    async def put_products(body: ProductBatch) -> dict[str, Any]:
+        parts = [product.ManufacturerPartNumber for product in body.products]
+        if len(set(parts)) != len(parts):
+            raise ApiError(400, "a part number appears twice in the batch", field="ManufacturerPartNumber")
+        store = qw().store
+        created = [part for part in parts if part not in store.products]
+        new = set(created)
+        stamp = store.now()
+        for product in body.products:
+            store.products[product.ManufacturerPartNumber] = {**product.model_dump(), "LastModified": stamp}
+        return {"created": created, "updated": [part for part in parts if part not in new]}
 
     @router.put("/products/{part:path}")
     async def put_product(part: str, body: ProductBody, response: Response) -> dict[str, Any]:

@@ -58,6 +58,9 @@ def test_a_token_service_replica_killed_under_load_loses_no_quote_and_causes_no_
             writer = start_service("order-writer", kafka_bootstrap, {
                 **common, "M3B_TOKEN_SERVICE_URL": ",".join(r.url for r in order),
                 "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"], "M3B_INSTANCE_ID": f"order-writer-{i}",
+                # Two quotes at a time each: they finish one after another, so the kill lands while most still wait
+                # (with many in flight they would all share the slow budget and finish together).
+                "M3B_QUOTES_IN_FLIGHT": "2",
             })  # fmt: skip
             started.callback(writer[0].kill_all)
             writers.append(writer)

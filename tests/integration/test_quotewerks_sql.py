@@ -361,6 +361,45 @@ async def test_a_product_is_created_then_replaced_in_the_bridges_table(qw: Quote
     assert again["Description"] == "Widget, blue"
 
 
+async def test_a_batch_of_products_creates_the_new_and_replaces_the_known_in_one_transaction(
+    qw: QuoteWerksSqlClient, db: AsyncEngine
+) -> None:
+    await qw.put_product("ITM000010", PUSHED)
+    batch = {f"ITM{n:06d}": {**PUSHED, "Price": float(n), "Availability": n} for n in range(10, 1210)}
+    assert await qw.put_products(batch) == set(batch) - {"ITM000010"}
+    assert await qw.put_products({"ITM000010": {"Price": 99.0, "Active": False}, "ITM000011": PUSHED}) == set()
+    known = await qw.find_product("ITM000010")
+    other = await qw.find_product("ITM001209")
+    assert known is not None
+    assert other is not None
+    assert (known["Price"], known["Active"], known["Availability"]) == (99.0, False, 10)
+    assert known["Description"] == "Widget, blue"
+    assert (other["Price"], other["Availability"]) == (1209.0, 1209)
+    async with db.connect() as connection:
+        rows = (await connection.execute(text('SELECT COUNT(*) FROM "M3BridgeProducts"'))).scalar_one()
+    assert rows == 1200
+
+
+async def test_a_batch_with_one_value_the_table_cannot_hold_writes_nothing(qw: QuoteWerksSqlClient) -> None:
+    with pytest.raises(QuoteWerksError, match="ITM000022") as caught:
+        await qw.put_products({"ITM000021": PUSHED, "ITM000022": {**PUSHED, "Availability": -1}})
+    assert not caught.value.retryable
+    assert await qw.find_product("ITM000021") is None
+
+
+async def test_a_batch_racing_another_writer_over_a_new_product_still_writes_each_once(
+    qw: QuoteWerksSqlClient, db: AsyncEngine
+) -> None:
+    batch = {f"ITM{n:06d}": PUSHED for n in range(30, 40)}
+    results = await asyncio.gather(qw.put_products(batch), qw.put_product("ITM000035", PUSHED),
+                                   qw.put_products(batch))  # fmt: skip
+    created = [part for result in (results[0], results[2]) for part in result]
+    assert sorted(created + (["ITM000035"] if results[1] else [])) == sorted(batch)
+    async with db.connect() as connection:
+        rows = (await connection.execute(text('SELECT COUNT(*) FROM "M3BridgeProducts"'))).scalar_one()
+    assert rows == 10
+
+
 async def test_concurrent_creates_of_one_product_leave_one_row(qw: QuoteWerksSqlClient, db: AsyncEngine) -> None:
     created = await asyncio.gather(*(qw.put_product("ITM000002", {**PUSHED, "Availability": n}) for n in range(4)))
     assert sorted(created) == [False, False, False, True]

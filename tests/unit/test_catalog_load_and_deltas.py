@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from services.catalog_sync import full_load
 from services.catalog_sync.sync import CatalogSync
 from shared.contracts import InventoryChanged, PriceChanged
 from shared.quotewerks import QuoteWerksError
@@ -48,12 +49,23 @@ class GatedCatalog:
             await gate.wait()
         return bool(await self.inner.put_product(part, fields))
 
+    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]:
+        for part in products:
+            gate = self.held.get(part)
+            if gate is not None and not gate.is_set():
+                self.reached[part].set()
+                await gate.wait()
+        created: set[str] = await self.inner.put_products(products)
+        return created
+
     async def find_product(self, part: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await self.inner.find_product(part)
         return found
 
 
-def gated_sync() -> tuple[CatalogSync, GatedCatalog]:
+def gated_sync(monkeypatch: pytest.MonkeyPatch) -> tuple[CatalogSync, GatedCatalog]:
+    # One product per batch: the load writes them one after the other, so a delta can come between two.
+    monkeypatch.setattr(full_load, "PUSH_BATCH", 1)
     # One push at a time: the load writes the products in order, so the test knows which it has not reached yet.
     sync, _lake, _m3, catalog, _reports = make_sync(threshold=10, push_concurrency=1)
     gated = GatedCatalog(catalog)
@@ -65,8 +77,10 @@ def price(part: str, value: int) -> PriceChanged:
     return PriceChanged(item_number=part, price_list="STD", sales_price=Decimal(value), changed_at=datetime.now(UTC))
 
 
-async def test_a_price_change_during_a_full_load_is_not_overwritten_by_the_loads_older_value() -> None:
-    sync, catalog = gated_sync()
+async def test_a_price_change_during_a_full_load_is_not_overwritten_by_the_loads_older_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync, catalog = gated_sync(monkeypatch)
     catalog.hold("ITM000001")  # the load reaches this product's write and waits there
     load = asyncio.create_task(sync.full_load())
     await catalog.reached["ITM000001"].wait()
@@ -85,8 +99,8 @@ async def test_a_price_change_during_a_full_load_is_not_overwritten_by_the_loads
     assert report.counts["failed"] == 0
 
 
-async def test_an_item_a_delta_creates_during_the_load_is_not_retired_by_it() -> None:
-    sync, catalog = gated_sync()
+async def test_an_item_a_delta_creates_during_the_load_is_not_retired_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    sync, catalog = gated_sync(monkeypatch)
     await sync.full_load()
     catalog.hold("ITM000002")
     load = asyncio.create_task(sync.full_load())
@@ -109,8 +123,10 @@ async def test_an_item_a_delta_creates_during_the_load_is_not_retired_by_it() ->
     assert catalog.products["NEW000001"]["Active"] is True
 
 
-async def test_a_delta_that_fails_for_a_passing_reason_is_raised_for_the_consumer_to_retry() -> None:
-    sync, catalog = gated_sync()
+async def test_a_delta_that_fails_for_a_passing_reason_is_raised_for_the_consumer_to_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync, catalog = gated_sync(monkeypatch)
     await sync.full_load()
     catalog.fail_next = QuoteWerksError("QuoteWerks answered 503", retryable=True, status=503)
     with pytest.raises(QuoteWerksError, match="503"):

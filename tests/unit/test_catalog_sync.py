@@ -16,6 +16,7 @@ from services.catalog_sync.sync import CatalogSync
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.lease import Priority
 from shared.m3.client import BulkOutcome, tenant_base
+from shared.quotewerks import QuoteWerksError
 
 pytestmark = pytest.mark.unit
 
@@ -101,13 +102,23 @@ class FakeM3:
 class FakeCatalog:
     def __init__(self) -> None:
         self.products: dict[str, dict[str, object]] = {}
-        self.puts = 0
+        self.puts = 0  # products written, one by one or in batches
+        self.batches = 0
+        self.refused: set[str] = set()  # parts QuoteWerks refuses (400): a batch holding one is refused whole
 
     async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
+        if part in self.refused:
+            raise QuoteWerksError(f"QuoteWerks refused product {part}: 400", retryable=False, status=400)
         self.puts += 1
         created = part not in self.products
         self.products[part] = dict(fields)
         return created
+
+    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]:
+        if self.refused & set(products):
+            raise QuoteWerksError(f"QuoteWerks refused {len(products)} products: 400", retryable=False, status=400)
+        self.batches += 1
+        return {part for part, fields in products.items() if await self.put_product(part, fields)}
 
     async def find_product(self, part: str) -> dict[str, Any] | None:
         found = self.products.get(part)
@@ -176,9 +187,23 @@ async def test_big_catalog_reads_the_data_lake_and_second_run_pushes_nothing() -
     }  # fmt: skip
     second = await sync.full_load()
     assert second.counts == {"created": 0, "updated": 0, "unchanged": 40, "failed": 0, "retired": 0, "kept_newer": 0}
-    assert catalog.puts == 40
+    assert (catalog.puts, catalog.batches) == (40, 1)  # one write for the whole catalog
     assert [r.run_id for r in reports] == [first.run_id, second.run_id]
     assert sync.progress.snapshot()["last_full_load"]["counts"]["unchanged"] == 40
+
+
+async def test_a_batch_quotewerks_refuses_is_pushed_one_by_one_so_only_the_bad_product_fails() -> None:
+    sync, _lake, _m3, catalog, _ = make_sync(threshold=10)
+    catalog.refused = {"ITM000007"}
+    report = await sync.full_load()
+    assert (report.counts["created"], report.counts["failed"]) == (39, 1)
+    [problem] = report.problems
+    assert "ITM000007" in problem.message
+    assert catalog.batches == 0  # the one batch was refused whole
+    assert "ITM000007" not in catalog.products
+    catalog.refused = set()
+    again = await sync.full_load()  # its fingerprint was not stored: the next load pushes it
+    assert (again.counts["created"], again.counts["unchanged"]) == (1, 39)
 
 
 async def test_small_catalog_pages_mi_and_gives_the_same_fingerprints() -> None:

@@ -224,6 +224,14 @@ def test_product_statements_are_keyed_on_the_part_number(dialect: Dialect) -> No
     )
     added = sql(built.add("ITM1", {"Price": 1}), dialect)
     assert added == "INSERT INTO [M3BridgeProducts] ([ManufacturerPartNumber], [Price]) VALUES (?, ?)"
+    # A full load's batches: which parts exist, then one executemany of each kind.
+    assert sql(built.known_parts(["ITM1", "ITM2"]), dialect) == (
+        "SELECT [M3BridgeProducts].[ManufacturerPartNumber] \nFROM [M3BridgeProducts] \n"
+        "WHERE [M3BridgeProducts].[ManufacturerPartNumber] IN (?, ?)"
+    )
+    assert sql(built.replace_each(["Active", "Price"]), dialect) == (
+        "UPDATE [M3BridgeProducts] SET [Price]=?, [Active]=? WHERE [M3BridgeProducts].[ManufacturerPartNumber] = ?"
+    )
 
 
 def test_http_urls_keep_the_http_client() -> None:

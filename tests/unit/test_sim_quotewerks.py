@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from pydantic import SecretStr
 
+from shared.quotewerks import QuoteWerksClient, QuoteWerksError
 from simulators.ion.m3 import M3Config, M3Simulator
 from simulators.quotewerks import SCENARIOS, QwSim, QwSimConfig, RetryPolicy, WebhookSpec, create_app
 from simulators.quotewerks.__main__ import build_config
@@ -372,6 +374,24 @@ async def test_webhook_crud_and_validation() -> None:
         assert (await client.delete(f"{url}/{webhook['ID']}", headers=AUTH)).status_code == 204
         assert (await client.delete(f"{url}/{webhook['ID']}", headers=AUTH)).status_code == 404
         assert (await client.get(f"{url}/{webhook['ID']}/deliveries", headers=AUTH)).status_code == 404
+
+
+async def test_products_are_written_in_batches_through_the_client_all_or_none() -> None:
+    async with simulator() as (http, sim):
+        client = QuoteWerksClient("http://qw.test", SecretStr(KEY), http=http)
+        body = {"Description": "Widget", "UnitOfMeasure": "EA", "Price": 10.5, "Active": True, "Availability": 3}
+        created = await client.put_products({"ITM000001": body, "NEW-1": body, "NEW-2": {**body, "Price": 2.0}})
+        assert created == {"NEW-1", "NEW-2"}
+        assert sim.store.products["NEW-2"]["Price"] == 2.0
+        assert sim.store.products["ITM000001"]["Availability"] == 3
+        with pytest.raises(QuoteWerksError, match="422") as refused:
+            await client.put_products({"NEW-3": body, "NEW-4": {**body, "Price": -1}})
+        assert not refused.value.retryable
+        assert "NEW-3" not in sim.store.products  # all or none
+        duplicate = await http.put("/api/v1/products", headers=AUTH, json={"products": [
+            {**body, "ManufacturerPartNumber": "NEW-5"}, {**body, "ManufacturerPartNumber": "NEW-5"},
+        ]})  # fmt: skip
+        assert duplicate.status_code == 400
 
 
 async def test_products_customers_and_admin_reset() -> None:
