@@ -299,3 +299,50 @@ def test_promtool_fires_rate_budget_not_shared_only_while_redis_is_unreachable(t
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_fires_gateway_slow_for_the_slow_instance_only(tmp_path: Path) -> None:
+    """promtool's rule unit test: order-writer a's M3 calls take 3-5 s for 20 minutes, b's 50-100 ms; the alert fires
+    for a once 10 minutes have passed, never for b."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    [rule] = [rule for rule in _rules() if rule.get("alert") == "GatewaySlow"]
+    assert "M3B_THROTTLE_DELAY_AFTER_COUNT" in rule["annotations"]["description"]
+    annotations = {
+        key: " ".join(str(value).split()).replace("{{ $labels.instance }}", "order-writer-a:8000")
+        for key, value in rule["annotations"].items()
+    }
+    assert "{{" not in str(annotations), "template the expected annotations like the rule's"
+    fired = {"job": "m3bridge", "instance": "order-writer-a:8000", "severity": "warning"}
+
+    def buckets(instance: str, slow: bool) -> list[dict[str, str]]:
+        labels = f'job="m3bridge", instance="{instance}", program="OIS100MI", transaction="Confirm"'
+        series = []
+        for le in ("0.05", "0.1", "1", "2.5", "5", "+Inf"):
+            counted = (le in ("5", "+Inf")) if slow else le != "0.05"
+            series.append({"series": f'm3bridge_m3_request_duration_seconds_bucket{{{labels}, le="{le}"}}',
+                           "values": "0+60x80" if counted else "0x80"})  # fmt: skip
+        return series
+
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": buckets("order-writer-a:8000", True) + buckets("order-writer-b:8000", False),
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "GatewaySlow", "exp_alerts": []},
+                    {
+                        "eval_time": "17m",
+                        "alertname": "GatewaySlow",
+                        "exp_alerts": [{"exp_labels": fired, "exp_annotations": annotations}],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "gateway-slow-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
