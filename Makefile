@@ -12,7 +12,7 @@ help:
 	@echo "make test-all - make test, then the longer variants (make test-slow)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs  - regenerate docs/asyncapi.json and the README settings table"
-	@echo "make bench - benchmarks: the M3 path under the Gateway throttling policy, bridge vs naive"
+	@echo "make bench - benchmarks: M3 path, quote to order, availability, full load (.venv/bin/python -m bench month-end: month end)"
 	@echo "make chaos - the quote-to-order path under M3 faults, kills, 429s, poison, a kill at every crash point (CHAOS_ARGS='-s a,p -n 40')"
 	@echo "make fuzz  - schemathesis against every service's OpenAPI on a local run (FUZZ_ARGS='-n 200 -s quote-ingest')"
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bench.month_end import main as month_end_main
 from m3bridge.cli import main as m3bridge_main
 from simulators.ion.__main__ import main as ion_simulator_main
 from simulators.quotewerks.__main__ import main as quotewerks_simulator_main
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], Any], list[str]]] = {
     "m3bridge dry-run": (m3bridge_main, ["dry-run"]),
     "make chaos": (chaos_main, []),
     "make fuzz": (fuzz_main, []),
+    "python -m bench month-end": (month_end_main, []),
     "ION simulator": (ion_simulator_main, []),
     "QuoteWerks simulator": (quotewerks_simulator_main, []),
 }
