@@ -71,6 +71,15 @@ def _docs(options: argparse.Namespace) -> int:
     return 1 if options.check and stale else 0
 
 
+#: Secret files the site fills in; `m3bridge keys` creates them empty (docker compose needs every file to exist).
+SITE_SUPPLIED_SECRETS = (
+    "quotewerks-api-key",
+    "quotewerks-sql-password",
+    "alertmanager-smtp-password",
+    "alertmanager-pager-token",
+)
+
+
 def _keys(options: argparse.Namespace) -> int:
     import json
     import os
@@ -98,9 +107,9 @@ def _keys(options: argparse.Namespace) -> int:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
-    # What the site supplies (the QuoteWerks adapter's key, the QuoteWerks SQL login's password): empty files, so
-    # docker compose starts, for the operator to fill in; never overwritten.
-    for name in ("quotewerks-api-key", "quotewerks-sql-password"):
+    # What the site supplies (the QuoteWerks adapter's key, the QuoteWerks SQL login's password, where Alertmanager
+    # sends alerts): empty files, so docker compose starts, for the operator to fill in; never overwritten.
+    for name in SITE_SUPPLIED_SECRETS:
         path = out / name
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))

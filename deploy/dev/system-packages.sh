@@ -4,6 +4,7 @@
 #   unixodbc tdsodbc            the QuoteWerks SQL Server driver chain (pyodbc → unixODBC → FreeTDS) of the
 #                               [mssql] extra, which the test suite loads
 #   prometheus                  promtool: the deployment tests check the Prometheus config and alert rules with it
+#   prometheus-alertmanager     amtool: the deployment tests check the Alertmanager config and its routes with it
 #   redis-server                the shared rate budget's tests stop and start a Redis of their own (the machine's
 #                               Redis on 127.0.0.1:6379 serves the others)
 set -euo pipefail
@@ -18,6 +19,9 @@ if ! odbcinst -q -d -n FreeTDS >/dev/null 2>&1; then
 fi
 if ! command -v promtool >/dev/null 2>&1; then
   missing+=(prometheus)
+fi
+if ! command -v amtool >/dev/null 2>&1; then
+  missing+=(prometheus-alertmanager)
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
   missing+=(redis-server)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 import shared.topics
-from m3bridge.cli import main
+from m3bridge.cli import SITE_SUPPLIED_SECRETS, main
 from services import m3_callers
 
 
@@ -26,7 +26,7 @@ def test_keys_are_written_privately_and_not_overwritten_by_accident(tmp_path: Pa
     assert operator != read
     for path in tmp_path.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    for supplied in ("quotewerks-api-key", "quotewerks-sql-password"):  # left for the site to fill in
+    for supplied in SITE_SUPPLIED_SECRETS:  # left for the site to fill in
         assert (tmp_path / supplied).read_text() == ""
     (tmp_path / "quotewerks-sql-password").write_text("the DBA's password")
     assert main(["keys", "--out", str(tmp_path)]) == 1

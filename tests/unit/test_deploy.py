@@ -70,7 +70,9 @@ def _published_ports(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 # What a user must reach from outside the compose network: QuoteWerks' webhooks, catalog triggers, the
 # availability API, ION's BODs, Prometheus and Grafana. Everything else talks on the compose network only.
-PUBLISHED = {"quote-ingest", "catalog-sync", "inventory-query", "bod-listener", "prometheus", "grafana"}
+PUBLISHED = {
+    "quote-ingest", "catalog-sync", "inventory-query", "bod-listener", "prometheus", "alertmanager", "grafana",
+}  # fmt: skip
 # The containers that open the state store (ServiceRuntime(..., uses_state=True)) and the migration job.
 STATE_USERS = {"migrate", "quote-ingest", "order-writer", "catalog-sync", "bod-listener"}
 

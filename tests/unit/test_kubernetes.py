@@ -92,11 +92,23 @@ def compose_services() -> dict[str, dict[str, Any]]:
     return services
 
 
+#: Compose services of the monitoring stack: a cluster has its own.
+MONITORING = ("prometheus", "alertmanager", "grafana")
+
+
 @pytest.fixture(scope="module")
 def compose_secret_files() -> dict[str, str]:
-    """Compose secret name → the file's name under deploy/secrets."""
-    secrets = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["secrets"]
-    return {name: PurePosixPath(entry["file"]).name for name, entry in secrets.items()}
+    """Compose secret name → the file's name under deploy/secrets, for the bridge's own containers (the cluster's
+    monitoring stack, not these manifests, runs Prometheus and Alertmanager)."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    monitoring = {
+        secret if isinstance(secret, str) else secret["source"]
+        for name in MONITORING
+        for secret in compose["services"].get(name, {}).get("secrets", [])
+    }
+    return {
+        name: PurePosixPath(entry["file"]).name for name, entry in compose["secrets"].items() if name not in monitoring
+    }
 
 
 def _pod_spec(resource: dict[str, Any]) -> dict[str, Any]:
