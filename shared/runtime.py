@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import FastAPI
@@ -21,7 +21,6 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 import shared
 from shared import crash_points, topics
@@ -48,11 +47,16 @@ from shared.lanes import Lanes
 from shared.logs import configure_logging
 from shared.metrics import describe_build
 from shared.operations_routes import add_operations_routes
-from shared.outbox import Outbox, broker_publisher
 from shared.settings import BridgeSettings
 from shared.started import NotStartedError
-from shared.state import db
 from shared.topics import Topic
+
+if TYPE_CHECKING:
+    # The state store's libraries (SQLAlchemy, Alembic, the drivers: some 40 MB) are imported only by a service that
+    # opens it; token-service and inventory-query never do.
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from shared.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +391,9 @@ class ServiceRuntime:
     async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         self._report_locked_routes()
         if self._uses_state:
+            from shared.outbox import Outbox, broker_publisher
+            from shared.state import db
+
             await db.migrate(self.settings.state_url)
             self.engine = db.create_engine(self.settings.state_url)
             if self._uses_outbox:
@@ -456,6 +463,8 @@ class ServiceRuntime:
     async def _state_ready(self) -> str | None:
         if self.engine is None:
             return "state store not open"
+        from shared.state import db
+
         await db.ping(self.engine)
         return None
 
