@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.set_defaults(handler=_serve)
 
-    from m3bridge.supervisor import build_parser
+    from m3bridge.run_options import build_parser
 
     run = build_parser(commands.add_parser("run", help="run the embedded stack"))
     run.set_defaults(handler=_run)

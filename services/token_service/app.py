@@ -3,23 +3,27 @@
 # No `from __future__ import annotations` here: FastAPI must see the route signatures' local dependency types.
 
 import contextlib
+import functools
 import hmac
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from redis.asyncio import Redis
 
-from services.token_service.budget import Budget, BudgetPolicy, BudgetTimeoutError, RateBudget
+from services.token_service.budget import Budget, BudgetPolicy, BudgetTimeoutError, RateBudget, budget_shared
 from services.token_service.leases import LeaseDesk
-from services.token_service.shared_budget import SharedBudget, budget_shared
-from services.token_service.shared_tokens import SharedTokens
 from services.token_service.tokens import TokenKeeper, TokenUnavailableError
+
+if TYPE_CHECKING:
+    # Imported only when M3B_BUDGET_REDIS_URL is set: one token-service without Redis does not carry the client.
+    from redis.asyncio import Redis
+
+    from services.token_service.shared_tokens import SharedTokens
 from shared.ionapi import IonApiCredentials, IonApiFileError
 from shared.lease import Lease, LeaseRequest, Report
 from shared.logs import secret_masker
@@ -113,9 +117,11 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
     desk: dict[str, LeaseDesk] = {}
     redis: Redis | None = None
     if settings.budget_redis_url:
+        from redis import asyncio as redis_asyncio
+
         password = settings.budget_redis_password.get_secret_value() or None
-        redis = Redis.from_url(settings.budget_redis_url, password=password, socket_timeout=0.5,
-                               socket_connect_timeout=0.5)  # fmt: skip
+        redis = redis_asyncio.Redis.from_url(settings.budget_redis_url, password=password, socket_timeout=0.5,
+                                             socket_connect_timeout=0.5)  # fmt: skip
 
     async def credentials_ready() -> str | None:
         # Ready while a valid token is held, even if refreshing it fails: callers keep working meanwhile,
@@ -141,10 +147,13 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
         budget_shared.set(1)  # alone, with no Redis configured, its own budget is the whole tenant's
         store: SharedTokens | None = None
         if redis is not None:
+            from services.token_service import shared_budget, shared_tokens
+
             prefix = f"{settings.budget_redis_prefix}:{{{credentials.tenant}}}"  # a tenant's keys in one Cluster slot
-            budget = SharedBudget(redis, policy, key_prefix=prefix,
-                                  replicas=lambda: runtime.heartbeats.live_instances(runtime.name))  # fmt: skip
-            store = SharedTokens(redis, key_prefix=prefix, client_secret=credentials.client_secret.get_secret_value())
+            replicas = functools.partial(runtime.heartbeats.live_instances, runtime.name)
+            budget = shared_budget.SharedBudget(redis, policy, key_prefix=prefix, replicas=replicas)
+            secret = credentials.client_secret.get_secret_value()
+            store = shared_tokens.SharedTokens(redis, key_prefix=prefix, client_secret=secret)
         keeper = TokenKeeper(credentials, refresh_ahead_s=settings.refresh_ahead_s, store=store,
                              owner=settings.instance_id)  # fmt: skip
         desk["desk"] = LeaseDesk(budget, keeper, credentials.m3_base_url)

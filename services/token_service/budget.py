@@ -29,7 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import Gauge
+
 from shared.lease import Priority
+
+# Here, not in shared_budget.py, so that a token-service without Redis exports it without importing redis.
+budget_shared = Gauge(
+    "m3bridge_rate_budget_shared",
+    "1 while this token-service takes its permits from the tenant's whole budget (in Redis, shared by the replicas; "
+    "or in its own memory when it runs alone without M3B_BUDGET_REDIS_URL); 0 while Redis cannot be reached and it "
+    "paces alone at its share of the rate (bulk callers wait).",
+)
 
 PRIORITY_ORDER = (Priority.INTERACTIVE, Priority.TRANSACTIONAL, Priority.BULK)
 

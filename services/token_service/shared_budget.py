@@ -31,7 +31,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -41,17 +40,12 @@ from services.token_service.budget import (
     BudgetSnapshot,
     BudgetTimeoutError,
     RateBudget,
+    budget_shared,
 )
 from shared.lease import Priority
 
 log = logging.getLogger(__name__)
 
-budget_shared = Gauge(
-    "m3bridge_rate_budget_shared",
-    "1 while this token-service takes its permits from the tenant's whole budget (in Redis, shared by the replicas; "
-    "or in its own memory when it runs alone without M3B_BUDGET_REDIS_URL); 0 while Redis cannot be reached and it "
-    "paces alone at its share of the rate (bulk callers wait).",
-)
 
 MICROS = 1_000_000
 
