@@ -77,7 +77,9 @@ AVAILABILITY_REQUEST = Topic(
     contracts.AvailabilityRequest,
     "any (the requester's choice)",
     "Availability and price questions for inventory-query; set `reply_to` and `correlation_id`: the "
-    "AvailabilityReply goes to `reply_to` with the same correlation id.",
+    "AvailabilityReply goes to `reply_to` with the same correlation id. `reply_to` must start with inventory-query's "
+    "M3B_REPLY_TOPIC_PREFIX (`inventory.availability.reply.` by default); a request naming another topic is "
+    "dead-lettered unanswered.",
 )
 BOD_INBOUND = Topic(
     "ion.bod.inbound.v1",

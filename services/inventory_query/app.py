@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import HTTPException, Path, Query
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.inventory_query.availability import Availability, InvalidQueryError, NotFoundError, UnavailableError
 from services.inventory_query.m3_reader import M3Reader
@@ -31,7 +31,7 @@ from shared.m3 import m3_client_for
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
 from shared.started import StartedPart
-from shared.topics import INVENTORY_CHANGED
+from shared.topics import ALL_TOPICS, INVENTORY_CHANGED
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,21 @@ class InventoryQuerySettings(M3CallerSettings):
     price_valid_from: date | None = Field(
         None, description="From-date (FVDT) of the price list to read; empty means the one valid today."
     )
+    reply_topic_prefix: str = Field(
+        "inventory.availability.reply.",
+        pattern=r"^[A-Za-z0-9._-]{2,200}$",
+        description="Kafka availability replies go only to a `reply_to` topic whose name starts with this; a request "
+        "naming another topic is dead-lettered unanswered, so no requester can make inventory-query write onto the "
+        "bridge's own topics. No topic of the bridge may start with it.",
+    )
+
+    @field_validator("reply_topic_prefix")
+    @classmethod
+    def _not_a_bridge_topic(cls, prefix: str) -> str:
+        taken = [topic.name for topic in ALL_TOPICS if topic.name.startswith(prefix)]
+        if taken:
+            raise ValueError(f"the bridge's own topic {taken[0]} starts with it: replies could be written there")
+        return prefix
 
 
 def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRuntime:
@@ -138,7 +153,8 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
     async def on_inventory_changed(event: InventoryChanged, _message: KafkaMessage) -> None:
         availability().apply_change(event)
 
-    replier = Replier(runtime.broker, max_bytes=settings.kafka_max_request_size)
+    replier = Replier(runtime.broker, max_bytes=settings.kafka_max_request_size,
+                      allowed_prefix=settings.reply_topic_prefix)  # fmt: skip
 
     @runtime.subscriber(
         REQUEST,

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.inventory_query.messages import REQUEST_TOPIC
 from shared.contracts import InventoryChanged
-from shared.topics import INVENTORY_CHANGED
+from shared.topics import INVENTORY_CHANGED, ORDER_RESULT, dead_letter_topic
+from tests.integration.test_poison_messages import read_letters
 from tests.processes import Captured, wait_until
 from tests.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
 
@@ -44,6 +45,7 @@ def service_settings(token_service: TokenService, **extra: str) -> dict[str, str
         "M3B_TOKEN_SERVICE_URL": token_service.url,
         "M3B_TOKEN_SERVICE_KEY": KEYS["inventory-query"],
         "M3B_ANSWER_DEADLINE_S": "2",
+        "M3B_REPLY_TOPIC_PREFIX": "test.",  # the tests' fresh topics
         **extra,
     }
 
@@ -158,6 +160,33 @@ async def test_an_inventory_event_changes_the_next_answer(inventory: str, kafka_
     assert Decimal(answer["on_hand"]) == event.on_hand, answer
     assert Decimal(answer["allocatable"]) == event.allocatable
     assert answer["source"] == "cache"
+
+
+async def test_a_request_naming_a_bridge_topic_as_reply_to_is_dead_lettered_and_writes_nothing_there(
+    inventory: str, kafka_bootstrap: str
+) -> None:
+    """No confused deputy: a requester cannot make inventory-query put a message on the bridge's own topics."""
+    correlation_id = uuid.uuid4().hex
+    target = TopicPartition(ORDER_RESULT.name, 0)
+    probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await probe.start()
+    partitions = [TopicPartition(ORDER_RESULT.name, p) for p in probe.partitions_for_topic(ORDER_RESULT.name) or {0}]
+    before = await probe.end_offsets(partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(REQUEST_TOPIC, json.dumps({"lines": [{"item": "ITM000001", "warehouse": "100"}]})
+                                     .encode(), headers=[("content-type", b"application/json"),
+                                                         ("reply_to", ORDER_RESULT.name.encode()),
+                                                         ("correlation_id", correlation_id.encode())])  # fmt: skip
+    finally:
+        await producer.stop()
+    [letter] = await read_letters(kafka_bootstrap, dead_letter_topic("inventory-query").name, 1,
+                                  lambda letter: correlation_id.encode() in json.dumps(letter).encode())  # fmt: skip
+    assert "not a reply topic" in letter["error_message"]
+    after = await probe.end_offsets(partitions)
+    await probe.stop()
+    assert after == before, f"something was written to {target.topic}"
 
 
 async def test_kafka_request_gets_a_reply_on_its_reply_to_topic(

@@ -208,7 +208,8 @@ async def test_an_unreadable_availability_request_is_dead_lettered_and_answered(
     kafka_bootstrap: str, fresh_topic: str
 ) -> None:
     """inventory-query's request/reply subscriber: the requester gets the reason, the request a dead letter."""
-    runtime = create_runtime(InventoryQuerySettings(kafka_bootstrap_servers=kafka_bootstrap, heartbeat_interval_s=60))
+    runtime = create_runtime(InventoryQuerySettings(kafka_bootstrap_servers=kafka_bootstrap, heartbeat_interval_s=60,
+                                                    reply_topic_prefix="test."))  # fmt: skip
     correlation_id = uuid.uuid4().hex
     replies = AIOKafkaConsumer(fresh_topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
     await replies.start()

@@ -14,6 +14,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from pydantic import SecretStr, ValidationError
 
+from services.inventory_query.app import InventoryQuerySettings
 from services.inventory_query.availability import (
     Availability,
     LastKnown,
@@ -25,8 +26,8 @@ from services.inventory_query.availability import (
     calls_saved,
 )
 from services.inventory_query.messages import AvailabilityAnswer, AvailabilityQuery, BatchQuery, LineProblem
-from services.inventory_query.replies import REPLIES_COUNTED_AS, Replier
-from shared.consuming import UNDECODABLE, Failure
+from services.inventory_query.replies import REPLIES_COUNTED_AS, Replier, ReplyTopicRefusedError, replies_refused
+from shared.consuming import INVALID, UNDECODABLE, Failure
 from shared.contracts import AvailabilityRequest, InventoryChanged
 from shared.correlation import KAFKA_HEADER
 from shared.kafka import MessageTooLargeError
@@ -295,7 +296,7 @@ def test_last_known_drops_the_least_recently_used() -> None:
 
 
 async def test_http_api_validates_and_documents() -> None:
-    from services.inventory_query.app import InventoryQuerySettings, create_runtime
+    from services.inventory_query.app import create_runtime
 
     runtime = create_runtime(InventoryQuerySettings(kafka_bootstrap_servers="127.0.0.1:1", read_key=SecretStr("rk")))
     transport = httpx.ASGITransport(app=runtime.app)  # no lifespan: validation answers before any logic runs
@@ -340,7 +341,7 @@ class FakeBroker:
 
 
 def replier(broker: FakeBroker, max_bytes: int = 1_048_576) -> Replier:
-    return Replier(cast(KafkaBroker, broker), max_bytes=max_bytes)
+    return Replier(cast(KafkaBroker, broker), max_bytes=max_bytes, allowed_prefix="requester.replies")
 
 
 def request(reply_to: str = "requester.replies.v1", correlation_id: str = "corr-1") -> KafkaMessage:
@@ -381,3 +382,26 @@ async def test_a_request_without_reply_to_is_answered_to_nobody(service: Availab
     broker = FakeBroker()
     await replier(broker).answer(service, AvailabilityRequest(lines=[q()]), request(reply_to=""))
     assert broker.published == []
+
+
+@pytest.mark.parametrize("reply_to", ["quotewerks.quote.approved.v1", "m3.order.result.v1", "dlq.order-writer.v1"])
+async def test_a_reply_to_outside_the_reply_prefix_gets_nothing_written_there(
+    service: Availability, reply_to: str
+) -> None:
+    """inventory-query writes replies with its own credentials: a requester must not be able to make it put a message
+    on the bridge's own topics. The request is refused before M3 is asked, and its refusal is not sent there either."""
+    broker = FakeBroker()
+    refused_before = replies_refused._value.get()
+    with pytest.raises(ReplyTopicRefusedError, match="not a reply topic"):
+        await replier(broker).answer(service, AvailabilityRequest(lines=[q()]), request(reply_to=reply_to))
+    await replier(broker).refuse(request(reply_to=reply_to), Failure(INVALID, "no"))
+    assert broker.published == []
+    assert replies_refused._value.get() == refused_before + 1
+    assert not ReplyTopicRefusedError.retryable
+
+
+def test_the_reply_prefix_may_not_cover_a_topic_of_the_bridge() -> None:
+    for prefix in ("quotewerks.", "dlq.", "inventory.availability.re", "m3"):
+        with pytest.raises(ValidationError, match="starts with it"):
+            InventoryQuerySettings(reply_topic_prefix=prefix)
+    assert InventoryQuerySettings().reply_topic_prefix == "inventory.availability.reply."
