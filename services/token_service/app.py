@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from services.token_service.budget import Budget, BudgetPolicy, BudgetTimeoutError, RateBudget, budget_shared
-from services.token_service.leases import LeaseDesk
+from services.token_service.leases import LeaseDesk, bounded
 from services.token_service.tokens import TokenKeeper, TokenUnavailableError
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from services.token_service.shared_tokens import SharedTokens
 from shared.ionapi import IonApiCredentials, IonApiFileError
-from shared.lease import Lease, LeaseRequest, Report
+from shared.lease import Lease, LeaseRequest, Priority, Report
 from shared.logs import secret_masker
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
@@ -43,6 +43,13 @@ class TokenServiceSettings(BridgeSettings):
     service_keys: dict[str, SecretStr] = Field(
         default_factory=dict,
         description='Callers and their keys, JSON: {"order-writer": "…", …}. Use a secret file.',
+    )
+    caller_priorities: dict[str, Priority] = Field(
+        default_factory=dict,
+        description="The highest lease priority per caller, JSON, over the defaults "
+        '{"inventory-query": "interactive", "order-writer": "transactional", "catalog-sync": "bulk"} (any other '
+        "caller: transactional). A caller asking for more is granted at its own, so a catalog load cannot take the "
+        "permits kept for reps.",
     )
     throttle_period_ms: int = Field(60_000, ge=1, description="The Gateway throttling policy's time period.")
     throttle_max_requests: int = Field(
@@ -212,9 +219,9 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
         return desk["desk"]
 
     @api.post("/v1/leases", response_model=None, tags=["leases"], summary="Lease the token and permits")
-    async def lease(request: LeaseRequest, _service: CallerName) -> JSONResponse | dict[str, object]:
+    async def lease(request: LeaseRequest, service: CallerName) -> JSONResponse | dict[str, object]:
         try:
-            granted: Lease = await open_desk_or_503().lease(request)
+            granted: Lease = await open_desk_or_503().lease(bounded(request, service, settings.caller_priorities))
         except BudgetTimeoutError as exc:
             return JSONResponse({"error": "budget_exhausted", "detail": str(exc)}, 429, headers={"Retry-After": "1"})
         except TokenUnavailableError as exc:

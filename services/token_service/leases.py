@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import SecretStr
 
-from services.token_service.budget import Budget
+from services.token_service.budget import PRIORITY_ORDER, Budget
 from services.token_service.tokens import TokenKeeper
 from shared.lease import Lease, LeaseRequest, Priority, Report
 
@@ -28,9 +29,34 @@ permit_wait = Histogram(
 queue_depth = Gauge("m3bridge_rate_budget_queue_depth", "Lease requests waiting, by priority.", ["priority"])
 current_rate = Gauge("m3bridge_rate_budget_rate_per_second", "The pace the budget grants permits at now.")
 configured_rate = Gauge("m3bridge_rate_budget_configured_rate_per_second", "The pace at full speed.")
+priority_lowered = Counter(
+    "m3bridge_lease_priority_lowered_total",
+    "Lease requests asking for a higher priority than the caller's key allows (M3B_CALLER_PRIORITIES), granted at "
+    "the caller's own.",
+    ["service", "asked"],
+)
 upstream_reports = Counter(
     "m3bridge_upstream_reports_total", "429 and 401 answers the services reported.", ["kind", "service"]
 )
+
+
+#: The highest priority each caller's key may lease: reps' lookups are interactive, orders transactional, catalog
+#: loads bulk, so a busy catalog load cannot take the reps' reserve. Any other key (an operator's tool): transactional.
+DEFAULT_CALLER_PRIORITIES: dict[str, Priority] = {
+    "inventory-query": Priority.INTERACTIVE,
+    "order-writer": Priority.TRANSACTIONAL,
+    "catalog-sync": Priority.BULK,
+}
+OTHER_CALLERS = Priority.TRANSACTIONAL
+
+
+def bounded(request: LeaseRequest, service: str, highest: Mapping[str, Priority]) -> LeaseRequest:
+    """`request` at no higher a priority than `service` may lease (`highest`, over the defaults)."""
+    allowed = highest.get(service) or DEFAULT_CALLER_PRIORITIES.get(service, OTHER_CALLERS)
+    if PRIORITY_ORDER.index(request.priority) >= PRIORITY_ORDER.index(allowed):
+        return request
+    priority_lowered.labels(service, request.priority.value).inc()
+    return request.model_copy(update={"priority": allowed})
 
 
 class LeaseDesk:

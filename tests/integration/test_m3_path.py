@@ -147,6 +147,37 @@ async def test_unknown_callers_get_401_and_nothing_else(token_service: TokenServ
             assert "access_token" not in response.text
 
 
+def metric(url: str, name: str, **labels: str) -> float:
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text)
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_a_caller_cannot_lease_above_the_priority_its_key_allows(token_service: TokenService) -> None:
+    """A busy catalog load asking for interactive permits gets bulk ones: the reserve stays the reps'."""
+    url = token_service.url
+
+    def granted(priority: str) -> float:
+        return metric(url, "m3bridge_rate_budget_granted_total", priority=priority)
+
+    before = {p: granted(p) for p in ("interactive", "bulk")}
+    lowered = metric(url, "m3bridge_lease_priority_lowered_total", service="catalog-sync", asked="interactive")
+    async with httpx.AsyncClient() as http:
+        for service in ("catalog-sync", "inventory-query"):
+            answer = await http.post(f"{url}/v1/leases", json={"priority": "interactive"},
+                                     headers={"Authorization": f"Bearer {KEYS[service]}"})  # fmt: skip
+            assert answer.status_code == 200, answer.text
+    assert granted("bulk") == before["bulk"] + 1  # catalog-sync's, lowered
+    assert granted("interactive") == before["interactive"] + 1  # inventory-query's own
+    assert metric(url, "m3bridge_lease_priority_lowered_total", service="catalog-sync", asked="interactive") == (
+        lowered + 1
+    )
+
+
 async def test_throttling_is_reported_and_paces_everyone(ion: IonSim, token_service: TokenService,
                                                          clients: dict[str, M3Client]) -> None:  # fmt: skip
     ion.admin("PUT", "throttle", {"time_period_ms": 1000, "max_requests_per_period": 5})
