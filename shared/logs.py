@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 
@@ -24,8 +25,14 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+#: The password of a URL (`scheme://user:password@host`): masked in every record, known or not, since a database or
+#: Redis URL may carry one.
+URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@/\s]+)@")
+
+
 class SecretMasker(logging.Filter):
-    """Replaces every known secret value in a record's final text, whatever path it took to get there."""
+    """Replaces every known secret value in a record's final text, whatever path it took to get there, and the
+    password of any URL in it."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
@@ -39,11 +46,9 @@ class SecretMasker(logging.Filter):
     def mask(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return URL_PASSWORD.sub(rf"\g<head>{REDACTED}@", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         record.msg = self.mask(record.getMessage())
         record.args = None
         if record.exc_info:

@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from shared.lease import Priority
 from shared.m3 import M3Client
+
+#: What a Data Lake query id looks like (a UUID or another plain identifier).
+QUERY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class DataLakeError(Exception):
@@ -47,7 +52,11 @@ class DataLakeClient:
         submitted = await self._call(
             "POST", "jobs/", "submit", content=sql.encode(), headers={"Content-Type": "text/plain"}
         )
-        query_id = str(submitted.json()["queryId"])
+        query_id = str(submitted.json().get("queryId", ""))
+        if not QUERY_ID.fullmatch(query_id):
+            # It goes into the URL path of the next calls: anything but a plain identifier is refused, not sent.
+            raise DataLakeError(f"the Data Lake answered an unusable query id {query_id[:80]!r}", retryable=False)
+        query_id = quote(query_id, safe="")
         deadline = time.monotonic() + self._timeout_s
         while True:
             status = str((await self._call("GET", f"jobs/{query_id}/status/", "status")).json().get("status", ""))

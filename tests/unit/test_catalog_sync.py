@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 
-from services.catalog_sync.datalake import DataLakeError
+from services.catalog_sync.datalake import DataLakeClient, DataLakeError
 from services.catalog_sync.full_load import choose_path
 from services.catalog_sync.products import POLL_MARKER, RETIRED, SyncOptions, product_from
 from services.catalog_sync.sync import CatalogSync
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.lease import Priority
+from shared.m3 import M3Client
 from shared.m3.client import BulkOutcome, tenant_base
 from shared.quotewerks import QuoteWerksError
 
@@ -349,3 +351,36 @@ async def test_price_and_stock_events() -> None:
 def test_tenant_base_from_the_lease() -> None:
     assert tenant_base("https://ion.example/TENANT/M3") == "https://ion.example/TENANT"
     assert tenant_base("https://ion.example/TENANT/M3/") == "https://ion.example/TENANT"
+
+
+class RecordingGateway:
+    """The M3 client's `gateway` as the Data Lake client uses it: answers the submit with `query_id`."""
+
+    def __init__(self, query_id: str) -> None:
+        self.query_id = query_id
+        self.paths: list[str] = []
+
+    async def gateway(self, method: str, path: str, **_request: Any) -> httpx.Response:
+        self.paths.append(path)
+        request = httpx.Request(method, "https://gateway.test" + path)
+        if path.endswith("/jobs/"):
+            return httpx.Response(202, json={"queryId": self.query_id}, request=request)
+        if path.endswith("/status/"):
+            return httpx.Response(200, json={"status": "FINISHED"}, request=request)
+        return httpx.Response(200, json=[], request=request)
+
+
+@pytest.mark.parametrize("query_id", ["../../M3/m3api-rest/v2/execute/CRS610MI/Add", "q 1", "", "x" * 129])
+async def test_a_data_lake_query_id_that_is_not_a_plain_identifier_is_never_put_into_a_url(query_id: str) -> None:
+    gateway = RecordingGateway(query_id)
+    lake = DataLakeClient(cast(M3Client, gateway), poll_s=0, timeout_s=5)
+    with pytest.raises(DataLakeError, match="unusable query id") as refused:
+        await lake.query("SELECT ITNO FROM MITMAS")
+    assert not refused.value.retryable
+    assert gateway.paths == ["/DATAFABRIC/compass/v2/jobs/"]  # nothing sent after the submit
+
+
+async def test_a_plain_data_lake_query_id_is_polled_and_read() -> None:
+    gateway = RecordingGateway("3f2c9a1e-77b0-4c55-9d7e-0c1d2e3f4a5b")
+    assert await DataLakeClient(cast(M3Client, gateway), poll_s=0, timeout_s=5).query("SELECT 1") == []
+    assert gateway.paths[1] == "/DATAFABRIC/compass/v2/jobs/3f2c9a1e-77b0-4c55-9d7e-0c1d2e3f4a5b/status/"
