@@ -14,16 +14,73 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _serve(options: argparse.Namespace) -> int:
-    from services import SERVICES
-    from shared.runtime import serve
+    from pydantic import ValidationError
 
-    serve(SERVICES[options.service].create_runtime())
+    from services import SERVICES
+    from shared.quotewerks_sql import QuoteWerksConfigError
+    from shared.runtime import serve
+    from shared.settings import ENV_PREFIX
+
+    try:
+        runtime = SERVICES[options.service].create_runtime()
+    except ValidationError as exc:
+        for line in _settings_problems(exc, options.service):
+            print(f"m3bridge serve {options.service}: {line}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"m3bridge serve {options.service}: cannot read {exc.filename or exc}: {exc.strerror or exc}"
+              f"{_setting_holding(options.service, exc.filename)}", file=sys.stderr)  # fmt: skip
+        return 2
+    except (ValueError, QuoteWerksConfigError) as exc:  # a rules file or a combination of settings refused
+        # pydantic-settings names a value it cannot parse (JSON, say) by its field: say the variable instead.
+        named = re.sub(r'error parsing value for field "(\w+)" from source "\w+"',
+                       lambda m: f"{ENV_PREFIX}{m[1].upper()} cannot be parsed (JSON expected)", str(exc))  # fmt: skip
+        print(f"m3bridge serve {options.service}: {named}", file=sys.stderr)
+        return 2
+    serve(runtime)
     return 0
+
+
+def _settings_problems(error: Any, service: str) -> list[str]:
+    """A settings ValidationError as one line per setting, named as it is set (M3B_…), with what is wrong; the value
+    given is shown unless the setting is a secret."""
+    from services import settings_classes
+    from shared.settings import ENV_PREFIX
+
+    fields = settings_classes()[service].model_fields
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        secret = "SecretStr" in str(fields[field].annotation) if field in fields else True
+        given = problem.get("input")
+        shown = "" if secret or isinstance(given, dict) or given is None else f"={str(given)[:80]}"
+        lines.append(f"{ENV_PREFIX}{field.upper()}{shown}: {problem['msg']}")
+    return lines
+
+
+def _setting_holding(service: str, filename: object) -> str:
+    """' (M3B_X)' when one of the service's path settings names `filename`, so the line says what to fix."""
+    from services import settings_classes
+    from shared.settings import ENV_PREFIX
+
+    if not filename:
+        return ""
+    try:
+        settings = settings_classes()[service]()
+    except Exception:  # the settings themselves are fine here (they were read), but never fail the message on it
+        return ""
+    wanted = Path(str(filename)).name
+    for name, value in settings:
+        if isinstance(value, Path) and value.name == wanted:
+            return f" ({ENV_PREFIX}{name.upper()})"
+    return ""
 
 
 def _run(options: argparse.Namespace) -> int:

@@ -66,3 +66,33 @@ def test_topics_connects_like_the_services_and_gives_dead_letters_their_retentio
     assert client["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (client["sasl_plain_username"], client["sasl_plain_password"]) == ("bridge", "s3cret")
     assert client["ssl_context"] is not None
+
+
+def test_serve_names_the_setting_that_stops_a_service_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("M3B_TOKEN_SERVICE_KEY", "a-key-long-enough")
+    monkeypatch.setenv("M3B_QUOTES_IN_FLIGHT", "0")
+    assert main(["serve", "order-writer"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == "m3bridge serve order-writer: M3B_QUOTES_IN_FLIGHT=0: Input should be greater than or equal to 1"
+    )
+    monkeypatch.delenv("M3B_QUOTES_IN_FLIGHT")
+    monkeypatch.setenv("M3B_MAPPING_FILE", str(tmp_path / "nowhere.yaml"))
+    assert main(["serve", "order-writer"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err
+    assert "nowhere.yaml" in err
+    assert "(M3B_MAPPING_FILE)" in err
+    assert "Traceback" not in err
+
+
+def test_a_refused_secret_setting_is_named_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("M3B_SERVICE_KEYS", "not json: the-actual-secret")
+    assert main(["serve", "token-service"]) == 2
+    err = capsys.readouterr().err
+    assert "M3B_SERVICE_KEYS" in err
+    assert "the-actual-secret" not in err
