@@ -147,6 +147,9 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
         try:
             credentials = IonApiCredentials.load(settings.ion_api_file)
         except IonApiFileError as exc:
+            # Not ready until the file is fixed; said once here, not only in /readyz.
+            log.error("M3B_ION_API_FILE %s cannot be used: %s; token-service grants no lease until it is fixed "
+                      "(then restart it)", settings.ion_api_file, exc)  # fmt: skip
             runtime.health.set_detail("credentials", str(exc))
             return
         secret_masker.add(credentials.secrets())
