@@ -179,7 +179,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         """Write to the quote. The QuoteWerks client retries brief failures itself; a longer outage raises, and the
         consumer tries the message again later (then dead-letters it); a refusal goes to the dead letters at once."""
         try:
-            await write()
+            written = await write()
         except QuoteWerksError as exc:
             if exc.retryable:
                 raise
@@ -192,7 +192,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
             )
             log.error("could not write %s back to quote %s: %s (dead-lettered)", outcome, doc_no, exc)
             return
-        write_backs_total.labels(outcome).inc()
+        write_backs_total.labels(outcome if written is not False else "not_from_quotewerks").inc()
 
     async def count_given_up() -> None:
         write_backs_total.labels("dead_lettered").inc()

@@ -174,8 +174,9 @@ class Ingest:
             return False
         return result.outcome in ("published", "recorded")
 
-    async def write_back(self, result: OrderResult) -> None:
-        """Put the M3 order number and status on the quote (raises QuoteWerksError)."""
+    async def write_back(self, result: OrderResult) -> bool:
+        """Put the M3 order number and status on the quote (raises QuoteWerksError). False, and logged, when
+        QuoteWerks has no such quote: the approval came from another producer of the topic, not from QuoteWerks."""
         if result.outcome == "created":
             status = f"M3 order {result.order_number} for customer {result.customer_number}"
             if result.order_status:  # else the order's first status event fills it in
@@ -190,7 +191,15 @@ class Ingest:
         if result.outcome == "created" and self.rules.created_doc_status:
             fields["DocStatus"] = self.rules.created_doc_status
         async with self._sole_writer(result.doc_no):
-            await self.quotewerks.update_document(result.doc_no, fields)
+            try:
+                await self.quotewerks.update_document(result.doc_no, fields)
+            except QuoteWerksError as exc:
+                if exc.status != 404:
+                    raise
+                log.info("order result for %s (%s): QuoteWerks has no such quote, so nothing to write back (an "
+                         "approval from another producer)", result.doc_no, result.outcome)  # fmt: skip
+                return False
+        return True
 
     async def write_status(self, change: OrderStatusChanged) -> bool:
         """Put an M3 order's new status on the quote it came from (its DocNo is the order's CUOR). False, and

@@ -1,6 +1,7 @@
 """quote-ingest's logic against the QuoteWerks simulator (in process) and a real state store: the poller,
 customer changes, once-only publication and the write-back."""
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,6 +137,20 @@ async def test_results_are_written_back_on_the_quote(engine: AsyncEngine, quotew
     await ingest.write_back(OrderResult(doc_no="AAAQ1003", outcome="held", decided_at=now, problems=[problem]))
     held = (await http.get("/api/v1/documents/AAAQ1003", headers={"X-API-Key": "qw-sim-api-key"})).json()
     assert held["DocumentHeader"]["CustomText02"] == "M3 held: item NOPE-123 unknown"
+
+
+async def test_a_result_for_a_quote_quotewerks_does_not_have_is_not_written_back_nor_an_error(
+    engine: AsyncEngine, quotewerks: QW, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another producer put an approval on the topic (the contract allows it): its order is made, and there is no
+    QuoteWerks quote to write it on. That is said at info, not raised as an error to dead-letter."""
+    client, _http = quotewerks
+    ingest = Ingest(client, engine, kept_outbox(engine)[0], RULES)
+    result = OrderResult(doc_no="ERP-42", outcome="created", order_number="1000000008", customer_number="C000001",
+                         decided_at=datetime.now(UTC))  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert await ingest.write_back(result) is False
+    assert any("QuoteWerks has no such quote" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
 
 
 async def test_m3_order_status_changes_are_written_on_the_quote_they_came_from(
