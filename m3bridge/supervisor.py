@@ -35,6 +35,7 @@ from m3bridge import demo, local_quotewerks, restarts, tansu
 from services import SERVICES, m3_callers
 from shared.state import db
 from shared.topics import ensure_topics
+from simulators.quotewerks.data import SCENARIOS
 
 COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[95m")
 RESET = "\033[0m"
@@ -428,7 +429,12 @@ class Supervisor:
                 how = local_quotewerks.approve_by_hand(self.quotewerks_db, others[0], self.ingest_view)
                 self.say("supervisor", f"  approve another quote by hand: {how}")
         elif self.demo_target is not None:
-            self.say("supervisor", f"  QuoteWerks: the simulator at {self.demo_target[0]}")
+            url, api_key = self.demo_target
+            self.say("supervisor", f"  QuoteWerks: the simulator at {url}")
+            another = SCENARIOS["lines-20"]  # orders as it is (the demo took "ordinary")
+            keys = self.state_dir / RUN_KEYS_FILE
+            self.say("supervisor", f"  approve another quote: curl -X POST -H 'X-API-Key: {api_key}' "
+                     f"{url}/api/v1/documents/{another}/approve (this run's keys: {keys})")  # fmt: skip
         self._print_keys()
         self.say("supervisor", "READY")
 

@@ -50,6 +50,13 @@ def assert_the_banner_calls_work(stack: Captured, children: dict[str, tuple[int,
     assert httpx.get(url, params={"warehouse": "100"}, timeout=10).status_code == 401
     assert any("sync now (operator key): curl -X POST" in line for line in stack.lines)
     assert httpx.post(f"{children['catalog-sync'][1]}/v1/sync/poll", timeout=10).status_code == 401
+    # How to approve another quote: the simulator's key as written in the banner opens its API, and names a quote.
+    [approve] = [line for line in stack.lines if "approve another quote: curl -X POST" in line]
+    named = re.search(r"X-API-Key: ([^']+)' (\S+)/approve", approve)
+    assert named, approve
+    quote = httpx.get(named[2], headers={"X-API-Key": named[1]}, timeout=10)
+    assert quote.status_code == 200, quote.text
+    assert "run-keys.json" in approve
 
 
 def assert_bods_went_through_ims(stack: Captured, children: dict[str, tuple[int, str]]) -> None:
