@@ -59,6 +59,7 @@ from shared.kafka import create_broker, publish
 from shared.lease import LeaseClient, Priority
 from shared.m3 import M3Client, M3Error
 from shared.settings import BridgeSettings
+from shared.state import db
 from shared.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
 from tests.processes import Captured
 from tests.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
@@ -290,6 +291,7 @@ def run_setup(setup: Setup, quotes: int, arrival_s: float, tmp: Path) -> Figures
     database = f"m3b_bench_{uuid.uuid4().hex[:10]}"
     asyncio.run(create_database(database))
     state_url = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{database}"
+    asyncio.run(db.migrate(state_url))  # as deployed: the migrate job runs before the services start
     with ExitStack() as cleanup:
         cleanup.callback(lambda: asyncio.run(drop_database(database)))
         broker = EmbeddedBroker(log_path=tmp / "broker.log")

@@ -24,7 +24,6 @@ def _serve(options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services import SERVICES
-    from shared.quotewerks_sql import QuoteWerksConfigError
     from shared.runtime import serve
     from shared.settings import ENV_PREFIX
 
@@ -38,7 +37,7 @@ def _serve(options: argparse.Namespace) -> int:
         print(f"m3bridge serve {options.service}: cannot read {exc.filename or exc}: {exc.strerror or exc}"
               f"{_setting_holding(options.service, exc.filename)}", file=sys.stderr)  # fmt: skip
         return 2
-    except (ValueError, QuoteWerksConfigError) as exc:  # a rules file or a combination of settings refused
+    except ValueError as exc:  # a rules file or a combination of settings refused (QuoteWerksConfigError too)
         # pydantic-settings names a value it cannot parse (JSON, say) by its field: say the variable instead.
         named = re.sub(r'error parsing value for field "(\w+)" from source "\w+"',
                        lambda m: f"{ENV_PREFIX}{m[1].upper()} cannot be parsed (JSON expected)", str(exc))  # fmt: skip

@@ -71,8 +71,9 @@ WRITE_ATTEMPTS = 3
 PRODUCT_BATCH_PARAMETERS = 500
 
 
-class QuoteWerksConfigError(Exception):
-    """The configured QuoteWerks connection cannot do what the service needs; raised at start-up."""
+class QuoteWerksConfigError(ValueError):
+    """The configured QuoteWerks connection cannot do what the service needs; raised at start-up (a ValueError, so
+    that `m3bridge serve` reports it as a setting without importing this module)."""
 
 
 # --- rows ------------------------------------------------------------------------------------------------------------

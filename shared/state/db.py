@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import re
 import threading
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic (with Mako, some 10 MB) is imported only when a store needs migrating: a service starting on a store already
+# at the newest revision (the deployed case: the migrate job ran first) never loads it.
 MIGRATIONS = Path(__file__).parent / "migrations"
+_REVISION = re.compile(r'^revision: str = "([^"]+)"$', re.M)
+_DOWN_REVISION = re.compile(r'^down_revision: str \| None = "([^"]+)"$', re.M)
 # Any constant works, as long as every process uses the same one.
 _PG_MIGRATION_LOCK = zlib.crc32(b"m3bridge-state-migrations")
 
@@ -50,13 +55,26 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True)
 
 
+def newest_revision() -> str:
+    """The head of the migrations, read from their files without Alembic (a unit test holds it to Alembic's)."""
+    sources = [path.read_text(encoding="utf-8") for path in sorted((MIGRATIONS / "versions").glob("*.py"))]
+    revisions = {found[1] for source in sources if (found := _REVISION.search(source))}
+    replaced = {found[1] for source in sources if (found := _DOWN_REVISION.search(source))}
+    [head] = revisions - replaced
+    return head
+
+
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -92,19 +110,34 @@ def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
         # Held until this transaction ends, so concurrent starters migrate one after another.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
 
 
 def _downgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
 
 
 def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
+
+
+async def _recorded_revision(engine: AsyncEngine) -> str | None:
+    """The revision the store records (Alembic's version table, read with SQLAlchemy alone); None when it has none."""
+    try:
+        async with engine.connect() as connection:
+            return (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
+    except SQLAlchemyError:  # no version table yet: a new store
+        return None
 
 
 async def migrate(url: str, revision: str = "head") -> str | None:
@@ -112,6 +145,8 @@ async def migrate(url: str, revision: str = "head") -> str | None:
     path = sqlite_path(url)
     engine = create_engine(url)
     try:
+        if revision == "head" and await _recorded_revision(engine) == newest_revision():
+            return newest_revision()  # already there: no lock, no Alembic
         if path is None:
             async with engine.begin() as connection:
                 await connection.run_sync(_upgrade, revision)

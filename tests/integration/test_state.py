@@ -101,3 +101,24 @@ async def test_downgrade_then_upgrade_again(state_url: str) -> None:
         await engine.dispose()
     assert await db.migrate(state_url) == db.head_revision()
     await _reset(state_url)
+
+
+def test_the_newest_revision_read_from_the_files_is_alembics_head() -> None:
+    assert db.newest_revision() == db.head_revision()
+
+
+def test_a_store_already_at_the_newest_revision_is_opened_without_alembic(tmp_path: Path) -> None:
+    """A service starting after the migrate job does not load Alembic (memory); a new store still gets migrated."""
+    import subprocess
+    import sys
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    program = (
+        "import asyncio, sys; from shared.state import db; "
+        f"revision = asyncio.run(db.migrate({url!r})); "
+        "print(revision, 'alembic' in sys.modules)"
+    )
+    runs = [subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60)
+            for _ in range(2)]  # fmt: skip
+    head = db.head_revision()
+    assert [run.stdout.split() for run in runs] == [[head, "True"], [head, "False"]], [r.stderr for r in runs]

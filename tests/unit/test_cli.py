@@ -96,3 +96,24 @@ def test_a_refused_secret_setting_is_named_without_its_value(
     err = capsys.readouterr().err
     assert "M3B_SERVICE_KEYS" in err
     assert "the-actual-secret" not in err
+
+
+@pytest.mark.parametrize("service", ["token-service", "inventory-query"])
+def test_a_service_without_a_state_store_starts_without_the_database_libraries(service: str) -> None:
+    """Memory: SQLAlchemy, Alembic and the drivers are some 40 MB; only the services that open the store load them."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, shared.runtime\n"
+        "shared.runtime.serve = lambda runtime: None\n"
+        "from m3bridge.cli import main\n"
+        f"assert main(['serve', {service!r}]) == 0\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
+        "('sqlalchemy', 'alembic', 'asyncpg', 'aiosqlite', 'redis')}))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "M3B_TOKEN_SERVICE_KEY": "a-key-long-enough", "M3B_LOG_LEVEL": "WARNING"}
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, env=env,
+                         check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]", run.stdout
