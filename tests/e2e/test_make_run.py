@@ -20,17 +20,24 @@ import pytest
 from m3bridge.tansu import port_open
 from services import SERVICES
 from tests.fuzz.run import fuzz_started, run_keys
-from tests.processes import Captured, alive, wait_until
+from tests.processes import Captured, alive, wait_ready, wait_until
 from tests.stack import start_local_run as start_stack
 from tests.stack import started
 
 
-def assert_all_ready(children: dict[str, tuple[int, str]]) -> None:
+def assert_all_ready(children: dict[str, tuple[int, str]], stack: Captured | None = None) -> None:
+    """Every service answers ready. A service the run's supervisor is restarting (its start-up timed out on a loaded
+    machine) gets the time a restart takes; the run's own lines about it are in the failure."""
     for name, (_, where) in children.items():
         if name in ("kafka", "ion-sim", "quotewerks-sim"):
             continue
-        response = httpx.get(f"{where}/readyz", timeout=5)
-        assert response.status_code == 200, (name, response.text)
+        try:
+            wait_ready(where, 60)
+        except AssertionError as not_ready:
+            said = "\n".join(
+                line for line in (stack.lines if stack else []) if f"| {name}" in line or "supervisor" in line
+            )
+            raise AssertionError(f"{name} at {where}: {not_ready}\n{said[-4000:]}") from None
         health = httpx.get(f"{where}/healthz", timeout=5).json()
         assert health["service"] == name
     # token-service holds a token from the simulator's OAuth server: the M3 path is live end to end.

@@ -118,7 +118,7 @@ def test_a_killed_service_of_a_whole_run_comes_back_on_its_port(tmp_path: Path) 
         stack.wait_for_line("| order-writer was killed by SIGKILL after", 30)
         stack.wait_for_line("restarting in 1 s (restart 1)", 5)
         wait_ready(url, 60)  # the same port: it was started with the same environment
-        assert_all_ready(children)
+        assert_all_ready(children, stack)
         stack.process.send_signal(signal.SIGTERM)
         stack.process.wait(60)
         assert "| all stopped" in stack.output
