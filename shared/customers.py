@@ -24,13 +24,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from faststream.kafka.message import KafkaMessage
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import rules_files
@@ -106,13 +105,10 @@ def consume_customer_changes(
 
 BRIDGE_ORIGIN = "m3bridge"
 # Fingerprint kinds (at most 16 characters).
-FINGERPRINT_M3 = "customer-m3"  # key CUNO: hash of the M3 state the bridge last wrote (order-writer puts it)
 FINGERPRINT_QUOTEWERKS = "customer-qw"  # key QuoteWerks customer id: what the bridge last wrote there (catalog-sync)
-SYNCED_AT = "customer-qw-at"  # key CUNO: ChangedAt (ISO) of the newest QuoteWerks change applied to M3
-M3_SYNCED_AT = "customer-m3-at"  # key CUNO: changed_at (ISO) of the newest M3 change applied to QuoteWerks
 
 FieldName = Literal["name", "address", "city", "postal_code", "country", "phone", "email"]
-Owner = Literal["m3", "quotewerks", "newest"]
+Owner = Literal["m3", "quotewerks", "newest", "review"]
 Side = Literal["m3", "quotewerks"]
 FIELD_NAMES: tuple[FieldName, ...] = ("name", "address", "city", "postal_code", "country", "phone", "email")
 # The CRS610MI fields of each synced field.
@@ -151,7 +147,8 @@ class CustomerSyncRules(BaseModel):
 
     version: Literal[1]
     fields: FieldOwners
-    tie: Side = "m3"
+    clock_skew_s: float = Field(120.0, ge=0, le=86_400)
+    quotewerks_deleted: Literal["review", "unlink"] = "review"
     create_in_m3: bool = True
 
     def owner(self, name: FieldName) -> Owner:
@@ -168,36 +165,6 @@ def sync_rules_from_data(data: object, *, origin: str = "<customer-sync>") -> Cu
 def load_sync_rules(path: str | Path) -> CustomerSyncRules:
     """Read and validate customer-sync.yaml; call at start-up."""
     return rules_files.load(CustomerSyncRules, path, error=CustomerSyncRulesError, what="customer sync rules")
-
-
-# --- decisions ------------------------------------------------------------------------------------------
-
-
-def winner(
-    rules: CustomerSyncRules,
-    name: FieldName,
-    *,
-    quotewerks_at: datetime | None,
-    m3_at: datetime | date | None,
-) -> Side:
-    """Whose value of `name` holds. For `newest`: the later change; an M3 time given as a date (LMDT) is compared
-    by day; equal (or same day) → `rules.tie`; a side without a known time loses to one with."""
-    owner = rules.owner(name)
-    if owner != "newest":
-        return owner
-    if quotewerks_at is None or m3_at is None:
-        if quotewerks_at is None and m3_at is None:
-            return rules.tie
-        return "m3" if quotewerks_at is None else "quotewerks"
-    qw = quotewerks_at.astimezone(UTC)
-    if isinstance(m3_at, datetime):
-        m3 = m3_at.astimezone(UTC)
-        if qw == m3:
-            return rules.tie
-        return "quotewerks" if qw > m3 else "m3"
-    if qw.date() == m3_at:
-        return rules.tie
-    return "quotewerks" if qw.date() > m3_at else "m3"
 
 
 # --- canonical state and the echo guard -------------------------------------------------------------------
@@ -258,14 +225,6 @@ def state_hash(state: Mapping[FieldName, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def is_m3_echo(engine: AsyncEngine, event: M3CustomerChanged) -> bool:
-    """True when the M3 change is the bridge's own write (for catalog-sync, before writing to QuoteWerks)."""
-    if event.origin == BRIDGE_ORIGIN:
-        return True
-    written = await fingerprints.get(engine, FINGERPRINT_M3, event.customer_number)
-    return written is not None and written == state_hash(m3_event_state(event))
-
-
 async def is_quotewerks_echo(engine: AsyncEngine, event: QuoteWerksCustomerChanged) -> bool:
     """True when the QuoteWerks change is the bridge's own write (catalog-sync records those under
     `FINGERPRINT_QUOTEWERKS`, keyed by the QuoteWerks customer id, before writing)."""
@@ -273,44 +232,3 @@ async def is_quotewerks_echo(engine: AsyncEngine, event: QuoteWerksCustomerChang
         return True
     written = await fingerprints.get(engine, FINGERPRINT_QUOTEWERKS, event.customer_id)
     return written is not None and written == state_hash(party_state(event.customer))
-
-
-async def last_synced_at(engine: AsyncEngine, customer_number: str, kind: str = SYNCED_AT) -> datetime | None:
-    """When the newest change applied in one direction happened: `SYNCED_AT` (QuoteWerks → M3) or `M3_SYNCED_AT`."""
-    text = await fingerprints.get(engine, kind, customer_number)
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-async def mark_synced(engine: AsyncEngine, customer_number: str, changed_at: datetime, kind: str = SYNCED_AT) -> None:
-    """Remember `changed_at` as the newest change applied in one direction, unless a newer one is remembered."""
-    applied = await last_synced_at(engine, customer_number, kind)
-    if applied is None or changed_at > applied:
-        await fingerprints.put(engine, kind, customer_number, changed_at.isoformat())
-
-
-def changes_for_m3(
-    rules: CustomerSyncRules,
-    current: Mapping[str, object],
-    planned: Mapping[str, str],
-    *,
-    quotewerks_at: datetime,
-    m3_at: datetime | date | None,
-) -> dict[str, str]:
-    """The CRS610MI fields to send: those of fields QuoteWerks wins whose planned (mapped) value is not empty and
-    differs from M3's. Address lines go as a unit: all four when any differs."""
-    changes: dict[str, str] = {}
-    for name in FIELD_NAMES:
-        if winner(rules, name, quotewerks_at=quotewerks_at, m3_at=m3_at) != "quotewerks":
-            continue
-        codes = M3_FIELDS[name]
-        wanted = {code: clean(planned.get(code)) for code in codes}
-        if not any(wanted.values()):
-            continue  # an empty QuoteWerks value never clears M3
-        if any(wanted[code] != clean(current.get(code)) for code in codes):
-            changes.update({code: value for code, value in wanted.items() if value or clean(current.get(code))})
-    return changes

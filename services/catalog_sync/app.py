@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
-from services.catalog_sync.customers import CustomerPush, country_table
+from services.catalog_sync.customer_merger import CustomerMerger, crs610_lengths
+from services.catalog_sync.customers import CustomerMaster, country_table, settle_decisions_forever
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
 from services.catalog_sync.schedule import full_loads, polls
@@ -33,7 +34,14 @@ from shared.quotewerks_sql import QuoteWerksConfigError, is_database_url, quotew
 from shared.runtime import ServiceRuntime
 from shared.settings import CustomerRulesSettings, QuoteWerksSettings, config_path
 from shared.started import StartedPart
-from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, M3_CUSTOMER_CHANGED, PRICE_CHANGED
+from shared.topics import (
+    CATALOG_SYNC_REPORT,
+    INVENTORY_CHANGED,
+    ITEM_CHANGED,
+    M3_CUSTOMER_CHANGED,
+    PRICE_CHANGED,
+    QUOTEWERKS_CUSTOMER_CHANGED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,13 @@ class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
     service_name: str = "catalog-sync"
     customer_sync: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Write M3 customer changes to the QuoteWerks contact manager: `auto` = on with an HTTP adapter, "
-        "off with a database URL (the SQL connector does not reach contacts; `on` with a database URL is refused).",
+        description="Keep the QuoteWerks contact manager in step with M3 (both ways, by customer-sync.yaml): `auto` = "
+        "on with an HTTP adapter, off with a database URL (the SQL connector does not reach contacts; `on` with a "
+        "database URL is refused). Off, QuoteWerks changes of linked customers still reach M3; nothing is written "
+        "to QuoteWerks.",
+    )
+    customer_decisions_poll_s: float = Field(
+        5.0, gt=0, le=3600, description="How often decisions taken on customer review items are looked for and applied."
     )
     full_load_interval_s: float = Field(
         86_400.0, ge=0, description="Seconds between scheduled full loads (0 = only at first start and on demand)."
@@ -87,10 +100,11 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             "an HTTP adapter URL, or M3B_CUSTOMER_SYNC=auto/off to sync products only"
         )
     contacts_synced = settings.customer_sync == "on" or (settings.customer_sync == "auto" and not database)
-    countries = country_table(load_rules(config_path(settings.mapping_file)))
+    mapping = load_rules(config_path(settings.mapping_file))
+    countries = country_table(mapping)
     catalog = StartedPart[QuoteWerks](runtime.name)
     sync = StartedPart[CatalogSync](runtime.name)
-    customers = StartedPart[CustomerPush](runtime.name)
+    customers = StartedPart[CustomerMaster](runtime.name)
     first_load = StartedPart[bool](runtime.name)
 
     async def send_report(report: CatalogSyncReport) -> None:
@@ -122,11 +136,13 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             )
         )
         sync.set(CatalogSync(m3, lake, catalog(), store, send_report, options))
-        if contacts_synced:
-            customers.set(CustomerPush(catalog(), runtime.state, customer_rules, countries))
-        else:
-            log.warning("M3 customer changes are not written to QuoteWerks (M3B_CUSTOMER_SYNC=%s, %s)",
-                        settings.customer_sync, "database URL" if database else "off")  # fmt: skip
+        contacts = catalog() if contacts_synced else None
+        merger = CustomerMerger(m3, contacts, runtime.state, customer_rules, mapping, countries, crs610_lengths(m3))
+        customers.set(CustomerMaster(contacts, runtime.state, customer_rules, countries, merger))
+        if not contacts_synced:
+            log.warning("customers are not written to QuoteWerks (M3B_CUSTOMER_SYNC=%s, %s): QuoteWerks changes of "
+                        "linked customers still reach M3", settings.customer_sync,
+                        "database URL" if database else "off")  # fmt: skip
         # Asked before the broker starts: a delta consumed first would store a fingerprint and hide the empty store.
         first_load.set(settings.full_load_at_start and not await store.all())
 
@@ -135,6 +151,10 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         """Every run publishes its report: the timers start once the broker has."""
         schedule = full_loads(sync(), first=first_load(), interval_s=settings.full_load_interval_s)
         runtime.in_background(schedule, name="catalog-schedule")
+        runtime.in_background(
+            settle_decisions_forever(customers(), interval_s=settings.customer_decisions_poll_s),
+            name="customer-decisions",
+        )
         if settings.item_poll_interval_s > 0:
             runtime.in_background(polls(sync(), interval_s=settings.item_poll_interval_s), name="catalog-poll")
 
@@ -204,17 +224,27 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             M3_CUSTOMER_CHANGED,
             group="m3bridge.catalog-sync.customers",
             title="catalog-sync/customers",
-            description="M3 customer changes written to the QuoteWerks contact manager, by the field ownership rules.",
+            description="M3 customer changes merged with the QuoteWerks contact manager (customer-sync.yaml).",
             apply=lambda change: customers().apply(change),
             change=lambda change: f"M3 customer change {change.customer_number}",
         )
+    consume_customer_changes(
+        runtime,
+        QUOTEWERKS_CUSTOMER_CHANGED,
+        group="m3bridge.catalog-sync.quotewerks-customers",
+        title="catalog-sync/quotewerks-customers",
+        description="QuoteWerks changes of linked customers merged with M3 (CRS610MI), by customer-sync.yaml; a "
+        "customer nobody linked yet is order-writer's to find or create.",
+        apply=lambda change: customers().apply_quotewerks(change),
+        change=lambda change: f"QuoteWerks customer change {change.customer_id}",
+    )
 
     def progress() -> dict[str, Any]:
         running = sync.peek()
         if running is None:
             return {"state": "starting"}
-        contacts = dict(customers().counts) if contacts_synced else "not synced (M3B_CUSTOMER_SYNC)"
-        return {**running.progress.snapshot(), "customers": contacts}
+        return {**running.progress.snapshot(), "customers": dict(customers().counts),
+                "customers_written_to_quotewerks": contacts_synced}  # fmt: skip
 
     runtime.health.set_detail("logic", progress)
     return runtime

@@ -1,78 +1,78 @@
-"""Customers M3 → QuoteWerks (catalog-sync): `m3.customer.changed.v1` → the QuoteWerks contact manager.
+"""Customers in catalog-sync: M3 changes (`m3.customer.changed.v1`) and QuoteWerks changes
+(`quotewerks.customer.changed.v1`) of linked customers are merged both ways (`customer_merger.py`).
 
 Which QuoteWerks customer an M3 customer is: the customer link (either direction made it), else the QuoteWerks
 customer whose CMAccountNo is the CUNO, else exactly one not yet linked customer with the same e-mail, else with the
-same company name; none → a new QuoteWerks customer with CMAccountNo = CUNO. Only the fields M3 wins by the rules
-(`shared/customers.py`, `deploy/config/customer-sync.yaml`) are written, and an empty M3 value never clears one.
+same company name; none → a new QuoteWerks customer with CMAccountNo = CUNO. A QuoteWerks customer nobody linked
+yet is order-writer's to find or create in M3.
 
-No ping-pong: the M3 change the bridge itself wrote (order-writer) is recognised by its state hash and dropped; before
-writing to QuoteWerks the hash of what QuoteWerks will hold is stored, so order-writer drops the QuoteWerks change
-event that the write causes.
+A change event that shows its side exactly as the two sides last agreed (the bridge's own write coming back, or a
+replay) is dropped without reading either system.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.contracts import M3CustomerChanged, Problem
+from services.catalog_sync.customer_merger import (
+    WRITABLE_COLUMNS,
+    Contacts,
+    CustomerMerger,
+    quotewerks_columns,
+)
+from shared.contracts import M3CustomerChanged, Problem, QuoteWerksCustomerChanged
+from shared.customer_merge import Agreed
 from shared.customers import (
     BRIDGE_ORIGIN,
     FIELD_NAMES,
     FINGERPRINT_QUOTEWERKS,
-    M3_SYNCED_AT,
     CustomerChangeRejectedError,
     CustomerSyncRules,
     CustomerWriteOutcome,
-    FieldName,
+    State,
     clean,
-    is_m3_echo,
-    last_synced_at,
-    mark_synced,
+    m3_event_state,
     party_state,
     state_hash,
-    winner,
 )
+from shared.m3 import M3Error
 from shared.mapping import LookupTable, MappingRules
-from shared.quotewerks import QuoteWerksConflictError, QuoteWerksError, parse_last_modified, party_from_contact
+from shared.quotewerks import QuoteWerksError, party_from_contact
+from shared.state import customer_snapshots as snapshots
 from shared.state import fingerprints, ledger
+from shared.state.models import CustomerWorkItem
 
 log = logging.getLogger(__name__)
 
 customer_changes = Counter(
-    "m3bridge_catalog_customer_changes_total", "M3 customer changes applied to QuoteWerks, by outcome.", ["outcome"]
+    "m3bridge_catalog_customer_changes_total",
+    "Customer changes (from M3 or QuoteWerks) merged by catalog-sync, by outcome.",
+    ["outcome"],
 )
-CONFLICT_ATTEMPTS = 3  # a QuoteWerks user editing the same customer meanwhile: read again and decide again
-
-# The QuoteWerks contact-manager columns of each synced field.
-QUOTEWERKS_COLUMNS: dict[FieldName, tuple[str, ...]] = {
-    "name": ("Company",),
-    "address": ("Address1", "Address2", "Address3"),
-    "city": ("City",),
-    "postal_code": ("PostalCode",),
-    "country": ("Country",),
-    "phone": ("PhoneNumber",),
-    "email": ("Email",),
-}
-WRITABLE_COLUMNS = (
-    "Company", "Contact", "Address1", "Address2", "Address3", "City", "State", "PostalCode", "Country",
-    "PhoneNumber", "Email",
-)  # fmt: skip
 
 
-class Contacts(Protocol):
-    """The QuoteWerks side (`shared.quotewerks.QuoteWerksClient`)."""
-
-    async def find_customer(self, account: str) -> dict[str, Any] | None: ...
-    async def customers(self) -> list[dict[str, Any]]: ...
-    async def put_customer(
-        self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
-    ) -> bool: ...
+def m3_changed_from_record(number: str, record: Mapping[str, Any]) -> M3CustomerChanged:
+    """A CRS610MI record as the change event M3 would send for it (to create its QuoteWerks customer)."""
+    return M3CustomerChanged(
+        customer_number=number,
+        action="change",
+        name=clean(record.get("CUNM")),
+        address_lines=[clean(record.get(code)) for code in ("CUA1", "CUA2", "CUA3", "CUA4")],
+        town=clean(record.get("TOWN")),
+        postal_code=clean(record.get("PONO")),
+        country=clean(record.get("CSCD")),
+        phone=clean(record.get("PHNO")),
+        email=clean(record.get("MAIL")),
+        status=clean(record.get("STAT")),
+        changed_at=datetime.now(UTC),
+    )
 
 
 class CustomerPushRejectedError(CustomerChangeRejectedError):
@@ -92,85 +92,49 @@ def country_table(rules: MappingRules) -> LookupTable | None:
     return None
 
 
-def quotewerks_country(code: str, current: str, table: LookupTable | None) -> str:
-    """M3's country code as QuoteWerks text: the current text when it already means that code (so "Sverige" stays
-    "Sverige" for SE), else the first name the table gives the code, else the code itself."""
-    if not code:
-        return ""
-    if current and (current.casefold() == code.casefold() or (table is not None and table.resolve(current) == code)):
-        return current
-    if table is not None:
-        for name, mapped in table.entries.items():
-            if mapped == code:
-                return name
-    return code
-
-
-def quotewerks_values(event: M3CustomerChanged, current: Mapping[str, object], table: LookupTable | None) -> dict[
-    FieldName, dict[str, str]
-]:  # fmt: skip
-    """Each synced field of the M3 customer as the QuoteWerks columns it becomes. M3 has four address lines,
-    QuoteWerks three: the fourth continues the third."""
-    lines = [clean(line) for line in event.address_lines if clean(line)]
-    address = [*lines[:2], ", ".join(lines[2:])] if len(lines) > 3 else list(lines)
-    address += [""] * (3 - len(address))
-    return {
-        "name": {"Company": clean(event.name)},
-        "address": dict(zip(QUOTEWERKS_COLUMNS["address"], address, strict=True)),
-        "city": {"City": clean(event.town)},
-        "postal_code": {"PostalCode": clean(event.postal_code)},
-        "country": {"Country": quotewerks_country(clean(event.country), clean(current.get("Country")), table)},
-        "phone": {"PhoneNumber": clean(event.phone)},
-        "email": {"Email": clean(event.email)},
-    }
-
-
-def changes_for_quotewerks(
-    rules: CustomerSyncRules,
-    current: Mapping[str, object],
-    wanted: Mapping[FieldName, Mapping[str, str]],
-    *,
-    m3_at: datetime,
-) -> dict[str, str]:
-    """The QuoteWerks columns to write: those of fields M3 wins whose M3 value is not empty and differs. Address
-    lines go as a unit."""
-    quotewerks_at = parse_last_modified(current.get("LastModified"))
-    changes: dict[str, str] = {}
-    for name in FIELD_NAMES:
-        if winner(rules, name, quotewerks_at=quotewerks_at, m3_at=m3_at) != "m3":
-            continue
-        columns = wanted[name]
-        if not any(columns.values()):
-            continue  # an empty M3 value never clears QuoteWerks
-        if any(value != clean(current.get(column)) for column, value in columns.items()):
-            changes.update(columns)
-    return changes
-
-
-class CustomerPush:
-    """Applies `m3.customer.changed.v1` to QuoteWerks."""
+class CustomerMaster:
+    """Keeps linked customers in step both ways: `apply` takes `m3.customer.changed.v1`, `apply_quotewerks`
+    `quotewerks.customer.changed.v1`, `settle_decisions` applies what a person decided on a review item."""
 
     def __init__(
-        self, contacts: Contacts, engine: AsyncEngine, rules: CustomerSyncRules, countries: LookupTable | None
+        self,
+        contacts: Contacts | None,
+        engine: AsyncEngine,
+        rules: CustomerSyncRules,
+        countries: LookupTable | None,
+        merger: CustomerMerger,
     ) -> None:
         self.contacts = contacts
         self.engine = engine
         self.rules = rules
         self.countries = countries
+        self.merger = merger
         self.counts = {"created": 0, "updated": 0, "unchanged": 0, "ignored": 0, "rejected": 0}
 
     async def apply(self, event: M3CustomerChanged) -> CustomerWriteOutcome:
         """Raises CustomerPushRejectedError (dead-letter it) or a retryable error (QuoteWerksError, OSError:
-        redeliver). Writes are conditional on the record as read, so an edit made in QuoteWerks meanwhile is never
-        overwritten: the change is decided again on the newer record."""
+        redeliver). Writes to QuoteWerks are conditional on the record as read, so an edit made there meanwhile is
+        never overwritten: the merge reads it again and decides again."""
+        return await self._counted(self._apply(event), f"M3 customer {event.customer_number}")
+
+    async def apply_quotewerks(self, event: QuoteWerksCustomerChanged) -> CustomerWriteOutcome:
+        """A QuoteWerks change of a linked customer, merged both ways. One nobody linked yet is order-writer's."""
+        return await self._counted(self._apply_quotewerks(event), f"QuoteWerks customer {event.customer_id}")
+
+    async def _counted(self, applying: Awaitable[CustomerWriteOutcome], what: str) -> CustomerWriteOutcome:
         try:
-            outcome = await self._apply_reading_again(event)
+            outcome = await applying
         except QuoteWerksError as exc:
             if exc.retryable:
                 raise
             self._count("rejected")
-            raise CustomerPushRejectedError(f"M3 customer {event.customer_number}: {exc}") from exc
-        except CustomerPushRejectedError:
+            raise CustomerPushRejectedError(f"{what}: {exc}") from exc
+        except M3Error as exc:
+            if exc.retryable:
+                raise
+            self._count("rejected")
+            raise CustomerPushRejectedError(f"{what}: {exc}") from exc
+        except CustomerChangeRejectedError:
             self._count("rejected")
             raise
         self._count(outcome.action)
@@ -180,52 +144,53 @@ class CustomerPush:
         self.counts[outcome] += 1
         customer_changes.labels(outcome).inc()
 
-    async def _apply_reading_again(self, event: M3CustomerChanged) -> CustomerWriteOutcome:
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-            try:
-                return await self._apply(event)
-            except QuoteWerksConflictError:
-                if attempt == CONFLICT_ATTEMPTS:
-                    raise
-                log.info("QuoteWerks customer for %s changed while it was updated: reading it again",
-                         event.customer_number)  # fmt: skip
-        raise AssertionError("unreachable")  # pragma: no cover
-
     async def _apply(self, event: M3CustomerChanged) -> CustomerWriteOutcome:
         number = event.customer_number
-        if await is_m3_echo(self.engine, event):
+        if event.origin == BRIDGE_ORIGIN:
             return CustomerWriteOutcome("ignored", reason=f"M3 customer {number}: the bridge's own write coming back")
         if event.action == "delete":
             return CustomerWriteOutcome(
                 "ignored", reason=f"M3 customer {number} deleted: the QuoteWerks customer is kept"
             )
-        changed_at = event.changed_at.astimezone(UTC)
-        applied_at = await last_synced_at(self.engine, number, M3_SYNCED_AT)
-        if applied_at is not None and changed_at < applied_at:
-            return CustomerWriteOutcome(
-                "ignored", reason=f"older than the M3 change applied at {applied_at.isoformat()}"
-            )
-        account, current = await self._find(event)
-        if current is None:
-            return await self._create(event, account, changed_at)
-        return await self._update(event, account, current, changed_at)
-
-    async def _find(self, event: M3CustomerChanged) -> tuple[str, dict[str, Any] | None]:
-        number = event.customer_number
         link = await ledger.customer_link_for_m3(self.engine, number)
         if link is not None:
-            found = await self.contacts.find_customer(link.quotewerks_customer_id)
-            return link.quotewerks_customer_id, found  # None: removed in QuoteWerks, recreated under its id
+            if await self._as_agreed(number, lambda a: a.m3, m3_event_state(event)):
+                return CustomerWriteOutcome("ignored", number, reason="M3 shows what the two sides last agreed")
+            outcome = await self.merger.merge(number, link.quotewerks_customer_id, m3_event=event)
+            return outcome.as_write_outcome(link.quotewerks_customer_id)
+        if self.contacts is None:
+            return CustomerWriteOutcome("ignored", number, reason="QuoteWerks' contact manager is not written here")
         found = await self.contacts.find_customer(number)
-        if found is not None:
-            return await self._claim(number, number, found)
-        match = await self._match(event)
-        if match is None:
-            return number, None
-        account = str(match.get("CMAccountNo") or "")
-        return await self._claim(account, number, match)
+        account = number if found is not None else ""
+        if found is None and (match := await self._match(event)) is not None:
+            found, account = match, str(match.get("CMAccountNo") or "")
+        if found is None:
+            return await self._create(event, number)
+        await self._claim(account, number, found)
+        outcome = await self.merger.merge(number, account, m3_event=event)
+        return outcome.as_write_outcome(account)
 
-    async def _claim(self, account: str, number: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    async def _apply_quotewerks(self, event: QuoteWerksCustomerChanged) -> CustomerWriteOutcome:
+        account = event.customer_id
+        if event.origin == BRIDGE_ORIGIN:
+            return CustomerWriteOutcome("ignored", account, reason="the bridge's own write coming back")
+        link = await ledger.customer_link(self.engine, account)
+        if link is None:
+            return CustomerWriteOutcome("ignored", account, reason="not linked yet: order-writer finds or creates it")
+        number = link.m3_customer_number
+        if await self._as_agreed(number, lambda a: a.quotewerks, party_state(event.customer)):
+            return CustomerWriteOutcome("ignored", number, reason="QuoteWerks shows what the two sides last agreed")
+        outcome = await self.merger.merge(number, account, quotewerks_event=event)
+        return outcome.as_write_outcome(number)
+
+    async def _as_agreed(self, number: str, side: Callable[[Agreed], str], state: State) -> bool:
+        """True when a change event shows its side exactly as last agreed, with no merge interrupted: nothing to do."""
+        stored = await snapshots.snapshot(self.engine, number)
+        if stored is None or stored.pending or set(stored.agreed) != set(FIELD_NAMES):
+            return False
+        return all(side(stored.agreed[name]) == state[name] for name in FIELD_NAMES)
+
+    async def _claim(self, account: str, number: str, record: Mapping[str, Any]) -> None:
         other = await ledger.customer_link(self.engine, account)
         if other is not None and other.m3_customer_number != number:
             raise CustomerPushRejectedError(
@@ -236,10 +201,10 @@ class CustomerPush:
             self.engine, account, number, email=clean(record.get("Email")), company=clean(record.get("Company")),
             by="m3",
         )  # fmt: skip
-        return account, record
 
     async def _match(self, event: M3CustomerChanged) -> dict[str, Any] | None:
         """Dedupe: the one QuoteWerks customer not linked yet with the same e-mail, else the same company name."""
+        assert self.contacts is not None
         records = await self.contacts.customers()
         for column, value in (("Email", event.email), ("Company", event.name)):
             wanted = clean(value).casefold()
@@ -258,49 +223,81 @@ class CustomerPush:
                 return same[0]
         return None
 
-    async def _write(
-        self,
-        account: str,
-        number: str,
-        record: Mapping[str, str],
-        changed_at: datetime,
-        *,
-        read_as: str | None,
-        new: bool = False,
-    ) -> None:
-        """Put the record only if QuoteWerks still has it as read (`read_as`: its LastModified; `new`: it did not
-        exist), link it to the M3 customer and remember the M3 change as applied."""
+    async def _create(self, event: M3CustomerChanged, account: str) -> CustomerWriteOutcome:
+        """A new QuoteWerks customer for the M3 customer, linked, with the snapshot of what both now hold."""
+        assert self.contacts is not None
+        number = event.customer_number
+        if not clean(event.name):
+            raise CustomerPushRejectedError(f"M3 customer {number} has no name: QuoteWerks needs one")
+        m3 = m3_event_state(event)
+        record = dict.fromkeys(WRITABLE_COLUMNS, "")
+        for columns in quotewerks_columns(m3, {}, self.countries).values():
+            record.update(columns)
         # The fingerprint goes first: QuoteWerks' change event for this write may reach order-writer before we return.
         party = party_from_contact({**record, "CMAccountNo": account})
         await fingerprints.put(self.engine, FINGERPRINT_QUOTEWERKS, account, state_hash(party_state(party)))
-        await self.contacts.put_customer(account, record, read_as=read_as, new=new)
+        await self.contacts.put_customer(account, record, new=True)
         await ledger.link_customer(
             self.engine, account, number, email=record["Email"], company=record["Company"], by=BRIDGE_ORIGIN
         )
-        await mark_synced(self.engine, number, changed_at, M3_SYNCED_AT)
-
-    async def _create(self, event: M3CustomerChanged, account: str, changed_at: datetime) -> CustomerWriteOutcome:
-        if not clean(event.name):
-            raise CustomerPushRejectedError(f"M3 customer {event.customer_number} has no name: QuoteWerks needs one")
-        wanted = quotewerks_values(event, {}, self.countries)
-        record = dict.fromkeys(WRITABLE_COLUMNS, "")
-        for columns in wanted.values():
-            record.update(columns)
-        await self._write(account, event.customer_number, record, changed_at, read_as=None, new=True)
-        log.info("M3 customer %s created in QuoteWerks as %s", event.customer_number, account)
+        quotewerks = party_state(party)
+        agreed = {name: Agreed(m3[name], quotewerks[name]) for name in FIELD_NAMES}
+        stored = await snapshots.snapshot(self.engine, number)
+        await snapshots.save(self.engine, number, account, read_version=stored.version if stored else None,
+                             agreed=agreed)  # fmt: skip
+        await snapshots.note_m3_event(self.engine, number, state_hash(m3), event.changed_at)
+        log.info("M3 customer %s created in QuoteWerks as %s", number, account)
         return CustomerWriteOutcome("created", account, written={k: v for k, v in record.items() if v})
 
-    async def _update(
-        self, event: M3CustomerChanged, account: str, current: Mapping[str, Any], changed_at: datetime
-    ) -> CustomerWriteOutcome:
-        wanted = quotewerks_values(event, current, self.countries)
-        changes = changes_for_quotewerks(self.rules, current, wanted, m3_at=changed_at)
-        if not changes:
-            await mark_synced(self.engine, event.customer_number, changed_at, M3_SYNCED_AT)
-            return CustomerWriteOutcome("unchanged", account, reason="nothing M3 wins differs from QuoteWerks")
-        record = {column: clean(current.get(column)) for column in WRITABLE_COLUMNS}
-        record.update(changes)
-        read_as = str(current.get("LastModified") or "") or None
-        await self._write(account, event.customer_number, record, changed_at, read_as=read_as)
-        log.info("QuoteWerks customer %s changed from M3 %s: %s", account, event.customer_number, sorted(changes))
-        return CustomerWriteOutcome("updated", account, written=changes)
+    async def settle_decisions(self) -> int:
+        """Apply what people decided on review items, and take up links no merge has seen yet (made by
+        order-writer); returns how many customers it merged."""
+        settled = 0
+        for item in await snapshots.items(self.engine, status=(snapshots.DECIDED,)):
+            try:
+                if item.kind == "deleted":
+                    await self._settle_deleted(item)
+                else:
+                    await self.merger.merge(item.m3_customer_number, item.quotewerks_customer_id)
+                settled += 1
+            except (QuoteWerksError, M3Error, CustomerChangeRejectedError, OSError) as failed:
+                log.warning("customer review item %d not applied yet: %s", item.id, failed)
+        if self.contacts is not None:
+            for number, account in await snapshots.unmerged_links(self.engine):
+                try:
+                    await self.merger.merge(number, account)
+                    settled += 1
+                except (QuoteWerksError, M3Error, CustomerChangeRejectedError, OSError) as failed:
+                    log.warning("new customer link %s / %s not merged yet: %s", number, account, failed)
+        return settled
+
+    async def _settle_deleted(self, item: CustomerWorkItem) -> None:
+        number, account = item.m3_customer_number, item.quotewerks_customer_id
+        if item.decision == "recreate":
+            if self.contacts is None:
+                raise CustomerPushRejectedError("QuoteWerks' contact manager is not written here")
+            await snapshots.forget(self.engine, number)
+            record = await self.merger.read_m3(number)
+            event = m3_changed_from_record(number, record)
+            await self._create(event, account)
+            await snapshots.close(self.engine, item.id, f"recreated in QuoteWerks as {account} by {item.decided_by}")
+        else:
+            await ledger.unlink_customer(self.engine, account)
+            await snapshots.forget(self.engine, number)
+            await snapshots.close(self.engine, item.id, f"unlinked by {item.decided_by}")
+
+
+review_items = Gauge("m3bridge_customer_review_items", "Customer review items waiting for a person, by kind.", ["kind"])
+
+
+async def settle_decisions_forever(master: CustomerMaster, *, interval_s: float) -> None:
+    """Apply decisions on review items as people take them, and keep the open-items gauge current."""
+    while True:
+        try:
+            await master.settle_decisions()
+            counts = await snapshots.count_open(master.engine)
+            for kind in ("conflict", "deleted"):
+                review_items.labels(kind).set(counts.get(kind, 0))
+        except Exception as failed:  # the state store away for a moment: the next round tries again
+            log.warning("customer review items not checked: %s", failed)
+        await asyncio.sleep(interval_s)

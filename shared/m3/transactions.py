@@ -19,7 +19,7 @@ READ_ONLY_PROGRAMS = frozenset({"MRS001MI"})
 # closed circuit (0) before the first call; a program missing here still gets its gauge on its first call.
 PROGRAMS_BY_SERVICE: dict[str, tuple[str, ...]] = {
     "order-writer": ("CRS610MI", "MMS200MI", "MRS001MI", "OIS100MI"),
-    "catalog-sync": ("MMS200MI", "MRS001MI", "OIS017MI"),
+    "catalog-sync": ("CRS610MI", "MMS200MI", "MRS001MI", "OIS017MI"),
     "inventory-query": ("MMS200MI", "MRS001MI", "OIS017MI"),
 }
 

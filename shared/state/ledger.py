@@ -246,3 +246,13 @@ async def link_customer(
     except IntegrityError:
         return False
     return True
+
+
+async def unlink_customer(engine: AsyncEngine, quotewerks_customer_id: str) -> bool:
+    """Forget the link of a QuoteWerks customer (deleted there, by rule or by a person). True if there was one."""
+    async with async_sessionmaker(engine).begin() as session:
+        existing = await session.get(CustomerLink, quotewerks_customer_id)
+        if existing is None:
+            return False
+        await session.delete(existing)
+        return True

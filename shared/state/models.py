@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, func
+from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -100,6 +100,54 @@ class CustomerLink(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class CustomerSnapshot(Base):
+    """What a linked customer's synced fields were when both systems last agreed (`agreed`, JSON: field → the M3
+    and the QuoteWerks spelling), the writes of a merge under way (`pending`, same shape: a merge interrupted between
+    its writes finds here what it was writing), and the newest M3 change event seen (its state hash and time)."""
+
+    __tablename__ = "customer_snapshots"
+
+    m3_customer_number: Mapped[str] = mapped_column(String(10), primary_key=True)
+    quotewerks_customer_id: Mapped[str] = mapped_column(String(64))
+    agreed: Mapped[str] = mapped_column(Text)
+    pending: Mapped[str | None] = mapped_column(Text)
+    m3_event_hash: Mapped[str | None] = mapped_column(String(64))
+    m3_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Raised by every save: a save that read an older version lost a race and merges again.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class CustomerWorkItem(Base):
+    """A customer decision for a person: a field changed on both sides (`conflict`), a linked record gone from one
+    side (`deleted`). Open until settled: `decided` (by a person, waiting to be applied), then `closed`."""
+
+    __tablename__ = "customer_work_items"
+    __table_args__ = (Index("ix_customer_work_items_customer", "m3_customer_number", "field"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    m3_customer_number: Mapped[str] = mapped_column(String(10))
+    quotewerks_customer_id: Mapped[str] = mapped_column(String(64))
+    field: Mapped[str] = mapped_column(String(16))
+    m3_value: Mapped[str] = mapped_column(Text)
+    quotewerks_value: Mapped[str] = mapped_column(Text)
+    agreed_m3: Mapped[str | None] = mapped_column(Text)
+    agreed_quotewerks: Mapped[str | None] = mapped_column(Text)
+    m3_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    quotewerks_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decided_value: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SyncFingerprint(Base):

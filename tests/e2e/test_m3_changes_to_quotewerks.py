@@ -3,10 +3,10 @@
 A user edits a customer in M3 (ION simulator admin) → SyncCustomerPartyMaster BOD, delivered as ION does (IMS v3
 multipartMessage) → bod-listener →
 `m3.customer.changed.v1` → catalog-sync → QuoteWerks contact manager; a user edits it in QuoteWerks → webhook →
-quote-ingest → `quotewerks.customer.changed.v1` → order-writer → CRS610MI. Each write the bridge makes comes back
-as a change event on the other side, and must be recognised and dropped (no ping-pong): the BODs M3 publishes and
-the webhooks QuoteWerks sends are counted to prove it. An order moving on in M3 (SyncSalesOrder) shows on the
-quote it came from. State in PostgreSQL."""
+quote-ingest → `quotewerks.customer.changed.v1` → catalog-sync → CRS610MI (order-writer leaves linked customers
+alone). Each write the bridge makes comes back as a change event on the other side, and must be recognised and
+dropped (no ping-pong): the BODs M3 publishes and the webhooks QuoteWerks sends are counted to prove it. An order
+moving on in M3 (SyncSalesOrder) shows on the quote it came from. State in PostgreSQL."""
 
 import contextlib
 import time
@@ -184,16 +184,32 @@ def test_after_edits_on_both_sides_both_hold_the_same_customer(stack: Stack) -> 
     assert (m3["name"], m3["city"], m3["phone"]) == ("Edited In M3 AB", "Lund", "+46 46 123 456")
 
 
-def test_an_m3_edit_of_a_field_quotewerks_owns_stays_in_m3(stack: Stack) -> None:
-    hooks = stack.customer_webhooks()
+def test_an_m3_edit_of_a_field_quotewerks_owns_gets_quotewerks_value_back(stack: Stack) -> None:
+    bods, hooks = stack.bods_generated(), stack.customer_webhooks()
     stack.ion.admin("POST", f"m3/customers/{CUSTOMER}", {"PHNO": "+46 99"})
     wait_until(
-        "catalog-sync to leave QuoteWerks as it is",
-        lambda: f"M3 customer change {CUSTOMER}: unchanged" in stack.catalog.output,
+        "QuoteWerks' phone back in M3",
+        lambda: stack.m3_customer(CUSTOMER)["PHNO"] == "+46 46 123 456",
         dump=dump(stack),
     )
-    assert settled(stack.customer_webhooks) == hooks
+    # The user's edit and the bridge's putting back: two BODs, no webhook (QuoteWerks was not written).
+    assert settled(lambda: (stack.bods_generated(), stack.customer_webhooks())) == (bods + 2, hooks)
     assert quotewerks_customer(stack, CUSTOMER)["PhoneNumber"] == "+46 46 123 456"
+
+
+def test_a_quotewerks_edit_of_a_field_m3_owns_gets_m3s_value_back(stack: Stack) -> None:
+    bods, hooks = stack.bods_generated(), stack.customer_webhooks()
+    current = quotewerks_customer(stack, CUSTOMER)
+    body = {k: v for k, v in current.items() if k not in ("CMAccountNo", "LastModified")}
+    stack.quotewerks.api("PUT", f"customers/{CUSTOMER}", {**body, "Company": "Renamed In QuoteWerks AB"})
+    wait_until(
+        "M3's name back in QuoteWerks",
+        lambda: quotewerks_customer(stack, CUSTOMER)["Company"] == "Edited In M3 AB",
+        dump=dump(stack),
+    )
+    # The user's edit and the bridge's putting back: two webhooks, no BOD (M3 was not written).
+    assert settled(lambda: (stack.bods_generated(), stack.customer_webhooks())) == (bods, hooks + 2)
+    assert stack.m3_customer(CUSTOMER)["CUNM"] == "Edited In M3 AB"
 
 
 def test_a_new_m3_customer_appears_in_quotewerks_once(stack: Stack) -> None:

@@ -1,8 +1,7 @@
-"""QuoteWerks → M3 customers through order-writer: the ION simulator, token-service and order-writer as processes,
-the session's broker and PostgreSQL. Changes are published to `quotewerks.customer.changed.v1` as quote-ingest would.
-
-Events of one customer share a key, so one partition, so order-writer takes them in order: a change that must
-not be written is followed by one that must, and once that one shows in M3 the first has been dealt with."""
+"""QuoteWerks customers M3 does not know yet, through order-writer: found in M3 and linked, or created and linked;
+once linked, their changes are catalog-sync's (tests/e2e/test_m3_changes_to_quotewerks.py). The ION simulator,
+token-service and order-writer as processes, the session's broker and PostgreSQL. Changes are published to
+`quotewerks.customer.changed.v1` as quote-ingest would."""
 
 import asyncio
 import contextlib
@@ -17,12 +16,11 @@ import pytest
 from pydantic import SecretStr
 
 from shared.contracts import Party, QuoteWerksCustomerChanged
-from shared.customers import FINGERPRINT_M3, m3_state, state_hash
 from shared.kafka import create_broker, publish
 from shared.lease import LeaseClient, Priority
 from shared.m3 import M3Client
 from shared.settings import BridgeSettings
-from shared.state import db, fingerprints, ledger
+from shared.state import db, ledger
 from shared.topics import QUOTEWERKS_CUSTOMER_CHANGED
 from tests.processes import Captured, wait_until
 from tests.stack import IonSim, TokenService, start_ion, start_service, start_token_service
@@ -117,43 +115,40 @@ def wait_for(stack: Stack, number: str, field: str, value: str, timeout_s: float
     return found
 
 
-def test_a_quotewerks_owned_field_change_reaches_m3(stack: Stack) -> None:
-    before = customer(stack, "C000003")
-    send(stack, "C000003", party_of(before, phone_number="+46 700 1234"))
-    after = wait_for(stack, "C000003", "PHNO", "+46 700 1234")
-    assert (after["CUNM"], after["MAIL"], after["CUA1"]) == (before["CUNM"], before["MAIL"], before["CUA1"])
+def changes_sent(stack: Stack) -> int:
+    return int(stack.ion.stats()["m3"].get("CRS610MI/ChgBasicData", 0) + stack.ion.stats()["m3"].get("CRS610MI/Add", 0))
 
-    async def remembered() -> str | None:
+
+def linked_to(stack: Stack, customer_id: str) -> str | None:
+    async def link() -> str | None:
         engine = db.create_engine(stack.state_url)
         try:
-            return await fingerprints.get(engine, FINGERPRINT_M3, "C000003")
+            found = await ledger.customer_link(engine, customer_id)
+            return found.m3_customer_number if found is not None else None
         finally:
             await engine.dispose()
 
-    # What the bridge wrote is remembered, so the m3.customer.changed.v1 event for it is recognised as an echo.
-    assert asyncio.run(remembered()) == state_hash(m3_state(after))
+    return asyncio.run(link())
 
 
-def changes_sent(stack: Stack) -> int:
-    return int(stack.ion.stats()["m3"].get("CRS610MI/ChgBasicData", 0))
+def test_a_customer_m3_has_is_linked_not_written_and_its_later_changes_are_left_to_catalog_sync(stack: Stack) -> None:
+    before, writes = customer(stack, "C000003"), changes_sent(stack)
+    send(stack, "QW-C3", party_of(before, cm_account_no="QW-C3"))
+    number = wait_until("QW-C3 to be linked", lambda: linked_to(stack, "QW-C3"), 60,
+                        dump=lambda: stack.writer.output[-3000:])  # fmt: skip
+    assert number == "C000003"
+    send(stack, "QW-C3", party_of(before, cm_account_no="QW-C3", phone_number="+46 700 1234"))
+    stack.writer.wait_for_line("QuoteWerks customer change QW-C3: ignored C000003 linked: catalog-sync merges", 60)
+    assert changes_sent(stack) == writes
+    assert customer(stack, "C000003") == before
 
 
 def test_the_bridges_own_write_coming_back_changes_nothing(stack: Stack) -> None:
-    before, writes = customer(stack, "C000003"), changes_sent(stack)
-    send(stack, "C000003", party_of(before, phone_number="+46 700 9999"), origin="m3bridge")
-    send(stack, "C000003", party_of(before, phone_number="+46 700 5555"))  # the sentinel
-    wait_for(stack, "C000003", "PHNO", "+46 700 5555")
-    assert changes_sent(stack) == writes + 1, "only the sentinel was written"
-
-
-def test_an_m3_owned_field_change_from_quotewerks_is_not_written(stack: Stack) -> None:
-    before = customer(stack, "C000003")
     writes = changes_sent(stack)
-    send(stack, "C000003", party_of(before, company="Renamed In QuoteWerks AB"))
-    send(stack, "C000003", party_of(before, phone_number="+46 700 4242"))  # the sentinel
-    after = wait_for(stack, "C000003", "PHNO", "+46 700 4242")
-    assert after["CUNM"] == before["CUNM"]
-    assert changes_sent(stack) == writes + 1, "nothing was sent for the name"
+    send(stack, "QW-OWN", Party(company="Bridge Wrote This AB", email="own@bridge.example"), origin="m3bridge")
+    stack.writer.wait_for_line("QuoteWerks customer change QW-OWN: ignored", 60)
+    assert changes_sent(stack) == writes
+    assert linked_to(stack, "QW-OWN") is None
 
 
 def test_an_unknown_customer_is_created_and_linked(stack: Stack) -> None:
@@ -170,15 +165,7 @@ def test_an_unknown_customer_is_created_and_linked(stack: Stack) -> None:
     )
     send(stack, customer_id, party)
 
-    async def link() -> str | None:
-        engine = db.create_engine(stack.state_url)
-        try:
-            found = await ledger.customer_link(engine, customer_id)
-            return found.m3_customer_number if found is not None else None
-        finally:
-            await engine.dispose()
-
-    number = wait_until(f"{customer_id} to be linked", lambda: asyncio.run(link()), 60,
+    number = wait_until(f"{customer_id} to be linked", lambda: linked_to(stack, customer_id), 60,
                         dump=lambda: stack.writer.output[-3000:])  # fmt: skip
     created = customer(stack, number)
     assert (created["CUNM"], created["MAIL"], created["CSCD"]) == (party.company, party.email, "DE")

@@ -1,11 +1,11 @@
-"""Customers both ways: the rules file, ownership / last-writer-wins, the echo guard, and the QuoteWerks → M3 steps
-(services/order_writer/customers.py, deploy/config/customer-sync.yaml) against an in-memory CRS610MI."""
+"""Customers: the rules file, the canonical states, the echo guard, and order-writer's part (a QuoteWerks customer M3
+does not know yet is found or created, and linked; services/order_writer/customers.py) against CRS610MI in memory."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,11 @@ from services.order_writer.customers import CustomerSync
 from services.order_writer.orders import OrderWriter
 from shared.contracts import M3CustomerChanged, Party, Problem, QuoteWerksCustomerChanged
 from shared.customers import (
-    FINGERPRINT_M3,
     FINGERPRINT_QUOTEWERKS,
-    SYNCED_AT,
     CustomerChangeRejectedError,
     CustomerSyncRules,
     CustomerSyncRulesError,
     CustomerWriteOutcome,
-    changes_for_m3,
-    is_m3_echo,
     is_quotewerks_echo,
     load_sync_rules,
     m3_event_state,
@@ -34,10 +30,11 @@ from shared.customers import (
     settle_customer_change,
     state_hash,
     sync_rules_from_data,
-    winner,
 )
 from shared.m3 import M3BusinessError, M3TransientError
 from shared.mapping import load_rules
+from shared.state import fingerprints
+from tests.unit.customer_doubles import RECORD, FakeM3
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +57,8 @@ def test_the_shipped_rules_load() -> None:
     assert loaded.owner("name") == "m3"
     assert loaded.owner("phone") == "quotewerks"
     assert loaded.owner("email") == "newest"
-    assert loaded.tie == "m3"
+    assert loaded.clock_skew_s == 120
+    assert loaded.quotewerks_deleted == "review"
     assert loaded.create_in_m3 is True
 
 
@@ -69,8 +67,13 @@ def test_the_shipped_rules_load() -> None:
     [
         (lambda d: d["fields"].pop("phone"), "fields.phone: Field required"),
         (lambda d: d["fields"].update(fax="m3"), "fields.fax: Extra inputs are not permitted"),
-        (lambda d: d["fields"].update(city="crm"), "fields.city: Input should be 'm3', 'quotewerks' or 'newest'"),
-        (lambda d: d.update(tie="newest"), "tie: Input should be 'm3' or 'quotewerks'"),
+        (
+            lambda d: d["fields"].update(city="crm"),
+            "fields.city: Input should be 'm3', 'quotewerks', 'newest' or 'review'",
+        ),
+        (lambda d: d.update(tie="m3"), "tie: Extra inputs are not permitted"),
+        (lambda d: d.update(clock_skew_s=-1), "clock_skew_s: Input should be greater than or equal to 0"),
+        (lambda d: d.update(quotewerks_deleted="recreate"), "quotewerks_deleted: Input should be 'review' or 'unlink'"),
         (lambda d: d.update(version=2), "version: Input should be 1"),
         (lambda d: d.update(direction="both"), "direction: Extra inputs are not permitted"),
     ],
@@ -91,62 +94,7 @@ def test_a_file_that_is_not_yaml_is_refused(tmp_path: Path) -> None:
         load_sync_rules(bad)
 
 
-# --- ownership and last writer wins ----------------------------------------------------------------------------
-
-
-def test_an_owned_field_goes_to_its_owner_whatever_the_times() -> None:
-    r = rules(name="m3", phone="quotewerks")
-    later, earlier = NOW, NOW - timedelta(days=30)
-    assert winner(r, "name", quotewerks_at=later, m3_at=earlier) == "m3"
-    assert winner(r, "phone", quotewerks_at=earlier, m3_at=later) == "quotewerks"
-
-
-def test_newest_compares_exact_times() -> None:
-    r = rules(email="newest")
-    assert winner(r, "email", quotewerks_at=NOW, m3_at=NOW - timedelta(seconds=1)) == "quotewerks"
-    assert winner(r, "email", quotewerks_at=NOW, m3_at=NOW + timedelta(seconds=1)) == "m3"
-    assert winner(r, "email", quotewerks_at=NOW, m3_at=NOW) == "m3"  # tie: m3
-
-
-def test_newest_against_lmdt_compares_by_day_and_a_same_day_tie_follows_the_rules() -> None:
-    assert winner(rules(email="newest"), "email", quotewerks_at=NOW, m3_at=date(2026, 11, 22)) == "quotewerks"
-    assert winner(rules(email="newest"), "email", quotewerks_at=NOW, m3_at=date(2026, 11, 24)) == "m3"
-    assert winner(rules(email="newest"), "email", quotewerks_at=NOW, m3_at=date(2026, 11, 23)) == "m3"
-    tie_qw = sync_rules_from_data({**RAW, "tie": "quotewerks"})
-    assert winner(tie_qw, "email", quotewerks_at=NOW, m3_at=date(2026, 11, 23)) == "quotewerks"
-
-
-def test_newest_with_an_unknown_time_goes_to_the_side_that_has_one() -> None:
-    r = rules(email="newest")
-    assert winner(r, "email", quotewerks_at=NOW, m3_at=None) == "quotewerks"
-    assert winner(r, "email", quotewerks_at=None, m3_at=NOW) == "m3"
-
-
-def test_only_fields_quotewerks_wins_and_that_differ_are_written() -> None:
-    current = {"CUNM": "Old Name", "CUA1": "1 Road", "PHNO": "+1 1", "MAIL": "a@x.example", "TOWN": "Town"}
-    planned = {"CUNM": "New Name", "CUA1": "1 Road", "PHNO": "+1 2", "MAIL": "b@x.example", "TOWN": "Town"}
-    r = rules(name="m3", phone="quotewerks", email="newest", city="quotewerks")
-    newer = changes_for_m3(r, current, planned, quotewerks_at=NOW, m3_at=date(2026, 1, 1))
-    assert newer == {"PHNO": "+1 2", "MAIL": "b@x.example"}
-    older = changes_for_m3(r, current, planned, quotewerks_at=NOW, m3_at=date(2026, 12, 1))
-    assert older == {"PHNO": "+1 2"}
-
-
-def test_an_empty_quotewerks_value_never_clears_m3_and_address_lines_go_together() -> None:
-    r = rules(phone="quotewerks", address="quotewerks")
-    current = {"PHNO": "+1 1", "CUA1": "1 Road", "CUA2": "Building B"}
-    assert changes_for_m3(r, current, {"CUA1": "1 Road", "CUA2": "Building B"}, quotewerks_at=NOW, m3_at=None) == {}
-    moved = changes_for_m3(r, current, {"CUA1": "2 Street"}, quotewerks_at=NOW, m3_at=None)
-    assert moved == {"CUA1": "2 Street", "CUA2": ""}
-
-
 # --- the canonical state and the echo guard ---------------------------------------------------------------------
-
-RECORD: dict[str, object] = {
-    "CUNO": "C000003", "CUNM": "Nordic Pump AB", "CUA1": "12 Harbour Road", "CUA2": "", "CUA3": "", "CUA4": "",
-    "PONO": "41101", "TOWN": "Goteborg", "CSCD": "SE", "PHNO": "+46 555", "MAIL": "orders@nordic.example",
-    "LMDT": date(2026, 11, 1),
-}  # fmt: skip
 
 
 def m3_event(**changes: Any) -> M3CustomerChanged:
@@ -222,22 +170,14 @@ class Memory:
 @pytest.fixture
 def memory(monkeypatch: pytest.MonkeyPatch) -> Memory:
     store = Memory()
-    monkeypatch.setattr(customers.fingerprints, "get", store.get)
-    monkeypatch.setattr(customers.fingerprints, "put", store.put)
+    monkeypatch.setattr(fingerprints, "get", store.get)
+    monkeypatch.setattr(fingerprints, "put", store.put)
     monkeypatch.setattr(customers.ledger, "customer_link", store.customer_link)
     monkeypatch.setattr(customers.ledger, "link_customer", store.link_customer)
     monkeypatch.setattr(customer_creations, "find", store.find_creation)
     monkeypatch.setattr(customer_creations, "claim", store.claim_creation)
     monkeypatch.setattr(customer_creations, "created", store.creation_done)
     return store
-
-
-async def test_an_m3_event_with_the_state_the_bridge_wrote_is_an_echo(memory: Memory) -> None:
-    assert not await is_m3_echo(None, m3_event())  # type: ignore[arg-type]
-    memory.values[(FINGERPRINT_M3, "C000003")] = state_hash(m3_state(RECORD))
-    assert await is_m3_echo(None, m3_event())  # type: ignore[arg-type]
-    assert not await is_m3_echo(None, m3_event(phone="+46 999"))  # type: ignore[arg-type]
-    assert await is_m3_echo(None, m3_event(phone="+46 999", origin="m3bridge"))  # type: ignore[arg-type]
 
 
 async def test_a_quotewerks_event_with_the_state_the_bridge_wrote_there_is_an_echo(memory: Memory) -> None:
@@ -251,48 +191,6 @@ async def test_a_quotewerks_event_with_the_state_the_bridge_wrote_there_is_an_ec
 # --- QuoteWerks → M3 against an in-memory CRS610MI --------------------------------------------------------------
 
 
-class FakeM3:
-    def __init__(self) -> None:
-        self.customers: dict[str, dict[str, object]] = {"C000003": dict(RECORD)}
-        self.calls: list[tuple[str, dict[str, str]]] = []
-        self.fail: Exception | None = None
-
-    async def execute(
-        self, program: str, transaction: str, fields: Mapping[str, object] | None = None, **_: Any
-    ) -> list[dict[str, object]]:
-        inputs = {k: str(v) for k, v in (fields or {}).items()}
-        self.calls.append((transaction, inputs))
-        if self.fail is not None and transaction in ("ChgBasicData", "Add"):
-            raise self.fail
-        if transaction in ("GetBasicData", "ChgBasicData") and inputs["CUNO"] not in self.customers:
-            raise M3BusinessError(f"Customer number {inputs['CUNO']} does not exist", code="WCU0203", field="CUNO")
-        if transaction == "GetBasicData":
-            return [dict(self.customers[inputs["CUNO"]])]
-        if transaction == "ChgBasicData":
-            self.customers[inputs["CUNO"]].update({**inputs, "LMDT": NOW.date()})
-            return []
-        if transaction == "SearchCustomer":
-            query = inputs["SQRY"].casefold()
-            return [c for c in self.customers.values() if query in f"{c['CUNM']} {c['MAIL']}".casefold()]
-        if transaction == "Add":
-            number = f"C{len(self.customers) + 1:06d}"
-            self.customers[number] = {**{k: v for k, v in inputs.items() if k != "CUTM"}, "CUNO": number}
-            return [{"CUNO": number}]
-        raise AssertionError(transaction)
-
-    async def execute_one(
-        self, program: str, transaction: str, fields: Mapping[str, object] | None = None, **_: Any
-    ) -> dict[str, object] | None:
-        records = await self.execute(program, transaction, fields)
-        return records[0] if records else None
-
-    async def metadata(self, *_: Any, **__: Any) -> None:
-        return None
-
-    def writes(self) -> list[tuple[str, dict[str, str]]]:
-        return [call for call in self.calls if call[0] in ("ChgBasicData", "Add")]
-
-
 @pytest.fixture
 def m3() -> FakeM3:
     return FakeM3()
@@ -303,45 +201,18 @@ def sync(m3: FakeM3, **owners: str) -> CustomerSync:
     return CustomerSync(writer, None, rules(**owners))  # type: ignore[arg-type]
 
 
-async def test_a_quotewerks_owned_field_is_written_and_remembered(memory: Memory, m3: FakeM3) -> None:
+async def test_a_linked_customer_is_left_to_catalog_sync(memory: Memory, m3: FakeM3) -> None:
+    await memory.link_customer(None, "C000003", "C000003", email="", company="", by="quotewerks")
     outcome = await sync(m3).apply(qw_event(party={"PhoneNumber": "+46 777"}))
-    assert (outcome.action, outcome.customer, outcome.written) == ("updated", "C000003", {"PHNO": "+46 777"})
-    assert m3.writes() == [("ChgBasicData", {"CUNO": "C000003", "PHNO": "+46 777"})]
-    written = memory.values[(FINGERPRINT_M3, "C000003")]
-    assert written == state_hash(m3_state(m3.customers["C000003"]))
-    assert memory.values[(SYNCED_AT, "C000003")] == NOW.isoformat()
-    assert memory.links["C000003"].last_written_by == "m3bridge"
-    # The event M3 emits for this write is recognised by the other direction.
-    assert await is_m3_echo(None, m3_event(phone="+46 777"))  # type: ignore[arg-type]
+    assert (outcome.action, outcome.customer) == ("ignored", "C000003")
+    assert "catalog-sync" in outcome.reason
+    assert m3.calls == []
 
 
 async def test_the_bridges_own_write_is_not_echoed(memory: Memory, m3: FakeM3) -> None:
     outcome = await sync(m3).apply(qw_event(party={"PhoneNumber": "+46 777"}, origin="m3bridge"))
     assert outcome.action == "ignored"
     assert m3.calls == []
-
-
-async def test_an_m3_owned_field_is_not_written(memory: Memory, m3: FakeM3) -> None:
-    outcome = await sync(m3).apply(qw_event(party={"Company": "Renamed AB"}))
-    assert outcome.action == "unchanged"
-    assert m3.writes() == []
-
-
-async def test_newest_email_wins_against_an_older_lmdt_but_not_an_older_change(memory: Memory, m3: FakeM3) -> None:
-    outcome = await sync(m3).apply(qw_event(party={"Email": "new@nordic.example"}))
-    assert outcome.written == {"MAIL": "new@nordic.example"}
-    stale = qw_event(party={"Email": "old@nordic.example"}, changed_at=NOW - timedelta(hours=1))
-    assert (await sync(m3).apply(stale)).action == "ignored"
-    assert m3.customers["C000003"]["MAIL"] == "new@nordic.example"
-    # A later QuoteWerks change wins against the bridge's own earlier write (same LMDT day).
-    later = qw_event(party={"Email": "later@nordic.example"}, changed_at=NOW + timedelta(hours=1))
-    assert (await sync(m3).apply(later)).written == {"MAIL": "later@nordic.example"}
-
-
-async def test_newest_loses_to_an_m3_change_made_the_same_day_by_someone_else(memory: Memory, m3: FakeM3) -> None:
-    m3.customers["C000003"]["LMDT"] = NOW.date()
-    outcome = await sync(m3).apply(qw_event(party={"Email": "new@nordic.example"}))
-    assert outcome.action == "unchanged"
 
 
 async def test_an_unknown_customer_is_created_and_linked(memory: Memory, m3: FakeM3) -> None:
@@ -355,14 +226,14 @@ async def test_an_unknown_customer_is_created_and_linked(memory: Memory, m3: Fak
     created = m3.customers[outcome.customer]
     assert (created["CUNM"], created["CSCD"], created["MAIL"]) == ("Brand New GmbH", "DE", "hello@brandnew.example")
     assert memory.links["QW-NEW-1"].m3_customer_number == outcome.customer
-    assert (FINGERPRINT_M3, outcome.customer) in memory.values
 
 
-async def test_a_customer_found_by_email_is_linked_and_updated(memory: Memory, m3: FakeM3) -> None:
+async def test_a_customer_found_by_email_is_linked_for_catalog_sync_to_merge(memory: Memory, m3: FakeM3) -> None:
     event = qw_event(customer_id="QW-77", party={"CMAccountNo": "", "PhoneNumber": "+46 000"})
     outcome = await sync(m3).apply(event)
-    assert (outcome.action, outcome.customer) == ("updated", "C000003")
+    assert (outcome.action, outcome.customer) == ("unchanged", "C000003")
     assert memory.links["QW-77"].m3_customer_number == "C000003"
+    assert m3.writes() == []
 
 
 async def test_a_customer_linked_to_another_quotewerks_customer_is_a_business_refusal(
@@ -375,13 +246,16 @@ async def test_a_customer_linked_to_another_quotewerks_customer_is_a_business_re
 
 
 async def test_m3_refusals_are_rejected_and_transient_failures_raise(memory: Memory, m3: FakeM3) -> None:
+    new = qw_event(
+        customer_id="QW-NEW-3", party={"Company": "Fresh Ltd", "Email": "x@fresh.example", "CMAccountNo": ""}
+    )
     m3.fail = M3BusinessError("Telephone number is invalid", code="WPH0101", field="PHNO")
     with pytest.raises(CustomerChangeRejectedError) as refused:
-        await sync(m3).apply(qw_event(party={"PhoneNumber": "+46 777"}))
+        await sync(m3).apply(new)
     assert refused.value.problems[0].code == "WPH0101"
     m3.fail = M3TransientError("gateway timeout", status=504)
     with pytest.raises(M3TransientError):
-        await sync(m3).apply(qw_event(party={"PhoneNumber": "+46 777"}))
+        await sync(m3).apply(new.model_copy(update={"customer_id": "QW-NEW-4"}))
 
 
 async def test_creation_off_dead_letters_an_unknown_customer(memory: Memory, m3: FakeM3) -> None:
