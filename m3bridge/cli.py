@@ -181,6 +181,14 @@ def _dead_letters(options: argparse.Namespace) -> int:
     )
 
 
+def _customers(options: argparse.Namespace) -> int:
+    from m3bridge import customer_reviews
+
+    if options.action == "conflicts":
+        return customer_reviews.run("conflicts", customer=options.customer, as_json=options.json)
+    return customer_reviews.run("resolve", item_id=options.item, take=options.take, value=options.value, by=options.by)
+
+
 def _dry_run(options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -249,6 +257,21 @@ def main(argv: list[str] | None = None) -> int:
         "--again", action="store_true", help="replay: also the letters replayed before (each is remembered)"
     )
     letters.set_defaults(handler=_dead_letters)
+
+    customers = commands.add_parser("customers", help="the customer review queue: list conflicts, settle them")
+    customer_actions = customers.add_subparsers(dest="action", required=True)
+    conflicts = customer_actions.add_parser("conflicts", help="customer fields (and deletes) waiting for a person")
+    conflicts.add_argument("--customer", help="only this M3 customer number")
+    conflicts.add_argument("--json", action="store_true", help="as JSON")
+    resolve = customer_actions.add_parser("resolve", help="decide one review item; catalog-sync applies it")
+    resolve.add_argument("item", type=int, help="the item's number (from `customers conflicts`)")
+    resolve.add_argument(
+        "--take", required=True, choices=("m3", "quotewerks", "value", "recreate", "unlink"),
+        help="a conflict: m3 | quotewerks | value (with --value); a deleted record: recreate | unlink",
+    )  # fmt: skip
+    resolve.add_argument("--value", help="with --take value: the value both systems get")
+    resolve.add_argument("--by", help="who decides (default: the login name)")
+    customers.set_defaults(handler=_customers)
 
     dry_run = commands.add_parser("dry-run", help="show the M3 calls the order mapping makes of a quote (JSON)")
     dry_run.add_argument("quote", type=Path, help="a quotewerks.quote.approved.v1 payload")

@@ -346,3 +346,48 @@ def test_promtool_fires_gateway_slow_for_the_slow_instance_only(tmp_path: Path) 
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_fires_customer_review_waiting_only_after_hours_of_open_items(tmp_path: Path) -> None:
+    """promtool's rule unit test: one conflict opens and stays for 5 hours, a deleted-record item is settled within
+    the hour; the alert fires for the conflicts only, once they have waited 4 hours."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    [rule] = [rule for rule in _rules() if rule.get("alert") == "CustomerReviewWaiting"]
+    description = " ".join(rule["annotations"]["description"].split())
+    assert "m3bridge customers conflicts" in description
+    assert "m3bridge customers resolve ID --take m3|quotewerks|value" in description
+    labels = 'job="m3bridge", instance="catalog-sync:8000"'
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": [
+                    {"series": f'm3bridge_customer_review_items{{{labels}, kind="conflict"}}', "values": "0 1x70"},
+                    {"series": f'm3bridge_customer_review_items{{{labels}, kind="deleted"}}', "values": "1x10 0x60"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3h", "alertname": "CustomerReviewWaiting", "exp_alerts": []},
+                    {
+                        "eval_time": "5h",
+                        "alertname": "CustomerReviewWaiting",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "m3bridge", "kind": "conflict", "severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "1 customer conflict item(s) have waited hours for a person",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "customer-review-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
