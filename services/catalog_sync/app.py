@@ -15,7 +15,12 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
 from services.catalog_sync.customer_merger import CustomerMerger, crs610_lengths
-from services.catalog_sync.customers import CustomerMaster, country_table, settle_decisions_forever
+from services.catalog_sync.customers import (
+    CustomerMaster,
+    country_table,
+    reconcile_forever,
+    settle_decisions_forever,
+)
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
 from services.catalog_sync.schedule import full_loads, polls
@@ -54,6 +59,13 @@ class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
         "on with an HTTP adapter, off with a database URL (the SQL connector does not reach contacts; `on` with a "
         "database URL is refused). Off, QuoteWerks changes of linked customers still reach M3; nothing is written "
         "to QuoteWerks.",
+    )
+    customer_reconcile_interval_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="Seconds between reconciliations of every linked customer (both systems read, differences the "
+        "rules decide repaired, the rest to the review queue; 0 = only on `POST /v1/customers/reconcile`). Needs "
+        "the contact manager (M3B_CUSTOMER_SYNC).",
     )
     customer_decisions_poll_s: float = Field(
         5.0, gt=0, le=3600, description="How often decisions taken on customer review items are looked for and applied."
@@ -155,6 +167,11 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             settle_decisions_forever(customers(), interval_s=settings.customer_decisions_poll_s),
             name="customer-decisions",
         )
+        if contacts_synced and settings.customer_reconcile_interval_s > 0:
+            runtime.in_background(
+                reconcile_forever(customers(), interval_s=settings.customer_reconcile_interval_s),
+                name="customer-reconcile",
+            )
         if settings.item_poll_interval_s > 0:
             runtime.in_background(polls(sync(), interval_s=settings.item_poll_interval_s), name="catalog-poll")
 
@@ -180,6 +197,18 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         """One MMS200MI/LstItmByChgDate poll (the path when BODs are off); answers with its report."""
         report = await sync().poll_changes()
         return JSONResponse(report.model_dump(mode="json"))
+
+    @runtime.app.post(
+        "/v1/customers/reconcile", tags=["customers"], summary="Reconcile every linked customer now",
+        dependencies=operator,
+    )  # fmt: skip
+    async def reconcile_customers(dry_run: bool = False) -> JSONResponse:
+        """Both systems read for every link; what the rules decide is repaired (`dry_run=true`: only reported), the
+        rest waits in the review queue (`m3bridge customers conflicts`). Answers with the report."""
+        if not contacts_synced:
+            raise HTTPException(409, "customers are not synced with the QuoteWerks contact manager (M3B_CUSTOMER_SYNC)")
+        report = await customers().reconcile(dry_run=dry_run)
+        return JSONResponse(report.as_dict())
 
     async def settle_delta(report: CatalogSyncReport | None, message: KafkaMessage) -> None:
         """A change that could not be pushed (after the M3 client's own retries) is kept as a dead letter, to be
@@ -243,8 +272,14 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         running = sync.peek()
         if running is None:
             return {"state": "starting"}
+        last = customers().last_reconcile
+        reconciled = None if last is None else {
+            "finished_at": last.finished_at.isoformat() if last.finished_at else None, "dry_run": last.dry_run,
+            "links": last.links, "differing_fields": last.differing_fields, "waiting": last.waiting,
+            "left": last.left, "failed": len(last.failed),
+        }  # fmt: skip
         return {**running.progress.snapshot(), "customers": dict(customers().counts),
-                "customers_written_to_quotewerks": contacts_synced}  # fmt: skip
+                "customers_written_to_quotewerks": contacts_synced, "last_customer_reconcile": reconciled}  # fmt: skip
 
     runtime.health.set_detail("logic", progress)
     return runtime

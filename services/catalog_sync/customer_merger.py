@@ -189,6 +189,12 @@ class MergeOutcome:
     to_m3: dict[str, str] = field(default_factory=dict)
     to_quotewerks: dict[str, str] = field(default_factory=dict)
     reviews: list[int] = field(default_factory=list)
+    #: Fields whose two values did not mean the same when the merge read them.
+    differing: list[FieldName] = field(default_factory=list)
+    #: The linked QuoteWerks customer is gone.
+    gone: bool = False
+    #: Fields the decisions would write to QuoteWerks where it cannot be written (no contact manager here).
+    unwritable: list[FieldName] = field(default_factory=list)
 
     def as_write_outcome(self, number: str) -> CustomerWriteOutcome:
         written = {
@@ -235,14 +241,16 @@ class CustomerMerger:
         *,
         m3_event: M3CustomerChanged | None = None,
         quotewerks_event: QuoteWerksCustomerChanged | None = None,
+        dry_run: bool = False,
     ) -> MergeOutcome:
         """Merge the linked pair (`number` in M3, `account` in QuoteWerks). The triggering event, if any, tells when
-        its side's values were made. Raises CustomerChangeRejectedError when M3 does not have the customer, and a
-        retryable error when a system cannot be reached."""
+        its side's values were made; `dry_run` decides and reports without writing or storing anything. Raises
+        CustomerChangeRejectedError when M3 does not have the customer, and a retryable error when a system cannot
+        be reached."""
         async with self._locks[zlib.crc32(number.encode()) % len(self._locks)]:
             for _ in range(MERGE_ATTEMPTS):
                 try:
-                    return await self._merge_once(number, account, m3_event, quotewerks_event)
+                    return await self._merge_once(number, account, m3_event, quotewerks_event, dry_run=dry_run)
                 except _ReadAgainError as again:
                     log.info("customer %s: %s; merging again", number, again)
             raise QuoteWerksConflictError(f"customer {number} kept changing during {MERGE_ATTEMPTS} merges")
@@ -262,6 +270,8 @@ class CustomerMerger:
         account: str,
         m3_event: M3CustomerChanged | None,
         quotewerks_event: QuoteWerksCustomerChanged | None,
+        *,
+        dry_run: bool = False,
     ) -> MergeOutcome:
         stored = await snapshots.snapshot(self.engine, number)
         m3_record = await self.read_m3(number)
@@ -269,6 +279,8 @@ class CustomerMerger:
         if self.contacts is not None:
             contact = await self.contacts.find_customer(account)
             if contact is None:
+                if dry_run:
+                    return MergeOutcome([], gone=True)
                 return await self._gone_from_quotewerks(number, account, m3_now)
             quotewerks_now = party_state(party_from_contact(contact))
             quotewerks_at = parse_last_modified(contact.get("LastModified"))
@@ -291,6 +303,7 @@ class CustomerMerger:
         )  # fmt: skip
         decisions = [self._person(d, decided.get(d.field), m3_now, quotewerks_now) for d in decisions]
         outcome = MergeOutcome(decisions)
+        outcome.differing = [n for n in FIELD_NAMES if not self.same(n, m3_now[n], quotewerks_now[n])]
         party = party_from_contact(contact) if contact is not None else quotewerks_event.customer  # type: ignore[union-attr]
         m3_changes, quotewerks_changes = await self._changes(decisions, account, m3_record, m3_now, contact, party,
                                                               decided)  # fmt: skip
@@ -302,11 +315,15 @@ class CustomerMerger:
         new_agreed = dict(agreed)
         for d in decisions:
             if d.action == "to_quotewerks" and contact is None:
+                outcome.unwritable.append(d.field)
                 continue  # QuoteWerks is not written here: the field stays as it was agreed, and differs
             if d.action in ("agreed", "to_m3", "to_quotewerks"):
                 new_agreed[d.field] = Agreed(m3_after[d.field], quotewerks_after[d.field])
             elif d.action == "in_step" and d.field not in new_agreed:
                 new_agreed[d.field] = Agreed(m3_now[d.field], quotewerks_now[d.field])
+        if dry_run:
+            outcome.to_m3, outcome.to_quotewerks = m3_changes, quotewerks_changes if contact is not None else {}
+            return outcome
         version = stored.version if stored else None
         if m3_changes or quotewerks_changes:
             pending = {name: new_agreed[name] for name in written}
@@ -438,7 +455,7 @@ class CustomerMerger:
         if new:
             log.warning("QuoteWerks customer %s (M3 %s) is gone from QuoteWerks: review item %d", account, number,
                         item_id)  # fmt: skip
-        return MergeOutcome([], reviews=[item_id])
+        return MergeOutcome([], reviews=[item_id], gone=True)
 
 
 _PARTY_FIELD: dict[FieldName, str] = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from services.catalog_sync.customer_merger import (
     WRITABLE_COLUMNS,
     Contacts,
     CustomerMerger,
+    MergeOutcome,
     quotewerks_columns,
 )
 from shared.contracts import M3CustomerChanged, Problem, QuoteWerksCustomerChanged
@@ -56,6 +58,70 @@ customer_changes = Counter(
     "Customer changes (from M3 or QuoteWerks) merged by catalog-sync, by outcome.",
     ["outcome"],
 )
+
+
+reconcile_differences = Gauge(
+    "m3bridge_customer_reconcile_differences",
+    "Customer fields the last reconciliation found different in M3 and QuoteWerks, by what became of them "
+    "(repaired by the rules, waiting for a person, left: cannot be written here).",
+    ["state"],
+)
+reconcile_finished = Gauge(
+    "m3bridge_customer_reconcile_finished_timestamp_seconds",
+    "When the last customer reconciliation (not a dry run) ended.",
+)
+SHOWN_DIFFERENCES = 200
+
+
+@dataclass
+class CustomerReconcileReport:
+    """What one reconciliation of every customer link found and did."""
+
+    started_at: datetime
+    dry_run: bool
+    finished_at: datetime | None = None
+    links: int = 0
+    in_step: int = 0
+    differing_fields: int = 0
+    repaired: dict[str, int] = field(default_factory=dict)
+    waiting: int = 0
+    left: int = 0
+    gone: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    differences: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, number: str, account: str, outcome: MergeOutcome) -> None:
+        if outcome.gone:
+            self.gone += 1
+            self._show(number, account, "", "gone", "the QuoteWerks customer is gone (a review item)")
+            return
+        if not outcome.differing:
+            self.in_step += 1
+        decisions = {d.field: d for d in outcome.decisions}
+        for name in outcome.differing:
+            self.differing_fields += 1
+            decision = decisions.get(name)
+            action = decision.action if decision else "left"
+            written = decision is not None and decision.writes is not None and name not in outcome.unwritable
+            if written:
+                self.repaired[name] = self.repaired.get(name, 0) + 1
+            elif action in ("review", "waiting"):
+                self.waiting += 1
+            else:
+                self.left += 1
+                action = "left"
+            self._show(number, account, name, action, decision.reason if decision else "")
+
+    def _show(self, number: str, account: str, name: str, action: str, reason: str) -> None:
+        if len(self.differences) < SHOWN_DIFFERENCES:
+            self.differences.append({"m3_customer": number, "quotewerks_customer": account, "field": name,
+                                     "action": action, "reason": reason})  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        return data
 
 
 def m3_changed_from_record(number: str, record: Mapping[str, Any]) -> M3CustomerChanged:
@@ -109,6 +175,8 @@ class CustomerMaster:
         self.rules = rules
         self.countries = countries
         self.merger = merger
+        self.last_reconcile: CustomerReconcileReport | None = None
+        self._unmerged_said: set[str] = set()
         self.counts = {"created": 0, "updated": 0, "unchanged": 0, "ignored": 0, "rejected": 0}
 
     async def apply(self, event: M3CustomerChanged) -> CustomerWriteOutcome:
@@ -268,8 +336,38 @@ class CustomerMaster:
                     await self.merger.merge(number, account)
                     settled += 1
                 except (QuoteWerksError, M3Error, CustomerChangeRejectedError, OSError) as failed:
-                    log.warning("new customer link %s / %s not merged yet: %s", number, account, failed)
+                    # Tried again every round: said once per process, not every few seconds.
+                    level = logging.DEBUG if number in self._unmerged_said else logging.WARNING
+                    self._unmerged_said.add(number)
+                    log.log(level, "new customer link %s / %s not merged yet: %s", number, account, failed)
         return settled
+
+    async def reconcile(self, *, dry_run: bool = False) -> CustomerReconcileReport:
+        """Every link merged again from what both systems hold now: differences the rules decide are repaired (not
+        with `dry_run`), the others wait in the review queue; the report says which."""
+        report = CustomerReconcileReport(started_at=datetime.now(UTC), dry_run=dry_run)
+        for number, account in await ledger.customer_links(self.engine):
+            report.links += 1
+            try:
+                outcome = await self.merger.merge(number, account, dry_run=dry_run)
+            except (QuoteWerksError, M3Error, CustomerChangeRejectedError, OSError) as failed:
+                report.failed.append(
+                    {"m3_customer": number, "quotewerks_customer": account, "error": str(failed)[:500]}
+                )
+                continue
+            report.add(number, account, outcome)
+        report.finished_at = datetime.now(UTC)
+        reconcile_differences.labels("repaired").set(sum(report.repaired.values()))
+        reconcile_differences.labels("waiting").set(report.waiting)
+        reconcile_differences.labels("left").set(report.left)
+        if not dry_run:
+            reconcile_finished.set(report.finished_at.timestamp())
+        self.last_reconcile = report
+        log.info("customer reconciliation%s: %d links, %d differing fields: %d %s, %d waiting for a person, %d left, "
+                 "%d gone from QuoteWerks, %d failed", " (dry run)" if dry_run else "", report.links,
+                 report.differing_fields, sum(report.repaired.values()), "to repair" if dry_run else "repaired",
+                 report.waiting, report.left, report.gone, len(report.failed))  # fmt: skip
+        return report
 
     async def _settle_deleted(self, item: CustomerWorkItem) -> None:
         number, account = item.m3_customer_number, item.quotewerks_customer_id
@@ -301,3 +399,13 @@ async def settle_decisions_forever(master: CustomerMaster, *, interval_s: float)
         except Exception as failed:  # the state store away for a moment: the next round tries again
             log.warning("customer review items not checked: %s", failed)
         await asyncio.sleep(interval_s)
+
+
+async def reconcile_forever(master: CustomerMaster, *, interval_s: float) -> None:
+    """A reconciliation of every customer link every `interval_s`; a failed one is logged and the schedule goes on."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await master.reconcile()
+        except Exception:
+            log.exception("scheduled customer reconciliation failed")

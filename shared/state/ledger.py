@@ -256,3 +256,14 @@ async def unlink_customer(engine: AsyncEngine, quotewerks_customer_id: str) -> b
             return False
         await session.delete(existing)
         return True
+
+
+async def customer_links(engine: AsyncEngine) -> list[tuple[str, str]]:
+    """Every link, as (M3 customer number, QuoteWerks customer id), by M3 number."""
+    async with async_sessionmaker(engine)() as session:
+        rows = await session.execute(
+            select(CustomerLink.m3_customer_number, CustomerLink.quotewerks_customer_id).order_by(
+                CustomerLink.m3_customer_number
+            )
+        )
+        return [(str(number), str(account)) for number, account in rows.all()]

@@ -421,3 +421,45 @@ async def test_quotewerks_being_down_is_retried_by_redelivery(engine: AsyncEngin
     customers = await linked(engine, contacts, m3)
     with pytest.raises(QuoteWerksError, match="503"):
         await customers.apply(m3_edit(m3, CUNM="Renamed AB"))
+
+
+# --- reconciliation ------------------------------------------------------------------------------------------------
+
+
+async def test_reconciliation_repairs_what_the_rules_decide_queues_the_rest_and_then_finds_nothing(
+    engine: AsyncEngine,
+) -> None:
+    """Edits on both sides whose events never arrived (a broker outage, a lost BOD): reconciliation finds them."""
+    contacts, m3 = Contacts(contact("C000003")), FakeM3()
+    customers = await linked(engine, contacts, m3)
+    m3.customers["C000003"].update({"TOWN": "Malmo", "MAIL": "m3@nordic.example"})  # no BOD came for these
+    contacts.edit("C000003", NOW, PhoneNumber="+46 1", Email="qw@nordic.example")  # nor a webhook for these
+    dry = await customers.reconcile(dry_run=True)
+    assert (dry.links, dry.differing_fields, dry.repaired, dry.waiting) == (1, 3, {"city": 1, "phone": 1}, 1)
+    assert m3.writes() == []
+    assert contacts.puts == []
+    assert await snapshots.items(engine) == []
+    done = await customers.reconcile()
+    assert (done.differing_fields, done.repaired, done.waiting, done.left) == (3, {"city": 1, "phone": 1}, 1, 0)
+    m3_record, record = both(m3, contacts)
+    assert (m3_record["PHNO"], record["City"]) == ("+46 1", "Malmo")
+    # The e-mail changed on both sides with no M3 change time: a person decides.
+    [item] = await snapshots.items(engine)
+    assert item.field == "email"
+    assert {d["field"]: d["action"] for d in done.differences} == {"city": "to_quotewerks", "phone": "to_m3",
+                                                                  "email": "review"}  # fmt: skip
+    await snapshots.decide(engine, item.id, "m3", None, "eva")
+    await customers.settle_decisions()
+    again = await customers.reconcile()
+    assert (again.links, again.in_step, again.differing_fields, again.waiting) == (1, 1, 0, 0)
+
+
+async def test_reconciliation_reports_a_customer_it_cannot_read_and_goes_on(engine: AsyncEngine) -> None:
+    contacts, m3 = Contacts(contact("C000003"), contact("QW-9")), FakeM3()
+    customers = await linked(engine, contacts, m3)
+    await ledger.link_customer(engine, "QW-9", "C000404", email="", company="", by="quotewerks")  # not in M3
+    report = await customers.reconcile()
+    assert report.links == 2
+    assert report.in_step == 1
+    assert [f["m3_customer"] for f in report.failed] == ["C000404"]
+    assert "does not exist" in report.failed[0]["error"]
