@@ -31,6 +31,7 @@ SELF_AUTHENTICATED = {
 PROTECTED = {
     ("catalog-sync", "POST", "/v1/sync/full"): "operator",
     ("catalog-sync", "POST", "/v1/sync/poll"): "operator",
+    ("catalog-sync", "POST", "/v1/customers/reconcile"): "operator",
     ("inventory-query", "GET", "/v1/availability/{item}"): "read",
     ("inventory-query", "POST", "/v1/availability"): "read",
 }
