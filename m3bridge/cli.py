@@ -182,8 +182,14 @@ def _dead_letters(options: argparse.Namespace) -> int:
 
 
 def _customers(options: argparse.Namespace) -> int:
-    from m3bridge import customer_reviews
+    from m3bridge import customer_match, customer_reviews
 
+    if options.action == "match":
+        return customer_match.run_match(options.dry_run, options.json)
+    if options.action == "link":
+        return customer_match.run_link(options.quotewerks_customer, options.m3_customer)
+    if options.action == "unlink":
+        return customer_match.run_unlink(options.quotewerks_customer)
     if options.action == "conflicts":
         return customer_reviews.run("conflicts", customer=options.customer, as_json=options.json)
     return customer_reviews.run("resolve", item_id=options.item, take=options.take, value=options.value, by=options.by)
@@ -266,11 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     resolve = customer_actions.add_parser("resolve", help="decide one review item; catalog-sync applies it")
     resolve.add_argument("item", type=int, help="the item's number (from `customers conflicts`)")
     resolve.add_argument(
-        "--take", required=True, choices=("m3", "quotewerks", "value", "recreate", "unlink"),
-        help="a conflict: m3 | quotewerks | value (with --value); a deleted record: recreate | unlink",
+        "--take", required=True, choices=("m3", "quotewerks", "value", "recreate", "unlink", "link", "create"),
+        help="a conflict: m3 | quotewerks | value (with --value); a deleted record: recreate | unlink; several "
+        "QuoteWerks customers alike: link (with --value QUOTEWERKS_ID) | create",
     )  # fmt: skip
-    resolve.add_argument("--value", help="with --take value: the value both systems get")
+    resolve.add_argument("--value", help="with --take value: the value both systems get; with link: the customer")
     resolve.add_argument("--by", help="who decides (default: the login name)")
+    match = customer_actions.add_parser(
+        "match", help="which M3 customer each QuoteWerks customer already is (go-live; catalog-sync's settings)"
+    )
+    match.add_argument("--dry-run", action="store_true", help="report only; without it the single matches are linked")
+    match.add_argument("--json", action="store_true", help="as JSON")
+    link = customer_actions.add_parser("link", help="link a QuoteWerks customer to an M3 customer by hand")
+    link.add_argument("quotewerks_customer")
+    link.add_argument("m3_customer")
+    unlink = customer_actions.add_parser("unlink", help="forget a QuoteWerks customer's link")
+    unlink.add_argument("quotewerks_customer")
     customers.set_defaults(handler=_customers)
 
     dry_run = commands.add_parser("dry-run", help="show the M3 calls the order mapping makes of a quote (JSON)")

@@ -20,8 +20,7 @@ from shared.state import customer_snapshots as snapshots
 from shared.state import db
 from shared.state.models import CustomerWorkItem
 
-CONFLICT_CHOICES = ("m3", "quotewerks", "value")
-DELETED_CHOICES = ("recreate", "unlink")
+CHOICES = {"conflict": ("m3", "quotewerks", "value"), "deleted": ("recreate", "unlink"), "match": ("link", "create")}
 # A value typed by a person goes to both sides as it is: not for fields the two systems spell differently.
 NOT_BY_VALUE = ("address", "country")
 
@@ -55,6 +54,9 @@ def describe(item: CustomerWorkItem) -> str:
     where = f"M3 {item.m3_customer_number} / QuoteWerks {item.quotewerks_customer_id}"
     if item.kind == "deleted":
         lines = [f"#{item.id} deleted  {where}", f"    {item.reason}", "    resolve with --take recreate | unlink"]
+    elif item.kind == "match":
+        lines = [f"#{item.id} match    M3 {item.m3_value}", f"    candidates in QuoteWerks: {item.quotewerks_value}",
+                 f"    {item.reason}"]  # fmt: skip
     else:
         lines = [
             f"#{item.id} conflict {where}  field {item.field}",
@@ -91,9 +93,11 @@ def check_decision(item: CustomerWorkItem, take: str, value: str | None) -> str 
     """Why this decision cannot be taken on this item, or None."""
     if item.status == snapshots.CLOSED:
         return f"item {item.id} is already closed: {item.outcome}"
-    choices = DELETED_CHOICES if item.kind == "deleted" else CONFLICT_CHOICES
+    choices = CHOICES.get(item.kind, ())
     if take not in choices:
         return f"item {item.id} is a {item.kind} item: --take {' | '.join(choices)}"
+    if take == "link":
+        return None if value and value.strip() else "--take link needs --value QUOTEWERKS_ID (one of the candidates)"
     if take == "value":
         if value is None or not value.strip():
             return "--take value needs --value TEXT (a value is never cleared on both sides from here)"

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import rules_files
 from shared.contracts import M3CustomerChanged, Party, Problem, QuoteWerksCustomerChanged
+from shared.customer_matching import MatchingRules
 from shared.state import fingerprints
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class CustomerSyncRules(BaseModel):
     clock_skew_s: float = Field(120.0, ge=0, le=86_400)
     quotewerks_deleted: Literal["review", "unlink"] = "review"
     create_in_m3: bool = True
+    matching: MatchingRules = MatchingRules()
 
     def owner(self, name: FieldName) -> Owner:
         owner: Owner = getattr(self.fields, name)

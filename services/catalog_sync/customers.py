@@ -30,6 +30,7 @@ from services.catalog_sync.customer_merger import (
     quotewerks_columns,
 )
 from shared.contracts import M3CustomerChanged, Problem, QuoteWerksCustomerChanged
+from shared.customer_matching import CustomerFacts, Matcher, MatchResult
 from shared.customer_merge import Agreed
 from shared.customers import (
     BRIDGE_ORIGIN,
@@ -49,6 +50,7 @@ from shared.mapping import LookupTable, MappingRules
 from shared.quotewerks import QuoteWerksError, party_from_contact
 from shared.state import customer_snapshots as snapshots
 from shared.state import fingerprints, ledger
+from shared.state.customer_snapshots import WorkItemValues
 from shared.state.models import CustomerWorkItem
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,37 @@ class CustomerReconcileReport:
         data["started_at"] = self.started_at.isoformat()
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
         return data
+
+
+class CustomerMatchPendingError(Exception):
+    """Several QuoteWerks customers match an M3 customer: a review item waits for a person."""
+
+    def __init__(self, event: M3CustomerChanged, result: MatchResult, item_id: int) -> None:
+        super().__init__(
+            f"waiting for a person: {len(result.matches)} QuoteWerks customers match by {result.key} (review item "
+            f"{item_id})"
+        )
+
+
+def contact_facts(record: Mapping[str, Any], countries: LookupTable | None, vat_column: str = "") -> CustomerFacts:
+    """A QuoteWerks contact as matching sees it (its country text as the code the lookup gives)."""
+    country = clean(record.get("Country"))
+    code = (countries.resolve(country) if countries is not None and country else None) or country
+    return CustomerFacts(
+        id=str(record.get("CMAccountNo") or ""),
+        name=clean(record.get("Company")),
+        email=clean(record.get("Email")),
+        postal_code=clean(record.get("PostalCode")),
+        country=code,
+        vat=clean(record.get(vat_column)) if vat_column else "",
+    )
+
+
+def m3_facts(event: M3CustomerChanged, vat: str = "") -> CustomerFacts:
+    return CustomerFacts(
+        id=event.customer_number, name=event.name, email=event.email, postal_code=event.postal_code,
+        country=event.country, vat=vat,
+    )  # fmt: skip
 
 
 def m3_changed_from_record(number: str, record: Mapping[str, Any]) -> M3CustomerChanged:
@@ -230,7 +263,11 @@ class CustomerMaster:
             return CustomerWriteOutcome("ignored", number, reason="QuoteWerks' contact manager is not written here")
         found = await self.contacts.find_customer(number)
         account = number if found is not None else ""
-        if found is None and (match := await self._match(event)) is not None:
+        try:
+            match = await self._match(event) if found is None else None
+        except CustomerMatchPendingError as pending:
+            return CustomerWriteOutcome("unchanged", number, reason=str(pending))
+        if match is not None:
             found, account = match, str(match.get("CMAccountNo") or "")
         if found is None:
             return await self._create(event, number)
@@ -271,25 +308,33 @@ class CustomerMaster:
         )  # fmt: skip
 
     async def _match(self, event: M3CustomerChanged) -> dict[str, Any] | None:
-        """Dedupe: the one QuoteWerks customer not linked yet with the same e-mail, else the same company name."""
+        """The one QuoteWerks customer not linked yet that the matching keys find; several are a review item for a
+        person (CustomerMatchPendingError), never a guess."""
         assert self.contacts is not None
-        records = await self.contacts.customers()
-        for column, value in (("Email", event.email), ("Company", event.name)):
-            wanted = clean(value).casefold()
-            if not wanted:
-                continue
-            alike = [r for r in records if r.get("CMAccountNo") and clean(r.get(column)).casefold() == wanted]
-            # The link lookup only for the few with the same value, not for every QuoteWerks customer.
-            same = [r for r in alike if await ledger.customer_link(self.engine, str(r["CMAccountNo"])) is None]
-            if len(same) > 1:
-                accounts = ", ".join(sorted(str(r.get("CMAccountNo")) for r in same)[:5])
-                raise CustomerPushRejectedError(
-                    f"M3 customer {event.customer_number}: {len(same)} QuoteWerks customers have {column} "
-                    f"{value!r} ({accounts}): link one by hand"
-                )
-            if same:
-                return same[0]
+        records = {str(r["CMAccountNo"]): r for r in await self.contacts.customers() if r.get("CMAccountNo")}
+        linked = {account for _, account in await ledger.customer_links(self.engine)}
+        vat_column = self.rules.matching.quotewerks_vat_column
+        pool = [contact_facts(r, self.countries, vat_column) for a, r in records.items() if a not in linked]
+        result = Matcher(pool, self.rules.matching).match(m3_facts(event))
+        if result.status == "one":
+            return records[result.matches[0]]
+        if result.status == "several":
+            raise CustomerMatchPendingError(event, result, await self._match_item(event, result))
         return None
+
+    async def _match_item(self, event: M3CustomerChanged, result: MatchResult) -> int:
+        candidates = ", ".join(f"{account} ({result.scores[account]:g})" for account in result.matches[:10])
+        values = WorkItemValues(
+            m3_value=f"{event.customer_number} {event.name}", quotewerks_value=candidates, agreed=None,
+            m3_changed_at=event.changed_at, quotewerks_changed_at=None,
+            reason=f"{len(result.matches)} QuoteWerks customers match M3 customer {event.customer_number} by "
+            f"{result.key}: link one (--take link --value ACCOUNT) or create a new one (--take create)",
+        )  # fmt: skip
+        item_id, new = await snapshots.open_item(self.engine, "match", event.customer_number, "", "", values)
+        if new:
+            log.warning("M3 customer %s matches %d QuoteWerks customers (%s): review item %d", event.customer_number,
+                        len(result.matches), candidates, item_id)  # fmt: skip
+        return item_id
 
     async def _create(self, event: M3CustomerChanged, account: str) -> CustomerWriteOutcome:
         """A new QuoteWerks customer for the M3 customer, linked, with the snapshot of what both now hold."""
@@ -325,6 +370,8 @@ class CustomerMaster:
             try:
                 if item.kind == "deleted":
                     await self._settle_deleted(item)
+                elif item.kind == "match":
+                    await self._settle_match(item)
                 else:
                     await self.merger.merge(item.m3_customer_number, item.quotewerks_customer_id)
                 settled += 1
@@ -368,6 +415,27 @@ class CustomerMaster:
                  report.differing_fields, sum(report.repaired.values()), "to repair" if dry_run else "repaired",
                  report.waiting, report.left, report.gone, len(report.failed))  # fmt: skip
         return report
+
+    async def _settle_match(self, item: CustomerWorkItem) -> None:
+        """A person chose the QuoteWerks customer an M3 customer is (`link`), or a new one (`create`)."""
+        if self.contacts is None:
+            raise CustomerPushRejectedError("QuoteWerks' contact manager is not written here")
+        number = item.m3_customer_number
+        event = m3_changed_from_record(number, await self.merger.read_m3(number))
+        if item.decision == "create":
+            account = number
+            if await self.contacts.find_customer(account) is not None:
+                raise CustomerPushRejectedError(f"QuoteWerks already has a customer {account}: link it instead")
+            await self._create(event, account)
+        else:
+            account = item.decided_value or ""
+            record = await self.contacts.find_customer(account)
+            if record is None:
+                await snapshots.close(self.engine, item.id, f"not applied: QuoteWerks has no customer {account}")
+                return
+            await self._claim(account, number, record)
+            await self.merger.merge(number, account, m3_event=event)
+        await snapshots.close(self.engine, item.id, f"{item.decision} {account} by {item.decided_by}")
 
     async def _settle_deleted(self, item: CustomerWorkItem) -> None:
         number, account = item.m3_customer_number, item.quotewerks_customer_id

@@ -318,11 +318,41 @@ async def test_dedupe_by_email_then_company_links_an_existing_quotewerks_custome
     assert link.m3_customer_number == "C000050"
 
 
-async def test_two_quotewerks_customers_with_the_same_email_need_a_person(engine: AsyncEngine) -> None:
-    contacts, m3 = Contacts(contact("QW-1"), contact("QW-2")), FakeM3()
-    with pytest.raises(CustomerPushRejectedError, match="2 QuoteWerks customers have Email"):
-        await master(contacts, engine, m3).apply(m3_edit(m3, "C000060"))
+@pytest.mark.parametrize("decision", ["link", "create"])
+async def test_two_quotewerks_customers_alike_are_a_review_item_a_person_settles(
+    engine: AsyncEngine, decision: str
+) -> None:
+    contacts, m3 = Contacts(contact("QW-1"), contact("QW-2", Company="Nordic Pumps AB")), FakeM3()
+    customers = master(contacts, engine, m3)
+    outcome = await customers.apply(m3_edit(m3, "C000060"))
+    assert outcome.action == "unchanged"
+    assert "2 QuoteWerks customers match by email (review item" in outcome.reason
     assert contacts.puts == []
+    [item] = await snapshots.items(engine)
+    assert (item.kind, item.m3_customer_number, item.quotewerks_value) == ("match", "C000060", "QW-1 (100), QW-2 (100)")
+    # The next change of that M3 customer waits as well: no guess, no creation.
+    assert (await customers.apply(m3_edit(m3, "C000060", TOWN="Boras"))).action == "unchanged"
+    assert len(await snapshots.items(engine)) == 1
+    await snapshots.decide(engine, item.id, decision, "QW-2" if decision == "link" else None, "eva")  # type: ignore[arg-type]
+    await customers.settle_decisions()
+    assert await snapshots.items(engine) == []
+    if decision == "link":
+        link = await ledger.customer_link(engine, "QW-2")
+        assert link is not None
+        assert link.m3_customer_number == "C000060"
+        assert contacts.records["QW-2"]["City"] == "Boras"  # merged at once: M3 owns the city
+        assert "C000060" not in contacts.records
+    else:
+        assert contacts.records["C000060"]["Company"] == "Nordic Pump AB"
+        assert await ledger.customer_link(engine, "QW-1") is None
+
+
+async def test_a_spelling_variant_in_quotewerks_is_found_not_duplicated(engine: AsyncEngine) -> None:
+    contacts, m3 = Contacts(contact("QW-7", Company="Nordik Pump", Email="", PostalCode="411 01")), FakeM3()
+    outcome = await master(contacts, engine, m3).apply(m3_edit(m3, "C000061", MAIL=""))
+    assert outcome.customer == "QW-7"
+    assert "C000061" not in contacts.records
+    assert contacts.records["QW-7"]["Company"] == "Nordic Pump AB"  # M3 owns the name
 
 
 async def test_a_quotewerks_customer_linked_elsewhere_is_not_taken(engine: AsyncEngine) -> None:
