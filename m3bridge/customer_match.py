@@ -129,10 +129,9 @@ def describe(report: MatchReport, dry_run: bool) -> str:
 
 async def _run(dry_run: bool, as_json: bool) -> int:
     from services.catalog_sync.app import CatalogSyncSettings
-    from services.catalog_sync.customers import country_table
     from shared.customers import load_sync_rules
     from shared.m3 import m3_client_for
-    from shared.mapping import load_rules
+    from shared.mapping import country_table, load_rules
     from shared.quotewerks_sql import is_database_url, quotewerks_client
     from shared.settings import config_path
 

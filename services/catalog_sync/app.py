@@ -17,7 +17,6 @@ from pydantic import Field
 from services.catalog_sync.customer_merger import CustomerMerger, crs610_lengths
 from services.catalog_sync.customers import (
     CustomerMaster,
-    country_table,
     reconcile_forever,
     settle_decisions_forever,
 )
@@ -33,7 +32,7 @@ from shared.contracts import (
 )
 from shared.customers import consume_customer_changes, load_sync_rules
 from shared.m3 import m3_client_for
-from shared.mapping import load_rules
+from shared.mapping import country_table, load_rules
 from shared.quotewerks import QuoteWerks
 from shared.quotewerks_sql import QuoteWerksConfigError, is_database_url, quotewerks_client
 from shared.runtime import ServiceRuntime

@@ -46,7 +46,7 @@ from shared.customers import (
     state_hash,
 )
 from shared.m3 import M3Error
-from shared.mapping import LookupTable, MappingRules
+from shared.mapping import LookupTable
 from shared.quotewerks import QuoteWerksError, party_from_contact
 from shared.state import customer_snapshots as snapshots
 from shared.state import fingerprints, ledger
@@ -180,15 +180,6 @@ class CustomerPushRejectedError(CustomerChangeRejectedError):
 
     def __init__(self, message: str) -> None:
         super().__init__([Problem(error_class="business", message=message[:2000])])
-
-
-def country_table(rules: MappingRules) -> LookupTable | None:
-    """The lookup the order mapping uses for CSCD (QuoteWerks country text → M3 country code), if any."""
-    section = rules.customer
-    for rule in section.fields if section is not None else []:
-        if rule.target == "CSCD" and rule.lookup is not None:
-            return rules.lookups.get(rule.lookup)
-    return None
 
 
 class CustomerMaster:

@@ -76,6 +76,7 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
                 # still stops any other process that thinks it holds them.
                 owner=settings.instance_id,
                 lease_s=settings.order_lease_s,
+                matching=customer_rules.matching,
             )
         )
         customers.set(CustomerSync(writer(), runtime.state, customer_rules))

@@ -12,8 +12,10 @@ from services.order_writer.refusals import HoldError, RejectedError
 from services.order_writer.verified_writes import PRIORITY, Guard, no_guard, text, write_verified
 from shared.contracts import Problem, QuoteApproved
 from shared.crash_points import crash_point
+from shared.customer_matching import CustomerFacts, Matcher, MatchingRules
+from shared.customers import clean
 from shared.m3 import M3BusinessError, M3Client
-from shared.mapping import MappingRules, plan_customer
+from shared.mapping import MappingRules, country_table, plan_customer
 from shared.state import ledger
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ class QuoteCustomers:
         *,
         settle_s: float,
         claim_hold_s: float = 300.0,
+        matching: MatchingRules | None = None,
     ) -> None:
+        self.matching = matching or MatchingRules()
         self.claim_hold_s = claim_hold_s
         self.m3 = m3
         self.engine = engine
@@ -96,18 +100,39 @@ class QuoteCustomers:
                 record = None
             if record is not None:
                 return str(record["CUNO"])
-        # Deduplicate: the same e-mail address, else the same name, found exactly once.
-        for query, field, wanted in (
-            (party.email, "MAIL", party.email.casefold()),
-            (party.company, "CUNM", party.company.casefold()[:36]),
-        ):
-            if not query:
-                continue
-            rows = await self.m3.execute("CRS610MI", "SearchCustomer", {"SQRY": query[:100]}, priority=PRIORITY)
-            matches = {str(r["CUNO"]) for r in rows if str(r.get(field) or "").casefold() == wanted}
-            if len(matches) == 1:
-                return matches.pop()
-        return None
+        # Deduplicate: M3's search by e-mail and by name gives the candidates; the matching keys of
+        # customer-sync.yaml decide among them. Several alike hold the quote for a person: never a guess.
+        found: dict[str, Mapping[str, object]] = {}
+        for query in (party.email, party.company):
+            if query:
+                rows = await self.m3.execute("CRS610MI", "SearchCustomer", {"SQRY": query[:100]}, priority=PRIORITY)
+                found.update({text(row, "CUNO"): row for row in rows if text(row, "CUNO")})
+        if not found:
+            return None
+        country = clean(party.country)
+        table = country_table(self.rules)
+        facts = CustomerFacts(
+            id=party.cm_account_no, name=party.company, email=party.email, postal_code=party.postal_code,
+            country=(table.resolve(country) if table is not None and country else None) or country,
+        )  # fmt: skip
+        pool = [
+            CustomerFacts(
+                number, text(row, "CUNM"), text(row, "MAIL"), text(row, "PONO"), text(row, "CSCD"), text(row, "VRNO")
+            )
+            for number, row in found.items()
+        ]
+        result = Matcher(pool, self.matching).match(facts)
+        if result.status == "several":
+            candidates = ", ".join(result.matches[:5])
+            raise HoldError([
+                Problem(
+                    error_class="business",
+                    message=f"customer {party.company!r} matches {len(result.matches)} M3 customers by {result.key} "
+                    f"({candidates}): link the right one (m3bridge customers link QUOTEWERKS_ID M3_NUMBER) and "
+                    "replay the quote",
+                )
+            ])  # fmt: skip
+        return result.matches[0] if result.status == "one" else None
 
     async def _create(self, fields: Mapping[str, str], guard: Guard = no_guard) -> str:
         """CRS610MI/Add; after a lost answer, the customer is looked up by the name and address sent."""

@@ -34,6 +34,7 @@ from services.order_writer.refusals import HoldError, RejectedError, problem_fro
 from services.order_writer.verified_writes import PRIORITY, Guard, text
 from shared.contracts import OrderResult, Problem, QuoteApproved
 from shared.crash_points import crash_point
+from shared.customer_matching import MatchingRules
 from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error
 from shared.m3.metadata import Record
 from shared.mapping import MappingRules, OrderPlan, plan_order
@@ -62,6 +63,7 @@ class OrderWriter:
         settle_s: float = 1.0,
         owner: str = "",
         lease_s: float = 300.0,
+        matching: MatchingRules | None = None,
     ) -> None:
         self.m3 = m3
         self.engine = engine
@@ -70,7 +72,9 @@ class OrderWriter:
         self.settle_s = settle_s
         self.owner = owner or f"order-writer/{os.getpid()}"
         self.lease_s = lease_s
-        self.customers = QuoteCustomers(m3, engine, rules, self.lengths, settle_s=settle_s, claim_hold_s=lease_s)
+        self.customers = QuoteCustomers(
+            m3, engine, rules, self.lengths, settle_s=settle_s, claim_hold_s=lease_s, matching=matching
+        )
         self.batch_orders = BatchOrders(m3, engine, use_bulk=use_bulk, settle_s=settle_s)
 
     # --- the whole step ----------------------------------------------------------------------------------

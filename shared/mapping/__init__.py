@@ -39,6 +39,7 @@ from shared.mapping.rules import (
     Section,
     SectionName,
     Transaction,
+    country_table,
     load_rules,
     rules_from_data,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "SectionName",
     "SkippedLine",
     "Transaction",
+    "country_table",
     "describe",
     "load_rules",
     "parse_formula",

@@ -311,3 +311,12 @@ def rules_from_data(data: object, *, origin: str = "<rules>") -> MappingRules:
 def load_rules(path: str | Path) -> MappingRules:
     """Read and validate the mapping YAML. Call at start-up: a bad file stops the service with a clear message."""
     return rules_files.load(MappingRules, path, error=MappingRulesError, what="order mapping")
+
+
+def country_table(rules: MappingRules) -> LookupTable | None:
+    """The lookup the order mapping uses for CSCD (QuoteWerks country text → M3 country code), if any."""
+    section = rules.customer
+    for rule in section.fields if section is not None else []:
+        if rule.target == "CSCD" and rule.lookup is not None:
+            return rules.lookups.get(rule.lookup)
+    return None

@@ -18,13 +18,12 @@ from services.catalog_sync.customer_merger import CustomerMerger, crs610_lengths
 from services.catalog_sync.customers import (
     CustomerMaster,
     CustomerPushRejectedError,
-    country_table,
     m3_changed_from_record,
 )
 from shared.contracts import M3CustomerChanged, QuoteWerksCustomerChanged
 from shared.customers import sync_rules_from_data
 from shared.m3 import M3TransientError
-from shared.mapping import LookupTable, load_rules
+from shared.mapping import LookupTable, country_table, load_rules
 from shared.quotewerks import QuoteWerksError, customer_from_contact
 from shared.state import customer_snapshots as snapshots
 from shared.state import db, ledger

@@ -290,3 +290,22 @@ async def test_settling_a_change_dead_letters_a_rejection_and_lets_a_retryable_f
     with pytest.raises(M3TransientError):
         await settle_customer_change(m3_away(), change="change 3", dead_letter=dead_letter)
     assert len(letters) == 1
+
+
+async def test_a_customer_alike_to_several_m3_customers_waits_for_a_person(memory: Memory, m3: FakeM3) -> None:
+    m3.customers["C000009"] = {**RECORD, "CUNO": "C000009", "MAIL": "sales@nordic.example"}  # a duplicate in M3
+    event = qw_event(customer_id="QW-78", party={"CMAccountNo": "", "Email": "", "PostalCode": "411 01"})
+    with pytest.raises(
+        CustomerChangeRejectedError, match=r"matches 2 M3 customers by name_and_place \(C000003, C000009\)"
+    ):
+        await sync(m3).apply(event)
+    assert m3.writes() == []
+    assert "QW-78" not in memory.links
+
+
+async def test_a_spelling_variant_of_an_m3_customer_is_linked_not_created(memory: Memory, m3: FakeM3) -> None:
+    event = qw_event(customer_id="QW-79", party={"CMAccountNo": "", "Company": "NORDIC PUMP", "Email": ""})
+    m3.customers["C000003"]["CUNM"] = "Nordic Pump AB"
+    outcome = await sync(m3).apply(event)
+    assert (outcome.action, outcome.customer) == ("unchanged", "C000003")
+    assert m3.writes() == []
