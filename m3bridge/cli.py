@@ -272,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     resolve = customer_actions.add_parser("resolve", help="decide one review item; catalog-sync applies it")
     resolve.add_argument("item", type=int, help="the item's number (from `customers conflicts`)")
     resolve.add_argument(
-        "--take", required=True, choices=("m3", "quotewerks", "value", "recreate", "unlink", "link", "create"),
+        "--take", required=True,
+        choices=("m3", "quotewerks", "value", "recreate", "unlink", "link", "create", "keep"),
         help="a conflict: m3 | quotewerks | value (with --value); a deleted record: recreate | unlink; several "
-        "QuoteWerks customers alike: link (with --value QUOTEWERKS_ID) | create",
+        "QuoteWerks customers alike: link (with --value QUOTEWERKS_ID) | create; blocked in M3: keep",
     )  # fmt: skip
     resolve.add_argument("--value", help="with --take value: the value both systems get; with link: the customer")
     resolve.add_argument("--by", help="who decides (default: the login name)")

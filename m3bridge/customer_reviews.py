@@ -20,7 +20,12 @@ from shared.state import customer_snapshots as snapshots
 from shared.state import db
 from shared.state.models import CustomerWorkItem
 
-CHOICES = {"conflict": ("m3", "quotewerks", "value"), "deleted": ("recreate", "unlink"), "match": ("link", "create")}
+CHOICES = {
+    "conflict": ("m3", "quotewerks", "value"),
+    "deleted": ("recreate", "unlink"),
+    "match": ("link", "create"),
+    "blocked": ("keep",),
+}
 # A value typed by a person goes to both sides as it is: not for fields the two systems spell differently.
 NOT_BY_VALUE = ("address", "country")
 
@@ -54,6 +59,8 @@ def describe(item: CustomerWorkItem) -> str:
     where = f"M3 {item.m3_customer_number} / QuoteWerks {item.quotewerks_customer_id}"
     if item.kind == "deleted":
         lines = [f"#{item.id} deleted  {where}", f"    {item.reason}", "    resolve with --take recreate | unlink"]
+    elif item.kind == "blocked":
+        lines = [f"#{item.id} blocked  {where}", f"    {item.reason}"]
     elif item.kind == "match":
         lines = [f"#{item.id} match    M3 {item.m3_value}", f"    candidates in QuoteWerks: {item.quotewerks_value}",
                  f"    {item.reason}"]  # fmt: skip

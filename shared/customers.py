@@ -150,6 +150,8 @@ class CustomerSyncRules(BaseModel):
     fields: FieldOwners
     clock_skew_s: float = Field(120.0, ge=0, le=86_400)
     quotewerks_deleted: Literal["review", "unlink"] = "review"
+    m3_blocked: Literal["review", "ignore"] = "review"
+    m3_blocked_statuses: tuple[str, ...] = ("90",)
     create_in_m3: bool = True
     matching: MatchingRules = MatchingRules()
 

@@ -246,6 +246,7 @@ class CustomerMaster:
             )
         link = await ledger.customer_link_for_m3(self.engine, number)
         if link is not None:
+            await self._status(event, link.quotewerks_customer_id)
             if await self._as_agreed(number, lambda a: a.m3, m3_event_state(event)):
                 return CustomerWriteOutcome("ignored", number, reason="M3 shows what the two sides last agreed")
             outcome = await self.merger.merge(number, link.quotewerks_customer_id, m3_event=event)
@@ -265,6 +266,25 @@ class CustomerMaster:
         await self._claim(account, number, found)
         outcome = await self.merger.merge(number, account, m3_event=event)
         return outcome.as_write_outcome(account)
+
+    async def _status(self, event: M3CustomerChanged, account: str) -> None:
+        """A linked customer blocked in M3 is reflected as a review item (the QuoteWerks customer is never deleted);
+        unblocked, the item closes."""
+        if self.rules.m3_blocked == "ignore" or not event.status:
+            return
+        number = event.customer_number
+        if event.status in self.rules.m3_blocked_statuses:
+            values = WorkItemValues(
+                m3_value=f"status {event.status}", quotewerks_value="", agreed=None, m3_changed_at=event.changed_at,
+                quotewerks_changed_at=None,
+                reason=f"M3 customer {number} is blocked (status {event.status}); QuoteWerks customer {account} is "
+                "kept: stop quoting it there if it should not be, then --take keep",
+            )  # fmt: skip
+            item_id, new = await snapshots.open_item(self.engine, "blocked", number, account, "", values)
+            if new:
+                log.warning("M3 customer %s is blocked (status %s): review item %d", number, event.status, item_id)
+        else:
+            await snapshots.close_fields(self.engine, number, [""], f"status {event.status} in M3", kind="blocked")
 
     async def _apply_quotewerks(self, event: QuoteWerksCustomerChanged) -> CustomerWriteOutcome:
         account = event.customer_id
@@ -363,6 +383,8 @@ class CustomerMaster:
                     await self._settle_deleted(item)
                 elif item.kind == "match":
                     await self._settle_match(item)
+                elif item.kind == "blocked":
+                    await snapshots.close(self.engine, item.id, f"kept in QuoteWerks by {item.decided_by}")
                 else:
                     await self.merger.merge(item.m3_customer_number, item.quotewerks_customer_id)
                 settled += 1

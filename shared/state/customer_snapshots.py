@@ -17,8 +17,8 @@ from shared.customer_merge import Agreed
 from shared.customers import FIELD_NAMES, FieldName
 from shared.state.models import CustomerLink, CustomerSnapshot, CustomerWorkItem
 
-WorkItemKind = Literal["conflict", "deleted", "match"]
-Decision = Literal["m3", "quotewerks", "value", "unlink", "recreate", "link", "create"]
+WorkItemKind = Literal["conflict", "deleted", "match", "blocked"]
+Decision = Literal["m3", "quotewerks", "value", "unlink", "recreate", "link", "create", "keep"]
 OPEN, DECIDED, CLOSED = "open", "decided", "closed"
 
 

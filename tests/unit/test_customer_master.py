@@ -492,3 +492,19 @@ async def test_reconciliation_reports_a_customer_it_cannot_read_and_goes_on(engi
     assert report.in_step == 1
     assert [f["m3_customer"] for f in report.failed] == ["C000404"]
     assert "does not exist" in report.failed[0]["error"]
+
+
+async def test_a_customer_blocked_in_m3_is_reflected_as_a_review_item_never_a_delete(engine: AsyncEngine) -> None:
+    contacts, m3 = Contacts(contact("C000003")), FakeM3()
+    customers = await linked(engine, contacts, m3)
+    await customers.apply(m3_edit(m3, STAT="90"))
+    [item] = await snapshots.items(engine)
+    assert (item.kind, item.m3_value) == ("blocked", "status 90")
+    assert "C000003" in contacts.records
+    await customers.apply(m3_edit(m3, STAT="20"))  # unblocked in M3: the item closes by itself
+    assert await snapshots.items(engine) == []
+    await customers.apply(m3_edit(m3, STAT="90"))
+    [again] = await snapshots.items(engine)
+    await snapshots.decide(engine, again.id, "keep", None, "eva")
+    await customers.settle_decisions()
+    assert await snapshots.items(engine) == []
