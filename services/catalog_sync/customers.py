@@ -245,6 +245,10 @@ class CustomerMaster:
                 "ignored", reason=f"M3 customer {number} deleted: the QuoteWerks customer is kept"
             )
         link = await ledger.customer_link_for_m3(self.engine, number)
+        if link is not None and not ledger.is_quotewerks_account(link.quotewerks_customer_id):
+            return CustomerWriteOutcome(
+                "ignored", number, reason="the customer of a quote without a QuoteWerks account: no contact to update"
+            )
         if link is not None:
             await self._status(event, link.quotewerks_customer_id)
             if await self._as_agreed(number, lambda a: a.m3, m3_event_state(event)):

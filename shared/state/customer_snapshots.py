@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from shared.customer_merge import Agreed
 from shared.customers import FIELD_NAMES, FieldName
+from shared.state.ledger import QUOTE_IDENTITY_PREFIXES
 from shared.state.models import CustomerLink, CustomerSnapshot, CustomerWorkItem
 
 WorkItemKind = Literal["conflict", "deleted", "match", "blocked"]
@@ -132,7 +133,10 @@ async def unmerged_links(engine: AsyncEngine, limit: int = 100) -> list[tuple[st
         rows = await session.execute(
             select(CustomerLink.m3_customer_number, CustomerLink.quotewerks_customer_id)
             .outerjoin(CustomerSnapshot, CustomerSnapshot.m3_customer_number == CustomerLink.m3_customer_number)
-            .where(CustomerSnapshot.m3_customer_number.is_(None))
+            .where(
+                CustomerSnapshot.m3_customer_number.is_(None),
+                *(CustomerLink.quotewerks_customer_id.not_like(f"{prefix}%") for prefix in QUOTE_IDENTITY_PREFIXES),
+            )
             .order_by(CustomerLink.linked_at)
             .limit(limit)
         )

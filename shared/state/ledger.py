@@ -222,6 +222,15 @@ async def customer_link_for_m3(engine: AsyncEngine, m3_customer_number: str) -> 
         return found.scalars().first()
 
 
+#: Links a quote made for a sold-to without a QuoteWerks account number (`email:…`, `company:…`): there is no contact
+#: record to keep in step with M3.
+QUOTE_IDENTITY_PREFIXES = ("email:", "company:")
+
+
+def is_quotewerks_account(quotewerks_customer_id: str) -> bool:
+    return not quotewerks_customer_id.startswith(QUOTE_IDENTITY_PREFIXES)
+
+
 async def link_customer(
     engine: AsyncEngine, quotewerks_customer_id: str, m3_customer_number: str, *, email: str, company: str, by: str
 ) -> bool:
@@ -259,11 +268,11 @@ async def unlink_customer(engine: AsyncEngine, quotewerks_customer_id: str) -> b
 
 
 async def customer_links(engine: AsyncEngine) -> list[tuple[str, str]]:
-    """Every link, as (M3 customer number, QuoteWerks customer id), by M3 number."""
+    """Every link to a QuoteWerks customer account, as (M3 customer number, QuoteWerks customer id), by M3 number."""
     async with async_sessionmaker(engine)() as session:
         rows = await session.execute(
             select(CustomerLink.m3_customer_number, CustomerLink.quotewerks_customer_id).order_by(
                 CustomerLink.m3_customer_number
             )
         )
-        return [(str(number), str(account)) for number, account in rows.all()]
+        return [(str(number), str(account)) for number, account in rows.all() if is_quotewerks_account(str(account))]

@@ -508,3 +508,18 @@ async def test_a_customer_blocked_in_m3_is_reflected_as_a_review_item_never_a_de
     await snapshots.decide(engine, again.id, "keep", None, "eva")
     await customers.settle_decisions()
     assert await snapshots.items(engine) == []
+
+
+async def test_the_customer_of_a_quote_without_a_quotewerks_account_has_no_contact_to_keep_in_step(
+    engine: AsyncEngine,
+) -> None:
+    """order-writer links a sold-to without CMAccountNo by its e-mail: no contact record, nothing to merge."""
+    contacts, m3 = Contacts(), FakeM3()
+    customers = master(contacts, engine, m3)
+    await ledger.link_customer(engine, "email:buyer@new.example", "C000003", email="", company="", by="m3bridge")
+    assert await customers.settle_decisions() == 0
+    outcome = await customers.apply(m3_edit(m3, CUNM="Renamed AB"))
+    assert outcome.action == "ignored"
+    assert contacts.puts == []
+    assert await snapshots.items(engine) == []
+    assert (await customers.reconcile()).links == 0
