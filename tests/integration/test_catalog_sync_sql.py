@@ -101,10 +101,12 @@ def test_a_full_load_fills_the_bridges_product_table_and_contacts_are_left_alone
     assert rows["ITM000001"]["Active"] is True
     assert rows["ITM000001"]["Price"] > 0
     health = httpx.get(f"{stack.url}/healthz", timeout=5).json()
-    assert health["logic"]["customers"] == "not synced (M3B_CUSTOMER_SYNC)"
+    assert health["logic"]["customers_written_to_quotewerks"] is False
     subscribers = health["consumers"]["subscribers"]
     assert "catalog-sync/items" in subscribers
     assert "catalog-sync/customers" not in subscribers  # M3 customer changes stay unread for a contact-capable sync
+    # QuoteWerks changes of linked customers still reach M3 (the contact manager is only read from their events).
+    assert "catalog-sync/quotewerks-customers" in subscribers
 
 
 def test_an_item_event_deactivates_its_row(stack: Stack, kafka_bootstrap: str) -> None:
