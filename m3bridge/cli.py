@@ -195,6 +195,12 @@ def _customers(options: argparse.Namespace) -> int:
     return customer_reviews.run("resolve", item_id=options.item, take=options.take, value=options.value, by=options.by)
 
 
+def _work(options: argparse.Namespace) -> int:
+    from m3bridge import work
+
+    return work.run(options)
+
+
 def _dry_run(options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -263,6 +269,28 @@ def main(argv: list[str] | None = None) -> int:
         "--again", action="store_true", help="replay: also the letters replayed before (each is remembered)"
     )
     letters.set_defaults(handler=_dead_letters)
+
+    work = commands.add_parser("work", help="the work queue: quotes held or failed, to retry or resolve")
+    work_actions = work.add_subparsers(dest="action", required=True)
+    listing = work_actions.add_parser("list", help="open work items (newest first)")
+    listing.add_argument("--all", action="store_true", help="open and resolved")
+    listing.add_argument("--resolved", action="store_true", help="resolved only")
+    listing.add_argument("--doc", help="only this DocNo")
+    listing.add_argument("--customer", help="only this customer (QuoteWerks account or company)")
+    listing.add_argument("--item", help="only quotes with this item")
+    listing.add_argument("--class", dest="error_class", help="only this class: business, mapping, authorization, …")
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    show = work_actions.add_parser("show", help="one item: reason, history, the M3 calls the mapping makes now")
+    show.add_argument("item", help="its number, or a DocNo")
+    show.add_argument("--json", action="store_true", help="as JSON")
+    retry = work_actions.add_parser("retry", help="send the quote again (after fixing the cause)")
+    retry.add_argument("item", help="its number, or a DocNo")
+    retry.add_argument("--note", default="", help="why, for the history")
+    retry.add_argument("--again", action="store_true", help="also a resolved item")
+    settle = work_actions.add_parser("resolve", help="close an item settled some other way")
+    settle.add_argument("item", help="its number, or a DocNo")
+    settle.add_argument("--note", required=True, help="what was done, for the history")
+    work.set_defaults(handler=_work)
 
     customers = commands.add_parser("customers", help="the customer review queue: list conflicts, settle them")
     customer_actions = customers.add_subparsers(dest="action", required=True)

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from m3bridge.local_run import BrokerNotFoundError, cli_settings
 from shared.contracts import DeadLetter
 from shared.kafka import aiokafka_client_options, create_broker, publish_raw
 from shared.settings import BridgeSettings
@@ -191,8 +193,17 @@ async def replay_remembered(
 def run(
     command: str, service: str, key: str | None, error_class: str | None, dry_run: bool, again: bool = False
 ) -> int:
-    settings = BridgeSettings(service_name="m3bridge-cli")
-    letters = [f for f in asyncio.run(read_all(settings, service)) if matches(f, key=key, error_class=error_class)]
+    try:
+        settings = cli_settings(needs_broker=True)
+        every = asyncio.run(read_all(settings, service))
+    except BrokerNotFoundError as missing:
+        print(missing, file=sys.stderr)
+        return 2
+    except KafkaError as unreachable:
+        print(f"cannot read the dead letters from {settings.kafka_bootstrap_servers} (M3B_KAFKA_BOOTSTRAP_SERVERS): "
+              f"{unreachable}", file=sys.stderr)  # fmt: skip
+        return 2
+    letters = [f for f in every if matches(f, key=key, error_class=error_class)]
     for found in letters:
         print(describe(found))
     if command == "list":

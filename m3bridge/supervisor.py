@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from m3bridge import demo, local_quotewerks, restarts, tansu
+from m3bridge import demo, local_quotewerks, local_run, restarts, tansu
 from services import SERVICES, m3_callers
 from shared.state import db
 from shared.topics import ensure_topics
@@ -314,6 +314,10 @@ class Supervisor:
             # Local runs serve /docs and /openapi.json (off by default in a deployment).
             "M3B_HTTP_DOCS": os.environ.get("M3B_HTTP_DOCS", "true"),
         }
+        local_run.write(
+            self.state_dir, kafka_bootstrap=bootstrap, state_url=state_url, pid=os.getpid(),
+            urls={entry.name: f"http://127.0.0.1:{ports[entry.name]}" for entry in services},
+        )  # fmt: skip
         self._write_run_keys(
             {"operator": self.operator_key, "read": self.read_key, "webhook_secret": webhook_secret,
              "bod_secret": bod_secret, "quotewerks_api_key": qw_api_key, "token_service": keys}

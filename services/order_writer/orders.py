@@ -25,7 +25,9 @@ import logging
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Literal
 
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer.batch_orders import BatchOrders
@@ -38,11 +40,17 @@ from shared.customer_matching import MatchingRules
 from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error
 from shared.m3.metadata import Record
 from shared.mapping import MappingRules, OrderPlan, plan_order
-from shared.state import ledger
+from shared.state import ledger, work_items
 from shared.state.ledger import EntryBusyError, Lease, LeaseLostError, OrderState, batch_orders_of
 from shared.state.models import OrderLedgerEntry
 
 log = logging.getLogger(__name__)
+
+open_work_items = Gauge(
+    "m3bridge_work_items_open",
+    "Quotes held or failed, waiting for a person (m3bridge work list), by class.",
+    ["error_class"],
+)
 
 ACTIVE_ITEM = "20"
 
@@ -76,6 +84,7 @@ class OrderWriter:
             m3, engine, rules, self.lengths, settle_s=settle_s, claim_hold_s=lease_s, matching=matching
         )
         self.batch_orders = BatchOrders(m3, engine, use_bulk=use_bulk, settle_s=settle_s)
+        self._classes_counted: set[str] = set()
 
     # --- the whole step ----------------------------------------------------------------------------------
 
@@ -174,6 +183,7 @@ class OrderWriter:
         except HoldError as held:
             await self.batch_orders.give_up(quote, "held", lease)
             await ledger.record(self.engine, doc_no, revision, OrderState.HELD, error=str(held)[:2000], lease=lease)
+            await self._work_item(quote, "held", held.problems)
             log.warning("quote %s held: %s", doc_no, held)
             return self._held(quote, held.problems)
         except RejectedError as rejected:
@@ -181,12 +191,14 @@ class OrderWriter:
             await ledger.record(
                 self.engine, doc_no, revision, OrderState.FAILED, error=str(rejected)[:2000], lease=lease
             )
+            await self._work_item(quote, "failed", rejected.problems)
             raise
         except M3Error as error:
             if error.retryable:
                 raise
             await self.batch_orders.give_up(quote, "rejected", lease)
             await ledger.record(self.engine, doc_no, revision, OrderState.FAILED, error=str(error)[:2000], lease=lease)
+            await self._work_item(quote, "failed", [problem_from(error)])
             raise RejectedError([problem_from(error)]) from error
 
     async def _other_revisions(self, quote: QuoteApproved) -> OrderResult | None:
@@ -297,7 +309,28 @@ class OrderWriter:
         # Confirm answers no order status: the result carries none then (not a read more per order); the order's
         # status events (SyncSalesOrder) bring it onto the quote.
         log.info("quote %s is M3 order %s (%d lines)", quote.doc_no, order_number, lines)
+        for item_id in await work_items.close_quote(self.engine, quote.doc_no, f"became M3 order {order_number}"):
+            log.info("work item %d of quote %s resolved: it became M3 order %s", item_id, quote.doc_no, order_number)
+        await self._count_work()
         return self._created(quote, customer, order_number, status or "", lines)
+
+    async def _work_item(self, quote: QuoteApproved, state: Literal["held", "failed"], problems: list[Problem]) -> None:
+        """The quote on the work queue (`m3bridge work list`), with what is needed to retry it."""
+        items = sorted({line.manufacturer_part_number for line in quote.lines if line.manufacturer_part_number})
+        item_id, new = await work_items.open_quote(
+            self.engine, doc_no=quote.doc_no, revision=quote.revision, state=state, problems=problems,
+            payload=quote.model_dump_json(by_alias=True), customer=quote.sold_to.cm_account_no or quote.sold_to.company,
+            items=items,
+        )  # fmt: skip
+        if new:
+            log.info("quote %s is work item %d (%s)", quote.doc_no, item_id, state)
+        await self._count_work()
+
+    async def _count_work(self) -> None:
+        counts = await work_items.count_open(self.engine)
+        for error_class in set(counts) | self._classes_counted:
+            open_work_items.labels(error_class).set(counts.get(error_class, 0))
+        self._classes_counted |= set(counts)
 
     async def _status_now(self, order_number: str) -> str:
         """The order's status in M3 for an announcement made again; '' when M3 cannot say now (the write-back

@@ -150,6 +150,35 @@ class CustomerWorkItem(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class WorkItem(Base):
+    """Something a person has to look at: a quote held or failed (`kind` "quote", `subject` its DocNo), with the
+    reason, the first problem's class, the payload to retry it with, and its history (JSON list of events)."""
+
+    __tablename__ = "work_items"
+    __table_args__ = (Index("ix_work_items_subject", "kind", "subject", "revision", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    service: Mapped[str] = mapped_column(String(32))
+    #: held or failed
+    state: Mapped[str] = mapped_column(String(16))
+    error_class: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    customer: Mapped[str | None] = mapped_column(String(64))
+    #: The items of the quote, space-separated, to search by item.
+    items: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: open or resolved
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    history: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class SyncFingerprint(Base):
     """What was last pushed for an entity (item, price, stock, customer), so only changes are pushed."""
 

@@ -156,6 +156,12 @@ def _m3_admin_router(ion: IonSim) -> APIRouter:
             raise HTTPException(exc.status, str(exc)) from None
         return {name: str(value) for name, value in record.items()}
 
+    @router.post("/m3/items")
+    async def add_item(fields: dict[str, Any]) -> dict[str, Any]:
+        """A user creates an item in M3: {"ITNO": "NOPE-123", "ITDS": "…"} (STAT 20, SAPR 10.00 unless given);
+        publishes SyncItemMaster with actionCode Add."""
+        return await edit("add_item", fields)
+
     @router.post("/m3/items/{itno}")
     async def edit_item(itno: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Changed MITMAS fields, e.g. {"ITDS": "…", "STAT": "90"}; publishes SyncItemMaster."""

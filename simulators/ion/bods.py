@@ -34,7 +34,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import httpx
 
 from shared.bods import INFOR_OAGIS_NS, M3_LOGICAL_ID
-from simulators.ion.m3.data import PRICE_CURRENCY, PRICE_LIST
+from simulators.ion.m3.data import PRICE_CURRENCY, PRICE_LIST, Item
 from simulators.ion.m3.simulator import ChangeEvent, M3Simulator
 
 log = logging.getLogger(__name__)
@@ -702,6 +702,35 @@ class BodPublisher:
         item.lmdt = self.sim.store.today
         record = item.record()
         self.sim.notify(ChangeEvent("item", "change", itno, record))
+        return record
+
+    def add_item(self, fields: dict[str, Any]) -> dict[str, object]:
+        """A user creates an item in M3 (MMS001): ITNO and ITDS required, active (STAT 20) unless given; its price
+        `SAPR` (default 10.00) on the price list; publishes SyncItemMaster with actionCode Add."""
+        store = self.sim.store
+        itno = str(fields.get("ITNO") or "").strip()
+        if not itno or len(itno) > 15:
+            raise EditError(422, "ITNO (1 to 15 characters) is required")
+        if store.item(itno) is not None:
+            raise EditError(409, f"Item number {itno} already exists")
+        allowed = {**_ITEM_FIELDS, **_ITEM_FIELDS_EXTRA}
+        unknown = sorted(set(fields) - set(allowed) - {"ITNO", "SAPR"})
+        if unknown:
+            raise EditError(
+                422, f"not settable: {', '.join(unknown)} (settable: ITNO, SAPR, {', '.join(sorted(allowed))})"
+            )
+        itds = str(fields.get("ITDS") or "").strip()
+        if not itds:
+            raise EditError(422, "ITDS (the item name) is required")
+        item = Item(
+            itno=itno, itds=itds[:30], fuds=str(fields.get("FUDS") or itds)[:60], stat=str(fields.get("STAT") or "20"),
+            unms=str(fields.get("UNMS") or "PCS"), itgr=str(fields.get("ITGR") or "GENERAL")[:8],
+            itcl=str(fields.get("ITCL") or "NEW")[:5], itty=str(fields.get("ITTY") or "FIN")[:3], newe=Decimal("1.00"),
+            lmdt=store.today, rgdt=store.today, price=_decimal("SAPR", fields.get("SAPR", "10.00")),
+        )  # fmt: skip
+        store.add_item(item)
+        record = item.record()
+        self.sim.notify(ChangeEvent("item", "add", itno, record))
         return record
 
     def edit_balance(self, whlo: str, itno: str, fields: dict[str, Any]) -> dict[str, object]:

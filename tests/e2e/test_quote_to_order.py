@@ -368,3 +368,54 @@ def test_one_order_writer_works_on_several_quotes_at_once_and_orders_each_once(s
     for quote in quotes:
         assert numbers[quote.doc_no].startswith("1000"), numbers
         assert len(asyncio.run(orders_for(stack, quote.doc_no, str(quote.customer)))) == 1
+
+
+def test_a_held_quote_is_on_the_work_queue_and_a_retry_after_the_fix_in_m3_orders_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's path: `m3bridge work list` shows the held quote with its reason and class; the item is created
+    in M3 (the simulator's admin API, as a user does in MMS001); `m3bridge work retry` sends the stored quote again;
+    it becomes one order and its work item is resolved by itself."""
+    from m3bridge.cli import main
+
+    monkeypatch.setenv("M3B_STATE_URL", stack.writer_settings["M3B_STATE_URL"])
+    monkeypatch.setenv("M3B_KAFKA_BOOTSTRAP_SERVERS", stack.bootstrap)
+    new_item = f"NEW-{uuid.uuid4().hex[:8].upper()}"
+    created = httpx.post(f"{stack.quotewerks.url}/__admin/documents", timeout=10, json={
+        "Number": f"Q{uuid.uuid4().hex[:8].upper()}", "CMAccountNo": "C000001",
+        "Lines": [{"ManufacturerPartNumber": "ITM000012", "QtyTotal": 1},
+                  {"ManufacturerPartNumber": new_item, "QtyTotal": 4}],
+    })  # fmt: skip
+    created.raise_for_status()
+    doc_no = created.json()["DocumentHeader"]["DocNo"]
+    approve(stack, doc_no)
+    assert written_back(stack, doc_no)["CustomText02"].startswith("M3 held")
+
+    def listed() -> list[dict[str, Any]]:
+        capsys.readouterr()
+        assert main(["work", "list", "--item", new_item, "--json"]) == 0
+        found: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+        return found
+
+    [item] = wait_until("the held quote on the work queue", listed, 30)
+    assert (item["doc_no"], item["state"], item["status"]) == (doc_no, "held", "open")
+    assert new_item in item["reason"]
+    assert new_item in item["items"]
+    assert main(["work", "show", str(item["id"])]) == 0
+    shown = capsys.readouterr().out
+    assert "what the current mapping sends to M3" in shown
+    assert new_item in shown
+
+    stack.ion.admin("POST", "m3/items", {"ITNO": new_item, "ITDS": "Added for the retry"})
+    assert main(["work", "retry", str(item["id"]), "--note", "item created in MMS001"]) == 0
+    header = wait_until("the retried quote's order number", lambda: (
+        h if (h := stack.quotewerks.api("GET", f"documents/{doc_no}")["DocumentHeader"]).get("CustomText01") else None
+    ), 60)  # fmt: skip
+    [order] = asyncio.run(orders_for(stack, doc_no, "C000001"))
+    assert order["ORNO"] == header["CustomText01"]
+    capsys.readouterr()
+    assert main(["work", "show", str(item["id"]), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["status"] == "resolved"
+    assert [event["event"] for event in after["history"]] == ["held", "retried", "resolved"]
+    assert after["history"][-1]["note"] == f"became M3 order {header['CustomText01']}"

@@ -391,3 +391,50 @@ def test_promtool_fires_customer_review_waiting_only_after_hours_of_open_items(t
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_fires_quotes_waiting_for_a_person_per_class(tmp_path: Path) -> None:
+    """promtool's rule unit test: a held quote of class business stays open for 5 hours, an authorization failure is
+    retried within the hour; the alert fires for business only, after 4 hours."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    [rule] = [rule for rule in _rules() if rule.get("alert") == "QuotesWaitingForAPerson"]
+    description = " ".join(rule["annotations"]["description"].split()).replace("{{ $labels.error_class }}", "business")
+    assert "m3bridge work retry ID" in description
+    labels = 'job="m3bridge", instance="order-writer:8000"'
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": [
+                    {"series": f'm3bridge_work_items_open{{{labels}, error_class="business"}}', "values": "1x70"},
+                    {
+                        "series": f'm3bridge_work_items_open{{{labels}, error_class="authorization"}}',
+                        "values": "1x10 0x60",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3h", "alertname": "QuotesWaitingForAPerson", "exp_alerts": []},
+                    {
+                        "eval_time": "5h",
+                        "alertname": "QuotesWaitingForAPerson",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "m3bridge", "error_class": "business", "severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "1 quote(s) of class business have waited hours on the work queue",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "work-queue-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"

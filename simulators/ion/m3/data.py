@@ -216,6 +216,11 @@ class Store:
             )
         return items
 
+    def add_item(self, item: Item) -> None:
+        """A new item, kept in item number order (the list transactions page through it)."""
+        self.items.insert(self._bisect(item.itno), item)
+        self._item_index = {known.itno: i for i, known in enumerate(self.items)}
+
     def item(self, itno: str) -> Item | None:
         index = self._item_index.get(itno)
         return self.items[index] if index is not None else None
