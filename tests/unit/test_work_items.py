@@ -90,3 +90,16 @@ def test_the_tools_take_a_local_runs_state_and_its_broker_only_while_it_runs(
         local_run.cli_settings(needs_broker=True)
     monkeypatch.setenv("M3B_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
     assert local_run.cli_settings(needs_broker=True).kafka_bootstrap_servers == "kafka:9092"
+
+
+def test_dead_letters_without_a_broker_say_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from m3bridge.cli import main
+
+    monkeypatch.setenv("M3B_RUN_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("M3B_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    assert main(["dead-letters", "list", "--service", "order-writer"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("no broker: set M3B_KAFKA_BOOTSTRAP_SERVERS, or start `make run`")
+    assert err.count("\n") == 1
