@@ -195,6 +195,27 @@ def _customers(options: argparse.Namespace) -> int:
     return customer_reviews.run("resolve", item_id=options.item, take=options.take, value=options.value, by=options.by)
 
 
+def _trace(options: argparse.Namespace) -> int:
+    import json
+
+    from m3bridge.local_run import cli_settings
+    from shared.quote_trace import describe, trace
+    from shared.state import db
+
+    async def story() -> dict[str, object]:
+        settings = cli_settings()
+        await db.migrate(settings.state_url)
+        engine = db.create_engine(settings.state_url)
+        try:
+            return await trace(engine, options.doc_no)
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(story())
+    print(json.dumps(found, indent=2, ensure_ascii=False) if options.json else describe(found))
+    return 0
+
+
 def _work(options: argparse.Namespace) -> int:
     from m3bridge import work
 
@@ -269,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         "--again", action="store_true", help="replay: also the letters replayed before (each is remembered)"
     )
     letters.set_defaults(handler=_dead_letters)
+
+    trace = commands.add_parser("trace", help="one quote's story: approval, customer, order, work items, with times")
+    trace.add_argument("doc_no", help="the quote's DocNo")
+    trace.add_argument("--json", action="store_true", help="as JSON")
+    trace.set_defaults(handler=_trace)
 
     work = commands.add_parser("work", help="the work queue: quotes held or failed, to retry or resolve")
     work_actions = work.add_subparsers(dest="action", required=True)

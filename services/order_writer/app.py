@@ -2,7 +2,9 @@
 
 # No `from __future__ import annotations`: faststream reads the handler signature at runtime.
 import logging
+from typing import Any
 
+from fastapi import Path
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
@@ -14,6 +16,7 @@ from shared.crash_points import crash_point
 from shared.customers import consume_customer_changes, load_sync_rules
 from shared.m3 import m3_client_for
 from shared.mapping import MappingRules, load_rules
+from shared.quote_trace import trace
 from shared.runtime import ServiceRuntime
 from shared.settings import CustomerRulesSettings, config_path
 from shared.started import StartedPart
@@ -116,10 +119,17 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         QUOTEWERKS_CUSTOMER_CHANGED,
         group="m3bridge.order-writer.customers",
         title="order-writer/customer-changes",
-        description="QuoteWerks customer changes written to M3 (CRS610MI), by the field ownership rules.",
+        description="QuoteWerks customers M3 does not know yet found or created in M3 (CRS610MI) and linked.",
         apply=lambda change: customers().apply(change),
         change=lambda change: f"QuoteWerks customer change {change.customer_id}",
     )
+
+    read = [runtime.require("read")]  # M3B_READ_KEY (or M3B_OPERATOR_KEY): Authorization: Bearer <key> or X-API-Key
+
+    @runtime.app.get("/v1/quotes/{doc_no}/trace", tags=["quotes"], summary="One quote's story", dependencies=read)
+    async def quote_trace(doc_no: str = Path(min_length=1, max_length=50)) -> dict[str, Any]:
+        """Approval claims, outbox, every revision's ledger entry, the customer, work items: with times."""
+        return await trace(runtime.state, doc_no)
 
     runtime.health.set_detail(
         "logic",

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 Outcome = Literal["published", "recorded", "duplicate", "ignored"]
 """published: on the topic; recorded: durable in the outbox, the relay publishes it (the broker was away)."""
 
-APPROVAL_CLAIMS = "quote-approval"
+APPROVAL_CLAIMS = deliveries.APPROVAL_CLAIMS
 CUSTOMER_CLAIMS = "qw-customer"
 
 

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from shared.state.models import SeenDelivery
 
 _MAX_ID = 255  # the column's length
+#: The claims of approved quotes (subject: the DocNo), by quote-ingest; read by the quote trace.
+APPROVAL_CLAIMS = "quote-approval"
 
 
 async def claimed(engine: AsyncEngine, source: str, delivery_ids: Iterable[str]) -> set[str]:

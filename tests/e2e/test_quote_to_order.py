@@ -419,3 +419,10 @@ def test_a_held_quote_is_on_the_work_queue_and_a_retry_after_the_fix_in_m3_order
     assert after["status"] == "resolved"
     assert [event["event"] for event in after["history"]] == ["held", "retried", "resolved"]
     assert after["history"][-1]["note"] == f"became M3 order {header['CustomText01']}"
+    # "Where is my order?": the quote's story in one command.
+    assert main(["trace", doc_no]) == 0
+    story = capsys.readouterr().out
+    assert story.startswith(f"{doc_no}: M3 order {header['CustomText01']} (revision 0, customer C000001)"), story
+    for step in ("approval claimed by quote-ingest", "revision 0: confirmed", f"work item {item['id']}: held",
+                 f"work item {item['id']}: retried", f"work item {item['id']}: resolved"):  # fmt: skip
+        assert step in story, story
