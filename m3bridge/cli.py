@@ -195,6 +195,12 @@ def _customers(options: argparse.Namespace) -> int:
     return customer_reviews.run("resolve", item_id=options.item, take=options.take, value=options.value, by=options.by)
 
 
+def _doctor(options: argparse.Namespace) -> int:
+    from m3bridge import doctor
+
+    return doctor.run(as_json=options.json, ionapi=options.ionapi)
+
+
 def _trace(options: argparse.Namespace) -> int:
     import json
 
@@ -290,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         "--again", action="store_true", help="replay: also the letters replayed before (each is remembered)"
     )
     letters.set_defaults(handler=_dead_letters)
+
+    doctor = commands.add_parser(
+        "doctor", help="check the tenant, M3 grants, Data Lake, QuoteWerks, Kafka and the state store for go-live"
+    )
+    doctor.add_argument("--ionapi", help="the tenant's .ionapi file (default: M3B_ION_API_FILE, or make run's)")
+    doctor.add_argument("--json", action="store_true", help="as JSON")
+    doctor.set_defaults(handler=_doctor)
 
     trace = commands.add_parser("trace", help="one quote's story: approval, customer, order, work items, with times")
     trace.add_argument("doc_no", help="the quote's DocNo")

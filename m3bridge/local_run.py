@@ -21,10 +21,13 @@ def run_file(state_dir: str | None = None) -> Path:
     return Path(state_dir or os.environ.get("M3B_RUN_STATE_DIR", "var")) / RUN_FILE
 
 
-def write(state_dir: Path, *, kafka_bootstrap: str, state_url: str, pid: int, urls: dict[str, str]) -> None:
+def write(
+    state_dir: Path, *, kafka_bootstrap: str, state_url: str, pid: int, urls: dict[str, str], **more: str
+) -> None:
+    """`more`: the simulator tenant's `.ionapi` (`ionapi`), QuoteWerks' URL, where the run's keys are."""
     path = state_dir / RUN_FILE
-    path.write_text(json.dumps({"kafka_bootstrap": kafka_bootstrap, "state_url": state_url, "pid": pid, "urls": urls},
-                               indent=2), encoding="utf-8")  # fmt: skip
+    found = {"kafka_bootstrap": kafka_bootstrap, "state_url": state_url, "pid": pid, "urls": urls, **more}
+    path.write_text(json.dumps(found, indent=2), encoding="utf-8")
 
 
 def _alive(pid: int) -> bool:

@@ -317,6 +317,7 @@ class Supervisor:
         local_run.write(
             self.state_dir, kafka_bootstrap=bootstrap, state_url=state_url, pid=os.getpid(),
             urls={entry.name: f"http://127.0.0.1:{ports[entry.name]}" for entry in services},
+            ionapi=str(ionapi), quotewerks_url=qw_url, keys_file=str(self.state_dir / RUN_KEYS_FILE),
         )  # fmt: skip
         self._write_run_keys(
             {"operator": self.operator_key, "read": self.read_key, "webhook_secret": webhook_secret,

@@ -24,6 +24,19 @@ PROGRAMS_BY_SERVICE: dict[str, tuple[str, ...]] = {
 }
 
 
+# Every MI transaction the bridge calls (docs/m3-interfaces.md): what Connect API Authorization must grant its user.
+# `m3bridge doctor` probes each.
+USED_TRANSACTIONS: dict[str, tuple[str, ...]] = {
+    "CRS610MI": ("GetBasicData", "SearchCustomer", "LstByName", "LstByNumber", "Add", "ChgBasicData"),
+    "MMS200MI": ("GetItmBasic", "GetItmWhsBal", "LstItmByItm", "LstItmByChgDate"),
+    "OIS017MI": ("GetBasePrice", "LstBasePrice"),
+    "OIS100MI": (
+        "GetHead", "LstHead", "LstErrMsgOrder", "GetBatchHead", "LstBatchHead", "LstBatchLine", "AddBatchHead",
+        "AddBatchLine", "Confirm", "DelBatchLine", "DelBatchHead",
+    ),
+}  # fmt: skip
+
+
 def changes_m3(program: str, transaction: str) -> bool:
     """True when running `program/transaction` may change data in M3."""
     if program in READ_ONLY_PROGRAMS:

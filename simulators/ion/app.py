@@ -131,6 +131,15 @@ def _admin_router(ion: IonSim) -> APIRouter:
         ion.m3.grant(grant.user, program=grant.program, transaction=grant.transaction)
         return grant.model_dump()
 
+    @router.post("/denials")
+    async def denials(denial: GrantRequest) -> dict[str, str]:
+        """An administrator restricts one transaction (SES005) for a user ("*": everyone): its calls answer the
+        authorization error while everything else stays allowed."""
+        if ion.m3 is None:
+            raise HTTPException(501, "no M3 simulator mounted")
+        ion.m3.deny(denial.user, program=denial.program, transaction=denial.transaction)
+        return denial.model_dump()
+
     @router.post("/tokens/expire")
     async def expire_tokens(include_refresh: bool = True) -> dict[str, int]:
         return {"expired": ion.auth.expire_all(include_refresh=include_refresh)}

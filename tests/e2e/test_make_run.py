@@ -6,8 +6,11 @@ included). The variants (a supervisor's SIGTERM, `make run QUOTEWERKS=db`) are i
 
 The tests share one run and go in file order: the last one stops it."""
 
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +24,10 @@ from m3bridge.tansu import port_open
 from services import SERVICES
 from tests.fuzz.run import fuzz_started, run_keys
 from tests.processes import Captured, alive, wait_ready, wait_until
+from tests.stack import ROOT, started
 from tests.stack import start_local_run as start_stack
-from tests.stack import started
+
+DEMO_QUOTE = "AAAQ1001"
 
 
 def assert_all_ready(children: dict[str, tuple[int, str]], stack: Captured | None = None) -> None:
@@ -116,6 +121,24 @@ def test_every_service_is_ready_and_the_demo_quote_becomes_an_m3_order(local_run
     # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
     local_run.stack.wait_for_line("written back on the quote: CustomText01='1", 60)
     assert_bods_went_through_ims(local_run.stack, local_run.children)
+
+
+def test_doctor_is_all_clear_and_trace_tells_the_demo_quotes_trip(local_run: LocalRun) -> None:
+    """The operator's tools find the run by themselves (var/run.json): no M3B_ setting given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("M3B_")}
+    env["M3B_RUN_STATE_DIR"] = str(local_run.directory / "var")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "m3bridge.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=180, check=False)  # fmt: skip
+
+    doctor = cli("doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "0 blocking" in doctor.stdout
+    trace = cli("trace", DEMO_QUOTE)
+    assert trace.returncode == 0, trace.stderr
+    assert trace.stdout.startswith(f"{DEMO_QUOTE}: M3 order 1"), trace.stdout
+    assert "approval claimed by quote-ingest" in trace.stdout
 
 
 def test_every_service_survives_a_short_fuzz_with_nothing_lost(local_run: LocalRun) -> None:

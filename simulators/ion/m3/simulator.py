@@ -63,6 +63,8 @@ class M3Config(BaseModel):
     # Connect API Authorization (SES005): M3 allows everything until restricted; when on, deny unless granted.
     authorization_enabled: bool = False
     grants: list[Grant] = Field(default_factory=list)
+    # Transactions an administrator restricted in SES005 while everything else stays allowed.
+    denials: list[Grant] = Field(default_factory=list)
     # The real SES005 denial text is not documented anywhere (research §3), so both are configurable.
     denied_code: str = "SES0005"
     denied_message: str = "Not authorized to run transaction {program}/{transaction}"
@@ -117,7 +119,12 @@ class M3Simulator:
     def grant(self, user: str, program: str = "*", transaction: str = "*") -> None:
         self.config.grants.append(Grant(user=user, program=program, transaction=transaction))
 
+    def deny(self, user: str, program: str, transaction: str) -> None:
+        self.config.denials.append(Grant(user=user, program=program, transaction=transaction))
+
     def is_authorized(self, user: str, program: str, transaction: str) -> bool:
+        if any(d.covers(user, program, transaction) for d in self.config.denials):
+            return False
         if not self.config.authorization_enabled:
             return True
         return any(g.covers(user, program, transaction) for g in self.config.grants)

@@ -1,0 +1,298 @@
+"""`m3bridge doctor`: is this installation ready for go-live? Checked against the configured tenant and systems.
+
+- the `.ionapi` file and a token with its grant (the doctor fetches its own, as token-service does);
+- every MI transaction the bridge uses, probed harmlessly and classified granted / denied by Connect API
+  Authorization / not found: a read runs with no inputs (its mandatory key missing), a write only when M3's
+  metadata says it has a mandatory input (then M3 refuses the empty call before doing anything); the denied ones
+  are listed for the M3 administrator;
+- MRS001MI metadata (the client's pre-checks), the Data Lake (a COUNT of MITMAS; which full-load path that size
+  takes);
+- QuoteWerks (the adapter or the database: a read of recently changed quotes), the Kafka topics and their
+  partitions, the state store's migrations.
+Under `make run` it finds the simulator's tenant, QuoteWerks, broker and store itself (`var/run.json`). A readable
+table or `--json`; exit 1 when something blocks go-live (a `fail`), 0 otherwise (`warn` is worth reading).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import SecretStr
+
+from m3bridge import local_run
+from shared.lease import Lease, Priority, Report
+from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error, M3NotFoundError
+from shared.m3.transactions import USED_TRANSACTIONS, changes_m3
+
+Status = Literal["ok", "warn", "fail", "skip"]
+
+
+@dataclass
+class Check:
+    area: str
+    name: str
+    status: Status
+    detail: str = ""
+
+
+class OwnToken:
+    """Stands in for token-service: every lease is the doctor's own token of the tenant. No shared budget for its
+    few dozen calls, but it stays gentle: at most `PACE_PER_S` calls a second, and a 429 pauses it as asked."""
+
+    PACE_PER_S = 5.0
+
+    def __init__(self, keeper: Any, m3_base_url: str) -> None:
+        self.keeper = keeper
+        self.m3_base_url = m3_base_url
+        self._next_at = 0.0
+
+    async def lease(self, priority: Priority, *, permits: int = 1, max_wait_s: float = 30.0) -> Lease:
+        loop = asyncio.get_running_loop()
+        wait = self._next_at - loop.time()
+        if wait > 0:
+            await asyncio.sleep(min(wait, max_wait_s))
+        self._next_at = max(self._next_at, loop.time()) + permits / self.PACE_PER_S
+        token = await self.keeper.token()
+        expires = datetime.fromtimestamp(token.expires_at, UTC)
+        return Lease(access_token=SecretStr(token.access_token), expires_at=expires, permits=permits, waited_ms=0.0,
+                     m3_base_url=self.m3_base_url)  # fmt: skip
+
+    async def report(self, report: Report) -> None:
+        """A 429: the next call waits as long as the Gateway asked (a second when it did not say)."""
+        if report.kind == "throttled":
+            loop = asyncio.get_running_loop()
+            self._next_at = max(self._next_at, loop.time() + (report.retry_after_s or 1.0))
+
+
+def _local(name: str, default: str = "") -> str:
+    """A setting from the environment, else from the local run (`make run`)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    run = local_run.read() or {}
+    keys = _run_keys(run)
+    values = {
+        "M3B_ION_API_FILE": run.get("ionapi", ""),
+        "M3B_QUOTEWERKS_URL": run.get("quotewerks_url", ""),
+        "M3B_QUOTEWERKS_API_KEY": keys.get("quotewerks_api_key", ""),
+    }
+    return str(values.get(name) or default)
+
+
+def _run_keys(run: dict[str, Any]) -> dict[str, Any]:
+    path = run.get("keys_file")
+    try:
+        found: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):
+        return {}
+    return found
+
+
+async def check_tenant(ionapi: str, checks: list[Check], http: httpx.AsyncClient) -> M3Client | None:
+    from services.token_service.tokens import TokenKeeper, TokenUnavailableError
+    from shared.ionapi import IonApiCredentials, IonApiFileError
+
+    try:
+        credentials = IonApiCredentials.load(Path(ionapi))
+    except IonApiFileError as bad:
+        checks.append(Check("tenant", ".ionapi file", "fail", f"{bad} (M3B_ION_API_FILE)"))
+        return None
+    checks.append(Check("tenant", ".ionapi file", "ok", f"tenant {credentials.tenant}, {credentials.ion_api_url}"))
+    keeper = TokenKeeper(credentials, timeout_s=20.0)
+    try:
+        await keeper.token()
+    except (TokenUnavailableError, httpx.HTTPError, OSError) as failed:
+        checks.append(Check("tenant", f"token ({credentials.grant_type} grant)", "fail", str(failed)[:300]))
+        return None
+    checks.append(Check("tenant", f"token ({credentials.grant_type} grant)", "ok", "issued"))
+    company = int(os.environ.get("M3B_M3_COMPANY", "100"))
+    return M3Client(OwnToken(keeper, credentials.m3_base_url), http, company=company,  # type: ignore[arg-type]
+                    division=os.environ.get("M3B_M3_DIVISION") or None, validate=False, max_attempts=3,
+                    deadline_s=60.0, source="doctor")  # fmt: skip
+
+
+async def check_transactions(m3: M3Client, checks: list[Check]) -> list[str]:
+    """Each transaction the bridge uses, probed; returns the denied ones."""
+    denied: list[str] = []
+    metadata_ok = True
+    try:
+        probe = await m3.metadata("OIS100MI", "AddBatchHead", priority=Priority.INTERACTIVE)
+    except M3Error as failed:
+        probe, metadata_ok = None, False
+        checks.append(Check("M3", "MRS001MI metadata", "warn", f"{failed}: writes are not probed"))
+    else:
+        if probe is None:
+            metadata_ok = False
+            checks.append(Check("M3", "MRS001MI metadata", "warn", "not readable: the client skips its pre-checks "
+                                "and M3 alone validates; writes are not probed"))  # fmt: skip
+        else:
+            checks.append(Check("M3", "MRS001MI metadata", "ok", "readable"))
+    for program, transactions in USED_TRANSACTIONS.items():
+        for transaction in transactions:
+            name = f"{program}/{transaction}"
+            if changes_m3(program, transaction):
+                if not metadata_ok:
+                    checks.append(Check("M3", name, "skip", "not probed: M3's metadata is not readable"))
+                    continue
+                try:
+                    spec = await m3.metadata(program, transaction, priority=Priority.INTERACTIVE)
+                except M3Error as failed:
+                    checks.append(Check("M3", name, "warn", f"not probed: its metadata could not be read: {failed}"))
+                    continue
+                if spec is None or not any(field.mandatory for field in spec.inputs.values()):
+                    checks.append(Check("M3", name, "skip", "not probed: it has no mandatory input to leave out"))
+                    continue
+            try:
+                await m3.execute(program, transaction, {}, priority=Priority.INTERACTIVE, maxrecs=1)
+                checks.append(Check("M3", name, "ok", "granted"))
+            except M3AuthorizationDeniedError as refused:
+                denied.append(name)
+                checks.append(Check("M3", name, "fail", f"denied by Connect API Authorization: {refused}"))
+            except M3NotFoundError as missing:
+                checks.append(Check("M3", name, "fail", f"not found in this M3: {missing}"))
+            except M3BusinessError as answered:
+                checks.append(Check("M3", name, "ok", f"granted (M3 answered: {str(answered)[:80]})"))
+            except M3Error as failed:
+                checks.append(Check("M3", name, "warn", f"could not tell: {failed}"[:300]))
+    return denied
+
+
+async def check_data_lake(m3: M3Client, checks: list[Check]) -> None:
+    from services.catalog_sync.datalake import DataLakeClient
+
+    threshold = int(os.environ.get("M3B_DATA_LAKE_THRESHOLD", "2000"))
+    try:
+        rows = await DataLakeClient(m3, poll_s=0.5, timeout_s=60.0).query(
+            "SELECT COUNT(*) FROM MITMAS WHERE deleted = false"
+        )
+        count = int(next(iter(rows[0].values())))
+    except Exception as failed:  # any failure: full loads page MI instead
+        checks.append(Check("Data Lake", "COUNT of MITMAS", "warn", f"{type(failed).__name__}: {failed}"[:300]
+                            + "; full loads will page MI (MMS200MI/LstItmByItm)"))  # fmt: skip
+        return
+    path = "the Data Lake" if count > threshold else "MI paging"
+    checks.append(Check("Data Lake", "COUNT of MITMAS", "ok",
+                        f"{count} items: full loads read {path} (M3B_DATA_LAKE_THRESHOLD {threshold})"))  # fmt: skip
+
+
+async def check_quotewerks(checks: list[Check], http: httpx.AsyncClient) -> None:
+    from shared.quotewerks import QuoteWerksError
+    from shared.quotewerks_sql import QuoteWerksConfigError, is_database_url, quotewerks_client
+
+    url = _local("M3B_QUOTEWERKS_URL")
+    if not url:
+        checks.append(Check("QuoteWerks", "connection", "fail", "M3B_QUOTEWERKS_URL is not set"))
+        return
+    kind = "database" if is_database_url(url) else "adapter"
+    try:
+        password = SecretStr(os.environ.get("M3B_QUOTEWERKS_SQL_PASSWORD", ""))
+        key = SecretStr(_local("M3B_QUOTEWERKS_API_KEY"))
+        client = quotewerks_client(url, key, http=http, sql_password=password)
+        try:
+            # quote-ingest's own read (its safety-net poll): approved quotes changed lately.
+            status = json.loads(os.environ.get("M3B_APPROVED_STATUSES", '["Accepted"]'))[0]
+            recent = await client.documents(doc_type="QUOTE", status=status,
+                                            modified_since=datetime.now(UTC) - timedelta(days=1))  # fmt: skip
+        finally:
+            await client.aclose()
+    except (QuoteWerksError, QuoteWerksConfigError, OSError, ValueError) as failed:
+        checks.append(Check("QuoteWerks", kind, "fail", str(failed)[:300]))
+        return
+    checks.append(Check("QuoteWerks", kind, "ok", f"documents readable ({len(recent)} changed in the last day)"))
+
+
+async def check_kafka(settings: Any, checks: list[Check]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from shared.kafka import aiokafka_client_options
+    from shared.topics import ALL_TOPICS
+
+    admin = AIOKafkaAdminClient(**aiokafka_client_options(settings), client_id="m3bridge-doctor",
+                                request_timeout_ms=10_000)  # fmt: skip
+    try:
+        await asyncio.wait_for(admin.start(), 15)
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([t.name for t in ALL_TOPICS if t.name in existing])
+    except Exception as failed:
+        checks.append(
+            Check("Kafka", settings.kafka_bootstrap_servers, "fail", f"{type(failed).__name__}: {failed}"[:300])
+        )
+        return
+    finally:
+        await admin.close()
+    missing = [t.name for t in ALL_TOPICS if t.name not in existing]
+    if missing:
+        checks.append(Check("Kafka", "topics", "fail", f"missing: {', '.join(missing)} (m3bridge topics creates them)"))
+    else:
+        checks.append(Check("Kafka", "topics", "ok", f"all {len(ALL_TOPICS)} exist"))
+    few = [f"{d['topic']} ({len(d['partitions'])})" for d in described
+           if len(d.get("partitions") or []) < settings.kafka_topic_partitions]  # fmt: skip
+    if few:
+        checks.append(Check("Kafka", "partitions", "warn", f"fewer than M3B_KAFKA_TOPIC_PARTITIONS "
+                            f"{settings.kafka_topic_partitions}: {', '.join(few)}"))  # fmt: skip
+
+
+async def check_state(settings: Any, checks: list[Check]) -> None:
+    from shared.state import db
+
+    engine = db.create_engine(settings.state_url)
+    try:
+        current = await db.current_revision(engine)
+    except Exception as failed:
+        checks.append(Check("state store", "reachable", "fail", f"{type(failed).__name__} (M3B_STATE_URL)"))
+        return
+    finally:
+        await engine.dispose()
+    newest = db.newest_revision()
+    if current == newest:
+        checks.append(Check("state store", "migrations", "ok", f"at {current}"))
+    else:
+        checks.append(Check("state store", "migrations", "warn", f"at {current or 'none'}, newest {newest}: "
+                            "`m3bridge migrate` (services also migrate at start)"))  # fmt: skip
+
+
+async def diagnose(*, ionapi: str | None = None) -> tuple[list[Check], list[str]]:
+    checks: list[Check] = []
+    denied: list[str] = []
+    settings = local_run.cli_settings()
+    async with httpx.AsyncClient() as http:
+        m3 = await check_tenant(ionapi or _local("M3B_ION_API_FILE", "/run/secrets/ionapi"), checks, http)
+        if m3 is not None:
+            denied = await check_transactions(m3, checks)
+            await check_data_lake(m3, checks)
+        await check_quotewerks(checks, http)
+    await check_kafka(settings, checks)
+    await check_state(settings, checks)
+    return checks, denied
+
+
+def describe(checks: list[Check], denied: list[str]) -> str:
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+    lines = [f"{marks[c.status]}  {c.area:<11} {c.name:<24} {c.detail}" for c in checks]
+    failed = sum(c.status == "fail" for c in checks)
+    warned = sum(c.status == "warn" for c in checks)
+    if denied:
+        lines.append("\nFor the M3 administrator (Connect API Authorization, SES005): grant the bridge's user")
+        lines += [f"  {name}" for name in denied]
+    lines.append(f"\n{len(checks)} checks: {failed} blocking, {warned} to read" + ("" if failed else "; ready"))
+    return "\n".join(lines)
+
+
+def run(*, as_json: bool, ionapi: str | None) -> int:
+    checks, denied = asyncio.run(diagnose(ionapi=ionapi))
+    if as_json:
+        print(json.dumps({"checks": [asdict(c) for c in checks], "denied": denied}, indent=2))
+    else:
+        print(describe(checks, denied))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run(as_json="--json" in sys.argv, ionapi=None))

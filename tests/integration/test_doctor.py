@@ -1,0 +1,102 @@
+"""`m3bridge doctor` against the ION simulator (its own token, every MI transaction the bridge uses probed), the
+QuoteWerks simulator, the session's broker and a migrated PostgreSQL: all clear, then one transaction denied in
+Connect API Authorization (the simulator's admin API) is named for the M3 administrator and blocks go-live."""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from m3bridge.cli import main
+from shared.state import db
+from shared.topics import ensure_topics
+from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks
+
+
+@dataclass
+class Tenant:
+    ion: IonSim
+    quotewerks: QuoteWerksSim
+
+
+@pytest.fixture(scope="module")
+def tenant(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module_postgres_url: str
+) -> Iterator[Tenant]:
+    asyncio.run(ensure_topics(kafka_bootstrap, partitions=4, replication=1))
+    asyncio.run(db.migrate(module_postgres_url))
+    with contextlib.ExitStack() as started:
+        ion = start_ion(tmp_path_factory.mktemp("ion"))
+        started.callback(ion.stop)
+        quotewerks = start_quotewerks("http://127.0.0.1:9/unused", "unused-secret")
+        started.callback(quotewerks.stop)
+        yield Tenant(ion, quotewerks)
+
+
+@pytest.fixture
+def configured(tenant: Tenant, kafka_bootstrap: str, module_postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+               tmp_path: Path) -> None:  # fmt: skip
+    for name, value in {
+        "M3B_ION_API_FILE": str(tenant.ion.ionapi), "M3B_QUOTEWERKS_URL": tenant.quotewerks.url,
+        "M3B_QUOTEWERKS_API_KEY": tenant.quotewerks.api_key, "M3B_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "M3B_STATE_URL": module_postgres_url, "M3B_RUN_STATE_DIR": str(tmp_path),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+
+def doctor(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
+    capsys.readouterr()
+    code = main(["doctor", "--json"])
+    found: dict[str, object] = json.loads(capsys.readouterr().out)
+    return code, found
+
+
+def test_a_ready_installation_is_all_clear(configured: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, found = doctor(capsys)
+    checks = found["checks"]
+    assert isinstance(checks, list)
+    problems = [c for c in checks if c["status"] not in ("ok", "skip")]
+    assert problems == [], problems
+    assert code == 0
+    names = {c["name"] for c in checks}
+    assert {"OIS100MI/Confirm", "CRS610MI/Add", "MMS200MI/LstItmByItm", "MRS001MI metadata", "topics",
+            "migrations", "COUNT of MITMAS"} <= names  # fmt: skip
+    confirm = next(c for c in checks if c["name"] == "OIS100MI/Confirm")
+    assert confirm["status"] == "ok"  # probed: it has a mandatory input, so the empty call does nothing
+    lake = next(c for c in checks if c["name"] == "COUNT of MITMAS")
+    assert "full loads read" in str(lake["detail"])
+    capsys.readouterr()
+    assert main(["doctor"]) == 0
+    assert "0 blocking" in capsys.readouterr().out
+
+
+def test_a_denied_transaction_is_named_for_the_m3_administrator_and_blocks(
+    tenant: Tenant, configured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tenant.ion.admin("POST", "denials", {"user": "*", "program": "OIS100MI", "transaction": "Confirm"})
+    code, found = doctor(capsys)
+    assert code == 1
+    assert found["denied"] == ["OIS100MI/Confirm"]
+    capsys.readouterr()
+    assert main(["doctor"]) == 1
+    text = capsys.readouterr().out
+    assert "For the M3 administrator (Connect API Authorization, SES005): grant the bridge's user" in text
+    assert "  OIS100MI/Confirm" in text
+
+
+def test_an_unusable_ionapi_file_is_named(configured: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    broken = tmp_path / "broken.ionapi"
+    broken.write_text("{not json")
+    monkeypatch.setenv("M3B_ION_API_FILE", str(broken))
+    code, found = doctor(capsys)
+    assert code == 1
+    checks = found["checks"]
+    assert isinstance(checks, list)
+    [ionapi] = [c for c in checks if c["name"] == ".ionapi file"]
+    assert ionapi["status"] == "fail"
+    assert "M3B_ION_API_FILE" in str(ionapi["detail"])
