@@ -85,6 +85,14 @@ class KeyGuard:
         if not matched:
             raise NotAuthenticatedError("wrong_key")
 
+    def allows(self, scope: Scope) -> bool:
+        """Whether the request presents one of the keys (no answer is sent either way)."""
+        try:
+            self.check(scope)
+        except NotAuthenticatedError:
+            return False
+        return True
+
     def dependency(self) -> Any:
         """The FastAPI dependency: checks the key (again; the route class did first) and declares the schemes."""
         role = self.role

@@ -142,6 +142,7 @@ class ServiceRuntime:
             self.health,
             peers=self.heartbeats.describe_peers,
             metrics_dependencies=[self.require("read")] if settings.metrics_require_key else None,
+            detail_allowed=lambda request: self._guard("read").allows(request.scope),
         )
 
     # --- extension points for services -----------------------------------------------------------------
@@ -170,12 +171,15 @@ class ServiceRuntime:
         `X-API-Key: <key>`; a wrong, missing or unconfigured key is a 401 before the body is read."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        return self._guard(role).dependency()
+
+    def _guard(self, role: Role) -> KeyGuard:
         guard = self._guards.get(role)
         if guard is None:
             operator = self.settings.operator_key.get_secret_value()
             keys = [operator] if role == "operator" else [self.settings.read_key.get_secret_value(), operator]
             guard = self._guards[role] = KeyGuard(role, keys)
-        return guard.dependency()
+        return guard
 
     def _describe_consumers(self) -> dict[str, Any]:
         described = self.consumers.describe()
@@ -191,6 +195,8 @@ class ServiceRuntime:
             paths = sorted(
                 {str(getattr(route, "path", "")) for route in self.app.routes if guard in getattr(route, "guards", ())}
             )
+            if not paths:
+                continue  # only the detail of /healthz and /readyz, which then nobody sees
             setting = "M3B_OPERATOR_KEY" if role == "operator" else "M3B_READ_KEY or M3B_OPERATOR_KEY"
             log.warning("%s routes %s answer 401 to every request until %s is set", role, ", ".join(paths) or "-",
                         setting)  # fmt: skip

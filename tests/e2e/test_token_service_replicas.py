@@ -83,7 +83,9 @@ def test_a_token_service_replica_killed_under_load_loses_no_quote_and_causes_no_
             return sum(1 for q in quotes if quotewerks.api("GET", f"documents/{q.doc_no}")["DocumentHeader"]
                        .get("CustomText01"))  # fmt: skip
 
-        wait_until("a third of the quotes to be ordered", lambda: ordered() >= len(quotes) // 3, 120)
+        # Early in the run (an eighth ordered): counting all 24 write-backs takes a moment of its own, and the budget
+        # must still have most of the quotes to pace when the replica dies.
+        wait_until("the first quotes to be ordered", lambda: ordered() >= len(quotes) // 8, 120)
         os.killpg(replicas[0].process.process.pid, signal.SIGKILL)
         replicas[0].process.process.wait()
         killed_at = ordered()
