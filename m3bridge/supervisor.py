@@ -313,6 +313,8 @@ class Supervisor:
             "PYTHONUNBUFFERED": "1",
             # Local runs serve /docs and /openapi.json (off by default in a deployment).
             "M3B_HTTP_DOCS": os.environ.get("M3B_HTTP_DOCS", "true"),
+            # The run's read key shows every service's /healthz and /readyz detail (and inventory-query's reads).
+            "M3B_READ_KEY": self.read_key,
         }
         local_run.write(
             self.state_dir, kafka_bootstrap=bootstrap, state_url=state_url, pid=os.getpid(),
@@ -346,7 +348,7 @@ class Supervisor:
             if entry.name == "catalog-sync":
                 env |= {"M3B_OPERATOR_KEY": self.operator_key}
             if entry.name == "inventory-query":
-                env |= {"M3B_OPERATOR_KEY": self.operator_key, "M3B_READ_KEY": self.read_key}
+                env |= {"M3B_OPERATOR_KEY": self.operator_key}
             child = Child(
                 entry.name, [sys.executable, "-m", "m3bridge.cli", "serve", entry.name], env, port=ports[entry.name]
             )

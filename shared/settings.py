@@ -65,12 +65,14 @@ class BridgeSettings(BaseSettings):
     )
     read_key: SecretStr = Field(
         SecretStr(""),
-        description="Key of reads (inventory-query `/v1/availability`), sent like the operator key. Unset: only the "
-        "operator key is admitted. Use a secret file (`m3b_read_key`; `make keys` writes `read-key`).",
+        description="Key of reads (inventory-query `/v1/availability`, order-writer's quote trace, the detail of "
+        "`/healthz` and `/readyz`), sent like the operator key. Unset: only the operator key is admitted. Use a secret "
+        "file (`m3b_read_key`; `make keys` writes `read-key`).",
     )
     metrics_require_key: bool = Field(
         False,
-        description="Put `/metrics` behind the read key (or the operator key); `/healthz` and `/readyz` stay open.",
+        description="Put `/metrics` behind the read key (or the operator key); `/healthz` and `/readyz` stay open "
+        "(their status; the detail needs the key).",
     )
     http_docs: bool = Field(
         False, description="Serve the OpenAPI document and its pages (`/openapi.json`, `/docs`, `/redoc`)."

@@ -177,6 +177,7 @@ def start_token_service(
         "M3B_HTTP_PORT": str(port),
         "M3B_ION_API_FILE": str(ion.ionapi),
         "M3B_SERVICE_KEYS": json.dumps(dict(keys)),
+        "M3B_READ_KEY": READ_KEY,
         "M3B_LOG_FORMAT": "json",
         **(settings or {}),
     }

@@ -30,7 +30,9 @@ from tests.stack import start_local_run as start_stack
 DEMO_QUOTE = "AAAQ1001"
 
 
-def assert_all_ready(children: dict[str, tuple[int, str]], stack: Captured | None = None) -> None:
+def assert_all_ready(
+    children: dict[str, tuple[int, str]], stack: Captured | None = None, read_key: str | None = None
+) -> None:
     """Every service answers ready. A service the run's supervisor is restarting (its start-up timed out on a loaded
     machine) gets the time a restart takes; the run's own lines about it are in the failure."""
     for name, (_, where) in children.items():
@@ -44,10 +46,12 @@ def assert_all_ready(children: dict[str, tuple[int, str]], stack: Captured | Non
             )
             raise AssertionError(f"{name} at {where}: {not_ready}\n{said[-4000:]}") from None
         health = httpx.get(f"{where}/healthz", timeout=5).json()
-        assert health["service"] == name
+        assert health == {"service": name, "status": "ok"}  # the detail only with the read key
     # token-service holds a token from the simulator's OAuth server: the M3 path is live end to end.
     token_service = children["token-service"][1]
-    assert httpx.get(f"{token_service}/readyz", timeout=5).json()["checks"]["ion_token"] == "ok"
+    if read_key is not None:
+        ready = httpx.get(f"{token_service}/readyz", headers={"Authorization": f"Bearer {read_key}"}, timeout=5)
+        assert ready.json()["checks"]["ion_token"] == "ok"
 
 
 def assert_the_banner_calls_work(stack: Captured, children: dict[str, tuple[int, str]]) -> None:
@@ -116,7 +120,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRun]:
 
 
 def test_every_service_is_ready_and_the_demo_quote_becomes_an_m3_order(local_run: LocalRun) -> None:
-    assert_all_ready(local_run.children)
+    assert_all_ready(local_run.children, read_key=run_keys(local_run.directory / "var")["read"])
     assert_the_banner_calls_work(local_run.stack, local_run.children)
     # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
     local_run.stack.wait_for_line("written back on the quote: CustomText01='1", 60)

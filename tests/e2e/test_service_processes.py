@@ -12,6 +12,7 @@ import pytest
 from m3bridge.tansu import free_port
 from tests.conftest import ROOT
 from tests.processes import Captured, wait_ready
+from tests.stack import READ, READ_KEY
 
 
 def serve(name: str, port: int, bootstrap: str, state_url: str) -> Captured:
@@ -22,6 +23,7 @@ def serve(name: str, port: int, bootstrap: str, state_url: str) -> Captured:
         "M3B_STATE_URL": state_url,
         "M3B_HEARTBEAT_INTERVAL_S": "0.5",
         "M3B_LOG_FORMAT": "json",
+        "M3B_READ_KEY": READ_KEY,
     }
     return Captured([sys.executable, "-m", "m3bridge.cli", "serve", name], env=env, cwd=ROOT)
 
@@ -41,12 +43,13 @@ def two_services(kafka_bootstrap: str, tmp_path: Path):
 def test_a_message_from_one_service_process_is_consumed_by_another(two_services) -> None:
     (_, ingest_url), (_, writer_url) = two_services["quote-ingest"], two_services["order-writer"]
     for url in (ingest_url, writer_url):
-        checks = wait_ready(url, 60)["checks"]
+        wait_ready(url, 60)
+        checks = httpx.get(f"{url}/readyz", headers=READ, timeout=5).json()["checks"]
         assert checks == {"kafka": "ok", "state": "ok"}
     deadline = time.monotonic() + 30
     peers: dict = {}
     while time.monotonic() < deadline:
-        peers = httpx.get(f"{writer_url}/healthz").json()["peers"]
+        peers = httpx.get(f"{writer_url}/healthz", headers=READ).json()["peers"]
         if "quote-ingest" in peers:
             break
         time.sleep(0.2)

@@ -19,7 +19,16 @@ from shared.kafka import create_broker, publish
 from shared.settings import BridgeSettings
 from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED, dead_letter_topic
 from tests.processes import Captured, wait_until
-from tests.stack import OPERATOR, IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
+from tests.stack import (
+    OPERATOR,
+    READ,
+    IonSim,
+    QuoteWerksSim,
+    start_ion,
+    start_quotewerks,
+    start_service,
+    start_token_service,
+)
 
 ITEMS = 600
 THRESHOLD = 300  # below the item count: the full load must choose the Data Lake
@@ -81,7 +90,7 @@ async def skip_to_the_end(bootstrap: str, topics: list[str], group: str) -> None
 
 
 def healthz(url: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{url}/healthz", timeout=5).json()
+    body: dict[str, Any] = httpx.get(f"{url}/healthz", headers=READ, timeout=5).json()
     logic: dict[str, Any] = body["logic"]
     return logic
 

@@ -23,7 +23,7 @@ from shared.topics import ITEM_CHANGED
 from tests.conftest import _create_database, _drop_database
 from tests.processes import Captured, wait_until
 from tests.quotewerks_db import create_schema
-from tests.stack import IonSim, start_ion, start_service, start_token_service
+from tests.stack import READ, IonSim, start_ion, start_service, start_token_service
 
 ITEMS = 150  # below the Data Lake threshold: the MI path
 KEYS = {"catalog-sync": "catalog-sync-key-123456"}
@@ -51,7 +51,7 @@ def products(url: str) -> dict[str, dict[str, Any]]:
 
 
 def logic(url: str) -> dict[str, Any]:
-    found: dict[str, Any] = httpx.get(f"{url}/healthz", timeout=5).json()["logic"]
+    found: dict[str, Any] = httpx.get(f"{url}/healthz", headers=READ, timeout=5).json()["logic"]
     return found
 
 
@@ -100,7 +100,7 @@ def test_a_full_load_fills_the_bridges_product_table_and_contacts_are_left_alone
     assert rows["ITM000033"]["Active"] is False  # seeded STAT 90
     assert rows["ITM000001"]["Active"] is True
     assert rows["ITM000001"]["Price"] > 0
-    health = httpx.get(f"{stack.url}/healthz", timeout=5).json()
+    health = httpx.get(f"{stack.url}/healthz", headers=READ, timeout=5).json()
     assert health["logic"]["customers_written_to_quotewerks"] is False
     subscribers = health["consumers"]["subscribers"]
     assert "catalog-sync/items" in subscribers

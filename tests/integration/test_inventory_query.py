@@ -81,7 +81,7 @@ def test_cold_lookup_asks_m3_and_the_next_is_answered_from_cache(ion: IonSim, in
     assert ion.stats()["gateway"]["accepted"] == calls  # M3 was not asked again
     metrics = httpx.get(f"{inventory}/metrics", timeout=10).text
     assert 'm3bridge_inventory_cache_hits_total{figure="stock"}' in metrics
-    logic = httpx.get(f"{inventory}/healthz", timeout=10).json()["logic"]
+    logic = httpx.get(f"{inventory}/healthz", headers=READ, timeout=10).json()["logic"]
     assert logic["cache_ttl_s"] == 30
     assert logic["stock_figures_known"] >= 1
 

@@ -22,7 +22,7 @@ from shared.m3 import (
     M3TransientError,
 )
 from tests.processes import wait_until
-from tests.stack import IonSim, TokenService, start_ion, start_token_service
+from tests.stack import READ, IonSim, TokenService, start_ion, start_token_service
 
 KEYS = {"order-writer": "key-order-writer-123", "catalog-sync": "key-catalog-456", "inventory-query": "key-inv-789"}
 SERVICE_ACCOUNT = "M3BRIDGE_TST#svc-account"
@@ -246,7 +246,7 @@ def test_token_service_keeps_serving_while_the_idp_fails(tmp_path: Path, kafka_b
         return httpx.post(f"{service.url}/v1/leases", json={"priority": "interactive"}, headers=auth, timeout=10)
 
     def token_status() -> dict[str, str]:
-        status: dict[str, str] = httpx.get(f"{service.url}/healthz", timeout=5).json()["token"]
+        status: dict[str, str] = httpx.get(f"{service.url}/healthz", headers=READ, timeout=5).json()["token"]
         return status
 
     def expires_at() -> float:
@@ -256,7 +256,7 @@ def test_token_service_keeps_serving_while_the_idp_fails(tmp_path: Path, kafka_b
         return next(s.value for s in samples if s.name == "m3bridge_token_expiry_timestamp_seconds")
 
     def ready() -> httpx.Response:
-        return httpx.get(f"{service.url}/readyz", timeout=5)
+        return httpx.get(f"{service.url}/readyz", headers=READ, timeout=5)
 
     try:
         sim.stop()  # the IdP is gone

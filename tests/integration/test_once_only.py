@@ -31,7 +31,7 @@ from shared.settings import BridgeSettings
 from shared.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
 from simulators.ion.bods import BodContext, Encoding, build_item_master, ims_message
 from tests.processes import Captured, wait_until
-from tests.stack import QuoteWerksSim, start_quotewerks, start_service
+from tests.stack import READ, QuoteWerksSim, start_quotewerks, start_service
 
 SECRET = "webhook-secret-for-tests"
 BOD_SECRET = "bod-secret-for-tests"
@@ -137,7 +137,7 @@ def test_200_concurrent_deliveries_of_one_approval_give_one_202_and_one_message(
 
 
 def poller_figures(url: str) -> dict[str, Any]:
-    figures: dict[str, Any] = httpx.get(f"{url}/healthz", timeout=5).json()["logic"]["poller"]
+    figures: dict[str, Any] = httpx.get(f"{url}/healthz", headers=READ, timeout=5).json()["logic"]["poller"]
     return figures
 
 

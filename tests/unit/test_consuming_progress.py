@@ -9,7 +9,7 @@ import httpx
 import pytest
 from faststream import AckPolicy
 from prometheus_client import REGISTRY
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shared.consuming import (
     NOT_RETRYABLE,
@@ -140,9 +140,8 @@ async def test_a_raw_subscriber_gets_the_bytes_unvalidated_and_its_failures_are_
 
 
 def runtime_for(name: str) -> ServiceRuntime:
-    return ServiceRuntime(
-        BridgeSettings(service_name=name, kafka_bootstrap_servers="127.0.0.1:1"), title=name, description="test"
-    )
+    settings = BridgeSettings(service_name=name, kafka_bootstrap_servers="127.0.0.1:1", read_key=SecretStr("rk"))
+    return ServiceRuntime(settings, title=name, description="test")
 
 
 async def test_healthz_lists_every_subscriber_and_the_stalled_ones() -> None:
@@ -160,7 +159,7 @@ async def test_healthz_lists_every_subscriber_and_the_stalled_ones() -> None:
 
     transport = httpx.ASGITransport(app=runtime.app)  # no lifespan: nothing consumed
     async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
-        consumers = (await http.get("/healthz")).json()["consumers"]
+        consumers = (await http.get("/healthz", headers={"Authorization": "Bearer rk"})).json()["consumers"]
     assert set(consumers["subscribers"]) == {"svc-healthz/heartbeats", "svc-healthz/orders"}
     assert consumers["stalled"] == []
     assert consumers["subscribers"]["svc-healthz/orders"]["state"] == "idle"

@@ -246,7 +246,7 @@ def test_ionapi_secret_goes_to_token_service_only(
         secrets = [s if isinstance(s, str) else s["source"] for s in service.get("secrets") or []]
         env = _environment(service)
         if name == "token-service":
-            assert secrets == ["ionapi", "service-keys"]
+            assert sorted(secrets) == ["ionapi", "read-key", "service-keys"]  # read-key: its /healthz detail
             assert env["ION_API_FILE"] == "/run/secrets/ionapi"
         else:
             assert "ionapi" not in secrets, f"{name} must not see the .ionapi credentials"

@@ -4,34 +4,50 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services import SERVICES
+from services.catalog_sync.app import CatalogSyncSettings, create_runtime
 from shared.correlation import HTTP_HEADER
 from shared.runtime import ServiceRuntime
 from shared.settings import BridgeSettings
 
+READ = {"Authorization": "Bearer read-key-for-the-http-tests"}
+
 
 @pytest.fixture(scope="module")
 def runtime() -> ServiceRuntime:
-    return SERVICES["catalog-sync"].create_runtime()
+    settings = CatalogSyncSettings(read_key=SecretStr("read-key-for-the-http-tests"))
+    return create_runtime(settings)
 
 
 def client(runtime: ServiceRuntime) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=runtime.app), base_url="http://service")
 
 
-async def test_healthz_says_what_the_service_does_and_hears(runtime: ServiceRuntime) -> None:
+async def test_healthz_says_what_the_service_does_and_hears_to_a_reader(runtime: ServiceRuntime) -> None:
     async with client(runtime) as http:
-        body = (await http.get("/healthz")).json()
+        body = (await http.get("/healthz", headers=READ)).json()
     assert body["service"] == "catalog-sync"
     assert body["status"] == "alive"
     assert body["logic"]["state"] == "starting"  # no lifespan here: the full load has not begun
     assert body["peers"] == {}
 
 
+async def test_without_a_key_healthz_and_readyz_say_the_status_alone(runtime: ServiceRuntime) -> None:
+    """What a probe, a load balancer or a stranger gets: no checks, queues, errors, peers or paths."""
+    async with client(runtime) as http:
+        health = await http.get("/healthz")
+        ready = await http.get("/readyz")
+        wrong = await http.get("/healthz", headers={"Authorization": "Bearer not-the-key"})
+    assert (health.status_code, health.json()) == (200, {"service": "catalog-sync", "status": "ok"})
+    assert (ready.status_code, ready.json()) == (503, {"service": "catalog-sync", "ready": False})
+    assert wrong.json() == {"service": "catalog-sync", "status": "ok"}
+
+
 async def test_readyz_is_503_with_reasons_while_broker_and_state_are_down(runtime: ServiceRuntime) -> None:
     async with client(runtime) as http:
-        response = await http.get("/readyz")
+        response = await http.get("/readyz", headers=READ)
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["kafka"] == "broker not reachable"
