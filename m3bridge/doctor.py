@@ -45,13 +45,13 @@ class Check:
 
 class OwnToken:
     """Stands in for token-service: every lease is the doctor's own token of the tenant. No shared budget for its
-    few dozen calls, but it stays gentle: at most `PACE_PER_S` calls a second, and a 429 pauses it as asked."""
+    few dozen calls, but it stays gentle: at most `calls_per_s` a second (M3B_DOCTOR_CALLS_PER_S, 5), and a 429
+    pauses it as asked."""
 
-    PACE_PER_S = 5.0
-
-    def __init__(self, keeper: Any, m3_base_url: str) -> None:
+    def __init__(self, keeper: Any, m3_base_url: str, calls_per_s: float = 5.0) -> None:
         self.keeper = keeper
         self.m3_base_url = m3_base_url
+        self.calls_per_s = max(calls_per_s, 0.1)
         self._next_at = 0.0
 
     async def lease(self, priority: Priority, *, permits: int = 1, max_wait_s: float = 30.0) -> Lease:
@@ -59,7 +59,7 @@ class OwnToken:
         wait = self._next_at - loop.time()
         if wait > 0:
             await asyncio.sleep(min(wait, max_wait_s))
-        self._next_at = max(self._next_at, loop.time()) + permits / self.PACE_PER_S
+        self._next_at = max(self._next_at, loop.time()) + permits / self.calls_per_s
         token = await self.keeper.token()
         expires = datetime.fromtimestamp(token.expires_at, UTC)
         return Lease(access_token=SecretStr(token.access_token), expires_at=expires, permits=permits, waited_ms=0.0,
@@ -113,7 +113,8 @@ async def check_tenant(ionapi: str, checks: list[Check], http: httpx.AsyncClient
         return None
     checks.append(Check("tenant", f"token ({credentials.grant_type} grant)", "ok", "issued"))
     company = int(os.environ.get("M3B_M3_COMPANY", "100"))
-    return M3Client(OwnToken(keeper, credentials.m3_base_url), http, company=company,  # type: ignore[arg-type]
+    pace = float(os.environ.get("M3B_DOCTOR_CALLS_PER_S", "5"))
+    return M3Client(OwnToken(keeper, credentials.m3_base_url, pace), http, company=company,  # type: ignore[arg-type]
                     division=os.environ.get("M3B_M3_DIVISION") or None, validate=False, max_attempts=3,
                     deadline_s=60.0, source="doctor")  # fmt: skip
 

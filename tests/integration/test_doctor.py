@@ -44,6 +44,7 @@ def configured(tenant: Tenant, kafka_bootstrap: str, module_postgres_url: str, m
         "M3B_ION_API_FILE": str(tenant.ion.ionapi), "M3B_QUOTEWERKS_URL": tenant.quotewerks.url,
         "M3B_QUOTEWERKS_API_KEY": tenant.quotewerks.api_key, "M3B_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "M3B_STATE_URL": module_postgres_url, "M3B_RUN_STATE_DIR": str(tmp_path),
+        "M3B_DOCTOR_CALLS_PER_S": "40",  # the simulator's Gateway allows far more; the default 5 is for tenants
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
 
