@@ -438,3 +438,105 @@ def test_promtool_fires_quotes_waiting_for_a_person_per_class(tmp_path: Path) ->
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_fires_throttling_token_and_poll_alerts_on_their_causes_only(tmp_path: Path) -> None:
+    """promtool's rule unit test, three causes at once: 429s reported by order-writer; token fetches failing on
+    token-service a while b keeps fetching; quote polls failing on quote-ingest a while b's succeed."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    rules = {rule.get("alert"): rule for rule in _rules()}
+
+    def annotations(name: str, **labels: str) -> dict[str, str]:
+        found = {}
+        for key, value in rules[name]["annotations"].items():
+            text = " ".join(str(value).split())
+            for label, replacement in labels.items():
+                text = text.replace("{{ $labels." + label + " }}", replacement)
+            found[key] = text
+        return found
+
+    def series(name: str, labels: str, values: str) -> dict[str, str]:
+        return {"series": f'{name}{{job="m3bridge", {labels}}}', "values": values}
+
+    expected_throttling = annotations("GatewayThrottling")
+    expected_throttling["summary"] = "The ION API Gateway answered 429 to the bridge 10 times in 10 minutes"
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series(
+                        "m3bridge_upstream_reports_total",
+                        'instance="ts:8000", kind="throttled", service="order-writer"',
+                        "0x10 0+1x30",
+                    ),
+                    series(
+                        "m3bridge_upstream_reports_total",
+                        'instance="ts:8000", kind="unauthorized", service="order-writer"',
+                        "0+1x40",
+                    ),
+                    series(
+                        "m3bridge_token_refresh_total",
+                        'instance="ts-a:8000", grant="password", outcome="error"',
+                        "0x10 0+1x30",
+                    ),
+                    series(
+                        "m3bridge_token_refresh_total", 'instance="ts-a:8000", grant="password", outcome="ok"', "1x40"
+                    ),
+                    series(
+                        "m3bridge_token_refresh_total",
+                        'instance="ts-b:8000", grant="password", outcome="error"',
+                        "0+1x40",
+                    ),
+                    series(
+                        "m3bridge_token_refresh_total", 'instance="ts-b:8000", grant="password", outcome="ok"', "0+1x40"
+                    ),
+                    series("m3bridge_quote_polls_total", 'instance="qi-a:8000", outcome="failed"', "0+1x40"),
+                    series("m3bridge_quote_polls_total", 'instance="qi-a:8000", outcome="ok"', "5x40"),
+                    series("m3bridge_quote_polls_total", 'instance="qi-b:8000", outcome="failed"', "0+1x40"),
+                    series("m3bridge_quote_polls_total", 'instance="qi-b:8000", outcome="ok"', "0+1x40"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "GatewayThrottling", "exp_alerts": []},
+                    {
+                        "eval_time": "25m",
+                        "alertname": "GatewayThrottling",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "m3bridge", "severity": "warning"},
+                                "exp_annotations": expected_throttling,
+                            }
+                        ],
+                    },
+                    {"eval_time": "12m", "alertname": "TokenRefreshFailing", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "TokenRefreshFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "m3bridge", "instance": "ts-a:8000", "severity": "critical"},
+                                "exp_annotations": annotations("TokenRefreshFailing", instance="ts-a:8000"),
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "35m",
+                        "alertname": "QuoteWerksPollFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "m3bridge", "instance": "qi-a:8000", "severity": "warning"},
+                                "exp_annotations": annotations("QuoteWerksPollFailing", instance="qi-a:8000"),
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "causes-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
