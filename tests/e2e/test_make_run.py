@@ -156,6 +156,30 @@ def test_every_service_survives_a_short_fuzz_with_nothing_lost(local_run: LocalR
     assert run.problems == [], "\n".join(run.problems) + f"\nlogs: {local_run.directory / 'stack.log'}"
 
 
+SERVICE_LINE = re.compile(r"^\s*(?P<name>[a-z][a-z0-9-]*)\s+\|\s")
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)*\.(example|com|org|net)\b")
+
+
+def secrets_of(keys: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for value in keys.values():
+        found += secrets_of(value) if isinstance(value, dict) else [str(value)]
+    return [value for value in found if len(value) >= 12]
+
+
+def test_no_key_secret_or_customer_e_mail_reaches_the_services_logs(local_run: LocalRun) -> None:
+    """After the demo, the fuzz and the canary: the services' and simulators' log lines carry none of the run's keys
+    and secrets and no e-mail address (customers' personal data); the banner alone shows the local keys, on purpose."""
+    lines = [line for line in local_run.stack.lines if (m := SERVICE_LINE.match(line)) and m["name"] != "supervisor"]
+    assert len(lines) > 50, local_run.stack.output[-2000:]
+    secrets = secrets_of(run_keys(local_run.directory / "var"))
+    assert len(secrets) >= 6
+    leaked = [line for line in lines if any(secret in line for secret in secrets)]
+    assert leaked == [], "\n".join(leaked[:5])
+    mailed = [line for line in lines if EMAIL.search(line)]
+    assert mailed == [], "\n".join(mailed[:5])
+
+
 def test_ctrl_c_stops_everything_and_leaves_nothing_running(local_run: LocalRun) -> None:
     local_run.stack.signal_group(signal.SIGINT)  # Ctrl-C reaches make's whole process group
     local_run.stack.process.wait(60)
