@@ -93,7 +93,7 @@ def _migrate(_options: argparse.Namespace) -> int:
     from shared.state import db
 
     settings = BridgeSettings()
-    revision = asyncio.run(db.migrate(settings.state_url))
+    revision = asyncio.run(db.migrate(settings.state_dsn()))
     print(f"state store at migration {revision}")
     return 0
 
@@ -210,8 +210,8 @@ def _trace(options: argparse.Namespace) -> int:
 
     async def story() -> dict[str, object]:
         settings = cli_settings()
-        await db.migrate(settings.state_url)
-        engine = db.create_engine(settings.state_url)
+        await db.migrate(settings.state_dsn())
+        engine = db.create_engine(settings.state_dsn())
         try:
             return await trace(engine, options.doc_no)
         finally:

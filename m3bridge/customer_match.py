@@ -142,9 +142,9 @@ async def _run(dry_run: bool, as_json: bool) -> int:
         return 2
     rules = load_sync_rules(config_path(settings.customer_sync_file))
     countries = country_table(load_rules(config_path(settings.mapping_file)))
-    engine = db.create_engine(settings.state_url)
+    engine = db.create_engine(settings.state_dsn())
     try:
-        await db.migrate(settings.state_url)
+        await db.migrate(settings.state_dsn())
         async with httpx.AsyncClient() as http:
             m3 = m3_client_for(settings, http)
             contacts = quotewerks_client(settings.quotewerks_url, settings.quotewerks_api_key, http=http,
@@ -171,9 +171,9 @@ async def _link(account: str, number: str) -> int:
     from shared.settings import BridgeSettings
 
     settings = BridgeSettings(service_name="m3bridge-cli")
-    engine = db.create_engine(settings.state_url)
+    engine = db.create_engine(settings.state_dsn())
     try:
-        await db.migrate(settings.state_url)
+        await db.migrate(settings.state_dsn())
         other = await ledger.customer_link_for_m3(engine, number)
         if other is not None and other.quotewerks_customer_id != account:
             print(f"M3 customer {number} is linked to QuoteWerks customer {other.quotewerks_customer_id}: unlink "
@@ -196,9 +196,9 @@ async def _unlink(account: str) -> int:
     from shared.state import customer_snapshots
 
     settings = BridgeSettings(service_name="m3bridge-cli")
-    engine = db.create_engine(settings.state_url)
+    engine = db.create_engine(settings.state_dsn())
     try:
-        await db.migrate(settings.state_url)
+        await db.migrate(settings.state_dsn())
         current = await ledger.customer_link(engine, account)
         if current is None:
             print(f"QuoteWerks customer {account} is not linked", file=sys.stderr)

@@ -80,9 +80,9 @@ def describe(item: CustomerWorkItem) -> str:
 
 
 async def _conflicts(settings: BridgeSettings, customer: str | None, as_json: bool) -> int:
-    engine = db.create_engine(settings.state_url)
+    engine = db.create_engine(settings.state_dsn())
     try:
-        await db.migrate(settings.state_url)
+        await db.migrate(settings.state_dsn())
         found = await snapshots.items(engine, m3_customer_number=customer)
     finally:
         await engine.dispose()
@@ -116,9 +116,9 @@ def check_decision(item: CustomerWorkItem, take: str, value: str | None) -> str 
 
 
 async def _resolve(settings: BridgeSettings, item_id: int, take: str, value: str | None, by: str) -> int:
-    engine = db.create_engine(settings.state_url)
+    engine = db.create_engine(settings.state_dsn())
     try:
-        await db.migrate(settings.state_url)
+        await db.migrate(settings.state_dsn())
         item = await snapshots.item(engine, item_id)
         if item is None:
             print(f"no customer review item {item_id}", file=sys.stderr)

@@ -166,8 +166,8 @@ async def replay_remembered(
 ) -> tuple[int, list[str]]:
     """Replay the letters not replayed before (all of them with `again`), remembering each once it is on the
     broker. Returns how many were (or would be) sent and a warning line per letter left out."""
-    await db.migrate(settings.state_url)
-    engine = db.create_engine(settings.state_url)
+    await db.migrate(settings.state_dsn())
+    engine = db.create_engine(settings.state_dsn())
     try:
         memory = ReplayMemory(engine)
         before = await memory.replayed([letter_id(service, found) for found in letters])

@@ -243,7 +243,7 @@ async def check_kafka(settings: Any, checks: list[Check]) -> None:
 async def check_state(settings: Any, checks: list[Check]) -> None:
     from shared.state import db
 
-    engine = db.create_engine(settings.state_url)
+    engine = db.create_engine(settings.state_dsn())
     try:
         current = await db.current_revision(engine)
     except Exception as failed:

@@ -39,8 +39,8 @@ def line(item: WorkItem) -> str:
 
 
 async def _engine(settings: BridgeSettings) -> Any:
-    await db.migrate(settings.state_url)
-    return db.create_engine(settings.state_url)
+    await db.migrate(settings.state_dsn())
+    return db.create_engine(settings.state_dsn())
 
 
 async def _find(engine: Any, ref: str) -> WorkItem | None:

@@ -504,7 +504,11 @@ def create_quotewerks_engine(url: str, password: SecretStr | None = None) -> Asy
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise QuoteWerksConfigError(f"M3B_QUOTEWERKS_URL is neither http(s) nor a database URL: {url!r}") from None
+        scheme = url.split("://", 1)[0][:40] if "://" in url else "none"
+        # Not the URL itself: it may carry a password.
+        raise QuoteWerksConfigError(
+            f"M3B_QUOTEWERKS_URL is neither http(s) nor a database URL (scheme {scheme!r})"
+        ) from None
     if password is not None and password.get_secret_value() and not parsed.password:
         parsed = parsed.set(password=password.get_secret_value())
     if parsed.get_backend_name() == "sqlite":

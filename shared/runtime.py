@@ -400,8 +400,8 @@ class ServiceRuntime:
             from shared.outbox import Outbox, broker_publisher
             from shared.state import db
 
-            await db.migrate(self.settings.state_url)
-            self.engine = db.create_engine(self.settings.state_url)
+            await db.migrate(self.settings.state_dsn())
+            self.engine = db.create_engine(self.settings.state_dsn())
             if self._uses_outbox:
                 limit = self.settings.kafka_max_request_size
                 self._outbox = Outbox(self.engine, broker_publisher(self.broker, max_bytes=limit), max_bytes=limit)

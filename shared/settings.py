@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -41,7 +42,10 @@ def config_path(configured: Path) -> Path:
 class BridgeSettings(BaseSettings):
     """What every M3 Bridge process needs: its name, HTTP side, logging, Kafka and state store."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False)
+    # A refused setting names itself and why, never its value: it may be a secret, or a URL that carries one.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     service_name: str = Field("m3bridge", description="Name in logs, metrics, Kafka client ids and `source` headers.")
     instance_id: str = Field(
@@ -130,13 +134,12 @@ class BridgeSettings(BaseSettings):
 
     state_url: str = Field(
         "sqlite+aiosqlite:///var/m3bridge.db",
-        description="SQLAlchemy URL of the state store: `sqlite+aiosqlite:///path` or "
-        "`postgresql+asyncpg://user:pass@host/db`.",
+        description="SQLAlchemy URL of the state store, without a password: `sqlite+aiosqlite:///path` or "
+        "`postgresql+asyncpg://user@host/db` (the password: M3B_STATE_PASSWORD).",
     )
     state_password: SecretStr = Field(
         SecretStr(""),
-        description="Password of the state store; when set it replaces the one in M3B_STATE_URL (use a secret file, "
-        "`m3b_state_password`).",
+        description="Password of the state store (M3B_STATE_URL carries none; a secret file: `m3b_state_password`).",
     )
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="How often the service announces itself on the heartbeat topic."
@@ -174,12 +177,24 @@ class BridgeSettings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _state_password_into_the_url(self) -> Self:
-        if password := self.state_password.get_secret_value():
-            from sqlalchemy.engine import make_url
-
-            self.state_url = make_url(self.state_url).set(password=password).render_as_string(hide_password=False)
+    def _no_password_in_the_state_url(self) -> Self:
+        # urllib, not SQLAlchemy: services without a state store do not load the database libraries.
+        if urlsplit(self.state_url).password:
+            # Refused rather than used: a URL is echoed by tools and error messages, a secret setting never is.
+            raise ValueError(
+                "M3B_STATE_URL carries a password: give it as M3B_STATE_PASSWORD (a secret file, m3b_state_password) "
+                "and leave it out of the URL"
+            )
         return self
+
+    def state_dsn(self) -> str:
+        """The state store's URL with its password (M3B_STATE_PASSWORD), for opening it; never log or show it."""
+        password = self.state_password.get_secret_value()
+        if not password:
+            return self.state_url
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.state_url).set(password=password).render_as_string(hide_password=False)
 
     @model_validator(mode="after")
     def _backoff_fits_the_poll_interval(self) -> Self:

@@ -212,14 +212,27 @@ def test_the_state_store_users_get_the_postgres_password_as_a_setting(
         assert uses_state == (name in STATE_USERS), name
 
 
-def test_the_state_password_goes_into_the_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_state_password_stays_out_of_the_url_and_joins_it_only_to_open_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "m3b_state_password").write_text("generated-secret\n")
     monkeypatch.setenv("M3B_SECRETS_DIR", str(tmp_path))
     monkeypatch.setenv("M3B_ENV_FILE", str(ROOT / "does-not-exist.env"))
     monkeypatch.setenv("M3B_STATE_URL", "postgresql+asyncpg://m3bridge@postgres:5432/m3bridge")
     settings = BridgeSettings()
-    assert settings.state_url == "postgresql+asyncpg://m3bridge:generated-secret@postgres:5432/m3bridge"
+    assert settings.state_url == "postgresql+asyncpg://m3bridge@postgres:5432/m3bridge"
+    assert "generated-secret" not in repr(settings)
+    assert settings.state_dsn() == "postgresql+asyncpg://m3bridge:generated-secret@postgres:5432/m3bridge"
     assert "generated-secret" in settings.secret_values()
+
+
+def test_a_password_in_the_state_url_is_refused_without_being_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("M3B_ENV_FILE", str(ROOT / "does-not-exist.env"))
+    monkeypatch.setenv("M3B_STATE_URL", "postgresql+asyncpg://m3bridge:in-the-url-pw@postgres:5432/m3bridge")
+    with pytest.raises(ValueError, match="M3B_STATE_URL carries a password: give it as M3B_STATE_PASSWORD") as refused:
+        BridgeSettings()
+    assert "in-the-url-pw" not in str(refused.value)
+    assert "in-the-url-pw" not in repr(refused.value)
 
 
 def test_the_secret_files_are_ignored_by_git(compose: dict[str, Any]) -> None:
