@@ -201,6 +201,12 @@ def _doctor(options: argparse.Namespace) -> int:
     return doctor.run(as_json=options.json, ionapi=options.ionapi)
 
 
+def _reconcile(options: argparse.Namespace) -> int:
+    from m3bridge import reconcile
+
+    return reconcile.run(since_days=options.since, as_json=options.json)
+
+
 def _trace(options: argparse.Namespace) -> int:
     import json
 
@@ -303,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--ionapi", help="the tenant's .ionapi file (default: M3B_ION_API_FILE, or make run's)")
     doctor.add_argument("--json", action="store_true", help="as JSON")
     doctor.set_defaults(handler=_doctor)
+
+    reconciling = commands.add_parser(
+        "reconcile", help="approved quotes in QuoteWerks vs the ledger vs M3's orders: did anything slip through?"
+    )
+    reconciling.add_argument("--since", type=float, default=7.0, help="days back (default 7)")
+    reconciling.add_argument("--json", action="store_true", help="as JSON")
+    reconciling.set_defaults(handler=_reconcile)
 
     trace = commands.add_parser("trace", help="one quote's story: approval, customer, order, work items, with times")
     trace.add_argument("doc_no", help="the quote's DocNo")

@@ -72,7 +72,7 @@ class OwnToken:
             self._next_at = max(self._next_at, loop.time() + (report.retry_after_s or 1.0))
 
 
-def _local(name: str, default: str = "") -> str:
+def local_setting(name: str, default: str = "") -> str:
     """A setting from the environment, else from the local run (`make run`)."""
     if os.environ.get(name):
         return os.environ[name]
@@ -187,14 +187,14 @@ async def check_quotewerks(checks: list[Check], http: httpx.AsyncClient) -> None
     from shared.quotewerks import QuoteWerksError
     from shared.quotewerks_sql import QuoteWerksConfigError, is_database_url, quotewerks_client
 
-    url = _local("M3B_QUOTEWERKS_URL")
+    url = local_setting("M3B_QUOTEWERKS_URL")
     if not url:
         checks.append(Check("QuoteWerks", "connection", "fail", "M3B_QUOTEWERKS_URL is not set"))
         return
     kind = "database" if is_database_url(url) else "adapter"
     try:
         password = SecretStr(os.environ.get("M3B_QUOTEWERKS_SQL_PASSWORD", ""))
-        key = SecretStr(_local("M3B_QUOTEWERKS_API_KEY"))
+        key = SecretStr(local_setting("M3B_QUOTEWERKS_API_KEY"))
         client = quotewerks_client(url, key, http=http, sql_password=password)
         try:
             # quote-ingest's own read (its safety-net poll): approved quotes changed lately.
@@ -264,7 +264,7 @@ async def diagnose(*, ionapi: str | None = None) -> tuple[list[Check], list[str]
     denied: list[str] = []
     settings = local_run.cli_settings()
     async with httpx.AsyncClient() as http:
-        m3 = await check_tenant(ionapi or _local("M3B_ION_API_FILE", "/run/secrets/ionapi"), checks, http)
+        m3 = await check_tenant(ionapi or local_setting("M3B_ION_API_FILE", "/run/secrets/ionapi"), checks, http)
         if m3 is not None:
             denied = await check_transactions(m3, checks)
             await check_data_lake(m3, checks)

@@ -191,6 +191,11 @@ def _m3_admin_router(ion: IonSim) -> APIRouter:
         """{"ORST": "66"}: the order moved on in M3 (e.g. delivered); publishes SyncSalesOrder."""
         return await edit("progress_order", orno, fields)
 
+    @router.delete("/m3/orders/{orno}")
+    async def delete_order(orno: str) -> dict[str, Any]:
+        """A user deletes a customer order in M3; publishes SyncSalesOrder with actionCode Delete."""
+        return await edit("delete_order", orno)
+
     @router.get("/m3/customers/{cuno}")
     async def read_customer(cuno: str) -> dict[str, Any]:
         """The OCUSMA record as M3 holds it (a look at the data, no Gateway call)."""

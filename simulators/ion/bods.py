@@ -789,6 +789,14 @@ class BodPublisher:
         self.sim.notify(ChangeEvent("order", "change", orno, dict(order.head)))
         return dict(order.head)
 
+    def delete_order(self, orno: str) -> dict[str, object]:
+        """A user deletes the order in M3 (OIS300); publishes SyncSalesOrder with actionCode Delete."""
+        order = self.sim.store.orders.pop(orno, None)
+        if order is None:
+            raise EditError(404, f"Order number {orno} does not exist")
+        self.sim.notify(ChangeEvent("order", "delete", orno, dict(order.head)))
+        return dict(order.head)
+
     def customer(self, cuno: str) -> dict[str, object]:
         record = self.sim.store.customers.get(cuno)
         if record is None:

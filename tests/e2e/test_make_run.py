@@ -6,6 +6,7 @@ included). The variants (a supervisor's SIGTERM, `make run QUOTEWERKS=db`) are i
 
 The tests share one run and go in file order: the last one stops it."""
 
+import json
 import os
 import re
 import signal
@@ -127,7 +128,9 @@ def test_every_service_is_ready_and_the_demo_quote_becomes_an_m3_order(local_run
     assert_bods_went_through_ims(local_run.stack, local_run.children)
 
 
-def test_doctor_is_all_clear_and_trace_tells_the_demo_quotes_trip(local_run: LocalRun) -> None:
+def test_doctor_is_all_clear_trace_tells_the_demo_quotes_trip_and_reconcile_finds_a_deleted_order(
+    local_run: LocalRun,
+) -> None:
     """The operator's tools find the run by themselves (var/run.json): no M3B_ setting given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("M3B_")}
     env["M3B_RUN_STATE_DIR"] = str(local_run.directory / "var")
@@ -143,6 +146,16 @@ def test_doctor_is_all_clear_and_trace_tells_the_demo_quotes_trip(local_run: Loc
     assert trace.returncode == 0, trace.stderr
     assert trace.stdout.startswith(f"{DEMO_QUOTE}: M3 order 1"), trace.stdout
     assert "approval claimed by quote-ingest" in trace.stdout
+    order_number = trace.stdout.split("M3 order ", 1)[1].split()[0]
+    # Nothing slipped through the demo; an order deleted in M3 by hand is found.
+    clean = cli("reconcile", "--since", "1")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "0 difference(s)" in clean.stdout
+    httpx.delete(f"{local_run.children['ion-sim'][1]}/__admin/m3/orders/{order_number}", timeout=10).raise_for_status()
+    found = cli("reconcile", "--since", "1", "--json")
+    assert found.returncode == 1, found.stdout + found.stderr
+    [difference] = json.loads(found.stdout)["differences"]
+    assert (difference["doc_no"], difference["kind"]) == (DEMO_QUOTE, "order missing in M3")
 
 
 def test_every_service_survives_a_short_fuzz_with_nothing_lost(local_run: LocalRun) -> None:
