@@ -188,6 +188,8 @@ def _customers(options: argparse.Namespace) -> int:
         return customer_match.run_match(options.dry_run, options.json)
     if options.action == "link":
         return customer_match.run_link(options.quotewerks_customer, options.m3_customer)
+    if options.action == "links":
+        return customer_match.run_links(options.search, options.json)
     if options.action == "unlink":
         return customer_match.run_unlink(options.quotewerks_customer)
     if options.action == "conflicts":
@@ -367,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     link = customer_actions.add_parser("link", help="link a QuoteWerks customer to an M3 customer by hand")
     link.add_argument("quotewerks_customer")
     link.add_argument("m3_customer")
+    links = customer_actions.add_parser("links", help="list the customer links (QuoteWerks ↔ M3), or search them")
+    links.add_argument("search", nargs="?", help="part of an account, customer number, company or e-mail")
+    links.add_argument("--json", action="store_true", help="as JSON")
     unlink = customer_actions.add_parser("unlink", help="forget a QuoteWerks customer's link")
     unlink.add_argument("quotewerks_customer")
     customers.set_defaults(handler=_customers)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from m3bridge import local_run
 from shared.customer_matching import CustomerFacts, Matcher
 from shared.customers import clean
 from shared.lease import Priority
@@ -213,6 +214,44 @@ async def _unlink(account: str) -> int:
 
 def run_unlink(account: str) -> int:
     return asyncio.run(_unlink(account))
+
+
+async def _links(search: str | None, as_json: bool) -> int:
+    from shared.state.models import CustomerLink
+
+    settings = local_run.cli_settings()
+    engine = db.create_engine(settings.state_dsn())
+    try:
+        await db.migrate(settings.state_dsn())
+        from sqlalchemy import or_, select
+        from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        async with async_sessionmaker(engine)() as session:
+            query = select(CustomerLink).order_by(CustomerLink.m3_customer_number)
+            if search:
+                pattern = f"%{search}%"
+                query = query.where(or_(
+                    CustomerLink.quotewerks_customer_id.ilike(pattern), CustomerLink.m3_customer_number.ilike(pattern),
+                    CustomerLink.company.ilike(pattern), CustomerLink.email.ilike(pattern),
+                ))  # fmt: skip
+            links = list((await session.execute(query.limit(500))).scalars())
+    finally:
+        await engine.dispose()
+    rows = [{"quotewerks_customer": link.quotewerks_customer_id, "m3_customer": link.m3_customer_number,
+             "company": link.company or "", "linked_by": link.last_written_by or "",
+             "linked_at": link.linked_at.isoformat(timespec="seconds")} for link in links]  # fmt: skip
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for row in rows:
+        print(f"{row['quotewerks_customer']:<24} = M3 {row['m3_customer']:<10} {row['company'][:40]:<40} "
+              f"by {row['linked_by']} {row['linked_at']}")  # fmt: skip
+    print(f"{len(rows)} link(s)" + (" (the first 500)" if len(rows) == 500 else ""))
+    return 0
+
+
+def run_links(search: str | None, as_json: bool) -> int:
+    return asyncio.run(_links(search, as_json))
 
 
 def run_match(dry_run: bool, as_json: bool) -> int:

@@ -15,6 +15,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from m3bridge import local_run
 from shared.settings import BridgeSettings
 from shared.state import customer_snapshots as snapshots
 from shared.state import db
@@ -137,7 +138,7 @@ async def _resolve(settings: BridgeSettings, item_id: int, take: str, value: str
 
 def run(action: str, *, customer: str | None = None, as_json: bool = False, item_id: int | None = None,
         take: str | None = None, value: str | None = None, by: str | None = None) -> int:  # fmt: skip
-    settings = BridgeSettings(service_name="m3bridge-cli")
+    settings = local_run.cli_settings()
     if action == "conflicts":
         return asyncio.run(_conflicts(settings, customer, as_json))
     if item_id is None or take is None:

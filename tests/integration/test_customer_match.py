@@ -107,6 +107,13 @@ def test_spelling_variants_find_their_m3_customers_and_ambiguity_is_a_candidate_
     assert main(["customers", "link", f"V5{tag}", delta_2]) == 0
     assert main(["customers", "link", f"V6{tag}", delta_2]) == 2
     assert f"M3 customer {delta_2} is linked to QuoteWerks customer V5{tag}" in capsys.readouterr().err
+    assert main(["customers", "links", f"V5{tag}", "--json"]) == 0
+    [link] = json.loads(capsys.readouterr().out)
+    assert (link["m3_customer"], link["linked_by"]) == (delta_2, "person")
+    assert main(["customers", "unlink", f"V5{tag}"]) == 0
+    capsys.readouterr()
+    assert main(["customers", "links", f"V5{tag}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_the_report_is_readable_text_by_default(
