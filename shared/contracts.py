@@ -423,6 +423,26 @@ class DeadLetter(Contract):
     failed_at: datetime
 
 
+class AuditEvent(Contract):
+    """`m3bridge.audit.v1`: one write the bridge made to M3 or QuoteWerks, with its outcome: what was changed where,
+    by which service, for which business keys, under which correlation id. Never values of personal data."""
+
+    at: datetime
+    service: str = Field(min_length=1, max_length=64)
+    system: Literal["m3", "quotewerks"]
+    operation: str = Field(
+        min_length=1, max_length=80, description="`PROGRAM/Transaction` (M3), or `customer`, `document`, `products`."
+    )
+    keys: dict[str, str] = Field(
+        default_factory=dict, description="Business keys of the write (CUNO, ORNO, ITNO, CUOR, DocNo, account, …)."
+    )
+    outcome: Literal["ok", "refused", "unknown", "failed"] = Field(
+        description="`unknown`: the answer was lost after the write was sent (the work reads before writing again)."
+    )
+    detail: str = Field("", max_length=500, description="Why it was refused or failed.")
+    correlation_id: str = Field("", max_length=64)
+
+
 class Heartbeat(Contract):
     """`m3bridge.heartbeat.v1`: a service announcing it is alive and whether it is ready."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from shared.audit import Audit, Outcome
 from shared.contracts import Party, QuoteApproved, QuoteLine, QuoteWerksCustomerChanged
 
 
@@ -381,3 +382,63 @@ def customer_from_contact(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         raise DocumentError(f"customer is not valid: {problems}") from None
+
+
+class AuditedQuoteWerks:
+    """A QuoteWerks client whose writes go on the audit trail (`shared.audit`): document write-backs, products,
+    contacts, each with its business key (DocNo, part number, account) and outcome."""
+
+    def __init__(self, inner: QuoteWerks, audit: Audit) -> None:
+        self._inner = inner
+        self._audit = audit
+
+    async def _write(self, operation: str, keys: Mapping[str, str], work: Awaitable[R]) -> R:
+        try:
+            result = await work
+        except QuoteWerksConflictError as conflict:
+            self._audit("quotewerks", operation, keys, "refused", str(conflict))
+            raise
+        except QuoteWerksError as failed:
+            outcome: Outcome = "failed" if failed.retryable else "refused"
+            self._audit("quotewerks", operation, keys, outcome, str(failed))
+            raise
+        self._audit("quotewerks", operation, keys, "ok")
+        return result
+
+    async def document(self, doc_no: str) -> dict[str, Any]:
+        return await self._inner.document(doc_no)
+
+    async def documents(self, *, doc_type: str, status: str, modified_since: datetime | None) -> list[dict[str, Any]]:
+        return await self._inner.documents(doc_type=doc_type, status=status, modified_since=modified_since)
+
+    async def update_document(self, doc_no: str, fields: Mapping[str, str]) -> None:
+        keys = {"DocNo": doc_no, "fields": ",".join(sorted(fields))}
+        await self._write("document", keys, self._inner.update_document(doc_no, fields))
+
+    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
+        return await self._write("product", {"part": part}, self._inner.put_product(part, fields))
+
+    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]:
+        keys = {"first_part": next(iter(products), ""), "count": str(len(products))}
+        return await self._write("products", keys, self._inner.put_products(products))
+
+    async def find_product(self, part: str) -> dict[str, Any] | None:
+        return await self._inner.find_product(part)
+
+    async def customer(self, account: str) -> dict[str, Any]:
+        return await self._inner.customer(account)
+
+    async def find_customer(self, account: str) -> dict[str, Any] | None:
+        return await self._inner.find_customer(account)
+
+    async def customers(self) -> list[dict[str, Any]]:
+        return await self._inner.customers()
+
+    async def put_customer(
+        self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
+    ) -> bool:
+        work = self._inner.put_customer(account, fields, read_as=read_as, new=new)
+        return await self._write("customer", {"account": account}, work)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -44,7 +44,15 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchTabl
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
-from shared.quotewerks import QuoteWerks, QuoteWerksClient, QuoteWerksConflictError, QuoteWerksError, quotewerks_retries
+from shared.audit import Audit
+from shared.quotewerks import (
+    AuditedQuoteWerks,
+    QuoteWerks,
+    QuoteWerksClient,
+    QuoteWerksConflictError,
+    QuoteWerksError,
+    quotewerks_retries,
+)
 from shared.quotewerks_schema import (
     BRIDGE_PRODUCTS,
     DEFAULT_CHANGE_COLUMN,
@@ -532,11 +540,28 @@ def quotewerks_client(
     change_column: str = DEFAULT_CHANGE_COLUMN,
     time_zone: str = "UTC",
     sql_password: SecretStr | None = None,
+    audit: Audit | None = None,
 ) -> QuoteWerks:
     """The QuoteWerks client `url` asks for. `needs` says what the service uses ("documents", "customers",
     "products"): the SQL connector reads and writes documents and the bridge's product table, not contacts, so a
     service needing those is refused here, at start-up, with QuoteWerksConfigError rather than failing message by
     message."""
+    client = _client(url, api_key, http=http, needs=needs, writable=writable, change_column=change_column,
+                     time_zone=time_zone, sql_password=sql_password)  # fmt: skip
+    return AuditedQuoteWerks(client, audit) if audit is not None else client
+
+
+def _client(
+    url: str,
+    api_key: SecretStr,
+    *,
+    http: httpx.AsyncClient,
+    needs: Collection[str],
+    writable: Mapping[str, bool] | None,
+    change_column: str,
+    time_zone: str,
+    sql_password: SecretStr | None,
+) -> QuoteWerks:
     if not is_database_url(url):
         return QuoteWerksClient(url, api_key, http=http)
     unsupported = sorted(set(needs) - SQL_CONNECTOR_SERVES)

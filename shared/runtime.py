@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 import shared
 from shared import crash_points, topics
+from shared.audit import Audit, AuditTrail
 from shared.auth import ROLES, GuardedRoute, KeyGuard, Role
 from shared.consuming import (
     Consumer,
@@ -36,7 +37,7 @@ from shared.consuming import (
     lanes_entry,
     raw_body,
 )
-from shared.contracts import Heartbeat, Problem
+from shared.contracts import AuditEvent, Heartbeat, Problem
 from shared.dead_letters import dead_letter, send_to_dead_letters
 from shared.health import Health
 from shared.heartbeats import Heartbeats
@@ -49,7 +50,7 @@ from shared.metrics import describe_build
 from shared.operations_routes import add_operations_routes
 from shared.settings import BridgeSettings
 from shared.started import NotStartedError
-from shared.topics import Topic
+from shared.topics import AUDIT, Topic
 
 if TYPE_CHECKING:
     # The state store's libraries (SQLAlchemy, Alembic, the drivers: some 40 MB) are imported only by a service that
@@ -95,6 +96,10 @@ class ServiceRuntime:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._background: dict[asyncio.Task[object], Callable[[], None] | None] = {}
         self._stopping = asyncio.Event()
+        #: The audit trail of writes to M3 and QuoteWerks: give `runtime.audit` to the clients that write.
+        self.audit_trail = AuditTrail(self.name, self._publish_audit)
+        self.audit: Audit = self.audit_trail.record
+        self._audit_task: asyncio.Task[object] | None = None
         self.consumers = Consumers(self.name, stall_after_s=settings.consumer_stall_after_s)
         self._lanes: dict[str, Lanes] = {}
         self.retry_policy = RetryPolicy(
@@ -301,6 +306,9 @@ class ServiceRuntime:
             raise NotStartedError(f"{self.name}: the outbox is open only once the service started with uses_outbox")
         return self._outbox
 
+    async def _publish_audit(self, event: AuditEvent) -> None:
+        await self.publish(AUDIT, event, next(iter(event.keys.values()), event.service))
+
     async def publish(self, topic: Topic, payload: BaseModel, key: str) -> None:
         """`shared.kafka.publish` with this service's broker and size limit (M3B_KAFKA_MAX_REQUEST_SIZE)."""
         await publish(self.broker, topic, payload, key=key, max_bytes=self.settings.kafka_max_request_size)
@@ -411,6 +419,7 @@ class ServiceRuntime:
             for hook in self._on_startup:
                 await hook()
             await self.broker.start()
+            self._audit_task = asyncio.create_task(self.audit_trail.run(), name="audit-trail")
         except BaseException:
             # A service that cannot start must not leave its connections open behind it.
             await self._close(undo_start_hooks=False)
@@ -451,7 +460,13 @@ class ServiceRuntime:
         ran, close the HTTP client and the state store. Lanes drain first: the broker's stop does not wait for them."""
         for lanes in self._lanes.values():
             await lanes.drain(self.settings.shutdown_grace_s)
+        if self._audit_task is not None and not self._audit_task.done():
+            await self.audit_trail.drain(2.0)  # the writes' records, while the broker still takes them
         await self.broker.stop()
+        if self._audit_task is not None:
+            self._audit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._audit_task
         await self._stop_background()
         if undo_start_hooks:
             for hook in reversed(self._on_shutdown):

@@ -96,6 +96,14 @@ HEARTBEAT = Topic(
     "Each service announces itself periodically; every service's /healthz lists the peers it hears.",
 )
 
+AUDIT = Topic(
+    "m3bridge.audit.v1",
+    contracts.AuditEvent,
+    "the first business key of the write (a CUNO, ORNO, DocNo, …)",
+    "Every write the bridge makes to M3 (MI transactions that change data) and to QuoteWerks, with its business "
+    "keys, outcome, service and correlation id: the audit trail.",
+)
+
 # Services whose failures go to a dead-letter topic of their own.
 DEAD_LETTER_SERVICES = ("order-writer", "bod-listener", "catalog-sync", "quote-ingest", "inventory-query")
 
@@ -127,6 +135,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     AVAILABILITY_REQUEST,
     BOD_INBOUND,
     HEARTBEAT,
+    AUDIT,
     *(dead_letter_topic(service) for service in DEAD_LETTER_SERVICES),
 )
 

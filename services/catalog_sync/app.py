@@ -126,7 +126,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
 
     @runtime.on_startup
     async def start() -> None:
-        m3 = m3_client_for(settings, runtime.http)
+        m3 = m3_client_for(settings, runtime.http, audit=runtime.audit)
         lake = DataLakeClient(m3, poll_s=settings.data_lake_poll_s, timeout_s=settings.data_lake_timeout_s)
         store = StoredFingerprints(runtime.state)
         options = SyncOptions(
@@ -144,6 +144,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
                 http=runtime.http,
                 needs=("products", "customers") if contacts_synced else ("products",),
                 sql_password=settings.quotewerks_sql_password,
+                audit=runtime.audit,
             )
         )
         sync.set(CatalogSync(m3, lake, catalog(), store, send_report, options))

@@ -67,7 +67,7 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
 
     @runtime.on_startup
     async def start() -> None:
-        m3 = m3_client_for(settings, runtime.http)
+        m3 = m3_client_for(settings, runtime.http, audit=runtime.audit)
         writer.set(
             OrderWriter(
                 m3,

@@ -113,6 +113,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
                 change_column=settings.quotewerks_sql_change_column,
                 time_zone=settings.quotewerks_sql_time_zone,
                 sql_password=settings.quotewerks_sql_password,
+                audit=runtime.audit,
             )
         )
         rules = IngestRules(

@@ -16,11 +16,13 @@ from typing import Any
 import httpx
 from prometheus_client import Counter, Histogram
 
+from shared.audit import Audit, business_keys, no_audit
 from shared.lease import Lease, LeaseClient, LeaseError, Priority, Report
 from shared.m3 import wire
 from shared.m3.breaker import CircuitBreakers
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
+    M3BusinessError,
     M3Error,
     M3OutcomeUnknownError,
     M3ThrottledError,
@@ -72,8 +74,10 @@ class M3Client:
         backoff_max_s: float = 10.0,
         breakers: CircuitBreakers | None = None,
         source: str = "",
+        audit: Audit = no_audit,
     ) -> None:
         self._leases = leases
+        self._audit = audit
         # Sent as Infor's own client does, so the Gateway can log and throttle per caller (`x-infor-ionapi-source`).
         self._caller = {"x-infor-ionapi-source": f"m3bridge-{source}"} if source else {}
         self._http = http
@@ -241,6 +245,39 @@ class M3Client:
         return response
 
     async def _with_retries(
+        self,
+        program: str,
+        transaction: str,
+        priority: Priority,
+        method: str,
+        path: str,
+        *,
+        changes: bool,
+        raw: bool = False,
+        under_tenant: bool = False,
+        **request: Any,
+    ) -> Any:
+        """`_retrying`, with every write recorded on the audit trail (its business keys and outcome)."""
+        call = self._retrying(program, transaction, priority, method, path, changes=changes, raw=raw,
+                              under_tenant=under_tenant, **request)  # fmt: skip
+        if not changes:
+            return await call
+        operation, keys = _audited(program, transaction, request)
+        try:
+            result = await call
+        except M3OutcomeUnknownError as lost:
+            self._audit("m3", operation, keys, "unknown", str(lost))
+            raise
+        except (M3BusinessError, M3AuthorizationDeniedError) as refused:
+            self._audit("m3", operation, keys, "refused", str(refused))
+            raise
+        except M3Error as failed:
+            self._audit("m3", operation, keys, "failed", str(failed))
+            raise
+        self._audit("m3", operation, keys, "ok")
+        return result
+
+    async def _retrying(
         self,
         program: str,
         transaction: str,
@@ -434,6 +471,17 @@ def _bulk_result_shaped(result: Any) -> bool:
     return isinstance(records, list) and all(isinstance(record, dict) for record in records)
 
 
+def _audited(program: str, transaction: str, request: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """The audit name and business keys of a write: its inputs (a single call), or the first record's (bulk)."""
+    if transaction != "bulk":
+        return f"{program}/{transaction}", business_keys(request.get("params"))
+    parts = (request.get("json") or {}).get("transactions") or []
+    names = sorted({str(part.get("transaction")) for part in parts if isinstance(part, dict)})
+    first = parts[0].get("record") if parts and isinstance(parts[0], dict) else None
+    keys = business_keys(first if isinstance(first, Mapping) else None)
+    return f"{program}/{'+'.join(names) or 'bulk'} ({len(parts)} records)", keys
+
+
 def tenant_base(m3_base_url: str) -> str:
     """`{iu}/{ti}/M3` → `{iu}/{ti}`: where the tenant's other APIs are reached through the Gateway."""
     base = m3_base_url.rstrip("/")
@@ -450,7 +498,9 @@ def _outcome(status: int) -> str:
     return f"http_{status // 100}xx"
 
 
-def m3_client_for(settings: M3CallerSettings, http: httpx.AsyncClient, *, deadline_s: float | None = None) -> M3Client:
+def m3_client_for(
+    settings: M3CallerSettings, http: httpx.AsyncClient, *, deadline_s: float | None = None, audit: Audit = no_audit
+) -> M3Client:
     """The M3 client of a service, leasing from token-service with the service's own key. `deadline_s` caps
     how long one call may take (interactive callers keep it short)."""
     leases = LeaseClient(settings.token_service_url, settings.service_name, settings.token_service_key, http=http)
@@ -469,4 +519,5 @@ def m3_client_for(settings: M3CallerSettings, http: httpx.AsyncClient, *, deadli
             programs=PROGRAMS_BY_SERVICE.get(settings.service_name, ()),
         ),
         source=settings.service_name,
+        audit=audit,
     )

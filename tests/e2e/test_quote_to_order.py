@@ -426,3 +426,64 @@ def test_a_held_quote_is_on_the_work_queue_and_a_retry_after_the_fix_in_m3_order
     for step in ("approval claimed by quote-ingest", "revision 0: confirmed", f"work item {item['id']}: held",
                  f"work item {item['id']}: retried", f"work item {item['id']}: resolved"):  # fmt: skip
         assert step in story, story
+
+
+def audit_events(stack: Stack, idle_s: float = 1.5) -> list[dict[str, Any]]:
+    """Everything on m3bridge.audit.v1 so far (the session's topic: other tests' writes too)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic("m3bridge.audit.v1") or set()
+            if not partitions:
+                await consumer.topics()
+                partitions = consumer.partitions_for_topic("m3bridge.audit.v1") or set()
+            assigned = [TopicPartition("m3bridge.audit.v1", p) for p in sorted(partitions)]
+            consumer.assign(assigned)
+            await consumer.seek_to_beginning(*assigned)
+            found: list[dict[str, Any]] = []
+            quiet_since = time.monotonic()
+            while time.monotonic() - quiet_since < idle_s:
+                batches = await consumer.getmany(timeout_ms=250)
+                for records in batches.values():
+                    found += [json.loads(record.value) for record in records if record.value]
+                    quiet_since = time.monotonic()
+            return found
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_every_write_of_an_order_is_on_the_audit_trail(stack: Stack) -> None:
+    """The order's M3 writes (batch head with the DocNo as CUOR, lines, Confirm) and the write-back onto the quote,
+    each with its outcome, service and correlation id; no personal data among the keys."""
+    number = f"Q{uuid.uuid4().hex[:8].upper()}"
+    created = httpx.post(f"{stack.quotewerks.url}/__admin/documents", timeout=10, json={
+        "Number": number, "CMAccountNo": "C000001", "Lines": [{"ManufacturerPartNumber": "ITM000012", "QtyTotal": 2}],
+    })  # fmt: skip
+    created.raise_for_status()
+    doc_no = created.json()["DocumentHeader"]["DocNo"]
+    approve(stack, doc_no)
+    order_number = written_back(stack, doc_no)["CustomText01"]
+
+    def recorded() -> list[dict[str, Any]] | None:
+        events = [e for e in audit_events(stack) if doc_no in e["keys"].values() or order_number in e["keys"].values()]
+        return events if any(e["system"] == "quotewerks" for e in events) else None
+
+    events = wait_until("the order's writes on the audit trail", recorded, 30)
+    by_operation = {e["operation"]: e for e in events}
+    head = by_operation["OIS100MI/AddBatchHead"]
+    assert (head["outcome"], head["service"], head["keys"]["CUOR"]) == ("ok", "order-writer", doc_no)
+    # The lines and Confirm name the batch order (M3's temporary number), which the same correlation id ties in.
+    related = [e for e in audit_events(stack) if e["correlation_id"] == head["correlation_id"]]
+    operations = {e["operation"]: e for e in related}
+    lines = next(e for name, e in operations.items() if name.startswith("OIS100MI/AddBatchLine"))
+    assert operations["OIS100MI/Confirm"]["keys"]["ORNO"] == lines["keys"]["ORNO"]
+    assert operations["OIS100MI/Confirm"]["outcome"] == "ok"
+    assert by_operation["document"]["service"] == "quote-ingest"
+    assert by_operation["document"]["keys"]["DocNo"] == doc_no
+    assert all(e["correlation_id"] for e in events)
+    assert not [e for e in events if {"CUNM", "MAIL", "PHNO", "CUA1"} & set(e["keys"])]
