@@ -491,14 +491,25 @@ class ServiceRuntime:
 
 
 def serve(runtime: ServiceRuntime) -> None:
-    """Run the service's HTTP side and broker until SIGINT/SIGTERM, then drain and exit."""
+    """Run the service's HTTP side and broker until SIGINT/SIGTERM, then drain and exit. With a certificate and key
+    (M3B_HTTP_TLS_*) the HTTP side speaks TLS 1.2 or newer only."""
+    import ssl
+
     import uvicorn
 
-    uvicorn.run(
+    settings = runtime.settings
+    tls = settings.http_tls_cert_file is not None and settings.http_tls_key_file is not None
+    config = uvicorn.Config(
         runtime.app,
-        host=runtime.settings.http_host,
-        port=runtime.settings.http_port,
+        host=settings.http_host,
+        port=settings.http_port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(runtime.settings.shutdown_grace_s),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        ssl_certfile=str(settings.http_tls_cert_file) if tls else None,
+        ssl_keyfile=str(settings.http_tls_key_file) if tls else None,
     )
+    config.load()
+    if config.ssl is not None:
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    uvicorn.Server(config).run()

@@ -54,6 +54,14 @@ class BridgeSettings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP side (health, metrics, API) binds to.")
     http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP side.")
+    http_tls_cert_file: Path | None = Field(
+        None,
+        description="Serve the HTTP side over TLS (1.2 or newer) with this certificate chain (PEM); with "
+        "M3B_HTTP_TLS_KEY_FILE. Probes and callers then use https.",
+    )
+    http_tls_key_file: Path | None = Field(
+        None, description="The private key (PEM) of M3B_HTTP_TLS_CERT_FILE; mount it as a secret file."
+    )
     max_body_bytes: int = Field(
         4_194_304,
         ge=1024,
@@ -175,6 +183,12 @@ class BridgeSettings(BaseSettings):
         gt=0,
         description="A subscriber on one message this long (or retrying it) is listed as stalled in /healthz.",
     )
+
+    @model_validator(mode="after")
+    def _tls_cert_and_key_together(self) -> Self:
+        if (self.http_tls_cert_file is None) != (self.http_tls_key_file is None):
+            raise ValueError("M3B_HTTP_TLS_CERT_FILE and M3B_HTTP_TLS_KEY_FILE go together: set both, or neither")
+        return self
 
     @model_validator(mode="after")
     def _no_password_in_the_state_url(self) -> Self:
