@@ -25,6 +25,15 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+class _NotTrueHere(logging.Filter):
+    """Drops faststream's start-up warning that topic creation is off: the bridge creates its topics itself
+    (`m3bridge topics`, the kafka-init job, `make run`) and each service checks that the ones it reads exist,
+    naming any that does not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("faststream") and "Auto create topics is disabled" in record.getMessage())
+
+
 #: The password of a URL (`scheme://user:password@host`): masked in every record, known or not, since a database or
 #: Redis URL may carry one.
 URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@/\s]+)@")
@@ -75,6 +84,7 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json", s
     secret_masker.add(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ContextFilter(service))
+    handler.addFilter(_NotTrueHere())
     handler.addFilter(secret_masker)
     if fmt == "json":
         handler.setFormatter(

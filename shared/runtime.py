@@ -100,6 +100,7 @@ class ServiceRuntime:
         self.audit_trail = AuditTrail(self.name, self._publish_audit)
         self.audit: Audit = self.audit_trail.record
         self._audit_task: asyncio.Task[object] | None = None
+        self._subscribed_topics: set[str] = set()
         self.consumers = Consumers(self.name, stall_after_s=settings.consumer_stall_after_s)
         self._lanes: dict[str, Lanes] = {}
         self.retry_policy = RetryPolicy(
@@ -254,6 +255,7 @@ class ServiceRuntime:
 
         `in_flight=N` handles up to N messages at once in lanes per message key (`shared.lanes`): a key's messages
         in order, each partition committed up to its lowest unfinished offset (`ack_policy` does not apply)."""
+        self._subscribed_topics.add(topic.name)
         policy = self.retry_policy
         if max_attempts is not None:
             policy = RetryPolicy(
@@ -418,6 +420,8 @@ class ServiceRuntime:
         try:
             for hook in self._on_startup:
                 await hook()
+            # Before the consumers subscribe: a broker that creates topics on demand would hide the missing ones.
+            await self._say_missing_topics()
             await self.broker.start()
             self._audit_task = asyncio.create_task(self.audit_trail.run(), name="audit-trail")
         except BaseException:
@@ -477,6 +481,28 @@ class ServiceRuntime:
             await self.engine.dispose()
 
     # --- health ------------------------------------------------------------------------------------------
+
+    async def _say_missing_topics(self) -> None:
+        """One warning naming the topics this service reads that the broker does not have (it waits on them)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from shared.kafka import aiokafka_client_options
+
+        if not self._subscribed_topics:
+            return
+        admin = AIOKafkaAdminClient(**aiokafka_client_options(self.settings), client_id=f"{self.name}-topics")
+        try:
+            await asyncio.wait_for(admin.start(), 10)
+            existing = set(await asyncio.wait_for(admin.list_topics(), 10))
+        except Exception as exc:  # the broker's health is /readyz's to say; this is only a hint
+            log.info("could not check the topics: %s", type(exc).__name__)
+            return
+        finally:
+            await admin.close()
+        missing = sorted(self._subscribed_topics - existing)
+        if missing:
+            log.warning("topics %s do not exist: this service waits for them (create them with `m3bridge topics`)",
+                        ", ".join(missing))  # fmt: skip
 
     async def _kafka_ready(self) -> str | None:
         return None if await self.broker.ping(timeout=2.0) else "broker not reachable"

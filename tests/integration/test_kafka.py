@@ -164,3 +164,30 @@ async def test_dead_letter_topics_are_created_with_their_retention(kafka_bootstr
 
 def test_heartbeat_topic_is_registered() -> None:
     assert HEARTBEAT in ALL_TOPICS
+
+
+async def test_a_service_names_the_topics_it_reads_that_do_not_exist(kafka_bootstrap: str, fresh_topic: str) -> None:
+    """No warning for topics that exist (faststream's blanket "auto create topics is disabled" is dropped); one line
+    naming the missing ones."""
+    import logging
+    import uuid
+
+    from shared.runtime import ServiceRuntime
+    from tests.log_records import records_of
+
+    missing = f"test.missing.{uuid.uuid4().hex[:8]}.v1"
+    runtime = ServiceRuntime(
+        BridgeSettings(service_name="svc-topics", kafka_bootstrap_servers=kafka_bootstrap), description="test"
+    )
+    for name in (fresh_topic, missing):
+        runtime.subscriber(Topic(name, Heartbeat, "service", "test"), group=f"g-{uuid.uuid4().hex[:6]}",
+                           title=f"svc-topics/{name}", description="test")(_ignore)  # fmt: skip
+    with records_of("shared.runtime", logging.WARNING) as seen:
+        async with runtime._lifespan(runtime.app):
+            pass
+    said = [r.getMessage() for r in seen if "do not exist" in r.getMessage()]
+    assert said == [f"topics {missing} do not exist: this service waits for them (create them with `m3bridge topics`)"]
+
+
+async def _ignore(_beat: Heartbeat, _message: KafkaMessage) -> None:
+    return None
