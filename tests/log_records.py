@@ -23,9 +23,14 @@ def records_of(logger_name: str, level: int = logging.WARNING) -> Iterator[list[
     disabled (a logging config with disable_existing_loggers): it is enabled for the block, then put back."""
     logger, seen = logging.getLogger(logger_name), Records(level)
     was_disabled, logger.disabled = logger.disabled, False
+    # The logger must pass records of `level` on even where the root logger is set higher.
+    was_level = logger.level
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
     logger.addHandler(seen)
     try:
         yield seen.records
     finally:
         logger.removeHandler(seen)
+        logger.setLevel(was_level)
         logger.disabled = was_disabled

@@ -17,7 +17,7 @@ from shared.contracts import OrderResult, OrderStatusChanged
 from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
 from shared.quotewerks import DocumentError, QuoteWerks, QuoteWerksError
 from shared.quotewerks_schema import DEFAULT_CHANGE_COLUMN
-from shared.quotewerks_sql import quotewerks_client
+from shared.quotewerks_sql import is_database_url, quotewerks_client
 from shared.runtime import ServiceRuntime
 from shared.settings import QuoteWerksSettings
 from shared.started import StartedPart
@@ -132,6 +132,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
                     interval_s=settings.poll_interval_s,
                     overlap_s=settings.poll_overlap_s,
                     first_lookback_s=settings.poll_first_lookback_s,
+                    webhooks=not is_database_url(settings.quotewerks_url),
                 )
             )
             runtime.in_background(poller().run(), name="quotewerks-poller", stop=poller().stop)

@@ -40,8 +40,10 @@ class Poller:
         interval_s: float,
         overlap_s: float,
         first_lookback_s: float,
+        webhooks: bool = True,
     ) -> None:
         self.ingest = ingest
+        self.webhooks = webhooks
         self.engine = engine
         self.interval_s = interval_s
         self.overlap = timedelta(seconds=overlap_s)
@@ -65,6 +67,11 @@ class Poller:
         what went wrong (nothing is skipped then: the next poll starts from the same point)."""
         stored = await self._stored()
         since = stored - self.overlap if stored is not None else datetime.now(UTC) - self.first_lookback
+        if stored is None:
+            # The first poll of this installation: say where it starts, so an older approval not ordered has a why.
+            log.info("the first poll looks back to %s (M3B_POLL_FIRST_LOOKBACK_S): quotes approved before then are not "
+                     "picked up by the poll; approve such a quote again to have it ordered",
+                     since.isoformat(timespec="seconds"))  # fmt: skip
         published, newest = await self.ingest.poll(since)
         if newest is not None and (stored is None or newest > stored):
             await fingerprints.put(self.engine, SINCE_KIND, SINCE_KEY, newest.astimezone(UTC).isoformat())
@@ -88,7 +95,8 @@ class Poller:
             self.last_error = ""
             self.published += published
             if published:
-                log.info("poller published %d approved quotes whose webhook did not arrive", published)
+                why = " whose webhook did not arrive" if self.webhooks else ""
+                log.info("poller published %d approved quotes%s", published, why)
 
     async def _stopped_within(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):

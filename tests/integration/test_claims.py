@@ -4,6 +4,7 @@ a publication that fails leaves them to the relay; the poll survives QuoteWerks 
 and fetches only what changed since it was claimed."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from shared.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
 from simulators.ion.bods import BodContext, build_item_master
 from simulators.quotewerks.app import create_app
 from tests.conftest import _create_database, _drop_database
+from tests.log_records import records_of
 from tests.outbox_doubles import kept_outbox
 
 RULES = IngestRules(
@@ -207,7 +209,11 @@ async def test_the_poll_remembers_its_point_and_fetches_only_unclaimed_quotes(en
         ).outcome == "published"
         qw.fetched.clear()
         (await http.post("/api/v1/documents/AAAQ1007/approve", headers=API_KEY)).raise_for_status()
-        assert await polling.poll_once() == 1
+        with records_of("services.quote_ingest.poller", logging.INFO) as said:
+            assert await polling.poll_once() == 1
+        # The first poll says how far back it looks, so an older approval left out has a reason in the log.
+        [first] = [r.getMessage() for r in said if "the first poll looks back to" in r.getMessage()]
+        assert "approve such a quote again to have it ordered" in first
         assert qw.fetched == ["AAAQ1007"], "claimed quotes are skipped before fetching the document"
         stored = await fingerprints.get(engine, SINCE_KIND, SINCE_KEY)
         assert stored is not None
