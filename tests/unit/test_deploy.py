@@ -341,7 +341,8 @@ def test_token_service_shares_its_budget_through_redis(
         # A service's own depends_on replaces the anchor's: the jobs must still come first.
         assert token_service["depends_on"][job]["condition"] == "service_completed_successfully", job
     for key, value in _environment(token_service).items():
-        monkeypatch.setenv(key, value)
+        # Compose's own interpolation, with nothing set: `${VAR:-default}` is the default.
+        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value))
     monkeypatch.setenv("M3B_ENV_FILE", str(ROOT / "does-not-exist.env"))
     monkeypatch.setenv("M3B_SECRETS_DIR", "")
     assert TokenServiceSettings().budget_redis_url == url
