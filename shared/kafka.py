@@ -36,12 +36,23 @@ class MessageTooLargeError(ValueError):
     """A payload exceeds the producer's size limit; raised before anything is sent."""
 
 
+def kafka_ssl_context(settings: BridgeSettings) -> ssl.SSLContext:
+    """TLS 1.2 or newer to the brokers, checked against M3B_KAFKA_SSL_CA_FILE (else the system's trust store), with
+    this client's certificate when M3B_KAFKA_SSL_CERT_FILE / _KEY_FILE are set."""
+    cafile = str(settings.kafka_ssl_ca_file) if settings.kafka_ssl_ca_file else None
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.kafka_ssl_cert_file is not None and settings.kafka_ssl_key_file is not None:
+        context.load_cert_chain(str(settings.kafka_ssl_cert_file), str(settings.kafka_ssl_key_file))
+    return context
+
+
 def kafka_security(settings: BridgeSettings) -> BaseSecurity | None:
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None
     use_ssl = protocol in ("SSL", "SASL_SSL")
-    ssl_context = ssl.create_default_context() if use_ssl else None
+    ssl_context = kafka_ssl_context(settings) if use_ssl else None
     if protocol == "SSL":
         return BaseSecurity(ssl_context=ssl_context, use_ssl=True)
     sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}

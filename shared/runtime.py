@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -416,7 +417,7 @@ class ServiceRuntime:
                 limit = self.settings.kafka_max_request_size
                 self._outbox = Outbox(self.engine, broker_publisher(self.broker, max_bytes=limit), max_bytes=limit)
                 self.health.set_detail("outbox", self._outbox.describe)
-        self._http = httpx.AsyncClient()
+        self._http = httpx.AsyncClient(verify=outgoing_tls(self.settings))
         try:
             for hook in self._on_startup:
                 await hook()
@@ -516,11 +517,19 @@ class ServiceRuntime:
         return None
 
 
+def outgoing_tls(settings: BridgeSettings) -> ssl.SSLContext | bool:
+    """What the service's outgoing HTTPS trusts: M3B_HTTP_CA_FILE when set (a private CA, a TLS-inspecting proxy),
+    else the system's store (True)."""
+    if settings.http_ca_file is None:
+        return True
+    context = ssl.create_default_context(cafile=str(settings.http_ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def serve(runtime: ServiceRuntime) -> None:
     """Run the service's HTTP side and broker until SIGINT/SIGTERM, then drain and exit. With a certificate and key
     (M3B_HTTP_TLS_*) the HTTP side speaks TLS 1.2 or newer only."""
-    import ssl
-
     import uvicorn
 
     settings = runtime.settings

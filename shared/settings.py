@@ -106,6 +106,20 @@ class BridgeSettings(BaseSettings):
     )
     kafka_sasl_username: str = Field("", description="SASL user name.")
     kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (use a secret file).")
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="With SSL / SASL_SSL: the CA bundle (PEM) the brokers' certificates are checked against, "
+        "for a private CA; unset: the system's trust store.",
+    )  # fmt: skip
+    kafka_ssl_cert_file: Path | None = Field(
+        None, description="With SSL / SASL_SSL: this client's certificate (PEM), for brokers that require one."
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        None, description="The private key (PEM) of M3B_KAFKA_SSL_CERT_FILE (mount it as a secret file)."
+    )
+    http_ca_file: Path | None = Field(
+        None, description="A CA bundle (PEM) trusted for the bridge's outgoing HTTPS (the ION API Gateway, "
+        "token-service, a QuoteWerks adapter), for a private CA or a TLS-inspecting proxy; unset: the system's.",
+    )  # fmt: skip
     kafka_session_timeout_ms: int = Field(
         6000,
         ge=1000,
@@ -183,6 +197,15 @@ class BridgeSettings(BaseSettings):
         gt=0,
         description="A subscriber on one message this long (or retrying it) is listed as stalled in /healthz.",
     )
+
+    @model_validator(mode="after")
+    def _kafka_tls_files_fit_the_protocol(self) -> Self:
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            raise ValueError("M3B_KAFKA_SSL_CERT_FILE and M3B_KAFKA_SSL_KEY_FILE go together: set both, or neither")
+        given = self.kafka_ssl_ca_file or self.kafka_ssl_cert_file
+        if given is not None and self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError("M3B_KAFKA_SSL_* files need M3B_KAFKA_SECURITY_PROTOCOL SSL or SASL_SSL")
+        return self
 
     @model_validator(mode="after")
     def _tls_cert_and_key_together(self) -> Self:

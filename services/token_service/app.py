@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 from shared.ionapi import IonApiCredentials, IonApiFileError
 from shared.lease import Lease, LeaseRequest, Priority, Report
 from shared.logs import secret_masker
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, outgoing_tls
 from shared.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             secret = credentials.client_secret.get_secret_value()
             store = shared_tokens.SharedTokens(redis, key_prefix=prefix, client_secret=secret)
         keeper = TokenKeeper(credentials, refresh_ahead_s=settings.refresh_ahead_s, store=store,
-                             owner=settings.instance_id)  # fmt: skip
+                             owner=settings.instance_id, verify=outgoing_tls(settings))  # fmt: skip
         desk["desk"] = LeaseDesk(budget, keeper, credentials.m3_base_url)
         runtime.health.set_detail("credentials", {"tenant": credentials.tenant, "grant": credentials.grant_type})
         runtime.health.set_detail("token", keeper.status)

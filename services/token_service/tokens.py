@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import warnings
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class TokenKeeper:
         transport: httpx.AsyncBaseTransport | None = None,
         store: SharedTokens | None = None,
         owner: str = "token-service",
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._credentials = credentials
         self._store = store
@@ -80,6 +82,7 @@ class TokenKeeper:
             token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
             timeout=timeout_s,
             transport=transport,
+            verify=verify,
         )
         self._current: CachedToken | None = None
         self._refresh: asyncio.Task[CachedToken] | None = None
