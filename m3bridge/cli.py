@@ -254,7 +254,39 @@ def _dry_run(options: argparse.Namespace) -> int:
     customer = None if options.customer else plan_customer(quote, rules, field_lengths={})
     plan = plan_order(quote, rules, customer_number=options.customer or "", field_lengths={}, customer=customer)
     print(describe(plan))
-    return 1 if plan.held else 0
+    if plan.held:
+        return 1
+    if options.offline:
+        return 0
+    from m3bridge.doctor import local_setting
+
+    ionapi = local_setting("M3B_ION_API_FILE")
+    if not ionapi or not Path(ionapi).exists():
+        print("items not checked against M3: no tenant (M3B_ION_API_FILE, or a running make run); --offline")
+        return 0
+    verdict, held = asyncio.run(_items_in_m3(plan, rules, ionapi))
+    print(verdict)
+    return 1 if held else 0
+
+
+async def _items_in_m3(plan: object, rules: object, ionapi: str) -> tuple[str, bool]:
+    """What M3 says of the quote's items (each exists and is active), with the tenant as the doctor reaches it."""
+    import httpx
+
+    from m3bridge.doctor import check_tenant
+    from services.order_writer.orders import OrderWriter
+    from services.order_writer.refusals import HoldError
+
+    async with httpx.AsyncClient() as http:
+        m3 = await check_tenant(ionapi, [], http)
+        if m3 is None:
+            return "items not checked against M3: no token from the tenant (m3bridge doctor says why)", False
+        try:
+            await OrderWriter(m3, None, rules).check_items(plan)  # type: ignore[arg-type]
+        except HoldError as held:
+            lines = "\n".join(f"  {problem.message}" for problem in held.problems)
+            return f"M3 would hold it:\n{lines}", True
+    return "M3 has every item, active: ready to send", False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     dry_run.add_argument("quote", type=Path, help="a quotewerks.quote.approved.v1 payload")
     dry_run.add_argument("--customer", help="the M3 customer number; without it the customer is created first")
     dry_run.add_argument("--rules", type=Path, help="mapping rules (default: M3B_MAPPING_FILE)")
+    dry_run.add_argument("--offline", action="store_true", help="do not ask M3 about the items")
     dry_run.set_defaults(handler=_dry_run)
 
     options = parser.parse_args(argv)

@@ -101,3 +101,23 @@ def test_an_unusable_ionapi_file_is_named(configured: None, tmp_path: Path, caps
     [ionapi] = [c for c in checks if c["name"] == ".ionapi file"]
     assert ionapi["status"] == "fail"
     assert "M3B_ION_API_FILE" in str(ionapi["detail"])
+
+
+def test_dry_run_asks_m3_about_the_items_and_exits_1_when_the_quote_would_be_held(
+    configured: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = json.loads((Path(__file__).resolve().parents[2] / "docs/examples/quote-approved.json").read_text())
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(example))
+    bad = tmp_path / "bad.json"
+    example["Lines"][0]["ManufacturerPartNumber"] = "NOPE-123"
+    bad.write_text(json.dumps(example))
+    capsys.readouterr()
+    assert main(["dry-run", str(good), "--customer", "C000001"]) == 0
+    assert "M3 has every item, active: ready to send" in capsys.readouterr().out
+    assert main(["dry-run", str(bad), "--customer", "C000001"]) == 1
+    said = capsys.readouterr().out
+    assert "ready to send" in said  # the mapping alone has nothing against it ...
+    assert "M3 would hold it:" in said  # ... M3 does not know the item
+    assert "NOPE-123" in said.split("M3 would hold it:")[1]
+    assert main(["dry-run", str(bad), "--customer", "C000001", "--offline"]) == 0
