@@ -157,7 +157,8 @@ class BridgeSettings(BaseSettings):
     state_url: str = Field(
         "sqlite+aiosqlite:///var/m3bridge.db",
         description="SQLAlchemy URL of the state store, without a password: `sqlite+aiosqlite:///path` or "
-        "`postgresql+asyncpg://user@host/db` (the password: M3B_STATE_PASSWORD).",
+        "`postgresql+asyncpg://user@host/db` (the password: M3B_STATE_PASSWORD; TLS: `?ssl=verify-full`, a private "
+        "CA in PGSSLROOTCERT).",
     )
     state_password: SecretStr = Field(
         SecretStr(""),
