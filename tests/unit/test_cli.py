@@ -98,6 +98,18 @@ def test_a_refused_secret_setting_is_named_without_its_value(
     assert "the-actual-secret" not in err
 
 
+def test_a_password_in_a_url_setting_stops_the_start_in_one_line_without_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("M3B_TOKEN_SERVICE_KEY", "a-key-long-enough")
+    monkeypatch.setenv("M3B_STATE_URL", "postgresql+asyncpg://m3bridge:url-pass-word@db:5432/m3bridge")
+    assert main(["serve", "order-writer"]) == 2
+    err = capsys.readouterr().err
+    assert "M3B_STATE_URL carries a password: give it as M3B_STATE_PASSWORD" in err
+    assert "url-pass-word" not in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize("service", ["token-service", "inventory-query"])
 def test_a_service_without_a_state_store_starts_without_the_database_libraries(service: str) -> None:
     """Memory: SQLAlchemy, Alembic and the drivers are some 40 MB; only the services that open the store load them."""
