@@ -7,6 +7,7 @@ the customer that Add would have made (CRS610MI/LstByName) before sending Add ag
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ from shared.state.models import CustomerCreation
 
 PENDING = "pending"
 CREATED = "created"
+
+
+def shown(identity: str) -> str:
+    """A party identity as messages and logs may carry it: an e-mail address (personal data) as a short digest."""
+    if identity.startswith("email:"):
+        return f"e-mail #{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
+    return identity
 
 
 @dataclass(frozen=True)
@@ -56,11 +64,11 @@ async def claim(
             if row.state == CREATED and row.m3_customer_number:
                 return CreationClaim(recorded, resumed=True, m3_customer_number=row.m3_customer_number)
             if row.owner != owner and _aware(row.claimed_at) + timedelta(seconds=hold_s) > now:
-                raise EntryBusyError(f"customer {identity} is being created by {row.owner}")
+                raise EntryBusyError(f"customer {shown(identity)} is being created by {row.owner}")
             row.owner, row.claimed_at = owner, now
             return CreationClaim(recorded, resumed=True)
     except IntegrityError:
-        raise EntryBusyError(f"customer {identity} is being created by another worker") from None
+        raise EntryBusyError(f"customer {shown(identity)} is being created by another worker") from None
 
 
 async def created(engine: AsyncEngine, identity: str, number: str) -> None:

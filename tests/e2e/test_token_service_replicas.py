@@ -79,23 +79,24 @@ def test_a_token_service_replica_killed_under_load_loses_no_quote_and_causes_no_
         for quote in quotes:
             quotewerks.api("POST", f"documents/{quote.doc_no}/approve")
 
-        def ordered() -> int:
-            return sum(1 for q in quotes if quotewerks.api("GET", f"documents/{q.doc_no}")["DocumentHeader"]
-                       .get("CustomText01"))  # fmt: skip
+        def confirmed() -> int:
+            """Orders M3 has confirmed (the simulator's count since the reset): the write-backs onto the quotes come
+            later, in bursts, so they are no measure of how far the run is."""
+            return int(ion.stats()["m3"].get("OIS100MI/Confirm", 0))
 
-        # Early in the run (an eighth ordered): counting all 24 write-backs takes a moment of its own, and the budget
-        # must still have most of the quotes to pace when the replica dies.
-        wait_until("the first quotes to be ordered", lambda: ordered() >= len(quotes) // 8, 120)
+        wait_until("the first orders to be confirmed in M3", lambda: confirmed() >= 3, 120)
         os.killpg(replicas[0].process.process.pid, signal.SIGKILL)
         replicas[0].process.process.wait()
-        killed_at = ordered()
+        killed_at = confirmed()
 
         survivor = Stack(ion, quotewerks, replicas[1], ingest, writers[0], {}, kafka_bootstrap)
         for quote in quotes:
             written_back(survivor, quote.doc_no, timeout_s=240)
         gateway = ion.stats()["gateway"]
 
-        assert killed_at < len(quotes), "every quote was ordered before the kill: the test proves nothing"
+        assert killed_at < len(quotes), (
+            f"all {killed_at} orders were confirmed before the kill: the test proves nothing"
+        )
         assert gateway["throttled"] == 0, gateway
         assert gateway["peak_accepted_per_period"] <= LIMIT_PER_SECOND, gateway
         for quote in quotes:

@@ -309,3 +309,11 @@ async def test_a_spelling_variant_of_an_m3_customer_is_linked_not_created(memory
     outcome = await sync(m3).apply(event)
     assert (outcome.action, outcome.customer) == ("unchanged", "C000003")
     assert m3.writes() == []
+
+
+def test_a_new_customers_e_mail_identity_is_never_spelled_out_in_messages() -> None:
+    shown = customer_creations.shown("email:buyer@new.example")
+    assert "@" not in shown
+    assert shown == customer_creations.shown("email:buyer@new.example")  # the same party reads the same in every line
+    assert shown != customer_creations.shown("email:other@new.example")
+    assert customer_creations.shown("C000003") == "C000003"
