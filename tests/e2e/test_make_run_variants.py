@@ -3,6 +3,8 @@ test_make_run.py): `m3bridge run` stopped by SIGTERM as a process manager stops 
 against a local QuoteWerks database instead of the simulator."""
 
 import contextlib
+import json
+import os
 import re
 import signal
 import sqlite3
@@ -101,3 +103,58 @@ def test_make_run_against_a_quotewerks_database(tmp_path: Path) -> None:
         assert_all_gone(stack, children)
     finally:
         stack.kill_all()
+
+
+def test_a_held_quote_on_the_work_queue_outlives_a_restart_and_a_retry_after_the_fix_orders_it(tmp_path: Path) -> None:
+    """The operator's first morning: a quote held for an item M3 lacks is on the work queue; the run stops and starts
+    again with --keep-state and the item is still there; the item is created in M3, `work retry` sends the quote,
+    it becomes an order and the work item resolves itself. The tools find the run on their own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("M3B_")}
+    env["M3B_RUN_STATE_DIR"] = str(tmp_path / "var")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "m3bridge.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+
+    def held_item() -> dict[str, Any] | None:
+        listed = cli("work", "list", "--doc", "AAAQ1003", "--json")
+        assert listed.returncode == 0, listed.stderr
+        found = json.loads(listed.stdout)
+        return found[0] if found else None
+
+    first = start_stack([sys.executable, "-m", "m3bridge.cli", "run", "--no-demo"], tmp_path)
+    try:
+        children = started(first)
+        quotewerks = children["quotewerks-sim"][1]
+        key = json.loads((tmp_path / "var" / "run-keys.json").read_text())["quotewerks_api_key"]
+        httpx.post(f"{quotewerks}/api/v1/documents/AAAQ1003/approve", headers={"X-API-Key": key}, timeout=10)
+        item = wait_until("the held quote on the work queue", held_item, 60, dump=lambda: first.output[-3000:])
+        assert (item["state"], item["status"]) == ("held", "open")
+        first.process.send_signal(signal.SIGTERM)
+        first.process.wait(60)
+    finally:
+        first.kill_all()
+    # Stopped: the queue is in the state store, not on the broker.
+    assert held_item() == item
+    again = start_stack([sys.executable, "-m", "m3bridge.cli", "run", "--no-demo", "--keep-state"], tmp_path)
+    try:
+        children = started(again)
+        assert held_item() is not None
+        ion = children["ion-sim"][1]
+        httpx.post(f"{ion}/__admin/m3/items", json={"ITNO": "NOPE-123", "ITDS": "Created for the retry"},
+                   timeout=10).raise_for_status()  # fmt: skip
+        retried = cli("work", "retry", str(item["id"]), "--note", "item created in MMS001")
+        assert retried.returncode == 0, retried.stderr
+
+        def resolved() -> dict[str, Any] | None:
+            shown = cli("work", "show", str(item["id"]), "--json")
+            found: dict[str, Any] = json.loads(shown.stdout)
+            return found if found["status"] == "resolved" else None
+
+        done = wait_until("the retried quote ordered", resolved, 90, dump=lambda: again.output[-3000:])
+        assert [e["event"] for e in done["history"]] == ["held", "retried", "resolved"]
+        assert done["history"][-1]["note"].startswith("became M3 order 1")
+        again.process.send_signal(signal.SIGTERM)
+        again.process.wait(60)
+    finally:
+        again.kill_all()
