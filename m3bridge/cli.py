@@ -356,20 +356,27 @@ def main(argv: list[str] | None = None) -> int:
     trace.add_argument("--json", action="store_true", help="as JSON")
     trace.set_defaults(handler=_trace)
 
-    work = commands.add_parser("work", help="the work queue: quotes held or failed, to retry or resolve")
+    work = commands.add_parser(
+        "work", help="the work queue: quotes held or failed, changes not applied, to retry or resolve"
+    )
     work_actions = work.add_subparsers(dest="action", required=True)
     listing = work_actions.add_parser("list", help="open work items (newest first)")
     listing.add_argument("--all", action="store_true", help="open and resolved")
     listing.add_argument("--resolved", action="store_true", help="resolved only")
-    listing.add_argument("--doc", help="only this DocNo")
+    listing.add_argument("--doc", help="only this DocNo (or item number, customer number of a change)")
+    listing.add_argument(
+        "--kind", help="only this kind: quote, item, price, stock, m3-customer, qw-customer, new-customer"
+    )
     listing.add_argument("--customer", help="only this customer (QuoteWerks account or company)")
     listing.add_argument("--item", help="only quotes with this item")
     listing.add_argument("--class", dest="error_class", help="only this class: business, mapping, authorization, …")
     listing.add_argument("--json", action="store_true", help="as JSON")
-    show = work_actions.add_parser("show", help="one item: reason, history, the M3 calls the mapping makes now")
+    show = work_actions.add_parser(
+        "show", help="one item: reason, history, the M3 calls the mapping makes now (a change: the message)"
+    )
     show.add_argument("item", help="its number, or a DocNo")
     show.add_argument("--json", action="store_true", help="as JSON")
-    retry = work_actions.add_parser("retry", help="send the quote again (after fixing the cause)")
+    retry = work_actions.add_parser("retry", help="send the quote or change again (after fixing the cause)")
     retry.add_argument("item", help="its number, or a DocNo")
     retry.add_argument("--note", default="", help="why, for the history")
     retry.add_argument("--again", action="store_true", help="also a resolved item")

@@ -1,11 +1,13 @@
-"""`m3bridge work list|show|retry|resolve`: the quotes that need a person.
+"""`m3bridge work list|show|retry|resolve`: the quotes and changes that need a person.
 
 order-writer puts each quote it holds (an unknown or inactive item, a mapping refusal, a customer alike to several)
 or fails (M3 refused it) on the work queue in the state store, with the reason, the class, the attempts, the
 history and the quote itself; it takes it off when the quote becomes an order. `retry` sends the stored quote
 again through the same exactly-once path (order-writer looks for its order in M3 first, paced by the tenant's
 budget); `show` previews the M3 calls the current mapping makes of it; `resolve --note` closes an item a person
-settled some other way. With `make run` the tools find its state store and broker themselves.
+settled some other way. A change catalog-sync or order-writer could not apply (an item, price, stock or customer
+change) is an item too: `retry` sends the message to its topic again, and the item closes once it is applied.
+With `make run` the tools find its state store and broker themselves.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from m3bridge.local_run import BrokerNotFoundError, cli_settings
 from shared.settings import BridgeSettings
 from shared.state import db, work_items
 from shared.state.models import WorkItem
-
-REPLAY_HEADER = "m3bridge-replayed-from"
+from shared.work_queue import WORK_ITEM_REF
 
 
 def as_dict(item: WorkItem) -> dict[str, Any]:
     return {
-        "id": item.id, "kind": item.kind, "doc_no": item.subject, "revision": item.revision, "state": item.state,
+        "id": item.id, "kind": item.kind, "subject": item.subject,
+        **({"doc_no": item.subject} if item.kind == work_items.QUOTE else {}),
+        "revision": item.revision, "state": item.state,
         "class": item.error_class, "reason": item.reason, "customer": item.customer,
         "items": (item.items or "").split(),
         "attempts": item.attempts, "status": item.status, "opened_at": item.opened_at.isoformat(timespec="seconds"),
@@ -34,8 +37,8 @@ def as_dict(item: WorkItem) -> dict[str, Any]:
 
 
 def line(item: WorkItem) -> str:
-    return (f"#{item.id:<5} {item.subject:<14} {item.state:<7} {item.error_class:<14} {item.status:<9} "
-            f"{item.attempts:>2}x  {item.reason[:90]}")  # fmt: skip
+    return (f"#{item.id:<5} {item.kind:<12} {item.subject:<14} {item.state:<7} {item.error_class:<17} "
+            f"{item.status:<9} {item.attempts:>2}x  {item.reason[:90]}")  # fmt: skip
 
 
 async def _engine(settings: BridgeSettings) -> Any:
@@ -57,7 +60,7 @@ async def _list(options: Any) -> int:
         status: work_items.Status = "all" if options.all else ("resolved" if options.resolved else "open")
         found = await work_items.search(
             engine, status=status, doc_no=options.doc, customer=options.customer, item=options.item,
-            error_class=options.error_class,
+            error_class=options.error_class, kind=options.kind,
         )  # fmt: skip
     finally:
         await engine.dispose()
@@ -97,10 +100,19 @@ async def _show(options: Any) -> int:
         print(json.dumps(as_dict(item), indent=2, ensure_ascii=False))
         return 0
     print(line(item))
-    print(f"  customer {item.customer or '-'}, items {item.items or '-'}, opened {item.opened_at:%Y-%m-%d %H:%M}")
+    if item.kind != work_items.QUOTE:
+        change = work_items.Change.loads(item.payload)
+        print(
+            f"  {item.service}: the change on {change.topic} (key {change.key}), opened {item.opened_at:%Y-%m-%d %H:%M}"
+        )
+    else:
+        print(f"  customer {item.customer or '-'}, items {item.items or '-'}, opened {item.opened_at:%Y-%m-%d %H:%M}")
     for event in work_items.history(item):
         detail = event.get("reason") or event.get("note") or ""
         print(f"  {event['at']}  {event['event']:<9} {detail}")
+    if item.kind != work_items.QUOTE:
+        print(f"\nthe message `m3bridge work retry {item.id}` sends again:\n  {change.value}")
+        return 0
     print("\nwhat the current mapping sends to M3 (offline, before M3 checks the items):")
     try:
         print(preview(item.payload))
@@ -109,11 +121,30 @@ async def _show(options: Any) -> int:
     return 0
 
 
-async def _retry(options: Any) -> int:
+async def _send_again(settings: BridgeSettings, item: WorkItem) -> str:
+    """Publishes the item's quote or change again, its replay header naming the item; says what it sent."""
     from shared.contracts import QuoteApproved
-    from shared.kafka import create_broker, publish
-    from shared.topics import QUOTE_APPROVED
+    from shared.kafka import REPLAY_HEADER, create_broker, publish, publish_raw
+    from shared.topics import QUOTE_APPROVED, topic_named
 
+    headers = {REPLAY_HEADER: f"{WORK_ITEM_REF}{item.id}"}
+    broker = create_broker(settings)
+    async with broker:
+        await broker.start()
+        if item.kind == work_items.QUOTE:
+            quote = QuoteApproved.model_validate_json(item.payload)
+            await publish(broker, QUOTE_APPROVED, quote, key=quote.doc_no, headers=headers)
+            return f"quote {quote.doc_no}"
+        change = work_items.Change.loads(item.payload)
+        topic = topic_named(change.topic)
+        if topic is None:
+            raise LookupError(f"work item {item.id} names topic {change.topic!r}, which the bridge does not have")
+        await publish_raw(broker, topic, change.value.encode(), key=change.key or None,
+                          max_bytes=settings.kafka_max_request_size, headers=headers)  # fmt: skip
+        return f"{item.kind} change {change.key} (to {change.topic})"
+
+
+async def _retry(options: Any) -> int:
     try:
         settings = cli_settings(needs_broker=True)
     except BrokerNotFoundError as missing:
@@ -128,16 +159,15 @@ async def _retry(options: Any) -> int:
         if item.status != work_items.OPEN and not options.again:
             print(f"work item {item.id} is resolved; --again sends it anyway", file=sys.stderr)
             return 2
-        quote = QuoteApproved.model_validate_json(item.payload)
-        broker = create_broker(settings)
-        async with broker:
-            await broker.start()
-            await publish(broker, QUOTE_APPROVED, quote, key=quote.doc_no,
-                          headers={REPLAY_HEADER: f"work-item:{item.id}"})  # fmt: skip
+        try:
+            sent = await _send_again(settings, item)
+        except LookupError as unknown:
+            print(unknown, file=sys.stderr)
+            return 2
         await work_items.note(engine, item.id, "retried", options.note or "sent again by a person")
     finally:
         await engine.dispose()
-    print(f"quote {quote.doc_no} sent again (work item {item.id}); `m3bridge work show {item.id}` follows it")
+    print(f"{sent} sent again (work item {item.id}); `m3bridge work show {item.id}` follows it")
     return 0
 
 

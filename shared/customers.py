@@ -92,16 +92,17 @@ def consume_customer_changes(
     description: str,
     apply: Callable[[Any], Awaitable[CustomerWriteOutcome]],
     change: Callable[[Any], str],
+    work_kind: str,
 ) -> None:
     """Subscribe `apply` to `topic`'s customer changes (either direction). A change is committed once the other
-    side has it or its dead letter ("customer-rejected") is on the broker; a transient failure redelivers it;
-    `change(event)` names it in the log."""
+    side has it or its dead letter ("customer-rejected") is on the broker, with its work item of `work_kind`; a
+    transient failure redelivers it; `change(event)` names it in the log."""
 
     async def on_change(event: Any, message: KafkaMessage) -> None:
         dead_letter = partial(runtime.dead_letter, message, error_class="customer-rejected")
         await settle_customer_change(apply(event), change=change(event), dead_letter=dead_letter)
 
-    runtime.subscriber(topic, group=group, title=title, description=description)(on_change)
+    runtime.subscriber(topic, group=group, title=title, description=description, work_kind=work_kind)(on_change)
 
 
 BRIDGE_ORIGIN = "m3bridge"

@@ -31,6 +31,10 @@ from shared.topics import Topic
 
 log = logging.getLogger(__name__)
 
+#: Names what a message was sent again for: a dead letter (`dlq.<service>.v1:<partition>:<offset>`) or a work item
+#: (`work-item:<id>`).
+REPLAY_HEADER = "m3bridge-replayed-from"
+
 
 class MessageTooLargeError(ValueError):
     """A payload exceeds the producer's size limit; raised before anything is sent."""

@@ -52,6 +52,7 @@ from shared.operations_routes import add_operations_routes
 from shared.settings import BridgeSettings
 from shared.started import NotStartedError
 from shared.topics import AUDIT, Topic
+from shared.work_queue import ChangeWorkQueue
 
 if TYPE_CHECKING:
     # The state store's libraries (SQLAlchemy, Alembic, the drivers: some 40 MB) are imported only by a service that
@@ -102,8 +103,10 @@ class ServiceRuntime:
         self.audit: Audit = self.audit_trail.record
         self._audit_task: asyncio.Task[object] | None = None
         self._subscribed_topics: set[str] = set()
+        self._consumer_groups: set[tuple[str, str]] = set()
         self.consumers = Consumers(self.name, stall_after_s=settings.consumer_stall_after_s)
         self._lanes: dict[str, Lanes] = {}
+        self.work_queue = ChangeWorkQueue(self.name, lambda: self.engine)
         self.retry_policy = RetryPolicy(
             max_attempts=settings.consumer_max_attempts,
             initial_s=settings.consumer_backoff_initial_s,
@@ -239,6 +242,7 @@ class ServiceRuntime:
         raw: bool = False,
         ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
         in_flight: int | None = None,
+        work_kind: str | None = None,
         **options: Any,
     ) -> Callable[[Handler], Handler]:
         """Subscribe `handler(payload: topic.payload, message: KafkaMessage)` to `topic` in consumer `group`.
@@ -255,8 +259,15 @@ class ServiceRuntime:
         received, unvalidated (documents that are not JSON, such as XML BODs).
 
         `in_flight=N` handles up to N messages at once in lanes per message key (`shared.lanes`): a key's messages
-        in order, each partition committed up to its lowest unfinished offset (`ack_policy` does not apply)."""
+        in order, each partition committed up to its lowest unfinished offset (`ack_policy` does not apply).
+
+        `work_kind` (a service with a state store): a valid message given up on is also a work item of that kind
+        (`shared.work_queue`), closed when `m3bridge work retry` sends it again and it is applied."""
         self._subscribed_topics.add(topic.name)
+        if group is not None:
+            self._consumer_groups.add((group, topic.name))
+        if work_kind is not None:
+            self.work_queue.declare(topic.name, work_kind)
         policy = self.retry_policy
         if max_attempts is not None:
             policy = RetryPolicy(
@@ -276,7 +287,7 @@ class ServiceRuntime:
                 service=self.name,
                 subscriber=title,
                 model=None if raw else topic.payload,
-                handler=handler,
+                handler=handler if work_kind is None else self.work_queue.closing(handler),
                 dead_letter=self._dead_letter_raw,
                 ack_policy=ack_policy,
                 policy=policy,
@@ -383,6 +394,7 @@ class ServiceRuntime:
                 }
             )
             await send_to_dead_letters(self.broker, trimmed, max_bytes=max_bytes)
+        await self.work_queue.dead_lettered(message, error_class=error_class, reason=letter.error_message)
 
     async def _dead_letter_raw(
         self,
@@ -417,6 +429,7 @@ class ServiceRuntime:
                 limit = self.settings.kafka_max_request_size
                 self._outbox = Outbox(self.engine, broker_publisher(self.broker, max_bytes=limit), max_bytes=limit)
                 self.health.set_detail("outbox", self._outbox.describe)
+            await self.work_queue.refresh_count()
         self._http = httpx.AsyncClient(verify=outgoing_tls(self.settings))
         try:
             for hook in self._on_startup:
@@ -444,6 +457,12 @@ class ServiceRuntime:
             interval = self.settings.outbox_relay_interval_s
             self.in_background(self._outbox.relay(relay_stop, interval_s=interval), name="outbox-relay",
                                stop=relay_stop.set)  # fmt: skip
+        if self._consumer_groups and self.settings.consumer_lag_interval_s > 0:
+            from shared.consumer_lag import ConsumerLag
+
+            lag = ConsumerLag(self.settings, self._consumer_groups)
+            self.health.set_detail("backlog", lag.describe)
+            self.in_background(lag.run(), name="consumer-lag", stop=lag.stop)
         log.info("%s started on %s:%s", self.name, self.settings.http_host, self.settings.http_port)
         try:
             yield

@@ -198,6 +198,12 @@ class BridgeSettings(BaseSettings):
         gt=0,
         description="A subscriber on one message this long (or retrying it) is listed as stalled in /healthz.",
     )
+    consumer_lag_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="How often a service measures the backlog of its consumer groups on the broker "
+        "(m3bridge_consumer_lag per group, topic and partition; /healthz `backlog`); 0 turns it off.",
+    )
 
     @model_validator(mode="after")
     def _kafka_tls_files_fit_the_protocol(self) -> Self:

@@ -211,8 +211,8 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         return JSONResponse(report.as_dict())
 
     async def settle_delta(report: CatalogSyncReport | None, message: KafkaMessage) -> None:
-        """A change that could not be pushed (after the M3 client's own retries) is kept as a dead letter, to be
-        replayed (`m3bridge dead-letters replay --service catalog-sync`); the next full load also repairs it."""
+        """A change that could not be pushed (after the M3 client's own retries) is kept as a dead letter and a
+        work item, to be sent again (`m3bridge work retry ID`); the next full load also repairs it."""
         deltas = sync().progress.deltas
         deltas["handled"] += 1
         if report is None or not report.counts.get("failed"):
@@ -224,6 +224,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         ITEM_CHANGED,
         group=settings.catalog_consumer_group,
         title="catalog-sync/items",
+        work_kind="item",
         description="Changed M3 items update their QuoteWerks products (status 20 = active).",
     )
     async def on_item(event: ItemChanged, message: KafkaMessage) -> None:
@@ -233,6 +234,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         PRICE_CHANGED,
         group=settings.catalog_consumer_group,
         title="catalog-sync/prices",
+        work_kind="price",
         description="Changed prices of the configured price list update QuoteWerks product prices.",
     )
     async def on_price(event: PriceChanged, message: KafkaMessage) -> None:
@@ -242,6 +244,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         INVENTORY_CHANGED,
         group=settings.catalog_consumer_group,
         title="catalog-sync/inventory",
+        work_kind="stock",
         description="Stock changes in the configured warehouse update QuoteWerks product availability.",
     )
     async def on_inventory(event: InventoryChanged, message: KafkaMessage) -> None:
@@ -253,6 +256,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             M3_CUSTOMER_CHANGED,
             group="m3bridge.catalog-sync.customers",
             title="catalog-sync/customers",
+            work_kind="m3-customer",
             description="M3 customer changes merged with the QuoteWerks contact manager (customer-sync.yaml).",
             apply=lambda change: customers().apply(change),
             change=lambda change: f"M3 customer change {change.customer_number}",
@@ -262,6 +266,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         QUOTEWERKS_CUSTOMER_CHANGED,
         group="m3bridge.catalog-sync.quotewerks-customers",
         title="catalog-sync/quotewerks-customers",
+        work_kind="qw-customer",
         description="QuoteWerks changes of linked customers merged with M3 (CRS610MI), by customer-sync.yaml; a "
         "customer nobody linked yet is order-writer's to find or create.",
         apply=lambda change: customers().apply_quotewerks(change),

@@ -119,6 +119,7 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         QUOTEWERKS_CUSTOMER_CHANGED,
         group="m3bridge.order-writer.customers",
         title="order-writer/customer-changes",
+        work_kind="new-customer",
         description="QuoteWerks customers M3 does not know yet found or created in M3 (CRS610MI) and linked.",
         apply=lambda change: customers().apply(change),
         change=lambda change: f"QuoteWerks customer change {change.customer_id}",

@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
-from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer.batch_orders import BatchOrders
@@ -45,12 +44,6 @@ from shared.state.ledger import EntryBusyError, Lease, LeaseLostError, OrderStat
 from shared.state.models import OrderLedgerEntry
 
 log = logging.getLogger(__name__)
-
-open_work_items = Gauge(
-    "m3bridge_work_items_open",
-    "Quotes held or failed, waiting for a person (m3bridge work list), by class.",
-    ["error_class"],
-)
 
 ACTIVE_ITEM = "20"
 
@@ -84,7 +77,7 @@ class OrderWriter:
             m3, engine, rules, self.lengths, settle_s=settle_s, claim_hold_s=lease_s, matching=matching
         )
         self.batch_orders = BatchOrders(m3, engine, use_bulk=use_bulk, settle_s=settle_s)
-        self._classes_counted: set[str] = set()
+        self._work_count = work_items.OpenCount(engine, [work_items.QUOTE])
 
     # --- the whole step ----------------------------------------------------------------------------------
 
@@ -327,10 +320,7 @@ class OrderWriter:
         await self._count_work()
 
     async def _count_work(self) -> None:
-        counts = await work_items.count_open(self.engine)
-        for error_class in set(counts) | self._classes_counted:
-            open_work_items.labels(error_class).set(counts.get(error_class, 0))
-        self._classes_counted |= set(counts)
+        await self._work_count.refresh()
 
     async def _status_now(self, order_number: str) -> str:
         """The order's status in M3 for an announcement made again; '' when M3 cannot say now (the write-back

@@ -126,6 +126,18 @@ def test_every_service_is_ready_and_the_demo_quote_becomes_an_m3_order(local_run
     # The demo: a quote approved in QuoteWerks comes back with its M3 order number.
     local_run.stack.wait_for_line("written back on the quote: CustomText01='1", 60)
     assert_bods_went_through_ims(local_run.stack, local_run.children)
+    assert_the_backlog_is_measured(local_run)
+
+
+def assert_the_backlog_is_measured(local_run: LocalRun) -> None:
+    """order-writer measures its consumer groups' backlog on the broker: /healthz (read key) and /metrics."""
+    order_writer = local_run.children["order-writer"][1]
+    read = {"Authorization": f"Bearer {run_keys(local_run.directory / 'var')['read']}"}
+    backlog = httpx.get(f"{order_writer}/healthz", headers=read, timeout=5).json()["backlog"]
+    assert "m3bridge.order-writer/quotewerks.quote.approved.v1" in backlog, backlog
+    metrics = httpx.get(f"{order_writer}/metrics", timeout=5).text
+    series = 'm3bridge_consumer_lag{group="m3bridge.order-writer",topic="quotewerks.quote.approved.v1",partition="0"}'
+    assert series in metrics
 
 
 def test_doctor_is_all_clear_trace_tells_the_demo_quotes_trip_and_reconcile_finds_a_deleted_order(

@@ -41,6 +41,7 @@ class Stack:
     quotewerks: QuoteWerksSim
     service: Captured
     url: str
+    state_url: str
 
 
 async def read_all(bootstrap: str, topics: list[str]) -> list[tuple[str, bytes, bytes]]:
@@ -119,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, module
         token_service.stop()
         ion.stop()
         raise
-    yield Stack(ion, quotewerks, process, url)
+    yield Stack(ion, quotewerks, process, url, module_postgres_url)
     process.kill_all()
     quotewerks.stop()
     token_service.stop()
@@ -225,9 +226,8 @@ def test_the_change_poll_brings_an_m3_edit_across_without_bods(stack: Stack) -> 
     assert healthz(stack.url)["last_poll"]["run_id"] == again["run_id"]
 
 
-def test_a_change_that_cannot_be_applied_is_dead_lettered_with_the_reason(stack: Stack, kafka_bootstrap: str) -> None:
-    part = "NOSUCHITEM01"  # a thin event (no description) for an item M3 does not have: GetItmBasic answers NOK
-    wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
+def send_thin_item_change(kafka_bootstrap: str, part: str) -> None:
+    """An item event without a description: catalog-sync reads the item from M3 (GetItmBasic)."""
 
     async def send() -> None:
         broker = create_broker(BridgeSettings(kafka_bootstrap_servers=kafka_bootstrap, service_name="test"))
@@ -240,6 +240,12 @@ def test_a_change_that_cannot_be_applied_is_dead_lettered_with_the_reason(stack:
 
     asyncio.run(send())
 
+
+def test_a_change_that_cannot_be_applied_is_dead_lettered_with_the_reason(stack: Stack, kafka_bootstrap: str) -> None:
+    part = "NOSUCHITEM01"  # a thin event (no description) for an item M3 does not have: GetItmBasic answers NOK
+    wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
+    send_thin_item_change(kafka_bootstrap, part)
+
     def letter() -> dict[str, Any] | None:
         found = asyncio.run(read_all(kafka_bootstrap, [dead_letter_topic("catalog-sync").name]))
         letters = [json.loads(value) for _, key, value in found if key == part.encode()]
@@ -251,3 +257,45 @@ def test_a_change_that_cannot_be_applied_is_dead_lettered_with_the_reason(stack:
     assert part in dead["error_message"]
     assert json.loads(dead["original_payload"])["item_number"] == part
     assert healthz(stack.url)["deltas"]["dead_lettered"] >= 1
+
+
+def test_a_change_not_applied_is_a_work_item_and_its_retry_after_the_fix_closes_it(
+    stack: Stack, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's path for a change: `m3bridge work list` shows the item change catalog-sync could not apply;
+    the item is created in M3; `m3bridge work retry` sends the change again; the product lands in QuoteWerks and
+    the work item closes by itself."""
+    from m3bridge.cli import main
+
+    monkeypatch.setenv("M3B_STATE_URL", stack.state_url)
+    monkeypatch.setenv("M3B_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    part = f"LATE{uuid.uuid4().hex[:8].upper()}"
+    wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
+    send_thin_item_change(kafka_bootstrap, part)
+
+    def listed() -> list[dict[str, Any]]:
+        capsys.readouterr()
+        assert main(["work", "list", "--kind", "item", "--doc", part, "--json"]) == 0
+        found: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+        return found
+
+    [item] = wait_until("the change on the work queue", listed, timeout_s=60)
+    assert (item["subject"], item["class"], item["status"]) == (part, "catalog-delta", "open")
+    assert part in item["reason"]
+    assert main(["work", "show", str(item["id"])]) == 0
+    shown = capsys.readouterr().out
+    assert f"the change on {ITEM_CHANGED.name} (key {part})" in shown
+    assert json.loads(shown.rsplit("sends again:", 1)[1])["item_number"] == part
+
+    stack.ion.admin("POST", "m3/items", {"ITNO": part, "ITDS": "Created after the change"})
+    assert main(["work", "retry", str(item["id"]), "--note", "item created in MMS001"]) == 0
+
+    def closed() -> dict[str, Any] | None:
+        capsys.readouterr()
+        assert main(["work", "show", str(item["id"]), "--json"]) == 0
+        shown: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return shown if shown["status"] == "resolved" else None
+
+    after = wait_until("the work item closed by the applied retry", closed, timeout_s=60)
+    assert [event["event"] for event in after["history"]] == ["failed", "retried", "resolved"]
+    assert stack.quotewerks.api("GET", f"products/{part}")["Description"] == "Created after the change"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -156,6 +157,7 @@ SERIES_SUFFIXES = {
 def _exported_metric_names() -> set[str]:
     """Every series name the services can export: shared.metrics plus faststream's with our prefix."""
     settings_classes()  # imports every service's modules, which register their metrics
+    importlib.import_module("shared.consumer_lag")  # imported by the runtime once a service starts
     faststream_registry = CollectorRegistry()
     MetricsContainer(faststream_registry, metrics_prefix=shared.metrics.PREFIX, custom_label_names=[])
     names: set[str] = set()
@@ -395,13 +397,20 @@ def test_promtool_fires_customer_review_waiting_only_after_hours_of_open_items(t
 
 def test_promtool_fires_quotes_waiting_for_a_person_per_class(tmp_path: Path) -> None:
     """promtool's rule unit test: a held quote of class business stays open for 5 hours, an authorization failure is
-    retried within the hour; the alert fires for business only, after 4 hours."""
+    retried within the hour; the alert fires for business only, after 4 hours. An item change catalog-sync could not
+    apply, open as long, fires the change alert (not the quote one)."""
     promtool = shutil.which("promtool")
     assert promtool is not None, "promtool is not installed: apt-get install prometheus"
     [rule] = [rule for rule in _rules() if rule.get("alert") == "QuotesWaitingForAPerson"]
     description = " ".join(rule["annotations"]["description"].split()).replace("{{ $labels.error_class }}", "business")
     assert "m3bridge work retry ID" in description
-    labels = 'job="m3bridge", instance="order-writer:8000"'
+    labels = 'job="m3bridge", instance="order-writer:8000", kind="quote"'
+    change_labels = 'job="m3bridge", instance="catalog-sync:8000", kind="item", error_class="catalog-delta"'
+    [change_rule] = [rule for rule in _rules() if rule.get("alert") == "ChangesWaitingForAPerson"]
+    change_description = " ".join(change_rule["annotations"]["description"].split()).replace(
+        "{{ $labels.kind }}", "item"
+    )
+    assert "m3bridge work retry ID" in change_description
     tests = {
         "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
         "evaluation_interval": "1m",
@@ -414,8 +423,29 @@ def test_promtool_fires_quotes_waiting_for_a_person_per_class(tmp_path: Path) ->
                         "series": f'm3bridge_work_items_open{{{labels}, error_class="authorization"}}',
                         "values": "1x10 0x60",
                     },
+                    {"series": f"m3bridge_work_items_open{{{change_labels}}}", "values": "2x70"},
                 ],
                 "alert_rule_test": [
+                    {"eval_time": "3h", "alertname": "ChangesWaitingForAPerson", "exp_alerts": []},
+                    {
+                        "eval_time": "5h",
+                        "alertname": "ChangesWaitingForAPerson",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "job": "m3bridge",
+                                    "kind": "item",
+                                    "error_class": "catalog-delta",
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": {
+                                    "summary": "2 item change(s) of class catalog-delta have waited hours on the "
+                                    "work queue",
+                                    "description": change_description,
+                                },
+                            }
+                        ],
+                    },
                     {"eval_time": "3h", "alertname": "QuotesWaitingForAPerson", "exp_alerts": []},
                     {
                         "eval_time": "5h",
@@ -537,6 +567,81 @@ def test_promtool_fires_throttling_token_and_poll_alerts_on_their_causes_only(tm
         ],
     }
     test_file = tmp_path / "causes-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_fires_the_backlog_alerts_only_while_a_backlog_does_not_shrink(tmp_path: Path) -> None:
+    """promtool's rule unit test: two order-writer replicas report the same partitions (counted once); 40 approved
+    quotes stuck on one partition page after a quarter of an hour; a catalog-sync backlog that drains does not fire,
+    one of 300 that stays does after half an hour."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    rules = {rule.get("alert"): rule for rule in _rules()}
+    quotes = "quotewerks.quote.approved.v1"
+
+    def lag(instance: str, group: str, topic: str, partition: int, values: str) -> dict[str, str]:
+        labels = f'job="m3bridge", instance="{instance}", group="{group}", topic="{topic}", partition="{partition}"'
+        return {"series": f"m3bridge_consumer_lag{{{labels}}}", "values": values}
+
+    def annotations(name: str, value: str, **labels: str) -> dict[str, str]:
+        found = {}
+        for key, text in rules[name]["annotations"].items():
+            text = " ".join(str(text).split()).replace("{{ $value | humanize }}", value)
+            for label, replacement in labels.items():
+                text = text.replace("{{ $labels." + label + " }}", replacement)
+            found[key] = text
+        return found
+
+    writers, catalog = "m3bridge.order-writer", "m3bridge.catalog-sync"
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    lag("ow-a:8000", writers, quotes, 0, "40x60"),
+                    lag("ow-b:8000", writers, quotes, 0, "40x60"),
+                    lag("ow-a:8000", writers, quotes, 1, "0x60"),
+                    lag("cs:8000", catalog, "m3.item.changed.v1", 0, "500-10x50"),
+                    lag("cs:8000", catalog, "m3.price.changed.v1", 0, "300x90"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "ApprovedQuotesBacklog", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "ApprovedQuotesBacklog",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"group": writers, "topic": quotes, "severity": "critical"},
+                                "exp_annotations": annotations("ApprovedQuotesBacklog", "40", group=writers),
+                            }
+                        ],
+                    },
+                    {"eval_time": "25m", "alertname": "ConsumerBacklogNotShrinking", "exp_alerts": []},
+                    {
+                        "eval_time": "35m",
+                        "alertname": "ConsumerBacklogNotShrinking",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "group": catalog,
+                                    "topic": "m3.price.changed.v1",
+                                    "severity": "warning",
+                                },
+                                "exp_annotations": annotations(
+                                    "ConsumerBacklogNotShrinking", "300", group=catalog, topic="m3.price.changed.v1"
+                                ),
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "backlog-test.yml"
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"

@@ -39,7 +39,7 @@ async def test_a_quote_held_again_is_one_item_with_its_attempts_and_history(engi
     [item] = await work_items.search(engine)
     assert (item.attempts, item.error_class, item.status) == (2, "business", "open")
     assert [e["event"] for e in work_items.history(item)] == ["held", "held"]
-    assert await work_items.count_open(engine) == {"business": 1}
+    assert await work_items.count_open(engine) == {("quote", "business"): 1}
 
 
 async def test_an_order_closes_it_and_a_later_hold_opens_it_again(engine: AsyncEngine) -> None:
