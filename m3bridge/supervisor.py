@@ -345,9 +345,7 @@ class Supervisor:
                     env |= {**local_quotewerks.INGEST_ENV, "M3B_POLL_INTERVAL_S": self.poll_interval}
             if entry.name == "bod-listener":
                 env |= {"M3B_BOD_SECRET": bod_secret}
-            if entry.name == "catalog-sync":
-                env |= {"M3B_OPERATOR_KEY": self.operator_key}
-            if entry.name == "inventory-query":
+            if entry.name in ("catalog-sync", "order-writer", "inventory-query"):
                 env |= {"M3B_OPERATOR_KEY": self.operator_key}
             child = Child(
                 entry.name, [sys.executable, "-m", "m3bridge.cli", "serve", entry.name], env, port=ports[entry.name]

@@ -1,16 +1,19 @@
 """order-writer wiring: approved quotes in, M3 orders written, results and dead letters out."""
 
 # No `from __future__ import annotations`: faststream reads the handler signature at runtime.
+import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import Path
+from fastapi import Path, Query
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
 from services.order_writer import results
 from services.order_writer.customers import CustomerSync
 from services.order_writer.orders import OrderWriter, RejectedError
+from services.order_writer.reconcile import reconcile_forever, reconcile_orders
 from shared.contracts import OrderResult, QuoteApproved
 from shared.crash_points import crash_point
 from shared.customers import consume_customer_changes, load_sync_rules
@@ -44,6 +47,14 @@ class OrderWriterSettings(CustomerRulesSettings):
         "of this while working, and checks its fencing token before each M3 write): another replica takes over a "
         "quote whose worker crashed, froze or lost the state store after this long, and the old one stops before "
         "its next M3 write. The same replica (M3B_INSTANCE_ID) started again takes its quotes back at once.",
+    )
+    order_reconcile_interval_s: float = Field(
+        86400.0,
+        ge=0,
+        description="How often the approvals recorded, the ledger and M3's orders are compared (one replica a period, "
+        "over the last period and a half: one OIS100MI/GetHead per confirmed order, at the budget's bulk priority); "
+        "differences are logged and counted in m3bridge_reconcile_differences. 0 turns the schedule off (POST "
+        "/v1/orders/reconcile and `m3bridge reconcile` still run it).",
     )
     unknown_outcome_settle_s: float = Field(
         1.0,
@@ -83,6 +94,12 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
             )
         )
         customers.set(CustomerSync(writer(), runtime.state, customer_rules))
+        if settings.order_reconcile_interval_s > 0:
+            stop = asyncio.Event()
+            runtime.in_background(
+                reconcile_forever(runtime.state, m3, interval_s=settings.order_reconcile_interval_s, stop=stop),
+                name="order-reconcile", stop=stop.set,
+            )  # fmt: skip
 
     @runtime.subscriber(
         QUOTE_APPROVED,
@@ -131,6 +148,15 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
     async def quote_trace(doc_no: str = Path(min_length=1, max_length=50)) -> dict[str, Any]:
         """Approval claims, outbox, every revision's ledger entry, the customer, work items: with times."""
         return await trace(runtime.state, doc_no)
+
+    operator = [runtime.require("operator")]
+
+    @runtime.app.post("/v1/orders/reconcile", tags=["quotes"], summary="Reconcile orders now", dependencies=operator)
+    async def reconcile_now(days: float = Query(1.0, gt=0, le=90)) -> dict[str, Any]:
+        """Approvals recorded in the last `days` vs the ledger vs M3's orders (one GetHead per confirmed order);
+        the report, also counted in m3bridge_reconcile_differences. Changes nothing."""
+        since = datetime.now(UTC) - timedelta(days=days)
+        return (await reconcile_orders(runtime.state, writer().m3, since=since)).as_dict()
 
     runtime.health.set_detail(
         "logic",

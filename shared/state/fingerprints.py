@@ -56,3 +56,27 @@ async def all_of(engine: AsyncEngine, kind: str) -> dict[str, str]:
             select(SyncFingerprint.entity_key, SyncFingerprint.fingerprint).where(SyncFingerprint.kind == kind)
         )
         return {str(key): str(value) for key, value in rows.all()}
+
+
+TURNS = "turn"  # kind of the rows below: key the job's name, the value when a replica last took its turn
+
+
+async def take_turn(engine: AsyncEngine, job: str, every_s: float) -> bool:
+    """Whether this replica runs `job` now: True for the one replica that finds nobody ran it within `every_s`
+    (a compare-and-set on the job's row), so a schedule shared by replicas runs once per period, not once each."""
+    now = datetime.now(UTC)
+    try:
+        async with async_sessionmaker(engine).begin() as session:
+            query = select(SyncFingerprint).where(SyncFingerprint.kind == TURNS, SyncFingerprint.entity_key == job)
+            found = (await session.execute(query.with_for_update())).scalars().first()
+            if found is None:
+                session.add(SyncFingerprint(kind=TURNS, entity_key=job[:64], fingerprint=now.isoformat()[:64],
+                                            synced_at=now))  # fmt: skip
+                return True
+            last = found.synced_at if found.synced_at.tzinfo else found.synced_at.replace(tzinfo=UTC)
+            if (now - last).total_seconds() < every_s:
+                return False
+            found.fingerprint, found.synced_at = now.isoformat()[:64], now
+            return True
+    except IntegrityError:
+        return False  # another replica inserted the row first: its turn

@@ -32,6 +32,7 @@ PROTECTED = {
     ("catalog-sync", "POST", "/v1/sync/full"): "operator",
     ("catalog-sync", "POST", "/v1/sync/poll"): "operator",
     ("catalog-sync", "POST", "/v1/customers/reconcile"): "operator",
+    ("order-writer", "POST", "/v1/orders/reconcile"): "operator",
     ("order-writer", "GET", "/v1/quotes/{doc_no}/trace"): "read",
     ("inventory-query", "GET", "/v1/availability/{item}"): "read",
     ("inventory-query", "POST", "/v1/availability"): "read",

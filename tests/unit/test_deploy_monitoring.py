@@ -645,3 +645,66 @@ def test_promtool_fires_the_backlog_alerts_only_while_a_backlog_does_not_shrink(
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_fires_the_reconciliation_alerts_per_kind(tmp_path: Path) -> None:
+    """promtool's rule unit test: the reconciliation found one approval never ordered (critical, at once) and two
+    orders deleted in M3 (warning); none differ in another way."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    rules = {rule.get("alert"): rule for rule in _rules()}
+
+    def annotations(name: str, value: str, kind: str = "") -> dict[str, str]:
+        return {
+            key: " ".join(str(text).split())
+            .replace("{{ $value | humanize }}", value)
+            .replace("{{ $labels.kind }}", kind)
+            for key, text in rules[name]["annotations"].items()
+        }
+
+    def found(kind: str, values: str) -> dict[str, str]:
+        return {"series": f'm3bridge_reconcile_differences{{job="m3bridge", instance="ow:8000", kind="{kind}"}}',
+                "values": values}  # fmt: skip
+
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    found("approved, never ordered", "0x5 1x10"),
+                    found("order missing in M3", "0x5 2x10"),
+                    found("order differs in M3", "0x15"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "ApprovalsNeverOrdered", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "OrdersDifferFromM3", "exp_alerts": []},
+                    {
+                        "eval_time": "8m",
+                        "alertname": "ApprovalsNeverOrdered",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "m3bridge", "severity": "critical"},
+                                "exp_annotations": annotations("ApprovalsNeverOrdered", "1"),
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "8m",
+                        "alertname": "OrdersDifferFromM3",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"job": "m3bridge", "kind": "order missing in M3", "severity": "warning"},
+                                "exp_annotations": annotations("OrdersDifferFromM3", "2", "order missing in M3"),
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "reconcile-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
