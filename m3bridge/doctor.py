@@ -16,6 +16,7 @@ table or `--json`; exit 1 when something blocks go-live (a `fail`), 0 otherwise 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -53,10 +54,13 @@ class OwnToken:
         self.m3_base_url = m3_base_url
         self.calls_per_s = max(calls_per_s, 0.1)
         self._next_at = 0.0
+        self.unpaced = False  # the throttling probe's burst: its requests go together, within one period
+        self.throttled = 0
+        self._paused_until = 0.0
 
     async def lease(self, priority: Priority, *, permits: int = 1, max_wait_s: float = 30.0) -> Lease:
         loop = asyncio.get_running_loop()
-        wait = self._next_at - loop.time()
+        wait = max(self._paused_until, self._next_at if not self.unpaced else 0.0) - loop.time()
         if wait > 0:
             await asyncio.sleep(min(wait, max_wait_s))
         self._next_at = max(self._next_at, loop.time()) + permits / self.calls_per_s
@@ -68,8 +72,9 @@ class OwnToken:
     async def report(self, report: Report) -> None:
         """A 429: the next call waits as long as the Gateway asked (a second when it did not say)."""
         if report.kind == "throttled":
+            self.throttled += 1
             loop = asyncio.get_running_loop()
-            self._next_at = max(self._next_at, loop.time() + (report.retry_after_s or 1.0))
+            self._paused_until = max(self._paused_until, loop.time() + (report.retry_after_s or 1.0))
 
 
 def local_setting(name: str, default: str = "") -> str:
@@ -82,6 +87,8 @@ def local_setting(name: str, default: str = "") -> str:
         "M3B_ION_API_FILE": run.get("ionapi", ""),
         "M3B_QUOTEWERKS_URL": run.get("quotewerks_url", ""),
         "M3B_QUOTEWERKS_API_KEY": keys.get("quotewerks_api_key", ""),
+        "M3B_QUOTE_INGEST_URL": (run.get("urls") or {}).get("quote-ingest", ""),
+        "M3B_WEBHOOK_SECRET": keys.get("webhook_secret", ""),
     }
     return str(values.get(name) or default)
 
@@ -165,6 +172,61 @@ async def check_transactions(m3: M3Client, checks: list[Check]) -> list[str]:
     return denied
 
 
+#: The throttling probe: a read the bridge uses, sent with its key left out (M3 answers at once, changes nothing).
+THROTTLE_PROBE = ("MMS200MI", "GetItmBasic")
+
+
+def configured_policy() -> tuple[int, int, int | None]:
+    """The Gateway policy token-service is configured for: (period in ms, spike-arrest maximum, delayAfterCount)."""
+    delay_after = os.environ.get("M3B_THROTTLE_DELAY_AFTER_COUNT", "")
+    period_ms = int(os.environ.get("M3B_THROTTLE_PERIOD_MS", "60000"))
+    max_requests = int(os.environ.get("M3B_THROTTLE_MAX_REQUESTS", "3000"))
+    return period_ms, max_requests, int(delay_after) if delay_after else None
+
+
+async def _timed_probe(m3: M3Client) -> float:
+    began = asyncio.get_running_loop().time()
+    with contextlib.suppress(M3Error):
+        await m3.execute(*THROTTLE_PROBE, {}, priority=Priority.INTERACTIVE, maxrecs=1)
+    return asyncio.get_running_loop().time() - began
+
+
+async def check_throttling(m3: M3Client, checks: list[Check]) -> None:
+    """The configured throttling policy against what the Gateway answers, harmlessly: one probe alone, then a small
+    burst (a quarter of what the configured policy lets through in one period, at most 10) sent together. A 429
+    means the tenant's policy is stricter than configured (or others use it heavily now); a burst much slower than
+    the single call means rate smoothing starts earlier than configured."""
+    period_ms, max_requests, delay_after = configured_policy()
+    configured = f"M3B_THROTTLE_MAX_REQUESTS={max_requests} per M3B_THROTTLE_PERIOD_MS={period_ms}" + (
+        f", M3B_THROTTLE_DELAY_AFTER_COUNT={delay_after}" if delay_after else ""
+    )
+    leases = m3.lease_client
+    if not isinstance(leases, OwnToken):
+        return
+    burst = max(2, min(10, (delay_after or max_requests) // 4))
+    before = leases.throttled
+    alone = await _timed_probe(m3)
+    leases.unpaced = True
+    try:
+        together = await asyncio.gather(*(_timed_probe(m3) for _ in range(burst)))
+    finally:
+        leases.unpaced = False
+    refused = leases.throttled - before
+    slowest = max(together)
+    measured = f"one alone {alone * 1000:.0f} ms, {burst} together ≤ {slowest * 1000:.0f} ms"
+    if refused:
+        checks.append(Check("Gateway", "throttling policy", "fail", (
+            f"429 to {refused} of {burst + 1} requests within one period, far below the configured {configured}: the "
+            "tenant's policy is stricter (ask the ION administrator for it and set M3B_THROTTLE_*), or other callers "
+            "use it heavily now")))  # fmt: skip
+    elif slowest > 3 * alone + 0.3:
+        checks.append(Check("Gateway", "throttling policy", "warn", (
+            f"{measured}: the Gateway delayed requests sent together (rate smoothing) before the configured "
+            f"{configured} would; set M3B_THROTTLE_DELAY_AFTER_COUNT to the policy's delayAfterCount")))  # fmt: skip
+    else:
+        checks.append(Check("Gateway", "throttling policy", "ok", f"{measured}, no 429; configured {configured}"))
+
+
 async def check_data_lake(m3: M3Client, checks: list[Check]) -> None:
     from services.catalog_sync.datalake import DataLakeClient
 
@@ -207,6 +269,39 @@ async def check_quotewerks(checks: list[Check], http: httpx.AsyncClient) -> None
         checks.append(Check("QuoteWerks", kind, "fail", str(failed)[:300]))
         return
     checks.append(Check("QuoteWerks", kind, "ok", f"documents readable ({len(recent)} changed in the last day)"))
+
+
+async def check_webhook(checks: list[Check], http: httpx.AsyncClient) -> None:
+    """quote-ingest's webhook end point as QuoteWerks reaches it (M3B_QUOTE_INGEST_URL: the address the QuoteWerks
+    webhook is configured with, without the path), with the shared secret in its header: an empty body must be
+    refused as malformed (422: reachable, secret accepted), never as unauthenticated (401). Nothing is recorded."""
+    from shared.quotewerks_sql import is_database_url
+
+    if is_database_url(local_setting("M3B_QUOTEWERKS_URL")):
+        checks.append(Check("QuoteWerks", "webhook", "skip", "database mode: no webhooks, quote-ingest polls"))
+        return
+    url = local_setting("M3B_QUOTE_INGEST_URL").rstrip("/")
+    if not url:
+        checks.append(Check("QuoteWerks", "webhook", "skip", "not checked: set M3B_QUOTE_INGEST_URL to the address "
+                            "QuoteWerks' webhook delivers to"))  # fmt: skip
+        return
+    secret = local_setting("M3B_WEBHOOK_SECRET")
+    header = os.environ.get("M3B_WEBHOOK_SECRET_HEADER", "X-M3Bridge-Webhook-Secret")
+    target = f"{url}/webhooks/quotewerks"
+    try:
+        answer = await http.post(target, json={}, headers={header: secret} if secret else {}, timeout=15)
+    except httpx.HTTPError as failed:
+        checks.append(Check("QuoteWerks", "webhook", "fail", f"{target} unreachable: {type(failed).__name__}"))
+        return
+    if answer.status_code == 401:
+        status: Status = "fail" if secret else "warn"
+        refused = f"the shared secret was refused: QuoteWerks' webhook must send M3B_WEBHOOK_SECRET in header {header}"
+        detail = refused if secret else "reachable; the secret not checked (M3B_WEBHOOK_SECRET not given)"
+        checks.append(Check("QuoteWerks", "webhook", status, f"{target}: {detail}"))
+    elif answer.status_code in (400, 422):
+        checks.append(Check("QuoteWerks", "webhook", "ok", f"{target} reachable, the secret in {header} accepted"))
+    else:
+        checks.append(Check("QuoteWerks", "webhook", "fail", f"{target} answered {answer.status_code}"))
 
 
 async def check_kafka(settings: Any, checks: list[Check]) -> None:
@@ -266,9 +361,12 @@ async def diagnose(*, ionapi: str | None = None) -> tuple[list[Check], list[str]
     async with httpx.AsyncClient() as http:
         m3 = await check_tenant(ionapi or local_setting("M3B_ION_API_FILE", "/run/secrets/ionapi"), checks, http)
         if m3 is not None:
+            # First, while the doctor has sent nothing else this period: its own probes must not fill the count.
+            await check_throttling(m3, checks)
             denied = await check_transactions(m3, checks)
             await check_data_lake(m3, checks)
         await check_quotewerks(checks, http)
+        await check_webhook(checks, http)
     await check_kafka(settings, checks)
     await check_state(settings, checks)
     return checks, denied

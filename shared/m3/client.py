@@ -92,6 +92,11 @@ class M3Client:
         self.breakers = breakers or CircuitBreakers()
         self._metadata: dict[tuple[str, str], asyncio.Task[TransactionMetadata | None]] = {}
 
+    @property
+    def lease_client(self) -> LeaseClient:
+        """Where this client's leases come from (token-service, or a tool's own token)."""
+        return self._leases
+
     # --- public API ---------------------------------------------------------------------------------
 
     async def execute(

@@ -156,6 +156,15 @@ def test_doctor_is_all_clear_trace_tells_the_demo_quotes_trip_and_reconcile_find
     doctor = cli("doctor")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "0 blocking" in doctor.stdout
+    assert "the secret in X-M3Bridge-Webhook-Secret accepted" in doctor.stdout
+    assert re.search(r"ok\s+Gateway\s+throttling policy\s+one alone", doctor.stdout), doctor.stdout
+    env["M3B_WEBHOOK_SECRET"] = "not-the-run-s-secret"
+    wrong = cli("doctor", "--json")
+    del env["M3B_WEBHOOK_SECRET"]
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    [webhook] = [c for c in json.loads(wrong.stdout)["checks"] if c["name"] == "webhook"]
+    assert webhook["status"] == "fail", webhook
+    assert "shared secret was refused" in webhook["detail"], webhook
     trace = cli("trace", DEMO_QUOTE)
     assert trace.returncode == 0, trace.stderr
     assert trace.stdout.startswith(f"{DEMO_QUOTE}: M3 order 1"), trace.stdout

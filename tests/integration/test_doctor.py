@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from m3bridge.cli import main
@@ -121,3 +122,41 @@ def test_dry_run_asks_m3_about_the_items_and_exits_1_when_the_quote_would_be_hel
     assert "M3 would hold it:" in said  # ... M3 does not know the item
     assert "NOPE-123" in said.split("M3 would hold it:")[1]
     assert main(["dry-run", str(bad), "--customer", "C000001", "--offline"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "said"),
+    [
+        ({}, "ok", "no 429"),  # the simulator's own: 50 requests a second
+        ({"time_period_ms": 10_000, "max_requests_per_period": 5}, "fail", "the tenant's policy is stricter"),
+        (
+            {"time_period_ms": 10_000, "max_requests_per_period": None, "delay_after_count": 2, "delay_factor_ms": 600},
+            "warn",
+            "M3B_THROTTLE_DELAY_AFTER_COUNT",
+        ),
+    ],
+    ids=["as-configured", "spike-arrest-stricter", "smoothing-earlier"],
+)
+def test_the_throttling_policy_is_checked_against_what_the_gateway_answers(
+    tenant: Tenant, configured: None, policy: dict[str, object], status: str, said: str
+) -> None:
+    """The doctor's probe (a few reads one at a time, then a small burst) against the simulator's Gateway with the
+    token-service defaults configured (3,000 a minute): a policy that refuses the burst blocks go-live, one that
+    delays it is a warning naming the setting."""
+    from m3bridge.doctor import Check, check_tenant, check_throttling
+
+    async def probe() -> Check:
+        checks: list[Check] = []
+        async with httpx.AsyncClient() as http:
+            m3 = await check_tenant(str(tenant.ion.ionapi), checks, http)
+            assert m3 is not None, checks
+            await check_throttling(m3, checks)
+        return checks[-1]
+
+    tenant.ion.admin("PUT", "throttle", policy)
+    try:
+        found = asyncio.run(probe())
+    finally:
+        tenant.ion.admin("PUT", "throttle", {})
+    assert (found.name, found.status) == ("throttling policy", status), found
+    assert said in found.detail
