@@ -128,49 +128,10 @@ def _docs(options: argparse.Namespace) -> int:
 
 
 #: Secret files the site fills in; `m3bridge keys` creates them empty (docker compose needs every file to exist).
-SITE_SUPPLIED_SECRETS = (
-    "quotewerks-api-key",
-    "quotewerks-sql-password",
-    "alertmanager-smtp-password",
-    "alertmanager-pager-token",
-)
-
-
 def _keys(options: argparse.Namespace) -> int:
-    import json
-    import os
-    import secrets
+    from m3bridge.keys import write_keys
 
-    from services import m3_callers
-
-    out = options.out
-    out.mkdir(parents=True, exist_ok=True)
-    callers = m3_callers()
-    keys = {name: secrets.token_urlsafe(32) for name in callers}
-    files = {out / "service-keys.json": json.dumps(keys, indent=2) + "\n"}
-    files |= {out / f"{name}.key": key for name, key in keys.items()}
-    # The secrets senders put in a custom header: configure the same value in QuoteWerks' webhook / ION.
-    files |= {out / "webhook-secret": secrets.token_urlsafe(32), out / "bod-secret": secrets.token_urlsafe(32)}
-    # PostgreSQL's password in docker compose: the postgres container and M3B_STATE_PASSWORD read this file.
-    files |= {out / "postgres-password": secrets.token_urlsafe(32)}
-    # The bridge's own API: operators (M3B_OPERATOR_KEY, e.g. sync now) and readers (M3B_READ_KEY, availability).
-    files |= {out / "operator-key": secrets.token_urlsafe(32), out / "read-key": secrets.token_urlsafe(32)}
-    existing = [path for path in files if path.exists()]
-    if existing and not options.force:
-        print(f"{existing[0]} exists; --force replaces all keys (restart every service afterwards)", file=sys.stderr)
-        return 1
-    for path, text in files.items():
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-    # What the site supplies (the QuoteWerks adapter's key, the QuoteWerks SQL login's password, where Alertmanager
-    # sends alerts): empty files, so docker compose starts, for the operator to fill in; never overwritten.
-    for name in SITE_SUPPLIED_SECRETS:
-        path = out / name
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    print(f"wrote {len(files)} key files to {out} (mode 0600); never commit them")
-    return 0
+    return write_keys(options.out, force=options.force)
 
 
 def _dead_letters(options: argparse.Namespace) -> int:
@@ -414,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     unlink = customer_actions.add_parser("unlink", help="forget a QuoteWerks customer's link")
     unlink.add_argument("quotewerks_customer")
     customers.set_defaults(handler=_customers)
+    # Short for `customers links`: "which M3 customer is this account?" is asked often.
+    top_links = commands.add_parser("links", help="list or search the customer links (= customers links)")
+    top_links.add_argument("search", nargs="?", help="part of an account, customer number, company or e-mail")
+    top_links.add_argument("--json", action="store_true", help="as JSON")
+    top_links.set_defaults(handler=_customers, action="links")
 
     dry_run = commands.add_parser("dry-run", help="show the M3 calls the order mapping makes of a quote (JSON)")
     dry_run.add_argument("quote", type=Path, help="a quotewerks.quote.approved.v1 payload")

@@ -110,6 +110,8 @@ def test_spelling_variants_find_their_m3_customers_and_ambiguity_is_a_candidate_
     assert main(["customers", "links", f"V5{tag}", "--json"]) == 0
     [link] = json.loads(capsys.readouterr().out)
     assert (link["m3_customer"], link["linked_by"]) == (delta_2, "person")
+    assert main(["links", f"V5{tag}", "--json"]) == 0  # the short form
+    assert json.loads(capsys.readouterr().out) == [link]
     assert main(["customers", "unlink", f"V5{tag}"]) == 0
     capsys.readouterr()
     assert main(["customers", "links", f"V5{tag}", "--json"]) == 0

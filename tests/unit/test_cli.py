@@ -6,11 +6,18 @@ from typing import Any
 import pytest
 
 import shared.topics
-from m3bridge.cli import SITE_SUPPLIED_SECRETS, main
+from m3bridge.cli import main
+from m3bridge.keys import SITE_SUPPLIED_SECRETS
 from services import m3_callers
 
 
 def test_keys_are_written_privately_and_not_overwritten_by_accident(tmp_path: Path) -> None:
+    """Private on the host (the directory 0700), readable by whichever user a container runs as (the files 0644:
+    compose bind-mounts them with the host's mode), what the site put there made so too."""
+    tmp_path = tmp_path / "secrets"
+    tmp_path.mkdir(mode=0o755)
+    (tmp_path / "tenant.ionapi").write_text("{}")
+    (tmp_path / "tenant.ionapi").chmod(0o600)
     assert main(["keys", "--out", str(tmp_path)]) == 0
     keys = json.loads((tmp_path / "service-keys.json").read_text())
     assert set(keys) == set(m3_callers()) == {"order-writer", "catalog-sync", "inventory-query"}
@@ -24,12 +31,15 @@ def test_keys_are_written_privately_and_not_overwritten_by_accident(tmp_path: Pa
     assert len(operator) >= 40
     assert len(read) >= 40
     assert operator != read
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
     for path in tmp_path.iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     for supplied in SITE_SUPPLIED_SECRETS:  # left for the site to fill in
         assert (tmp_path / supplied).read_text() == ""
     (tmp_path / "quotewerks-sql-password").write_text("the DBA's password")
-    assert main(["keys", "--out", str(tmp_path)]) == 1
+    (tmp_path / "quotewerks-sql-password").chmod(0o600)
+    assert main(["keys", "--out", str(tmp_path)]) == 0  # kept, made readable
+    assert stat.S_IMODE((tmp_path / "quotewerks-sql-password").stat().st_mode) == 0o644
     assert json.loads((tmp_path / "service-keys.json").read_text()) == keys
     assert main(["keys", "--out", str(tmp_path), "--force"]) == 0
     assert json.loads((tmp_path / "service-keys.json").read_text()) != keys
