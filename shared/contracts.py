@@ -317,7 +317,10 @@ class CatalogSyncReport(Contract):
     """`catalog.sync.report.v1`: what one catalog synchronisation run did."""
 
     run_id: str = Field(min_length=1, max_length=64)
-    mode: Literal["full", "delta", "poll"]
+    mode: Literal["full", "delta", "poll", "reconcile"] = Field(
+        description="full: the whole catalog, what changed since the last push; delta/poll: changed items; "
+        "reconcile: the whole catalog against what QuoteWerks holds now (counts missing, differs, same)."
+    )
     path: Literal["data_lake", "mi", "events"]
     path_reason: str = Field("", max_length=500, description="Why this path was chosen.")
     started_at: datetime

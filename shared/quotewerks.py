@@ -94,6 +94,7 @@ class QuoteWerks(Protocol):
     async def put_product(self, part: str, fields: Mapping[str, object]) -> bool: ...
     async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]: ...
     async def find_product(self, part: str) -> dict[str, Any] | None: ...
+    async def all_products(self) -> list[dict[str, Any]]: ...
     async def customer(self, account: str) -> dict[str, Any]: ...
     async def find_customer(self, account: str) -> dict[str, Any] | None: ...
     async def customers(self) -> list[dict[str, Any]]: ...
@@ -184,6 +185,14 @@ class QuoteWerksClient:
         if not isinstance(body, dict):
             raise QuoteWerksError(f"product {part}: unexpected answer shape", retryable=False)
         return body
+
+    async def all_products(self) -> list[dict[str, Any]]:
+        """Every catalog product (to compare the catalog with M3's items)."""
+        body = await self._request("GET", "/products")
+        products = body.get("products") if isinstance(body, dict) else None
+        if not isinstance(products, list):
+            raise QuoteWerksError("products: unexpected answer shape", retryable=False)
+        return [p for p in products if isinstance(p, dict)]
 
     async def customer(self, account: str) -> dict[str, Any]:
         body = await self._request("GET", f"/customers/{quote(account, safe='')}")
@@ -424,6 +433,9 @@ class AuditedQuoteWerks:
 
     async def find_product(self, part: str) -> dict[str, Any] | None:
         return await self._inner.find_product(part)
+
+    async def all_products(self) -> list[dict[str, Any]]:
+        return await self._inner.all_products()
 
     async def customer(self, account: str) -> dict[str, Any]:
         return await self._inner.customer(account)

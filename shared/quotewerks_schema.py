@@ -201,6 +201,9 @@ class ProductStatements:
     def by_part(self, part: str) -> Select[Any]:
         return select(self.products).where(self.products.c.ManufacturerPartNumber == part)
 
+    def every(self) -> Select[Any]:
+        return select(self.products).order_by(self.products.c.ManufacturerPartNumber)
+
     def replace(self, part: str, values: Mapping[str, Any]) -> Update:
         return update(self.products).where(self.products.c.ManufacturerPartNumber == part).values(dict(values))
 

@@ -452,6 +452,17 @@ class QuoteWerksSqlClient:
             row = (await connection.execute(statements.by_part(part))).mappings().first()
         if row is None:
             return None
+        return self._product(row)
+
+    @quotewerks_retries
+    async def all_products(self) -> list[dict[str, Any]]:
+        """Every row of the bridge's product table."""
+        statements = await self._products_ready()
+        async with self._connect() as connection:
+            rows = (await connection.execute(statements.every())).mappings().all()
+        return [self._product(row) for row in rows]
+
+    def _product(self, row: Any) -> dict[str, Any]:
         product = {name: _plain(value) for name, value in row.items()}
         product["Active"] = bool(row["Active"])
         product["LastModified"] = self._stamp_out(row["LastModified"].replace(tzinfo=UTC))

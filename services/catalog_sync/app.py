@@ -22,7 +22,7 @@ from services.catalog_sync.customers import (
 )
 from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
-from services.catalog_sync.schedule import full_loads, polls
+from services.catalog_sync.schedule import full_loads, polls, reconciles
 from services.catalog_sync.sync import CatalogSync
 from shared.contracts import (
     CatalogSyncReport,
@@ -71,6 +71,14 @@ class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
     )
     full_load_interval_s: float = Field(
         86_400.0, ge=0, description="Seconds between scheduled full loads (0 = only at first start and on demand)."
+    )
+    catalog_reconcile_interval_s: float = Field(
+        604_800.0,
+        ge=0,
+        description="Seconds between catalog reconciliations: every M3 item's product compared with what QuoteWerks "
+        "holds now (not with what the bridge last pushed), a missing or edited product pushed again, the rest "
+        "counted in m3bridge_catalog_differences (0 = only on `POST /v1/sync/reconcile`). A full read of M3 and of "
+        "QuoteWerks' products, like a full load.",
     )
     full_load_at_start: bool = Field(True, description="Run a full load at start when no product was synced yet.")
     data_lake_threshold: int = Field(
@@ -174,6 +182,9 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             )
         if settings.item_poll_interval_s > 0:
             runtime.in_background(polls(sync(), interval_s=settings.item_poll_interval_s), name="catalog-poll")
+        if settings.catalog_reconcile_interval_s > 0:
+            runtime.in_background(reconciles(sync(), interval_s=settings.catalog_reconcile_interval_s),
+                                  name="catalog-reconcile")  # fmt: skip
 
     @runtime.on_shutdown
     async def stop() -> None:
@@ -191,6 +202,16 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             return JSONResponse(report.model_dump(mode="json"))
         runtime.in_background(sync().full_load(forced=path), name="catalog-full-load")
         return JSONResponse({"accepted": True}, status_code=202)
+
+    @runtime.app.post(
+        "/v1/sync/reconcile", tags=["catalog"], summary="Compare the catalog with M3 now", dependencies=operator
+    )
+    async def reconcile_catalog(dry_run: bool = False) -> JSONResponse:
+        """Every M3 item's product compared with what QuoteWerks holds now: counts `missing`, `differs`, `same`, a
+        problem per difference; each one pushed again unless `dry_run=true`. Answers with the report."""
+        if sync().full_load_running:
+            raise HTTPException(409, "a full load or reconciliation is already running")
+        return JSONResponse((await sync().reconcile(dry_run=dry_run)).model_dump(mode="json"))
 
     @runtime.app.post("/v1/sync/poll", tags=["catalog"], summary="Poll M3 for changed items now", dependencies=operator)
     async def poll_now() -> JSONResponse:

@@ -7,7 +7,9 @@ import logging
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from typing import Literal
 
+from services.catalog_sync.catalog_reconcile import catalog_differences, compare
 from services.catalog_sync.m3_reads import M3Reads
 from services.catalog_sync.products import (
     FINGERPRINT_BATCH,
@@ -73,13 +75,22 @@ class FullLoad:
         async with self._lock:
             return await self._run(forced)
 
-    async def _run(self, forced: Path | None) -> CatalogSyncReport:
+    async def reconcile(self, *, dry_run: bool) -> CatalogSyncReport:
+        """A full load that compares with what QuoteWerks holds now instead of what the bridge last pushed
+        (`catalog_reconcile`): the differences are counted and reported, and pushed again unless `dry_run`."""
+        async with self._lock:
+            return await self._run(None, against_quotewerks=True, dry_run=dry_run)
+
+    async def _run(
+        self, forced: Path | None, *, against_quotewerks: bool = False, dry_run: bool = False
+    ) -> CatalogSyncReport:
         started = datetime.now(UTC)
-        run_id = f"full-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        mode: Literal["full", "reconcile"] = "reconcile" if against_quotewerks else "full"
+        run_id = f"{mode}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0, "retired": 0, "kept_newer": 0}
         problems: list[Problem] = []
         progress = self.progress
-        progress.run_id, progress.mode, progress.running, progress.counts = run_id, "full", True, counts
+        progress.run_id, progress.mode, progress.running, progress.counts = run_id, mode, True, counts
         progress.total = progress.done = 0
         path: Path = "mi"
         reason = ""
@@ -102,8 +113,21 @@ class FullLoad:
                     products = await self._read_mi()
                 progress.total = len(products)
                 known = await self.pusher.store.all()
-                await self._push_all(products, known, counts, problems, snapshot)
-                await self._retire({p.part for p in products}, known, counts, problems, snapshot)
+                if against_quotewerks:
+                    counts |= {"missing": 0, "differs": 0, "same": 0}
+                    in_quotewerks = compare(products, await self.pusher.catalog.all_products(), counts, problems)
+                    if not dry_run:
+                        await self._push_all(products, in_quotewerks, counts, problems, snapshot)
+                    left = (
+                        counts["missing"]
+                        + counts["differs"]
+                        - (0 if dry_run else counts["created"] + counts["updated"])
+                    )
+                    catalog_differences.set(max(left, 0))
+                else:
+                    await self._push_all(products, known, counts, problems, snapshot)
+                if not dry_run:
+                    await self._retire({p.part for p in products}, known, counts, problems, snapshot)
         except Exception as exc:
             log.exception("full load %s failed", run_id)
             counts["failed"] += 1
@@ -111,10 +135,13 @@ class FullLoad:
         finally:
             progress.running = False
         report = CatalogSyncReport(
-            run_id=run_id, mode="full", path=path, path_reason=reason[:500], started_at=started,
+            run_id=run_id, mode=mode, path=path, path_reason=reason[:500], started_at=started,
             finished_at=datetime.now(UTC), counts=dict(counts), problems=problems,
         )  # fmt: skip
-        progress.last_full = report.model_dump(mode="json")
+        if mode == "full":
+            progress.last_full = report.model_dump(mode="json")
+        else:
+            progress.last_reconcile = report.model_dump(mode="json")
         return await self.pusher.report(report)
 
     async def _push_all(

@@ -44,6 +44,7 @@ class Progress:
     done: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     last_full: dict[str, Any] | None = None
+    last_reconcile: dict[str, Any] | None = None
     deltas: dict[str, int] = field(
         default_factory=lambda: {
             "handled": 0,
@@ -64,6 +65,7 @@ class Progress:
                 "total": self.total, "counts": dict(self.counts),
             },
             "last_full_load": self.last_full,
+            "last_reconcile": self.last_reconcile,
             "deltas": dict(self.deltas),
             "last_poll": self.last_poll,
         }  # fmt: skip

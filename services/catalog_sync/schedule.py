@@ -17,6 +17,7 @@ class Runs(Protocol):
     @property
     def full_load_running(self) -> bool: ...
     async def full_load(self) -> CatalogSyncReport: ...
+    async def reconcile(self, *, dry_run: bool = False) -> CatalogSyncReport: ...
     async def poll_changes(self) -> CatalogSyncReport: ...
 
 
@@ -46,3 +47,14 @@ async def polls(sync: Runs, *, interval_s: float) -> None:
             await sync.poll_changes()
         except Exception:
             log.exception("change poll failed")
+
+
+async def reconciles(sync: Runs, *, interval_s: float) -> None:
+    """The catalog compared with what QuoteWerks holds, and repaired, every `interval_s` (the first one interval
+    after start: a start's own full load has just pushed everything)."""
+    while interval_s > 0:
+        await asyncio.sleep(interval_s)
+        try:
+            await sync.reconcile()
+        except Exception:
+            log.exception("scheduled catalog reconciliation failed")

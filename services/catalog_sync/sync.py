@@ -43,6 +43,9 @@ class CatalogSync:
     async def full_load(self, *, forced: Path | None = None) -> CatalogSyncReport:
         return await self._full.run(forced=forced)
 
+    async def reconcile(self, *, dry_run: bool = False) -> CatalogSyncReport:
+        return await self._full.reconcile(dry_run=dry_run)
+
     async def poll_changes(self, today: date | None = None) -> CatalogSyncReport:
         return await self._deltas.poll_changes(today)
 

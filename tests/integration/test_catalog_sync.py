@@ -299,3 +299,31 @@ def test_a_change_not_applied_is_a_work_item_and_its_retry_after_the_fix_closes_
     after = wait_until("the work item closed by the applied retry", closed, timeout_s=60)
     assert [event["event"] for event in after["history"]] == ["failed", "retried", "resolved"]
     assert stack.quotewerks.api("GET", f"products/{part}")["Description"] == "Created after the change"
+
+
+def test_the_reconciliation_finds_a_product_edited_in_quotewerks_and_pushes_it_again(stack: Stack) -> None:
+    """A product someone edited in QuoteWerks is what M3 says again after a reconciliation (a full load would not see
+    it: the bridge's fingerprint did not change); the dry run names the field and changes nothing."""
+    wait_until("the start-up full load", lambda: healthz(stack.url).get("last_full_load"), timeout_s=90)
+    full_load(stack)  # whatever other tests changed, pushed
+    part = "ITM000007"
+    product = stack.quotewerks.api("GET", f"products/{part}")
+    price = product["Price"]
+    edited = {k: product[k] for k in ("Description", "UnitOfMeasure", "Active", "Availability")}
+    stack.quotewerks.api("PUT", f"products/{part}", {**edited, "Price": price + 100})
+
+    def reconcile(**params: str) -> dict[str, Any]:
+        answer = httpx.post(f"{stack.url}/v1/sync/reconcile", params=params, headers=OPERATOR, timeout=120)
+        assert answer.status_code == 200, answer.text
+        report: dict[str, Any] = answer.json()
+        return report
+
+    assert httpx.post(f"{stack.url}/v1/sync/reconcile", timeout=10).status_code == 401
+    dry = reconcile(dry_run="true")
+    assert (dry["mode"], dry["counts"]["differs"], dry["counts"]["missing"]) == ("reconcile", 1, 0), dry["problems"]
+    assert [p["message"] for p in dry["problems"]] == [f"{part}: Price {price + 100!r} (M3: {price!r})"]
+    assert stack.quotewerks.api("GET", f"products/{part}")["Price"] == price + 100
+    repaired = reconcile()
+    assert (repaired["counts"]["updated"], repaired["counts"]["failed"]) == (1, 0)
+    assert stack.quotewerks.api("GET", f"products/{part}")["Price"] == price
+    assert healthz(stack.url)["last_reconcile"]["run_id"] == repaired["run_id"]

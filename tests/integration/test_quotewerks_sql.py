@@ -359,6 +359,8 @@ async def test_a_product_is_created_then_replaced_in_the_bridges_table(qw: Quote
     assert again is not None
     assert (again["Price"], again["Active"], again["Availability"]) == (13.25, False, 0)
     assert again["Description"] == "Widget, blue"
+    [listed] = await qw.all_products()  # what a catalog reconciliation compares with M3
+    assert (listed["ManufacturerPartNumber"], listed["Price"], listed["Active"]) == ("ITM000001", 13.25, False)
 
 
 async def test_a_batch_of_products_creates_the_new_and_replaces_the_known_in_one_transaction(

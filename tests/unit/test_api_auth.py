@@ -31,6 +31,7 @@ SELF_AUTHENTICATED = {
 PROTECTED = {
     ("catalog-sync", "POST", "/v1/sync/full"): "operator",
     ("catalog-sync", "POST", "/v1/sync/poll"): "operator",
+    ("catalog-sync", "POST", "/v1/sync/reconcile"): "operator",
     ("catalog-sync", "POST", "/v1/customers/reconcile"): "operator",
     ("order-writer", "POST", "/v1/orders/reconcile"): "operator",
     ("order-writer", "GET", "/v1/quotes/{doc_no}/trace"): "read",

@@ -62,6 +62,10 @@ class GatedCatalog:
         found: dict[str, Any] | None = await self.inner.find_product(part)
         return found
 
+    async def all_products(self) -> list[dict[str, Any]]:
+        every: list[dict[str, Any]] = await self.inner.all_products()
+        return every
+
 
 def gated_sync(monkeypatch: pytest.MonkeyPatch) -> tuple[CatalogSync, GatedCatalog]:
     # One product per batch: the load writes them one after the other, so a delta can come between two.

@@ -30,6 +30,7 @@ class FakeRuns:
     def __init__(self, fail_first: bool = False) -> None:
         self.full_loads = 0
         self.polls = 0
+        self.reconciles = 0
         self.fail_first = fail_first
         self._running = False
         self.asked_if_running = 0
@@ -54,6 +55,10 @@ class FakeRuns:
     async def poll_changes(self) -> CatalogSyncReport:
         self.polls += 1
         return self._outcome(self.polls, "poll")
+
+    async def reconcile(self, *, dry_run: bool = False) -> CatalogSyncReport:
+        self.reconciles += 1
+        return self._outcome(self.reconciles, "reconcile")
 
     def _outcome(self, count: int, mode: str) -> CatalogSyncReport:
         if count >= 3:

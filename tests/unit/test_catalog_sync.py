@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.catalog_sync.datalake import DataLakeClient, DataLakeError
 from services.catalog_sync.full_load import choose_path
@@ -126,6 +127,9 @@ class FakeCatalog:
         found = self.products.get(part)
         return dict(found) if found is not None else None
 
+    async def all_products(self) -> list[dict[str, Any]]:
+        return [{**fields, "ManufacturerPartNumber": part} for part, fields in self.products.items()]
+
 
 class MemoryFingerprints:
     def __init__(self) -> None:
@@ -192,6 +196,36 @@ async def test_big_catalog_reads_the_data_lake_and_second_run_pushes_nothing() -
     assert (catalog.puts, catalog.batches) == (40, 1)  # one write for the whole catalog
     assert [r.run_id for r in reports] == [first.run_id, second.run_id]
     assert sync.progress.snapshot()["last_full_load"]["counts"]["unchanged"] == 40
+
+
+async def test_reconciliation_finds_products_edited_or_lost_in_quotewerks_and_pushes_them_again() -> None:
+    """A full load pushes only what changed since its last push: a product edited in QuoteWerks (or lost there)
+    stays wrong. The reconciliation compares with QuoteWerks itself: a dry run reports each difference by field and
+    changes nothing; a real one pushes exactly those two again."""
+    sync, _lake, _m3, catalog, reports = make_sync(threshold=10)
+    await sync.full_load()
+    catalog.products["ITM000002"]["Price"] = 1.0  # a user's edit in QuoteWerks
+    del catalog.products["ITM000003"]
+    assert (await sync.full_load()).counts["unchanged"] == 40  # the fingerprints do not see it
+
+    dry = await sync.reconcile(dry_run=True)
+    assert dry.mode == "reconcile"
+    assert (dry.counts["missing"], dry.counts["differs"], dry.counts["same"]) == (1, 1, 38)
+    assert sorted(p.message for p in dry.problems) == [
+        "ITM000002: Price 1.0 (M3: 12.5)", "ITM000003: missing in QuoteWerks",
+    ]  # fmt: skip
+    assert "ITM000003" not in catalog.products
+    assert REGISTRY.get_sample_value("m3bridge_catalog_differences") == 2
+
+    repaired = await sync.reconcile()
+    assert (repaired.counts["created"], repaired.counts["updated"], repaired.counts["failed"]) == (1, 1, 0)
+    assert catalog.products["ITM000002"]["Price"] == 12.5
+    assert "ITM000003" in catalog.products
+    assert REGISTRY.get_sample_value("m3bridge_catalog_differences") == 0
+    again = await sync.reconcile(dry_run=True)
+    assert (again.counts["missing"], again.counts["differs"], again.counts["same"]) == (0, 0, 40)
+    assert reports[-1].run_id == again.run_id
+    assert sync.progress.snapshot()["last_reconcile"]["run_id"] == again.run_id
 
 
 async def test_a_batch_quotewerks_refuses_is_pushed_one_by_one_so_only_the_bad_product_fails() -> None:

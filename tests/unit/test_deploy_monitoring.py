@@ -708,3 +708,41 @@ def test_promtool_fires_the_reconciliation_alerts_per_kind(tmp_path: Path) -> No
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
+
+
+def test_promtool_fires_catalog_differs_from_m3_only_when_differences_stay(tmp_path: Path) -> None:
+    """promtool's rule unit test: a reconciliation that repaired its differences within the hour does not fire; two
+    products left different for over an hour do."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: apt-get install prometheus"
+    [rule] = [rule for rule in _rules() if rule.get("alert") == "CatalogDiffersFromM3"]
+    annotations = {
+        key: " ".join(str(text).split()).replace("{{ $value | humanize }}", "2")
+        for key, text in rule["annotations"].items()
+    }
+    series = 'm3bridge_catalog_differences{job="m3bridge", instance="cs:8000"}'
+    tests = {
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": [{"series": series, "values": "3x6 0x6 2x20"}],
+                "alert_rule_test": [
+                    {"eval_time": "50m", "alertname": "CatalogDiffersFromM3", "exp_alerts": []},
+                    {"eval_time": "120m", "alertname": "CatalogDiffersFromM3", "exp_alerts": []},
+                    {
+                        "eval_time": "140m",
+                        "alertname": "CatalogDiffersFromM3",
+                        "exp_alerts": [
+                            {"exp_labels": {"job": "m3bridge", "severity": "warning"}, "exp_annotations": annotations}
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "catalog-test.yml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"promtool test rules:\n{result.stdout}\n{result.stderr}"
