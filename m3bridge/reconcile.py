@@ -3,8 +3,9 @@
 Three sources, each read directly (QuoteWerks as quote-ingest reads it; M3 with the tenant's own token, as
 `m3bridge doctor`; the state store): every quote approved in QuoteWerks in the window must have a ledger entry
 (confirmed, or held / failed and so on the work queue), and every confirmed entry must be an order M3 still has,
-with the quote's DocNo as its CUOR and the same customer. Differences are listed with what to do; exit 1 when
-there is one. Under `make run` it finds the simulator, QuoteWerks and the store itself.
+with the quote's DocNo as its CUOR, the same customer and the quote's subtotal as its net value. Differences are
+listed with what to do; exit 1 when there is one. Under `make run` it finds the simulator, QuoteWerks and the store
+itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -22,12 +25,12 @@ from pydantic import SecretStr
 from m3bridge import local_run
 from m3bridge.doctor import Check, check_tenant, local_setting
 from services.order_writer.reconcile import ReconcileReport, ledger_since, never_ordered, orders_in_m3
+from shared.quotewerks import parse_last_modified
 from shared.state import db
 
 
-async def _approved(since: datetime, http: httpx.AsyncClient) -> dict[str, datetime | None]:
-    """DocNo → LastModified of the quotes QuoteWerks has as approved, changed since `since`."""
-    from shared.quotewerks import parse_last_modified
+async def _approved(since: datetime, http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    """DocNo → header of the quotes QuoteWerks has as approved, changed since `since`."""
     from shared.quotewerks_sql import quotewerks_client
 
     url = local_setting("M3B_QUOTEWERKS_URL")
@@ -35,13 +38,13 @@ async def _approved(since: datetime, http: httpx.AsyncClient) -> dict[str, datet
         raise RuntimeError("M3B_QUOTEWERKS_URL is not set")
     client = quotewerks_client(url, SecretStr(local_setting("M3B_QUOTEWERKS_API_KEY")), http=http,
                                sql_password=SecretStr(os.environ.get("M3B_QUOTEWERKS_SQL_PASSWORD", "")))  # fmt: skip
-    found: dict[str, datetime | None] = {}
+    found: dict[str, dict[str, Any]] = {}
     try:
         for status in json.loads(os.environ.get("M3B_APPROVED_STATUSES", '["Accepted"]')):
             for header in await client.documents(doc_type="QUOTE", status=status, modified_since=since):
                 doc_no = str(header.get("DocNo") or "")
                 if doc_no:
-                    found[doc_no] = parse_last_modified(header.get("LastModified"))
+                    found[doc_no] = header
     finally:
         await client.aclose()
     return found
@@ -64,14 +67,25 @@ async def reconcile(since_days: float) -> ReconcileReport:
             report.problems.append(f"QuoteWerks: {type(failed).__name__}: {failed}"[:300])
             approved = {}
         report.approved = len(approved)
-        report.differences += never_ordered(approved, entries, source="approved in QuoteWerks")
+        changed = {doc_no: parse_last_modified(header.get("LastModified")) for doc_no, header in approved.items()}
+        report.differences += never_ordered(changed, entries, source="approved in QuoteWerks")
+        totals = {doc_no: total for doc_no, header in approved.items()
+                  if (total := _subtotal(header.get("SubTotal"))) is not None}  # fmt: skip
         checks: list[Check] = []
         m3 = await check_tenant(local_setting("M3B_ION_API_FILE", "/run/secrets/ionapi"), checks, http)
         if m3 is None:
             report.problems += [f"M3: {c.detail}" for c in checks if c.status == "fail"]
             return report
-        await orders_in_m3(m3, [entry for revisions in entries.values() for entry in revisions], report)
+        await orders_in_m3(m3, [entry for revisions in entries.values() for entry in revisions], report,
+                           quote_totals=totals)  # fmt: skip
     return report
+
+
+def _subtotal(value: object) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
 
 
 def describe(report: ReconcileReport) -> str:

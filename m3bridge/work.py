@@ -77,13 +77,12 @@ def preview(payload: str) -> str:
     """The M3 calls the current mapping makes of the quote (offline: the rules' own field lengths)."""
     from services.order_writer.app import OrderWriterSettings
     from shared.contracts import QuoteApproved
-    from shared.mapping import describe, load_rules, plan_customer, plan_order
+    from shared.mapping import load_rules
+    from shared.mapping import preview as planned
     from shared.settings import config_path
 
     rules = load_rules(config_path(OrderWriterSettings().mapping_file))
-    quote = QuoteApproved.model_validate_json(payload)
-    customer = plan_customer(quote, rules, field_lengths={})
-    return describe(plan_order(quote, rules, customer_number="", field_lengths={}, customer=customer))
+    return planned(QuoteApproved.model_validate_json(payload), rules)
 
 
 async def _show(options: Any) -> int:
@@ -113,11 +112,20 @@ async def _show(options: Any) -> int:
     if item.kind != work_items.QUOTE:
         print(f"\nthe message `m3bridge work retry {item.id}` sends again:\n  {change.value}")
         return 0
-    print("\nwhat the current mapping sends to M3 (offline, before M3 checks the items):")
+    first = next((event.get("plan") for event in work_items.history(item) if event.get("plan")), None)
     try:
-        print(preview(item.payload))
+        now = preview(item.payload)
     except Exception as exc:  # a rules file that no longer loads is itself the answer
-        print(f"  cannot plan: {exc}")
+        now = f"  cannot plan: {exc}"
+    if first is not None and first != now:
+        print("\nwhat the first attempt's mapping sent to M3 (offline):")
+        print(first)
+        print("\nwhat the current mapping sends to M3 instead (offline, before M3 checks the items):")
+    elif first is not None:
+        print("\nwhat the mapping sends to M3, as at the first attempt (offline, before M3 checks the items):")
+    else:
+        print("\nwhat the current mapping sends to M3 (offline, before M3 checks the items):")
+    print(now)
     return 0
 
 

@@ -38,7 +38,7 @@ from shared.crash_points import crash_point
 from shared.customer_matching import MatchingRules
 from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error
 from shared.m3.metadata import Record
-from shared.mapping import MappingRules, OrderPlan, plan_order
+from shared.mapping import MappingRules, OrderPlan, plan_order, preview
 from shared.state import ledger, work_items
 from shared.state.ledger import EntryBusyError, Lease, LeaseLostError, OrderState, batch_orders_of
 from shared.state.models import OrderLedgerEntry
@@ -310,10 +310,15 @@ class OrderWriter:
     async def _work_item(self, quote: QuoteApproved, state: Literal["held", "failed"], problems: list[Problem]) -> None:
         """The quote on the work queue (`m3bridge work list`), with what is needed to retry it."""
         items = sorted({line.manufacturer_part_number for line in quote.lines if line.manufacturer_part_number})
+        try:
+            # What this attempt's mapping makes of it, for `work show` to set beside the mapping of a retry.
+            plan = preview(quote, self.rules)
+        except Exception as exc:  # a plan never raises for a bad quote; this is only the record of it
+            plan = f"cannot plan: {exc}"
         item_id, new = await work_items.open_quote(
             self.engine, doc_no=quote.doc_no, revision=quote.revision, state=state, problems=problems,
             payload=quote.model_dump_json(by_alias=True), customer=quote.sold_to.cm_account_no or quote.sold_to.company,
-            items=items,
+            items=items, plan=plan,
         )  # fmt: skip
         if new:
             log.info("quote %s is work item %d (%s)", quote.doc_no, item_id, state)

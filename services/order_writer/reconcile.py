@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from prometheus_client import Gauge
@@ -36,12 +37,12 @@ log = logging.getLogger(__name__)
 
 #: An approval younger than this may still be on its way (outbox, broker, lanes): not yet a difference.
 SETTLING = timedelta(minutes=10)
-KINDS = ("approved, never ordered", "order missing in M3", "order differs in M3")
+KINDS = ("approved, never ordered", "order missing in M3", "order differs in M3", "totals differ")
 
 differences_found = Gauge(
     "m3bridge_reconcile_differences",
     "Differences the last order reconciliation found, by kind (approved, never ordered; order missing in M3; order "
-    "differs in M3).",
+    "differs in M3; totals differ).",
     ["kind"],
 )
 reconcile_finished = Gauge(
@@ -120,8 +121,23 @@ def never_ordered(
     return missing
 
 
-async def orders_in_m3(m3: M3Client, entries: Iterable[OrderLedgerEntry], report: ReconcileReport) -> None:
-    """Every confirmed entry's order read from M3 (one GetHead each, at the budget's bulk priority)."""
+def _decimal(value: object) -> Decimal | None:
+    try:
+        return Decimal(str(value).strip()) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
+
+
+async def orders_in_m3(
+    m3: M3Client,
+    entries: Iterable[OrderLedgerEntry],
+    report: ReconcileReport,
+    *,
+    quote_totals: Mapping[str, Decimal] | None = None,
+) -> None:
+    """Every confirmed entry's order read from M3 (one GetHead each, at the budget's bulk priority); with
+    `quote_totals` (DocNo → the quote's SubTotal) the order's net value (NTAM) is compared too, within what rounding
+    each line's amount can add up to (half a unit, or 0.01 % of the value)."""
     for entry in entries:
         if entry.state != OrderState.CONFIRMED or not entry.order_number:
             continue
@@ -148,6 +164,15 @@ async def orders_in_m3(m3: M3Client, entries: Iterable[OrderLedgerEntry], report
                 f"M3 order {entry.order_number} has CUOR {cuor!r} and customer {customer!r}; the ledger says "
                 f"{entry.doc_no!r} and {entry.customer_number!r}",
                 "check the order in OIS300: it was changed by hand",
+            ))  # fmt: skip
+            continue
+        expected, net = (quote_totals or {}).get(entry.doc_no), _decimal(head.get("NTAM"))
+        if expected is not None and net is not None and abs(expected - net) > max(Decimal("0.5"), expected / 10_000):
+            report.differences.append(Difference(
+                entry.doc_no, KINDS[3],
+                f"M3 order {entry.order_number} is worth {net} net; the quote's subtotal is {expected}",
+                "compare the order's lines and prices in OIS300 with the quote (M3 prices lines itself where the "
+                "mapping sends no price; a line changed by hand)",
             ))  # fmt: skip
 
 

@@ -14,11 +14,11 @@ modules, which are laid out by concern and may move:
 - `rules`: the rules model, its validation and `load_rules`;
 - `results`: what a plan holds (`OrderPlan`, `CustomerPlan`, `Refusal`, ...);
 - `fields`: applying one section's field rules to one quote context;
-- `plan`: the plan builder (`select_lines`, `plan_customer`, `plan_order`) and the `describe` dry run.
+- `plan`: the plan builder (`select_lines`, `plan_customer`, `plan_order`), the `describe` dry run and `preview`.
 """
 
 from shared.mapping.formula import parse_formula
-from shared.mapping.plan import describe, plan_customer, plan_order, select_lines
+from shared.mapping.plan import describe, plan_customer, plan_order, preview, select_lines
 from shared.mapping.results import CustomerPlan, OrderPlan, PlannedLine, Refusal, SkippedLine
 from shared.mapping.rules import (
     CUSTOMER_ADD,
@@ -74,6 +74,7 @@ __all__ = [
     "parse_formula",
     "plan_customer",
     "plan_order",
+    "preview",
     "rules_from_data",
     "select_lines",
 ]

@@ -221,3 +221,10 @@ def describe(plan: OrderPlan) -> str:
             value = f" (value {refusal.value!r})" if refusal.value else ""
             out.append(f"  - {what}[{refusal.rule}] {refusal.reason}{value}")
     return "\n".join(out)
+
+
+def preview(quote: QuoteApproved, rules: MappingRules) -> str:
+    """The M3 calls `rules` make of the quote, offline (the rules' own field lengths, the customer as the mapping
+    would create it): what `m3bridge work show` prints."""
+    customer = plan_customer(quote, rules, field_lengths={})
+    return describe(plan_order(quote, rules, customer_number="", field_lengths={}, customer=customer))

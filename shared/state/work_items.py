@@ -11,7 +11,7 @@ Dead-letter topics stay for what cannot be decoded or used at all; this is the l
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -63,9 +63,11 @@ async def _open(
     payload: str,
     customer: str = "",
     items: Sequence[str] = (),
+    first: Mapping[str, Any] | None = None,
 ) -> tuple[int, bool]:
     """Open the item of (kind, subject, revision), or bring the one there up to date (another attempt failed it
-    again; a resolved one opens again). Returns its id and whether it was opened now."""
+    again; a resolved one opens again). `first` goes into the opening event only (what the first attempt did).
+    Returns its id and whether it was opened now."""
     reason, error_class = reason[:4000] or state, error_class[:32] or state
     for _ in (1, 2):
         try:
@@ -76,6 +78,7 @@ async def _open(
                 found = (await session.execute(query.with_for_update())).scalars().first()
                 event = _event(state, reason=reason, error_class=error_class, service=service)
                 if found is None:
+                    event |= dict(first or {})
                     item = WorkItem(
                         kind=kind, subject=subject[:64], revision=revision, service=service, state=state,
                         error_class=error_class, reason=reason, customer=customer[:64] or None,
@@ -107,13 +110,15 @@ async def open_quote(
     customer: str = "",
     items: Sequence[str] = (),
     service: str = "order-writer",
+    plan: str = "",
 ) -> tuple[int, bool]:
-    """Open the quote's work item, or bring the open one up to date (another attempt held it again). Returns its
-    id and whether it was opened now."""
+    """Open the quote's work item, or bring the open one up to date (another attempt held it again); `plan` (the
+    M3 calls the mapping made of it) is kept from the first attempt. Returns its id and whether it was opened
+    now."""
     return await _open(
         engine, kind=QUOTE, subject=doc_no, revision=revision, service=service, state=state,
         error_class=problems[0].error_class if problems else state, reason="; ".join(p.message for p in problems),
-        payload=payload, customer=customer, items=items,
+        payload=payload, customer=customer, items=items, first={"plan": plan} if plan else None,
     )  # fmt: skip
 
 

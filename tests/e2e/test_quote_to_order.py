@@ -403,7 +403,7 @@ def test_a_held_quote_is_on_the_work_queue_and_a_retry_after_the_fix_in_m3_order
     assert new_item in item["items"]
     assert main(["work", "show", str(item["id"])]) == 0
     shown = capsys.readouterr().out
-    assert "what the current mapping sends to M3" in shown
+    assert "what the mapping sends to M3, as at the first attempt" in shown
     assert new_item in shown
 
     stack.ion.admin("POST", "m3/items", {"ITNO": new_item, "ITDS": "Added for the retry"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.order_writer.orders import OrderWriter
-from services.order_writer.reconcile import reconcile_orders
+from services.order_writer.reconcile import ReconcileReport, ledger_since, orders_in_m3, reconcile_orders
 from shared.state import db, deliveries, fingerprints
 from shared.state.models import SeenDelivery
 from tests.unit.m3_faults import FaultyM3
@@ -79,3 +80,19 @@ async def test_the_schedule_is_one_replicas_turn_a_period(engine: AsyncEngine) -
     assert await fingerprints.take_turn(engine, "order-reconcile", 3600) is True
     assert await fingerprints.take_turn(engine, "order-reconcile", 3600) is False  # another replica, same period
     assert await fingerprints.take_turn(engine, "order-reconcile", 0) is True  # the period is over
+
+
+async def test_an_order_worth_other_than_its_quote_is_a_difference(m3: FaultyM3, engine: AsyncEngine) -> None:
+    writer = OrderWriter(m3.client, engine, RULES, settle_s=0, owner="writer-a")
+    priced, repriced = quote(m3, "QTOT1"), quote(m3, "QTOT2")
+    for approved in (priced, repriced):
+        assert (await writer.process(approved)).outcome == "created"
+    net = {doc_no: Decimal(str(m3.sim.store.orders[m3.orders_for(doc_no)[0]].head["NTAM"])) for doc_no in
+           ("QTOT1", "QTOT2")}  # fmt: skip
+    report = ReconcileReport(since="")
+    entries = await ledger_since(engine, datetime.now(UTC) - timedelta(days=1))
+    totals = {"QTOT1": net["QTOT1"], "QTOT2": net["QTOT2"] + Decimal("5.00")}
+    await orders_in_m3(m3.client, [e for revisions in entries.values() for e in revisions], report, quote_totals=totals)
+    [difference] = report.differences
+    assert (difference.doc_no, difference.kind) == ("QTOT2", "totals differ")
+    assert f"net; the quote's subtotal is {totals['QTOT2']}" in difference.detail

@@ -1,6 +1,7 @@
 """The work queue's store (shared/state/work_items.py) on a real SQLite store, and how the command-line tools find
 a local run's state store and broker (m3bridge/local_run.py)."""
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -103,3 +104,44 @@ def test_dead_letters_without_a_broker_say_so_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("no broker: set M3B_KAFKA_BOOTSTRAP_SERVERS, or start `make run`")
     assert err.count("\n") == 1
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs/examples/quote-approved.json"
+
+
+def test_show_sets_the_first_attempts_m3_calls_beside_the_current_mappings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan order-writer made at the first attempt is kept; `work show` prints it beside what the mapping makes
+    of the quote now when the two differ (the mapping was changed to fix the hold)."""
+    from m3bridge.cli import main
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    example = EXAMPLE.read_text()
+
+    async def two_attempts() -> tuple[int, list[dict[str, object]]]:
+        await db.migrate(url)
+        engine = db.create_engine(url)
+        try:
+            first_plan = "Quote AAAQ1009: the old mapping's calls"
+            item_id, _ = await work_items.open_quote(engine, doc_no="AAAQ1009", revision=0, state="held",
+                                                     problems=UNKNOWN, payload=example, plan=first_plan)  # fmt: skip
+            await work_items.open_quote(engine, doc_no="AAAQ1009", revision=0, state="held", problems=UNKNOWN,
+                                        payload=example, plan="not kept: a later attempt")  # fmt: skip
+            item = await work_items.get(engine, item_id)
+            assert item is not None
+            return item_id, work_items.history(item)
+        finally:
+            await engine.dispose()
+
+    item_id, events = asyncio.run(two_attempts())
+    assert [event.get("plan") for event in events] == ["Quote AAAQ1009: the old mapping's calls", None]
+    monkeypatch.setenv("M3B_STATE_URL", url)
+    monkeypatch.setenv("M3B_RUN_STATE_DIR", str(tmp_path))
+    assert main(["work", "show", str(item_id)]) == 0
+    shown = capsys.readouterr().out
+    first, now = shown.split("what the first attempt's mapping sent to M3 (offline):")[1].split(
+        "what the current mapping sends to M3 instead"
+    )
+    assert "the old mapping's calls" in first
+    assert "AddBatchHead" in now
