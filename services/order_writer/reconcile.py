@@ -37,12 +37,12 @@ log = logging.getLogger(__name__)
 
 #: An approval younger than this may still be on its way (outbox, broker, lanes): not yet a difference.
 SETTLING = timedelta(minutes=10)
-KINDS = ("approved, never ordered", "order missing in M3", "order differs in M3", "totals differ")
+KINDS = ("approved, never ordered", "order missing in M3", "order differs in M3", "totals differ", "extra order in M3")
 
 differences_found = Gauge(
     "m3bridge_reconcile_differences",
     "Differences the last order reconciliation found, by kind (approved, never ordered; order missing in M3; order "
-    "differs in M3; totals differ).",
+    "differs in M3; totals differ; extra order in M3: a second order with the quote's DocNo).",
     ["kind"],
 )
 reconcile_finished = Gauge(
@@ -128,6 +128,16 @@ def _decimal(value: object) -> Decimal | None:
         return None
 
 
+async def _head(m3: M3Client, order_number: str, report: ReconcileReport) -> dict[str, Any] | Exception | None:
+    try:
+        return await m3.execute_one("OIS100MI", "GetHead", {"ORNO": order_number}, priority=Priority.BULK)
+    except (M3NotFoundError, M3BusinessError):
+        return None
+    except M3Error as failed:
+        report.problems.append(f"M3 order {order_number}: {failed}"[:300])
+        return failed
+
+
 async def orders_in_m3(
     m3: M3Client,
     entries: Iterable[OrderLedgerEntry],
@@ -135,45 +145,72 @@ async def orders_in_m3(
     *,
     quote_totals: Mapping[str, Decimal] | None = None,
 ) -> None:
-    """Every confirmed entry's order read from M3 (one GetHead each, at the budget's bulk priority); with
-    `quote_totals` (DocNo → the quote's SubTotal) the order's net value (NTAM) is compared too, within what rounding
-    each line's amount can add up to (half a unit, or 0.01 % of the value)."""
-    for entry in entries:
-        if entry.state != OrderState.CONFIRMED or not entry.order_number:
-            continue
-        report.confirmed_in_ledger += 1
-        try:
-            head = await m3.execute_one("OIS100MI", "GetHead", {"ORNO": entry.order_number}, priority=Priority.BULK)
-        except (M3NotFoundError, M3BusinessError):
-            head = None
-        except M3Error as failed:
-            report.problems.append(f"M3 order {entry.order_number}: {failed}"[:300])
-            continue
-        report.checked_in_m3 += 1
-        if head is None:
-            report.differences.append(Difference(
-                entry.doc_no, KINDS[1],
-                f"the ledger has M3 order {entry.order_number} (customer {entry.customer_number}); M3 does not",
-                "find out who deleted it (OIS300); to order the quote again approve it again in QuoteWerks",
-            ))  # fmt: skip
-            continue
-        cuor, customer = str(head.get("CUOR") or "").strip(), str(head.get("CUNO") or "").strip()
-        if cuor != entry.doc_no or (entry.customer_number and customer != entry.customer_number):
-            report.differences.append(Difference(
-                entry.doc_no, KINDS[2],
-                f"M3 order {entry.order_number} has CUOR {cuor!r} and customer {customer!r}; the ledger says "
-                f"{entry.doc_no!r} and {entry.customer_number!r}",
-                "check the order in OIS300: it was changed by hand",
-            ))  # fmt: skip
-            continue
-        expected, net = (quote_totals or {}).get(entry.doc_no), _decimal(head.get("NTAM"))
-        if expected is not None and net is not None and abs(expected - net) > max(Decimal("0.5"), expected / 10_000):
-            report.differences.append(Difference(
-                entry.doc_no, KINDS[3],
-                f"M3 order {entry.order_number} is worth {net} net; the quote's subtotal is {expected}",
-                "compare the order's lines and prices in OIS300 with the quote (M3 prices lines itself where the "
-                "mapping sends no price; a line changed by hand)",
-            ))  # fmt: skip
+    """Every confirmed entry's order as M3 has it: one OIS100MI/LstHead per customer (at the budget's bulk
+    priority) gives each customer's orders with their CUOR and net value, so a second order with a quote's DocNo
+    (`extra order in M3`: the quote was ordered twice) shows too; an order not in its customer's list is read by
+    GetHead (deleted, or moved to another customer). With `quote_totals` (DocNo → the quote's SubTotal) the net value
+    (NTAM) is compared too, within what rounding each line's amount can add up to (half a unit, or 0.01 %)."""
+    confirmed = [e for e in entries if e.state == OrderState.CONFIRMED and e.order_number]
+    by_customer: dict[str, list[OrderLedgerEntry]] = {}
+    for entry in confirmed:
+        by_customer.setdefault(entry.customer_number or "", []).append(entry)
+    report.confirmed_in_ledger += len(confirmed)
+    for customer, own in sorted(by_customer.items()):
+        rows: list[dict[str, Any]] = []
+        if customer:
+            try:
+                rows = await m3.execute("OIS100MI", "LstHead", {"CUNO": customer}, priority=Priority.BULK, maxrecs=0)
+            except M3Error as failed:
+                report.problems.append(f"orders of customer {customer}: {failed}"[:300])
+                continue
+        listed = {str(row.get("ORNO") or "").strip(): row for row in rows}
+        for entry in own:
+            head: dict[str, Any] | None = listed.get(entry.order_number or "")
+            if head is None:
+                read = await _head(m3, entry.order_number or "", report)
+                if isinstance(read, Exception):
+                    continue
+                head = read
+            report.checked_in_m3 += 1
+            _compare(entry, head, report, (quote_totals or {}).get(entry.doc_no))
+            same_quote = {orno for orno, row in listed.items() if str(row.get("CUOR") or "").strip() == entry.doc_no}
+            extra = sorted(same_quote - {entry.order_number or ""})
+            if extra:
+                report.differences.append(Difference(
+                    entry.doc_no, KINDS[4],
+                    f"M3 order(s) {', '.join(extra)} of customer {customer} also carry the quote's DocNo as CUOR; the "
+                    f"ledger's order is {entry.order_number}",
+                    "the quote may have been ordered twice: check with the customer which order stands and cancel "
+                    "the other in OIS300 (m3bridge trace DOCNO shows how each came about)",
+                ))  # fmt: skip
+
+
+def _compare(entry: OrderLedgerEntry, head: dict[str, Any] | None, report: ReconcileReport,
+             expected: Decimal | None) -> None:  # fmt: skip
+    if head is None:
+        report.differences.append(Difference(
+            entry.doc_no, KINDS[1],
+            f"the ledger has M3 order {entry.order_number} (customer {entry.customer_number}); M3 does not",
+            "find out who deleted it (OIS300); to order the quote again approve it again in QuoteWerks",
+        ))  # fmt: skip
+        return
+    cuor, customer = str(head.get("CUOR") or "").strip(), str(head.get("CUNO") or "").strip()
+    if cuor != entry.doc_no or (entry.customer_number and customer != entry.customer_number):
+        report.differences.append(Difference(
+            entry.doc_no, KINDS[2],
+            f"M3 order {entry.order_number} has CUOR {cuor!r} and customer {customer!r}; the ledger says "
+            f"{entry.doc_no!r} and {entry.customer_number!r}",
+            "check the order in OIS300: it was changed by hand",
+        ))  # fmt: skip
+        return
+    net = _decimal(head.get("NTAM"))
+    if expected is not None and net is not None and abs(expected - net) > max(Decimal("0.5"), expected / 10_000):
+        report.differences.append(Difference(
+            entry.doc_no, KINDS[3],
+            f"M3 order {entry.order_number} is worth {net} net; the quote's subtotal is {expected}",
+            "compare the order's lines and prices in OIS300 with the quote (M3 prices lines itself where the "
+            "mapping sends no price; a line changed by hand)",
+        ))  # fmt: skip
 
 
 def export(report: ReconcileReport) -> None:

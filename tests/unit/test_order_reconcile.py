@@ -5,6 +5,7 @@ taken by one replica a period."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -96,3 +97,20 @@ async def test_an_order_worth_other_than_its_quote_is_a_difference(m3: FaultyM3,
     [difference] = report.differences
     assert (difference.doc_no, difference.kind) == ("QTOT2", "totals differ")
     assert f"net; the quote's subtotal is {totals['QTOT2']}" in difference.detail
+
+
+async def test_a_second_m3_order_with_the_quotes_docno_is_an_extra_order(m3: FaultyM3, engine: AsyncEngine) -> None:
+    """What exactly once must never produce, found if it ever happens (or someone copies the order in OIS100)."""
+    writer = OrderWriter(m3.client, engine, RULES, settle_s=0, owner="writer-a")
+    approved = quote(m3, "QTWICE")
+    assert (await writer.process(approved)).outcome == "created"
+    [first] = m3.orders_for("QTWICE")
+    original = m3.sim.store.orders[first]
+    m3.sim.store.orders["1999999999"] = replace(
+        original, orno="1999999999", head={**original.head, "ORNO": "1999999999"}
+    )
+    report = await reconcile_orders(engine, m3.client, since=datetime.now(UTC) - timedelta(days=1))
+    [extra] = report.differences
+    assert (extra.doc_no, extra.kind) == ("QTWICE", "extra order in M3")
+    assert "1999999999" in extra.detail
+    assert counted("extra order in M3") == 1
