@@ -364,11 +364,15 @@ class AvailabilityAnswer(BaseModel):
     currency: str | None = Field(description="Currency of the price.")
     price_note: str | None = Field(None, description="Why there is no price, when there is none.")
     source: Source = Field(
-        description="`m3`: read just now; `cache`: read within the cache TTL (or pushed by an inventory event); "
-        "`stale`: M3 could not answer, this is the last figure known. The worst of stock and price."
+        description="Of the stock figures (what `available` rests on): `m3`: read just now; `cache`: read within the "
+        "cache TTL (or pushed by an inventory event); `stale`: M3 could not answer, this is the last figure known. "
+        "`stale` too when the price is."
     )
-    as_of: datetime = Field(description="When the (older of the) figures were read from M3.")
+    as_of: datetime = Field(description="When the stock figures were read from M3 (or changed, by an event).")
     age_s: float = Field(description="Seconds since `as_of`.")
+    price_as_of: datetime | None = Field(
+        None, description="When the price was read from M3 (with the whole price list, or alone), or changed."
+    )
 
 
 class LineProblem(BaseModel):

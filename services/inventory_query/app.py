@@ -2,6 +2,7 @@
 by inventory events, M3 asked at interactive priority."""
 
 # No `from __future__ import annotations`: faststream and FastAPI read the handler signatures at runtime.
+import asyncio
 import logging
 from datetime import date
 from decimal import Decimal
@@ -12,7 +13,13 @@ from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field, field_validator
 
-from services.inventory_query.availability import Availability, InvalidQueryError, NotFoundError, UnavailableError
+from services.inventory_query.availability import (
+    Availability,
+    InvalidQueryError,
+    NotFoundError,
+    UnavailableError,
+    read_price_lists,
+)
 from services.inventory_query.m3_reader import M3Reader
 from services.inventory_query.messages import (
     MAX_BATCH,
@@ -26,12 +33,12 @@ from services.inventory_query.messages import (
     ErrorBody,
 )
 from services.inventory_query.replies import Replier
-from shared.contracts import InventoryChanged
+from shared.contracts import InventoryChanged, PriceChanged
 from shared.m3 import m3_client_for
 from shared.runtime import ServiceRuntime
 from shared.settings import M3CallerSettings
 from shared.started import StartedPart
-from shared.topics import ALL_TOPICS, INVENTORY_CHANGED
+from shared.topics import ALL_TOPICS, INVENTORY_CHANGED, PRICE_CHANGED
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,14 @@ class InventoryQuerySettings(M3CallerSettings):
     price_currency: str = Field("EUR", min_length=1, max_length=3, description="Currency (CUCD) of the price list.")
     price_valid_from: date | None = Field(
         None, description="From-date (FVDT) of the price list to read; empty means the one valid today."
+    )
+    price_list_read_interval_s: float = Field(
+        600.0,
+        ge=0,
+        description="Every this many seconds (and at start) the whole price list is read in one call "
+        "(OIS017MI/LstBasePrice, bulk priority) and prices are answered from it until the next read plus a minute; "
+        "price change events (m3.price.changed.v1) keep them current in between. 0: each item's price is read when "
+        "asked (OIS017MI/GetBasePrice) and cached M3B_CACHE_TTL_S.",
     )
     reply_topic_prefix: str = Field(
         "inventory.availability.reply.",
@@ -86,15 +101,21 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
             currency=settings.price_currency,
             price_valid_from=settings.price_valid_from,
         )
+        list_read = settings.price_list_read_interval_s
         availability.set(
             Availability(
                 reader,
                 ttl_s=settings.cache_ttl_s,
+                price_ttl_s=max(settings.cache_ttl_s, list_read + 60) if list_read > 0 else None,
                 deadline_s=settings.answer_deadline_s,
                 max_entries=settings.last_known_max_entries,
                 outage_backoff_s=settings.outage_backoff_s,
             )
         )
+        if list_read > 0:
+            stop = asyncio.Event()
+            runtime.in_background(read_price_lists(availability(), reader, interval_s=list_read, stop=stop),
+                                  name="price-list", stop=stop.set)  # fmt: skip
 
     # --- HTTP ----------------------------------------------------------------------------------------------
 
@@ -152,6 +173,16 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
     )
     async def on_inventory_changed(event: InventoryChanged, _message: KafkaMessage) -> None:
         availability().apply_change(event)
+
+    @runtime.subscriber(
+        PRICE_CHANGED,
+        group=None,  # as stock changes: every replica's cache sees every price change
+        ack_policy=AckPolicy.MANUAL,
+        title="inventory-query/price-changed",
+        description="Price changes of the configured list and currency replace the cached price of that item.",
+    )
+    async def on_price_changed(event: PriceChanged, _message: KafkaMessage) -> None:
+        availability().apply_price_change(event, price_list=settings.price_list, currency=settings.price_currency)
 
     replier = Replier(runtime.broker, max_bytes=settings.kafka_max_request_size,
                       allowed_prefix=settings.reply_topic_prefix)  # fmt: skip

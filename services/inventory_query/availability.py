@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +19,7 @@ from typing import Generic, Protocol, TypeVar
 from prometheus_client import Counter
 
 from services.inventory_query.messages import AvailabilityAnswer, AvailabilityQuery, LineProblem, LineResult, Source
-from shared.contracts import InventoryChanged
+from shared.contracts import InventoryChanged, PriceChanged
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,11 @@ stale_answers = Counter(
 )  # fmt: skip
 unavailable_answers = Counter(
     "m3bridge_inventory_unavailable_total", "Figures neither M3 nor the cache could give.", ["figure"]
+)
+price_lists_read = Counter(
+    "m3bridge_inventory_price_lists_read_total",
+    "Reads of the whole price list (OIS017MI/LstBasePrice), by outcome.",
+    ["outcome"],
 )
 calls_saved = Counter(
     "m3bridge_inventory_m3_calls_saved_total", "M3 calls saved by joining a read already in flight.", ["figure"]
@@ -152,9 +157,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-_RANK: dict[Source, int] = {"m3": 0, "cache": 1, "stale": 2}
-
-
 # --- the service logic -----------------------------------------------------------------------------------
 
 
@@ -164,6 +166,7 @@ class Availability:
         reader: Reader,
         *,
         ttl_s: float = 30.0,
+        price_ttl_s: float | None = None,
         deadline_s: float = 2.0,
         max_entries: int = 100_000,
         outage_backoff_s: float = 5.0,
@@ -171,6 +174,8 @@ class Availability:
     ) -> None:
         self._reader = reader
         self._ttl = timedelta(seconds=ttl_s)
+        # Prices read with the whole list stay fresh until the next read of it (events keep them current between).
+        self._price_ttl = timedelta(seconds=price_ttl_s if price_ttl_s is not None else ttl_s)
         self._deadline_s = deadline_s
         self._backoff = timedelta(seconds=outage_backoff_s)
         self._clock = clock
@@ -193,8 +198,8 @@ class Availability:
         if isinstance(stock_result, BaseException):
             raise stock_result
         stock, stock_source = stock_result
-        sources: list[Source] = [stock_source]
-        as_of = stock.as_of
+        source: Source = stock_source
+        price_as_of: datetime | None = None
         if isinstance(price_result, UnavailableError):
             price = PriceReading(None, None, f"price unavailable: {price_result}")
         elif isinstance(price_result, BaseException):
@@ -203,9 +208,9 @@ class Availability:
             price = PriceReading(None, None, str(price_result))
         else:
             price_figure, price_source = price_result
-            price = price_figure.value
-            sources.append(price_source)
-            as_of = min(as_of, price_figure.as_of)
+            price, price_as_of = price_figure.value, price_figure.as_of
+            if price_source == "stale":
+                source = "stale"
         return AvailabilityAnswer(
             item=query.item,
             warehouse=query.warehouse,
@@ -216,9 +221,10 @@ class Availability:
             price=price.amount,
             currency=price.currency,
             price_note=price.note,
-            source=max(sources, key=_RANK.__getitem__),
-            as_of=as_of,
-            age_s=self._age_s(as_of),
+            source=source,
+            as_of=stock.as_of,
+            age_s=self._age_s(stock.as_of),
+            price_as_of=price_as_of,
         )
 
     async def check_many(self, queries: list[AvailabilityQuery]) -> list[LineResult]:
@@ -249,6 +255,20 @@ class Availability:
         events_applied.labels("applied" if applied else "older_than_cache").inc()
         return applied
 
+    def apply_price_list(self, prices: Mapping[str, PriceReading], as_of: datetime) -> int:
+        """The whole price list as read at `as_of`: every price the newest known unless a newer one is cached
+        (a price event that arrived while the list was read). Returns how many were taken."""
+        return sum(self._price.put(item, Figure(reading, as_of)) for item, reading in prices.items())
+
+    def apply_price_change(self, event: PriceChanged, *, price_list: str, currency: str) -> bool:
+        """A price event of the configured list and currency (not a customer's own price) is the newest known
+        price; an older one than what is cached changes nothing."""
+        if event.customer_number or event.price_list != price_list or (event.currency or currency) != currency:
+            return False
+        changed = event.changed_at if event.changed_at.tzinfo else event.changed_at.replace(tzinfo=UTC)
+        reading = PriceReading(event.sales_price, currency)
+        return self._price.put(event.item_number, Figure(reading, min(changed, self._clock())))
+
     # --- figures -----------------------------------------------------------------------------------------
 
     async def _stock_figure(self, item: str, warehouse: str) -> tuple[Figure[StockReading], Source]:
@@ -260,7 +280,7 @@ class Availability:
             self._stock.put(key, Figure(reading, started))
             return self._stock.get(key) or Figure(reading, started)
 
-        return await self._figure(STOCK, self._stock, self._stock_flights, key, read)
+        return await self._figure(STOCK, self._stock, self._stock_flights, key, read, self._ttl)
 
     async def _price_figure(self, item: str) -> tuple[Figure[PriceReading], Source]:
         async def read() -> Figure[PriceReading]:
@@ -269,7 +289,7 @@ class Availability:
             self._price.put(item, Figure(reading, started))
             return self._price.get(item) or Figure(reading, started)
 
-        return await self._figure(PRICE, self._price, self._price_flights, item, read)
+        return await self._figure(PRICE, self._price, self._price_flights, item, read, self._price_ttl)
 
     async def _figure(
         self,
@@ -278,9 +298,10 @@ class Availability:
         flights: SingleFlight[K, Figure[V]],
         key: K,
         read: Callable[[], Awaitable[Figure[V]]],
+        ttl: timedelta,
     ) -> tuple[Figure[V], Source]:
         cached = known.get(key)
-        if cached is not None and self._clock() - cached.as_of < self._ttl:
+        if cached is not None and self._clock() - cached.as_of < ttl:
             cache_hits.labels(kind).inc()
             return cached, "cache"
         cache_misses.labels(kind).inc()
@@ -324,3 +345,27 @@ class Availability:
             "price_figures_known": len(self._price),
             "outage": {kind: reason for kind, (until, reason) in self._outage.items() if self._clock() < until},
         }
+
+
+class PriceLists(Protocol):
+    async def price_list(self) -> dict[str, PriceReading]: ...
+
+
+async def read_price_lists(
+    availability: Availability, reader: PriceLists, *, interval_s: float, stop: asyncio.Event
+) -> None:
+    """The whole price list into the cache at once and every `interval_s`; a failed read is logged and the prices
+    are then read item by item when asked, as without the list."""
+    while not stop.is_set():
+        started = utc_now()
+        try:
+            taken = availability.apply_price_list(await reader.price_list(), started)
+            price_lists_read.labels("ok").inc()
+            log.info("price list read: %d prices", taken)
+        except UnreachableError as exc:
+            price_lists_read.labels("failed").inc()
+            log.warning("price list not read (prices are read per item until the next try): %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            continue

@@ -1,5 +1,6 @@
 """The M3 edge of inventory-query: stock from MMS200MI/GetItmWhsBal, base price from OIS017MI/GetBasePrice,
-always at interactive priority (a rep is waiting), M3 errors mapped to what the answer logic acts on."""
+at interactive priority (a rep is waiting), and the whole price list from OIS017MI/LstBasePrice at bulk priority;
+M3 errors mapped to what the answer logic acts on."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 STOCK = ("MMS200MI", "GetItmWhsBal")
 PRICE = ("OIS017MI", "GetBasePrice")
+PRICE_LIST = ("OIS017MI", "LstBasePrice")
 
 
 def _today() -> date:
@@ -59,6 +61,21 @@ class M3Reader:
         if record is None:
             raise NotFoundError(f"Item {item} has no balance in warehouse {warehouse}")
         return StockReading(on_hand=_decimal(record.get("STQT")), allocatable=_decimal(record.get("AV01")))
+
+    async def price_list(self) -> dict[str, PriceReading]:
+        """Every item's base price in the configured list, in one call at bulk priority (nobody waits for it):
+        what the cache answers prices from between two reads of the list."""
+        fields = {"PRRF": self._price_list, "CUCD": self._currency, "FVDT": self._price_valid_from or self._today()}
+        try:
+            rows = await self._m3.execute(*PRICE_LIST, fields, priority=Priority.BULK, maxrecs=0)
+        except (M3Error, LeaseError) as exc:
+            raise UnreachableError(_reason(exc)) from exc
+        prices: dict[str, PriceReading] = {}
+        for row in rows:
+            item = str(row.get("ITNO") or "").strip()
+            if item and not str(row.get("CUNO") or "").strip() and row.get("SAPR") not in (None, ""):
+                prices[item] = PriceReading(_decimal(row.get("SAPR")), str(row.get("CUCD") or self._currency))
+        return prices
 
     async def price(self, item: str) -> PriceReading:
         # GetBasePrice wants the price list's from-date (FVDT); M3 takes the list valid on that date, so

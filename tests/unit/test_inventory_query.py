@@ -28,7 +28,7 @@ from services.inventory_query.availability import (
 from services.inventory_query.messages import AvailabilityAnswer, AvailabilityQuery, BatchQuery, LineProblem
 from services.inventory_query.replies import REPLIES_COUNTED_AS, Replier, ReplyTopicRefusedError, replies_refused
 from shared.consuming import INVALID, UNDECODABLE, Failure
-from shared.contracts import AvailabilityRequest, InventoryChanged
+from shared.contracts import AvailabilityRequest, InventoryChanged, PriceChanged
 from shared.correlation import KAFKA_HEADER
 from shared.kafka import MessageTooLargeError
 from shared.metrics import messages_published
@@ -225,6 +225,49 @@ async def test_after_a_failure_known_figures_are_answered_without_waiting_for_m3
     clock.advance(6)
     m3.down = False
     assert (await service.check(q())).source == "m3"
+
+
+async def test_prices_come_from_the_price_list_until_its_next_read_and_events_keep_them_current(
+    m3: FakeM3, clock: Clock
+) -> None:
+    """The whole list read once answers every item's price (no GetBasePrice per item) for the list's own TTL, longer
+    than the stock's; a price event of the list replaces one price; another list's or a customer's does not."""
+    service = Availability(m3, ttl_s=30, price_ttl_s=660, deadline_s=0.2, outage_backoff_s=0, clock=clock)
+    prices = {f"ITM{n:06d}": PriceReading(Decimal(n), "EUR") for n in range(1, 11)}
+    assert service.apply_price_list(prices, clock()) == 10
+    answers = [await service.check(q(item)) for item in prices]
+    assert [a.price for a in answers] == [Decimal(n) for n in range(1, 11)]
+    assert (m3.stock_calls, m3.price_calls) == (10, 0)
+    clock.advance(300)  # stock expired, the list's prices not
+    assert (await service.check(q("ITM000003"))).price == Decimal(3)
+    assert (m3.stock_calls, m3.price_calls) == (11, 0)
+
+    def change(price: str, **more: str) -> PriceChanged:
+        fields = {"price_list": "STD", "currency": "EUR", **more}
+        return PriceChanged(item_number="ITM000003", sales_price=Decimal(price), changed_at=clock(), **fields)
+
+    assert not service.apply_price_change(change("99", price_list="OTHER"), price_list="STD", currency="EUR")
+    assert not service.apply_price_change(change("98", customer_number="C000001"), price_list="STD", currency="EUR")
+    assert service.apply_price_change(change("7.25"), price_list="STD", currency="EUR")
+    assert (await service.check(q("ITM000003"))).price == Decimal("7.25")
+    clock.advance(400)  # past the list's TTL: asked of M3 again
+    assert (await service.check(q("ITM000004"))).price == Decimal("12.50")
+    assert m3.price_calls == 1
+
+
+async def test_a_failed_price_list_read_leaves_prices_to_be_read_per_item(m3: FakeM3, clock: Clock) -> None:
+    from services.inventory_query.availability import read_price_lists
+
+    class Unreachable:
+        async def price_list(self) -> dict[str, PriceReading]:
+            stop.set()
+            raise UnreachableError("transient: connection failed")
+
+    service = Availability(m3, ttl_s=30, price_ttl_s=660, deadline_s=0.2, outage_backoff_s=0, clock=clock)
+    stop = asyncio.Event()
+    await read_price_lists(service, Unreachable(), interval_s=3600, stop=stop)
+    assert (await service.check(q())).price == Decimal("12.50")
+    assert m3.price_calls == 1
 
 
 async def test_price_missing_still_answers_the_stock(service: Availability, m3: FakeM3) -> None:
