@@ -85,6 +85,13 @@ class CatalogSyncSettings(CustomerRulesSettings, QuoteWerksSettings):
         2000, ge=0, description="Above this many M3 items a full load reads the Data Lake instead of paging MI."
     )
     data_lake_poll_s: float = Field(0.5, gt=0, description="How often a running Data Lake query is polled.")
+    mi_page_size: int = Field(
+        1000,
+        ge=10,
+        le=10_000,
+        description="Items per MMS200MI/LstItmByItm request when a full load pages MI (below the Data Lake threshold, "
+        "or when the Data Lake cannot be read): fewer Gateway requests per load, a larger answer each.",
+    )
     data_lake_timeout_s: float = Field(900.0, gt=0, description="How long one Data Lake query may run.")
     catalog_retire_limit: float = Field(
         0.1, ge=0, le=1, description="Most share of the synced products one full load may deactivate as gone from M3."
@@ -143,6 +150,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
             price_list=settings.catalog_price_list,
             currency=settings.catalog_currency,
             retire_limit=settings.catalog_retire_limit,
+            mi_page_size=settings.mi_page_size,
         )
         # With a database URL products go into the bridge's own table (M3BridgeProducts) and contacts are not synced.
         catalog.set(

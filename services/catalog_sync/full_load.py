@@ -248,7 +248,12 @@ class FullLoad:
         items = [
             r
             async for r in m3.list_all(
-                "MMS200MI", "LstItmByItm", {"ITNO": "!"}, key_fields=["ITNO"], priority=Priority.BULK
+                "MMS200MI",
+                "LstItmByItm",
+                {"ITNO": "!"},
+                key_fields=["ITNO"],
+                priority=Priority.BULK,
+                page_size=o.mi_page_size,
             )
         ]
         prices = await m3.execute(

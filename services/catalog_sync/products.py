@@ -32,6 +32,8 @@ class SyncOptions:
     price_list: str = "STD"
     currency: str = "EUR"
     push_concurrency: int = 8
+    # Items per MMS200MI/LstItmByItm page when a full load pages MI (M3 answers 100 unless maxrecs says more).
+    mi_page_size: int = 1000
     # A full load deactivates products whose item M3 no longer has, but never more than this share of the catalog
     # in one run: a wrong query or an emptied table must not switch off the whole QuoteWerks catalog.
     retire_limit: float = 0.1
