@@ -28,10 +28,10 @@ import httpx
 from pydantic import SecretStr
 
 from m3bridge.tansu import EmbeddedBroker
-from shared.ionapi import IonApiCredentials
-from shared.lease import LeaseClient, Priority
+from shared.contracts.topics import ensure_topics
 from shared.m3 import M3Client, M3Error, wire
-from shared.topics import ensure_topics
+from shared.m3.ionapi import IonApiCredentials
+from shared.m3.lease import LeaseClient, Priority
 from tests.stack import IonSim, start_ion, start_token_service
 
 PERIOD_MS = 1000

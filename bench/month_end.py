@@ -55,12 +55,12 @@ from pydantic import SecretStr
 
 from m3bridge.tansu import EmbeddedBroker
 from shared.contracts import OrderResult, Party, QuoteApproved, QuoteLine
-from shared.kafka import create_broker, publish
-from shared.lease import LeaseClient, Priority
+from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
 from shared.m3 import M3Client, M3Error
-from shared.settings import BridgeSettings
-from shared.state import db
-from shared.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
+from shared.m3.lease import LeaseClient, Priority
+from shared.platform.kafka import create_broker, publish
+from shared.platform.settings import BridgeSettings
+from shared.platform.state import db
 from tests.processes import Captured
 from tests.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
 

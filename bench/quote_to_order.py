@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaConsumer
 
 from m3bridge.tansu import EmbeddedBroker
 from shared.contracts import OrderResult, Party, QuoteApproved, QuoteLine
-from shared.kafka import create_broker, publish
-from shared.settings import BridgeSettings
-from shared.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
+from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
+from shared.platform.kafka import create_broker, publish
+from shared.platform.settings import BridgeSettings
 from tests.stack import IonSim, start_ion, start_service, start_token_service
 
 LIMIT = 100  # Gateway requests per second

@@ -24,8 +24,8 @@ def _serve(options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services import SERVICES
-    from shared.runtime import serve
-    from shared.settings import ENV_PREFIX
+    from shared.platform.runtime import serve
+    from shared.platform.settings import ENV_PREFIX
 
     try:
         runtime = SERVICES[options.service].create_runtime()
@@ -51,7 +51,7 @@ def _settings_problems(error: Any, service: str) -> list[str]:
     """A settings ValidationError as one line per setting, named as it is set (M3B_…), with what is wrong; the value
     given is shown unless the setting is a secret."""
     from services import settings_classes
-    from shared.settings import ENV_PREFIX
+    from shared.platform.settings import ENV_PREFIX
 
     fields = settings_classes()[service].model_fields
     lines = []
@@ -67,7 +67,7 @@ def _settings_problems(error: Any, service: str) -> list[str]:
 def _setting_holding(service: str, filename: object) -> str:
     """' (M3B_X)' when one of the service's path settings names `filename`, so the line says what to fix."""
     from services import settings_classes
-    from shared.settings import ENV_PREFIX
+    from shared.platform.settings import ENV_PREFIX
 
     if not filename:
         return ""
@@ -89,8 +89,8 @@ def _run(options: argparse.Namespace) -> int:
 
 
 def _migrate(_options: argparse.Namespace) -> int:
-    from shared.settings import BridgeSettings
-    from shared.state import db
+    from shared.platform.settings import BridgeSettings
+    from shared.platform.state import db
 
     settings = BridgeSettings()
     revision = asyncio.run(db.migrate(settings.state_dsn()))
@@ -99,9 +99,9 @@ def _migrate(_options: argparse.Namespace) -> int:
 
 
 def _topics(options: argparse.Namespace) -> int:
-    from shared.kafka import aiokafka_client_options
-    from shared.settings import BridgeSettings
-    from shared.topics import ensure_topics
+    from shared.contracts.topics import ensure_topics
+    from shared.platform.kafka import aiokafka_client_options
+    from shared.platform.settings import BridgeSettings
 
     settings = BridgeSettings()
     created = asyncio.run(
@@ -174,8 +174,8 @@ def _trace(options: argparse.Namespace) -> int:
     import json
 
     from m3bridge.local_run import cli_settings
-    from shared.quote_trace import describe, trace
-    from shared.state import db
+    from services.order_writer.trace import describe, trace
+    from shared.platform.state import db
 
     async def story() -> dict[str, object]:
         settings = cli_settings()
@@ -201,9 +201,9 @@ def _dry_run(options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services.order_writer.app import OrderWriterSettings
+    from services.order_writer.mapping import MappingRulesError, describe, load_rules, plan_customer, plan_order
     from shared.contracts import QuoteApproved
-    from shared.mapping import MappingRulesError, describe, load_rules, plan_customer, plan_order
-    from shared.settings import config_path
+    from shared.platform.settings import config_path
 
     try:
         rules = load_rules(options.rules or config_path(OrderWriterSettings().mapping_file))

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 
 from m3bridge import local_run
-from shared.customer_matching import CustomerFacts, Matcher
 from shared.customers import clean
-from shared.lease import Priority
-from shared.state import db, ledger
+from shared.customers.matching import CustomerFacts, Matcher
+from shared.m3.lease import Priority
+from shared.platform.state import db, ledger
 
 
 @dataclass
@@ -130,11 +130,11 @@ def describe(report: MatchReport, dry_run: bool) -> str:
 
 async def _run(dry_run: bool, as_json: bool) -> int:
     from services.catalog_sync.app import CatalogSyncSettings
+    from services.order_writer.mapping import country_table, load_rules
     from shared.customers import load_sync_rules
     from shared.m3 import m3_client_for
-    from shared.mapping import country_table, load_rules
-    from shared.quotewerks_sql import is_database_url, quotewerks_client
-    from shared.settings import config_path
+    from shared.platform.settings import config_path
+    from shared.quotewerks.sql import is_database_url, quotewerks_client
 
     settings = CatalogSyncSettings()
     if is_database_url(settings.quotewerks_url):
@@ -169,7 +169,7 @@ async def _run(dry_run: bool, as_json: bool) -> int:
 
 
 async def _link(account: str, number: str) -> int:
-    from shared.settings import BridgeSettings
+    from shared.platform.settings import BridgeSettings
 
     settings = BridgeSettings(service_name="m3bridge-cli")
     engine = db.create_engine(settings.state_dsn())
@@ -193,8 +193,8 @@ async def _link(account: str, number: str) -> int:
 
 
 async def _unlink(account: str) -> int:
-    from shared.settings import BridgeSettings
-    from shared.state import customer_snapshots
+    from shared.platform.settings import BridgeSettings
+    from shared.platform.state import customer_snapshots
 
     settings = BridgeSettings(service_name="m3bridge-cli")
     engine = db.create_engine(settings.state_dsn())
@@ -217,7 +217,7 @@ def run_unlink(account: str) -> int:
 
 
 async def _links(search: str | None, as_json: bool) -> int:
-    from shared.state.models import CustomerLink
+    from shared.platform.state.models import CustomerLink
 
     settings = local_run.cli_settings()
     engine = db.create_engine(settings.state_dsn())

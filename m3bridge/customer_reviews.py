@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from m3bridge import local_run
-from shared.settings import BridgeSettings
-from shared.state import customer_snapshots as snapshots
-from shared.state import db
-from shared.state.models import CustomerWorkItem
+from shared.platform.settings import BridgeSettings
+from shared.platform.state import customer_snapshots as snapshots
+from shared.platform.state import db
+from shared.platform.state.models import CustomerWorkItem
 
 CHOICES = {
     "conflict": ("m3", "quotewerks", "value"),

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from m3bridge.local_run import BrokerNotFoundError, cli_settings
 from shared.contracts import DeadLetter
-from shared.kafka import REPLAY_HEADER, aiokafka_client_options, create_broker, publish_raw
-from shared.settings import BridgeSettings
-from shared.state import db
-from shared.state.models import ReplayedLetter
-from shared.topics import BOD_INBOUND, Topic, dead_letter_topic, topic_named
+from shared.contracts.topics import BOD_INBOUND, Topic, dead_letter_topic, topic_named
+from shared.platform.kafka import REPLAY_HEADER, aiokafka_client_options, create_broker, publish_raw
+from shared.platform.settings import BridgeSettings
+from shared.platform.state import db
+from shared.platform.state.models import ReplayedLetter
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 from services import settings_classes
-from shared import asyncapi
-from shared.contracts import QUOTE_APPROVED_EXAMPLE
-from shared.settings import settings_table
+from shared.contracts import QUOTE_APPROVED_EXAMPLE, asyncapi
+from shared.platform.settings import settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"

@@ -29,8 +29,8 @@ import httpx
 from pydantic import SecretStr
 
 from m3bridge import local_run
-from shared.lease import Lease, Priority, Report
 from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error, M3NotFoundError
+from shared.m3.lease import Lease, Priority, Report
 from shared.m3.transactions import USED_TRANSACTIONS, changes_m3
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -104,7 +104,7 @@ def _run_keys(run: dict[str, Any]) -> dict[str, Any]:
 
 async def check_tenant(ionapi: str, checks: list[Check], http: httpx.AsyncClient) -> M3Client | None:
     from services.token_service.tokens import TokenKeeper, TokenUnavailableError
-    from shared.ionapi import IonApiCredentials, IonApiFileError
+    from shared.m3.ionapi import IonApiCredentials, IonApiFileError
 
     try:
         credentials = IonApiCredentials.load(Path(ionapi))
@@ -247,7 +247,7 @@ async def check_data_lake(m3: M3Client, checks: list[Check]) -> None:
 
 async def check_quotewerks(checks: list[Check], http: httpx.AsyncClient) -> None:
     from shared.quotewerks import QuoteWerksError
-    from shared.quotewerks_sql import QuoteWerksConfigError, is_database_url, quotewerks_client
+    from shared.quotewerks.sql import QuoteWerksConfigError, is_database_url, quotewerks_client
 
     url = local_setting("M3B_QUOTEWERKS_URL")
     if not url:
@@ -275,7 +275,7 @@ async def check_webhook(checks: list[Check], http: httpx.AsyncClient) -> None:
     """quote-ingest's webhook end point as QuoteWerks reaches it (M3B_QUOTE_INGEST_URL: the address the QuoteWerks
     webhook is configured with, without the path), with the shared secret in its header: an empty body must be
     refused as malformed (422: reachable, secret accepted), never as unauthenticated (401). Nothing is recorded."""
-    from shared.quotewerks_sql import is_database_url
+    from shared.quotewerks.sql import is_database_url
 
     if is_database_url(local_setting("M3B_QUOTEWERKS_URL")):
         checks.append(Check("QuoteWerks", "webhook", "skip", "database mode: no webhooks, quote-ingest polls"))
@@ -307,8 +307,8 @@ async def check_webhook(checks: list[Check], http: httpx.AsyncClient) -> None:
 async def check_kafka(settings: Any, checks: list[Check]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from shared.kafka import aiokafka_client_options
-    from shared.topics import ALL_TOPICS
+    from shared.contracts.topics import ALL_TOPICS
+    from shared.platform.kafka import aiokafka_client_options
 
     admin = AIOKafkaAdminClient(**aiokafka_client_options(settings), client_id="m3bridge-doctor",
                                 request_timeout_ms=10_000)  # fmt: skip
@@ -336,7 +336,7 @@ async def check_kafka(settings: Any, checks: list[Check]) -> None:
 
 
 async def check_state(settings: Any, checks: list[Check]) -> None:
-    from shared.state import db
+    from shared.platform.state import db
 
     engine = db.create_engine(settings.state_dsn())
     try:

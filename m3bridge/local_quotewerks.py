@@ -1,6 +1,6 @@
 """`make run QUOTEWERKS=db`: a local QuoteWerks database instead of the QuoteWerks simulator.
 
-A SQLite file with the schema subset the SQL connector reads and writes (`shared.quotewerks_sql.metadata`), seeded
+A SQLite file with the schema subset the SQL connector reads and writes (`shared.quotewerks.sql.metadata`), seeded
 with a few of the simulator's scenario quotes (the same documents the simulator serves, so their customers and
 parts exist in the ION/M3 simulator's seeded data). There are no webhooks: quote-ingest finds approvals by polling,
 and an approval is what QuoteWerks' save does to the header, a new DocStatus and a new change stamp.
@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from shared.quotewerks_schema import DEFAULT_CHANGE_COLUMN, DOCUMENT_HEADERS, DOCUMENT_ITEMS, HEADERS_TABLE, metadata
+from shared.quotewerks.schema import DEFAULT_CHANGE_COLUMN, DOCUMENT_HEADERS, DOCUMENT_ITEMS, HEADERS_TABLE, metadata
 
 DATABASE_FILE = "quotewerks.db"
 #: Scenario quotes of the simulator copied into the database, the demo's first: each has a customer (CMAccountNo)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shared.settings import BridgeSettings
+from shared.platform.settings import BridgeSettings
 
 RUN_FILE = "run.json"
 

@@ -25,13 +25,13 @@ from pydantic import SecretStr
 from m3bridge import local_run
 from m3bridge.doctor import Check, check_tenant, local_setting
 from services.order_writer.reconcile import ReconcileReport, ledger_since, never_ordered, orders_in_m3
+from shared.platform.state import db
 from shared.quotewerks import parse_last_modified
-from shared.state import db
 
 
 async def _approved(since: datetime, http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     """DocNo → header of the quotes QuoteWerks has as approved, changed since `since`."""
-    from shared.quotewerks_sql import quotewerks_client
+    from shared.quotewerks.sql import quotewerks_client
 
     url = local_setting("M3B_QUOTEWERKS_URL")
     if not url:

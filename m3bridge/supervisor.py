@@ -33,8 +33,8 @@ import httpx
 
 from m3bridge import demo, local_quotewerks, local_run, restarts, tansu
 from services import SERVICES, m3_callers
-from shared.state import db
-from shared.topics import ensure_topics
+from shared.contracts.topics import ensure_topics
+from shared.platform.state import db
 from simulators.quotewerks.data import SCENARIOS
 
 COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[91m", "\033[96m", "\033[95m")

@@ -18,10 +18,10 @@ import sys
 from typing import Any
 
 from m3bridge.local_run import BrokerNotFoundError, cli_settings
-from shared.settings import BridgeSettings
-from shared.state import db, work_items
-from shared.state.models import WorkItem
-from shared.work_queue import WORK_ITEM_REF
+from shared.platform.settings import BridgeSettings
+from shared.platform.state import db, work_items
+from shared.platform.state.models import WorkItem
+from shared.platform.work_queue import WORK_ITEM_REF
 
 
 def as_dict(item: WorkItem) -> dict[str, Any]:
@@ -76,10 +76,10 @@ async def _list(options: Any) -> int:
 def preview(payload: str) -> str:
     """The M3 calls the current mapping makes of the quote (offline: the rules' own field lengths)."""
     from services.order_writer.app import OrderWriterSettings
+    from services.order_writer.mapping import load_rules
+    from services.order_writer.mapping import preview as planned
     from shared.contracts import QuoteApproved
-    from shared.mapping import load_rules
-    from shared.mapping import preview as planned
-    from shared.settings import config_path
+    from shared.platform.settings import config_path
 
     rules = load_rules(config_path(OrderWriterSettings().mapping_file))
     return planned(QuoteApproved.model_validate_json(payload), rules)
@@ -132,8 +132,8 @@ async def _show(options: Any) -> int:
 async def _send_again(settings: BridgeSettings, item: WorkItem) -> str:
     """Publishes the item's quote or change again, its replay header naming the item; says what it sent."""
     from shared.contracts import QuoteApproved
-    from shared.kafka import REPLAY_HEADER, create_broker, publish, publish_raw
-    from shared.topics import QUOTE_APPROVED, topic_named
+    from shared.contracts.topics import QUOTE_APPROVED, topic_named
+    from shared.platform.kafka import REPLAY_HEADER, create_broker, publish, publish_raw
 
     headers = {REPLAY_HEADER: f"{WORK_ITEM_REF}{item.id}"}
     broker = create_broker(settings)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shared.runtime import ServiceRuntime
-    from shared.settings import BridgeSettings
+    from shared.platform.runtime import ServiceRuntime
+    from shared.platform.settings import BridgeSettings
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ SERVICES: dict[str, ServiceEntry] = {
 
 def settings_classes() -> dict[str, type[BridgeSettings]]:
     """Each service's settings class (the `BridgeSettings` subclass its `app.py` defines)."""
-    from shared.settings import BridgeSettings
+    from shared.platform.settings import BridgeSettings
 
     found: dict[str, type[BridgeSettings]] = {}
     for entry in SERVICES.values():
@@ -61,6 +61,6 @@ def settings_classes() -> dict[str, type[BridgeSettings]]:
 
 def m3_callers() -> list[str]:
     """The services that call M3, so need a token-service key: those whose settings are M3CallerSettings."""
-    from shared.settings import M3CallerSettings
+    from shared.platform.settings import M3CallerSettings
 
     return [name for name, cls in settings_classes().items() if issubclass(cls, M3CallerSettings)]

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from m3bridge.tansu import EmbeddedBroker
-from shared.topics import ensure_topics
+from shared.contracts.topics import ensure_topics
 from tests.fuzz import fuzzing
 
 # Property tests: in `make test` the same few inputs every run (a failure there reproduces as it is); `make fuzz` draws

@@ -8,8 +8,8 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.outbox import Outbox
-from shared.topics import Topic
+from shared.contracts.topics import Topic
+from shared.platform.outbox import Outbox
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.quotewerks_schema import DOCUMENT_HEADERS, DOCUMENT_ITEMS, metadata
+from shared.quotewerks.schema import DOCUMENT_HEADERS, DOCUMENT_ITEMS, metadata
 
 
 async def create_schema(engine: AsyncEngine) -> None:

@@ -8,14 +8,14 @@ from fastapi.responses import JSONResponse
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field, SecretStr, field_validator
 
+from services.bod_listener.bods import NOUNS, VERBS
 from services.bod_listener.ims import ImsConfig, ims_router
 from services.bod_listener.receive import BodReceiver, Origin, bods_total
-from shared.bods import NOUNS, VERBS
-from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
-from shared.runtime import ServiceRuntime
-from shared.settings import BridgeSettings
-from shared.started import StartedPart
-from shared.topics import BOD_INBOUND
+from shared.contracts.topics import BOD_INBOUND
+from shared.platform.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import BridgeSettings
+from shared.platform.started import StartedPart
 
 log = logging.getLogger(__name__)
 

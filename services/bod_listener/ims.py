@@ -40,8 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.bod_listener.receive import BodReceiver, Origin, bods_total
-from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
-from shared.topics import BOD_INBOUND
+from shared.contracts.topics import BOD_INBOUND
+from shared.platform.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
 
 log = logging.getLogger(__name__)
 # python-multipart logs a warning for every malformed body; the refusal is logged once here, with its reason.

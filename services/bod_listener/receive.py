@@ -14,14 +14,14 @@ from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import dead_letters
-from shared.bods import BodError, ParsedBod, parse_bod
-from shared.crash_points import crash_point
-from shared.metrics import messages_dead_lettered
-from shared.outbox import ClaimTakenError, Outbox
-from shared.state import deliveries
-from shared.state.models import SyncFingerprint
-from shared.topics import BOD_INBOUND, dead_letter_topic
+from services.bod_listener.bods import BodError, ParsedBod, parse_bod
+from shared.contracts.topics import BOD_INBOUND, dead_letter_topic
+from shared.platform import dead_letters
+from shared.platform.crash_points import crash_point
+from shared.platform.metrics import messages_dead_lettered
+from shared.platform.outbox import ClaimTakenError, Outbox
+from shared.platform.state import deliveries
+from shared.platform.state.models import SyncFingerprint
 
 BOD_CLAIMS = "bod"
 #: The newest variation published per BOD document (kind of SyncFingerprint rows).

@@ -7,10 +7,12 @@ events push M3 items, prices and stock to the QuoteWerks product catalog; each r
 
 # No `from __future__ import annotations`: faststream and FastAPI read the handler signatures at runtime.
 import logging
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
+from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
@@ -24,21 +26,16 @@ from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
 from services.catalog_sync.schedule import full_loads, polls, reconciles
 from services.catalog_sync.sync import CatalogSync
+from services.order_writer.mapping import country_table, load_rules
 from shared.contracts import (
     CatalogSyncReport,
     InventoryChanged,
     ItemChanged,
+    M3CustomerChanged,
     PriceChanged,
+    QuoteWerksCustomerChanged,
 )
-from shared.customers import consume_customer_changes, load_sync_rules
-from shared.m3 import m3_client_for
-from shared.mapping import country_table, load_rules
-from shared.quotewerks import QuoteWerks
-from shared.quotewerks_sql import QuoteWerksConfigError, is_database_url, quotewerks_client
-from shared.runtime import ServiceRuntime
-from shared.settings import CustomerRulesSettings, QuoteWerksSettings, config_path
-from shared.started import StartedPart
-from shared.topics import (
+from shared.contracts.topics import (
     CATALOG_SYNC_REPORT,
     INVENTORY_CHANGED,
     ITEM_CHANGED,
@@ -46,6 +43,13 @@ from shared.topics import (
     PRICE_CHANGED,
     QUOTEWERKS_CUSTOMER_CHANGED,
 )
+from shared.customers import load_sync_rules, settle_customer_change
+from shared.m3 import m3_client_for
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import CustomerRulesSettings, QuoteWerksSettings, config_path
+from shared.platform.started import StartedPart
+from shared.quotewerks import QuoteWerks
+from shared.quotewerks.sql import QuoteWerksConfigError, is_database_url, quotewerks_client
 
 log = logging.getLogger(__name__)
 
@@ -279,28 +283,36 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     async def on_inventory(event: InventoryChanged, message: KafkaMessage) -> None:
         await settle_delta(await sync().on_inventory(event), message)
 
+    # Customer changes are committed once the other side has them or their dead letter (and work item) is on the
+    # broker; a transient failure is tried again.
     if contacts_synced:
-        consume_customer_changes(
-            runtime,
+
+        @runtime.subscriber(
             M3_CUSTOMER_CHANGED,
             group="m3bridge.catalog-sync.customers",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
             title="catalog-sync/customers",
             work_kind="m3-customer",
             description="M3 customer changes merged with the QuoteWerks contact manager (customer-sync.yaml).",
-            apply=lambda change: customers().apply(change),
-            change=lambda change: f"M3 customer change {change.customer_number}",
         )
-    consume_customer_changes(
-        runtime,
+        async def on_m3_customer(event: M3CustomerChanged, message: KafkaMessage) -> None:
+            rejected = partial(runtime.dead_letter, message, error_class="customer-rejected")
+            await settle_customer_change(customers().apply(event), change=f"M3 customer change "
+                                         f"{event.customer_number}", dead_letter=rejected)  # fmt: skip
+
+    @runtime.subscriber(
         QUOTEWERKS_CUSTOMER_CHANGED,
         group="m3bridge.catalog-sync.quotewerks-customers",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/quotewerks-customers",
         work_kind="qw-customer",
         description="QuoteWerks changes of linked customers merged with M3 (CRS610MI), by customer-sync.yaml; a "
         "customer nobody linked yet is order-writer's to find or create.",
-        apply=lambda change: customers().apply_quotewerks(change),
-        change=lambda change: f"QuoteWerks customer change {change.customer_id}",
     )
+    async def on_quotewerks_customer(event: QuoteWerksCustomerChanged, message: KafkaMessage) -> None:
+        rejected = partial(runtime.dead_letter, message, error_class="customer-rejected")
+        await settle_customer_change(customers().apply_quotewerks(event), change=f"QuoteWerks customer change "
+                                     f"{event.customer_id}", dead_letter=rejected)  # fmt: skip
 
     def progress() -> dict[str, Any]:
         running = sync.peek()

@@ -1,8 +1,8 @@
 """The merge of one linked customer, both ways (catalog-sync runs it for changes from either side).
 
 A merge reads both systems as they are now (CRS610MI/GetBasicData, the QuoteWerks contact), decides each field with
-`shared/customer_merge.py` against the last-synced snapshot, writes what the decisions say to either side, opens a
-review item for each field a person must settle, and stores the new snapshot.
+`services/catalog_sync/customer_merge.py` against the last-synced snapshot, writes what the decisions say to either
+side, opens a review item for each field a person must settle, and stores the new snapshot.
 
 Crash points and what the next merge does about them:
 - after `pending` is stored, before or between the two writes: each pending field whose two sides now hold the
@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+from services.catalog_sync.customer_merge import Agreed, ChangeTimes, FieldDecision, merge
+from services.order_writer.mapping import LookupTable, MappingRules, plan_customer
 from shared.contracts import (
     LineType,
     M3CustomerChanged,
@@ -34,7 +36,6 @@ from shared.contracts import (
     QuoteLine,
     QuoteWerksCustomerChanged,
 )
-from shared.customer_merge import Agreed, ChangeTimes, FieldDecision, merge
 from shared.customers import (
     FIELD_NAMES,
     M3_FIELDS,
@@ -49,14 +50,13 @@ from shared.customers import (
     party_state,
     state_hash,
 )
-from shared.lease import Priority
 from shared.m3 import M3BusinessError
-from shared.mapping import LookupTable, MappingRules, plan_customer
+from shared.m3.lease import Priority
+from shared.platform.state import customer_snapshots as snapshots
+from shared.platform.state import ledger
+from shared.platform.state.customer_snapshots import WorkItemValues
+from shared.platform.state.models import CustomerWorkItem
 from shared.quotewerks import QuoteWerksConflictError, parse_last_modified, party_from_contact
-from shared.state import customer_snapshots as snapshots
-from shared.state import ledger
-from shared.state.customer_snapshots import WorkItemValues
-from shared.state.models import CustomerWorkItem
 
 log = logging.getLogger(__name__)
 

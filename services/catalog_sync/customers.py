@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.catalog_sync.customer_merge import Agreed
 from services.catalog_sync.customer_merger import (
     WRITABLE_COLUMNS,
     Contacts,
@@ -29,9 +30,8 @@ from services.catalog_sync.customer_merger import (
     MergeOutcome,
     quotewerks_columns,
 )
+from services.order_writer.mapping import LookupTable
 from shared.contracts import M3CustomerChanged, Problem, QuoteWerksCustomerChanged
-from shared.customer_matching import CustomerFacts, Matcher, MatchResult
-from shared.customer_merge import Agreed
 from shared.customers import (
     BRIDGE_ORIGIN,
     FIELD_NAMES,
@@ -45,13 +45,13 @@ from shared.customers import (
     party_state,
     state_hash,
 )
+from shared.customers.matching import CustomerFacts, Matcher, MatchResult
 from shared.m3 import M3Error
-from shared.mapping import LookupTable
+from shared.platform.state import customer_snapshots as snapshots
+from shared.platform.state import fingerprints, ledger
+from shared.platform.state.customer_snapshots import WorkItemValues
+from shared.platform.state.models import CustomerWorkItem
 from shared.quotewerks import QuoteWerksError, party_from_contact
-from shared.state import customer_snapshots as snapshots
-from shared.state import fingerprints, ledger
-from shared.state.customer_snapshots import WorkItemValues
-from shared.state.models import CustomerWorkItem
 
 log = logging.getLogger(__name__)
 

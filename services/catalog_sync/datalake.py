@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.lease import Priority
 from shared.m3 import M3Client
+from shared.m3.lease import Priority
 
 #: What a Data Lake query id looks like (a UUID or another plain identifier).
 QUERY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")

@@ -12,8 +12,8 @@ from services.catalog_sync.m3_reads import M3Reads
 from services.catalog_sync.products import POLL_MARKER, Product, SyncOptions, product_from, products_from
 from services.catalog_sync.pushing import Progress, Pusher, problem
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged, Problem
-from shared.lease import Priority
 from shared.m3.errors import M3Error
+from shared.m3.lease import Priority
 
 log = logging.getLogger(__name__)
 

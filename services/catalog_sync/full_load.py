@@ -23,7 +23,7 @@ from services.catalog_sync.products import (
 )
 from services.catalog_sync.pushing import Progress, Pusher, Snapshot, add_problem, problem
 from shared.contracts import CatalogSyncReport, Problem
-from shared.lease import Priority
+from shared.m3.lease import Priority
 from shared.quotewerks import QuoteWerksError
 
 log = logging.getLogger(__name__)

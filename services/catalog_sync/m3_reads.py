@@ -7,8 +7,8 @@ from datetime import date
 from typing import Any
 
 from services.catalog_sync.products import M3, SyncOptions
-from shared.lease import Priority
 from shared.m3.errors import M3Error
+from shared.m3.lease import Priority
 
 
 class M3Reads:

@@ -11,8 +11,8 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.lease import Priority
-from shared.state import fingerprints
+from shared.m3.lease import Priority
+from shared.platform.state import fingerprints
 
 KIND = "product"
 MARKER_KIND = "catalog-marker"
@@ -141,7 +141,7 @@ class Fingerprints(Protocol):
 
 
 class StoredFingerprints:
-    """`shared.state.fingerprints`, kind "product", plus reading them all at once for full loads, and the
+    """`shared.platform.state.fingerprints`, kind "product", plus reading them all at once for full loads, and the
     markers of the sync itself (kind "catalog-marker", e.g. the date the change poll has reached)."""
 
     def __init__(self, engine: AsyncEngine) -> None:

@@ -34,11 +34,11 @@ from services.inventory_query.messages import (
 )
 from services.inventory_query.replies import Replier
 from shared.contracts import InventoryChanged, PriceChanged
+from shared.contracts.topics import ALL_TOPICS, INVENTORY_CHANGED, PRICE_CHANGED
 from shared.m3 import m3_client_for
-from shared.runtime import ServiceRuntime
-from shared.settings import M3CallerSettings
-from shared.started import StartedPart
-from shared.topics import ALL_TOPICS, INVENTORY_CHANGED, PRICE_CHANGED
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import M3CallerSettings
+from shared.platform.started import StartedPart
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def create_runtime(settings: InventoryQuerySettings | None = None) -> ServiceRun
         ack_policy=AckPolicy.ACK,
         max_attempts=1,
         reply_on_failure=replier.refuse,
-        # The replier publishes the reply itself (through shared.kafka); faststream's own would bypass it.
+        # The replier publishes the reply itself (through shared.platform.kafka); faststream's own would bypass it.
         no_reply=True,
         title="inventory-query/availability-requests",
         description="Availability requests; the reply goes to the request's `reply_to` topic.",

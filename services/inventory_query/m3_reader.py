@@ -16,9 +16,9 @@ from services.inventory_query.availability import (
     StockReading,
     UnreachableError,
 )
-from shared.lease import LeaseError, Priority
 from shared.m3 import M3Client
 from shared.m3.errors import M3BusinessError, M3Error, M3InputError
+from shared.m3.lease import LeaseError, Priority
 
 log = logging.getLogger(__name__)
 

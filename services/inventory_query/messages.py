@@ -1,5 +1,5 @@
 """What inventory-query answers over HTTP. The Kafka request/reply payloads (shared with other producers) are
-in `shared.contracts`; the request topic is `shared.topics.AVAILABILITY_REQUEST`."""
+in `shared.contracts`; the request topic is `shared.contracts.topics.AVAILABILITY_REQUEST`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from shared.contracts import (
     LineResult,
     Source,
 )
-from shared.topics import AVAILABILITY_REQUEST
+from shared.contracts.topics import AVAILABILITY_REQUEST
 
 REQUEST = AVAILABILITY_REQUEST
 REQUEST_TOPIC = AVAILABILITY_REQUEST.name

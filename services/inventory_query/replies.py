@@ -1,5 +1,5 @@
 """inventory-query's Kafka request/reply step: answering an availability request and sending the reply (or the
-refusal) to the request's `reply_to` topic the way every bridge message is sent, through `shared.kafka`."""
+refusal) to the request's `reply_to` topic the way every bridge message is sent, through `shared.platform.kafka`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from prometheus_client import Counter
 
 from services.inventory_query.availability import Availability
 from services.inventory_query.messages import refusal
-from shared.consuming import INVALID, UNDECODABLE, Failure
 from shared.contracts import AvailabilityReply, AvailabilityRequest
-from shared.correlation import KAFKA_HEADER
-from shared.kafka import encode, publish_raw
-from shared.topics import Topic
+from shared.contracts.topics import Topic
+from shared.platform.consuming import INVALID, UNDECODABLE, Failure
+from shared.platform.correlation import KAFKA_HEADER
+from shared.platform.kafka import encode, publish_raw
 
 log = logging.getLogger(__name__)
 

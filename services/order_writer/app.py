@@ -4,27 +4,29 @@
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import Path, Query
+from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
 from services.order_writer import results
 from services.order_writer.customers import CustomerSync
+from services.order_writer.mapping import MappingRules, load_rules
 from services.order_writer.orders import OrderWriter, RejectedError
 from services.order_writer.reconcile import reconcile_forever, reconcile_orders
-from shared.contracts import OrderResult, QuoteApproved
-from shared.crash_points import crash_point
-from shared.customers import consume_customer_changes, load_sync_rules
+from services.order_writer.trace import trace
+from shared.contracts import OrderResult, QuoteApproved, QuoteWerksCustomerChanged
+from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
+from shared.customers import load_sync_rules, settle_customer_change
 from shared.m3 import m3_client_for
-from shared.mapping import MappingRules, load_rules
-from shared.quote_trace import trace
-from shared.runtime import ServiceRuntime
-from shared.settings import CustomerRulesSettings, config_path
-from shared.started import StartedPart
-from shared.state.ledger import LeaseLostError
-from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
+from shared.platform.crash_points import crash_point
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import CustomerRulesSettings, config_path
+from shared.platform.started import StartedPart
+from shared.platform.state.ledger import LeaseLostError
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +133,20 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
     async def send_result(result: OrderResult) -> None:
         await runtime.publish(ORDER_RESULT, result, key=result.doc_no)
 
-    consume_customer_changes(
-        runtime,
+    @runtime.subscriber(
         QUOTEWERKS_CUSTOMER_CHANGED,
         group="m3bridge.order-writer.customers",
+        # Committed once M3 has the customer or its dead letter (and work item) is on the broker; a transient
+        # failure is tried again.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="order-writer/customer-changes",
         work_kind="new-customer",
         description="QuoteWerks customers M3 does not know yet found or created in M3 (CRS610MI) and linked.",
-        apply=lambda change: customers().apply(change),
-        change=lambda change: f"QuoteWerks customer change {change.customer_id}",
     )
+    async def on_customer_change(event: QuoteWerksCustomerChanged, message: KafkaMessage) -> None:
+        rejected = partial(runtime.dead_letter, message, error_class="customer-rejected")
+        await settle_customer_change(customers().apply(event), change=f"QuoteWerks customer change "
+                                     f"{event.customer_id}", dead_letter=rejected)  # fmt: skip
 
     read = [runtime.require("read")]  # M3B_READ_KEY (or M3B_OPERATOR_KEY): Authorization: Bearer <key> or X-API-Key
 

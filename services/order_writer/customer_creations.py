@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from shared.state.ledger import EntryBusyError
-from shared.state.models import CustomerCreation
+from shared.platform.state.ledger import EntryBusyError
+from shared.platform.state.models import CustomerCreation
 
 PENDING = "pending"
 CREATED = "created"

@@ -23,7 +23,7 @@ from shared.customers import (
     m3_state,
 )
 from shared.m3 import M3Error
-from shared.state import ledger
+from shared.platform.state import ledger
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from prometheus_client import Gauge
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from shared.lease import Priority
 from shared.m3 import M3BusinessError, M3Client, M3Error, M3NotFoundError
-from shared.state import deliveries, fingerprints, ledger
-from shared.state.ledger import OrderState
-from shared.state.models import OrderLedgerEntry, SeenDelivery
+from shared.m3.lease import Priority
+from shared.platform.state import deliveries, fingerprints, ledger
+from shared.platform.state.ledger import OrderState
+from shared.platform.state.models import OrderLedgerEntry, SeenDelivery
 
 log = logging.getLogger(__name__)
 

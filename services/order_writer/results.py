@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.consuming import RETRIES_EXHAUSTED, Failure
 from shared.contracts import OrderResult, Problem, QuoteApproved
+from shared.platform.consuming import RETRIES_EXHAUSTED, Failure
 
 REPLAY_HINT = "m3bridge dead-letters replay --service order-writer"
 

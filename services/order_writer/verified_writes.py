@@ -8,8 +8,8 @@ from typing import TypeVar
 
 from prometheus_client import Counter as MetricCounter
 
-from shared.lease import Priority
 from shared.m3 import M3OutcomeUnknownError
+from shared.m3.lease import Priority
 
 PRIORITY = Priority.TRANSACTIONAL
 #: How often one step sends a write again after M3 was read and had provably not done it.

@@ -14,14 +14,14 @@ from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.poller import Poller
 from services.quote_ingest.webhooks import WEBHOOK_BODY, parse
 from shared.contracts import OrderResult, OrderStatusChanged
-from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
+from shared.contracts.topics import ORDER_RESULT, ORDER_STATUS
+from shared.platform.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import QuoteWerksSettings
+from shared.platform.started import StartedPart
 from shared.quotewerks import DocumentError, QuoteWerks, QuoteWerksError
-from shared.quotewerks_schema import DEFAULT_CHANGE_COLUMN
-from shared.quotewerks_sql import is_database_url, quotewerks_client
-from shared.runtime import ServiceRuntime
-from shared.settings import QuoteWerksSettings
-from shared.started import StartedPart
-from shared.topics import ORDER_RESULT, ORDER_STATUS
+from shared.quotewerks.schema import DEFAULT_CHANGE_COLUMN
+from shared.quotewerks.sql import is_database_url, quotewerks_client
 
 log = logging.getLogger(__name__)
 

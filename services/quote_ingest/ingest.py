@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.webhooks import Delivery
 from shared.contracts import OrderResult, OrderStatusChanged, QuoteApproved
-from shared.crash_points import crash_point
-from shared.outbox import ClaimTakenError, Outbox
+from shared.contracts.topics import QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
+from shared.platform.crash_points import crash_point
+from shared.platform.outbox import ClaimTakenError, Outbox
+from shared.platform.state import deliveries
 from shared.quotewerks import (
     DocumentError,
     QuoteWerks,
@@ -25,8 +27,6 @@ from shared.quotewerks import (
     parse_last_modified,
     quote_from_document,
 )
-from shared.state import deliveries
-from shared.topics import QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.ingest import Ingest
-from shared.state import fingerprints
+from shared.platform.state import fingerprints
 
 log = logging.getLogger(__name__)
 

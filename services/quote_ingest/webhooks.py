@@ -1,4 +1,4 @@
-"""What a QuoteWerks webhook says. Authentication is `shared.inbound` (QuoteWerks cannot sign: a shared secret
+"""What a QuoteWerks webhook says. Authentication is `shared.platform.inbound` (QuoteWerks cannot sign: a shared secret
 in a custom header). The body is whatever template the customer configured: usually thin (event name, DocNo,
 tenant), so the full document is fetched afterwards.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.inbound import RejectedDeliveryError, load_json
+from shared.platform.inbound import RejectedDeliveryError, load_json
 
 #: The body as the OpenAPI document shows it: the keys `parse` reads (either spelling); others are ignored.
 WEBHOOK_BODY: dict[str, Any] = {

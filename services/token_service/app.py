@@ -24,11 +24,11 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from services.token_service.shared_tokens import SharedTokens
-from shared.ionapi import IonApiCredentials, IonApiFileError
-from shared.lease import Lease, LeaseRequest, Priority, Report
-from shared.logs import secret_masker
-from shared.runtime import ServiceRuntime, outgoing_tls
-from shared.settings import BridgeSettings
+from shared.m3.ionapi import IonApiCredentials, IonApiFileError
+from shared.m3.lease import Lease, LeaseRequest, Priority, Report
+from shared.platform.logs import secret_masker
+from shared.platform.runtime import ServiceRuntime, outgoing_tls
+from shared.platform.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 

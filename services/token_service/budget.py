@@ -31,7 +31,7 @@ from typing import Protocol
 
 from prometheus_client import Gauge
 
-from shared.lease import Priority
+from shared.m3.lease import Priority
 
 # Here, not in shared_budget.py, so that a token-service without Redis exports it without importing redis.
 budget_shared = Gauge(

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from services.token_service.budget import PRIORITY_ORDER, Budget
 from services.token_service.tokens import TokenKeeper
-from shared.lease import Lease, LeaseRequest, Priority, Report
+from shared.m3.lease import Lease, LeaseRequest, Priority, Report
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from services.token_service.budget import (
     RateBudget,
     budget_shared,
 )
-from shared.lease import Priority
+from shared.m3.lease import Priority
 
 log = logging.getLogger(__name__)
 

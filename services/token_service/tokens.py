@@ -21,8 +21,8 @@ import authlib.deprecate  # noqa: F401 - imported first on purpose, see the filt
 import httpx
 from prometheus_client import Counter, Gauge
 
-from shared.ionapi import IonApiCredentials
-from shared.lease import token_fingerprint
+from shared.m3.ionapi import IonApiCredentials
+from shared.m3.lease import token_fingerprint
 
 # authlib >= 1.8 prefers the httpx2 fork; we stay on httpx (FastAPI's and faststream's) until they move.
 # authlib.deprecate installs an "always" filter for its warnings when imported, so ours must come after it.

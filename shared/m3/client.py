@@ -16,8 +16,6 @@ from typing import Any
 import httpx
 from prometheus_client import Counter, Histogram
 
-from shared.audit import Audit, business_keys, no_audit
-from shared.lease import Lease, LeaseClient, LeaseError, Priority, Report
 from shared.m3 import wire
 from shared.m3.breaker import CircuitBreakers
 from shared.m3.errors import (
@@ -29,10 +27,12 @@ from shared.m3.errors import (
     M3TransientError,
     M3UnauthorizedError,
 )
+from shared.m3.lease import Lease, LeaseClient, LeaseError, Priority, Report
 from shared.m3.metadata import Record, TransactionMetadata, from_api_repository, from_wire, to_wire
 from shared.m3.retries import DeadlinePassedError, call_retrying, lost_answer, time_left
 from shared.m3.transactions import PROGRAMS_BY_SERVICE, changes_m3
-from shared.settings import M3CallerSettings
+from shared.platform.audit import Audit, business_keys, no_audit
+from shared.platform.settings import M3CallerSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ import time
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
-from shared.lease import LeaseError
 from shared.m3.breaker import M3CircuitOpenError
 from shared.m3.errors import (
     M3Error,
@@ -20,6 +19,7 @@ from shared.m3.errors import (
     M3TransientError,
     M3UnauthorizedError,
 )
+from shared.m3.lease import LeaseError
 
 
 class DeadlinePassedError(M3TransientError):

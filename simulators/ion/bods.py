@@ -1,6 +1,6 @@
-"""ION BODs from the simulated M3: builders (the shapes `shared.bods.parse_bod` reads), the emitter that delivers them
-to a receiver as ION does (the bridge's bod-listener behind an "IMS via ION API" connection point), and the
-publisher that turns M3 simulator changes into BODs.
+"""ION BODs from the simulated M3: builders (the shapes `services.bod_listener.bods.parse_bod` reads), the emitter that
+delivers them to a receiver as ION does (the bridge's bod-listener behind an "IMS via ION API" connection point), and
+the publisher that turns M3 simulator changes into BODs.
 
 - Builders return a `Bod` (noun, document id, variationID, BODID, XML bytes). Element paths: see
   `docs/m3-interfaces.md` ("ION BODs"); builder and parser are written as a pair and tested as round trips.
@@ -33,7 +33,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 import httpx
 
-from shared.bods import INFOR_OAGIS_NS, M3_LOGICAL_ID
+from services.bod_listener.bods import INFOR_OAGIS_NS, M3_LOGICAL_ID
 from simulators.ion.m3.data import PRICE_CURRENCY, PRICE_LIST, Item
 from simulators.ion.m3.simulator import ChangeEvent, M3Simulator
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.crash_points import CRASH_EXIT_CODE, POINTS
+from shared.platform.crash_points import CRASH_EXIT_CODE, POINTS
 from tests.chaos.measure import Row, collect, ion_admin, judge, wait_drained, wait_m3_quiet
 from tests.chaos.quotes import PlannedQuote, approve, create_documents, plan_quotes
 from tests.chaos.stack import ChaosStack

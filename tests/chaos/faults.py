@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from shared.topics import QUOTE_APPROVED
+from shared.contracts.topics import QUOTE_APPROVED
 from tests.chaos.stack import M3_TIMEOUT_S, THROTTLE_MAX_REQUESTS, THROTTLE_PERIOD_MS, ChaosStack
 
 #: Scenario (a): 15 % dropped mid-answer, 5 % late 504, 5 % 5xx.

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from shared.contracts import DeadLetter, OrderResult
-from shared.topics import DEAD_LETTER_SERVICES, ORDER_RESULT, dead_letter_topic
+from shared.contracts.topics import DEAD_LETTER_SERVICES, ORDER_RESULT, dead_letter_topic
 from tests.chaos.quotes import CENT, PlannedQuote
 from tests.chaos.stack import qw_headers
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from m3bridge import dead_letters
-from shared.settings import BridgeSettings
+from shared.platform.settings import BridgeSettings
 from tests.chaos.faults import Chaos
 from tests.chaos.measure import Row, collect, ion_admin, judge, wait_drained, wait_m3_quiet
 from tests.chaos.quotes import approve, create_documents, plan_quotes

@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 
 from m3bridge.tansu import EmbeddedBroker, free_port
-from shared.topics import ensure_topics
+from shared.contracts.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("M3B_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -24,13 +24,13 @@ from pydantic import SecretStr
 from m3bridge import dead_letters
 from m3bridge.tansu import free_port
 from shared.contracts import OrderResult
-from shared.correlation import KAFKA_HEADER
-from shared.kafka import create_broker, publish
-from shared.lease import LeaseClient, Priority
+from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 from shared.m3 import M3Client
+from shared.m3.lease import LeaseClient, Priority
+from shared.platform.correlation import KAFKA_HEADER
+from shared.platform.kafka import create_broker, publish
+from shared.platform.settings import BridgeSettings
 from shared.quotewerks import quote_from_document
-from shared.settings import BridgeSettings
-from shared.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 from tests.chaos.quotes import create_documents, plan_quotes
 from tests.processes import Captured, wait_until
 from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.lease import LeaseClient, Priority
 from shared.m3 import M3Client
+from shared.m3.lease import LeaseClient, Priority
 from tests.conftest import _create_database, _drop_database
 from tests.processes import Captured, wait_until
 from tests.quotewerks_db import create_schema, header, insert_quote, product_line, save

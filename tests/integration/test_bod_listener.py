@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from m3bridge import dead_letters
 from shared.contracts import ItemChanged
-from shared.crash_points import CRASH_EXIT_CODE
-from shared.settings import BridgeSettings
-from shared.topics import ITEM_CHANGED
+from shared.contracts.topics import ITEM_CHANGED
+from shared.platform.crash_points import CRASH_EXIT_CODE
+from shared.platform.settings import BridgeSettings
 from simulators.ion.bods import BodContext, build_customer_party_master, build_item_master, ims_message
 from tests.fuzz import examples
 from tests.processes import Captured

@@ -15,9 +15,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.contracts import ItemChanged
-from shared.kafka import create_broker, publish
-from shared.settings import BridgeSettings
-from shared.topics import CATALOG_SYNC_REPORT, INVENTORY_CHANGED, ITEM_CHANGED, PRICE_CHANGED, dead_letter_topic
+from shared.contracts.topics import (
+    CATALOG_SYNC_REPORT,
+    INVENTORY_CHANGED,
+    ITEM_CHANGED,
+    PRICE_CHANGED,
+    dead_letter_topic,
+)
+from shared.platform.kafka import create_broker, publish
+from shared.platform.settings import BridgeSettings
 from tests.processes import Captured, wait_until
 from tests.stack import (
     OPERATOR,

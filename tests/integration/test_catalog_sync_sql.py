@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.contracts import ItemChanged
-from shared.kafka import create_broker, publish
-from shared.quotewerks_schema import BRIDGE_PRODUCTS
-from shared.settings import BridgeSettings
-from shared.topics import ITEM_CHANGED
+from shared.contracts.topics import ITEM_CHANGED
+from shared.platform.kafka import create_broker, publish
+from shared.platform.settings import BridgeSettings
+from shared.quotewerks.schema import BRIDGE_PRODUCTS
 from tests.conftest import _create_database, _drop_database
 from tests.processes import Captured, wait_until
 from tests.quotewerks_db import create_schema

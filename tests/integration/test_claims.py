@@ -21,12 +21,12 @@ from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.poller import SINCE_KEY, SINCE_KIND, Poller
 from services.quote_ingest.webhooks import Delivery
 from shared.contracts import ItemChanged, QuoteApproved
-from shared.kafka import create_broker
-from shared.outbox import ClaimTakenError, Outbox, broker_publisher
+from shared.contracts.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
+from shared.platform.kafka import create_broker
+from shared.platform.outbox import ClaimTakenError, Outbox, broker_publisher
+from shared.platform.settings import BridgeSettings
+from shared.platform.state import db, fingerprints
 from shared.quotewerks import QUOTEWERKS_ATTEMPTS, QuoteWerksClient
-from shared.settings import BridgeSettings
-from shared.state import db, fingerprints
-from shared.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
 from simulators.ion.bods import BodContext, build_item_master
 from simulators.quotewerks.app import create_app
 from tests.conftest import _create_database, _drop_database

@@ -1,5 +1,5 @@
-"""A consumer group's backlog measured from the broker (shared/consumer_lag.py), against the real broker: what was
-written and not committed, per partition, whether a member holds the partition or not."""
+"""A consumer group's backlog measured from the broker (shared/platform/consumer_lag.py), against the real broker: what
+was written and not committed, per partition, whether a member holds the partition or not."""
 
 import uuid
 
@@ -7,8 +7,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import REGISTRY
 
-from shared.consumer_lag import ConsumerLag
-from shared.settings import BridgeSettings
+from shared.platform.consumer_lag import ConsumerLag
+from shared.platform.settings import BridgeSettings
 
 
 async def test_the_backlog_is_what_the_group_has_not_committed_per_partition(

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from m3bridge.cli import main
-from shared.customer_merge import Agreed
-from shared.state import customer_snapshots as snapshots
-from shared.state import db
-from shared.state.customer_snapshots import WorkItemValues
+from services.catalog_sync.customer_merge import Agreed
+from shared.platform.state import customer_snapshots as snapshots
+from shared.platform.state import db
+from shared.platform.state.customer_snapshots import WorkItemValues
 
 NINE = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 

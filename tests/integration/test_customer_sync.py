@@ -16,12 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from shared.contracts import Party, QuoteWerksCustomerChanged
-from shared.kafka import create_broker, publish
-from shared.lease import LeaseClient, Priority
+from shared.contracts.topics import QUOTEWERKS_CUSTOMER_CHANGED
 from shared.m3 import M3Client
-from shared.settings import BridgeSettings
-from shared.state import db, ledger
-from shared.topics import QUOTEWERKS_CUSTOMER_CHANGED
+from shared.m3.lease import LeaseClient, Priority
+from shared.platform.kafka import create_broker, publish
+from shared.platform.settings import BridgeSettings
+from shared.platform.state import db, ledger
 from tests.processes import Captured, wait_until
 from tests.stack import IonSim, TokenService, start_ion, start_service, start_token_service
 

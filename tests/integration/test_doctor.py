@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from m3bridge.cli import main
-from shared.state import db
-from shared.topics import ensure_topics
+from shared.contracts.topics import ensure_topics
+from shared.platform.state import db
 from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks
 
 

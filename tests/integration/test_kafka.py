@@ -10,10 +10,10 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaMessage
 
 from shared.contracts import Heartbeat
-from shared.correlation import KAFKA_HEADER, SOURCE_HEADER, bind_correlation_id
-from shared.kafka import consumer_options, create_broker, publish
-from shared.settings import BridgeSettings
-from shared.topics import ALL_TOPICS, HEARTBEAT, Topic, dead_letter_topic, ensure_topics
+from shared.contracts.topics import ALL_TOPICS, HEARTBEAT, Topic, dead_letter_topic, ensure_topics
+from shared.platform.correlation import KAFKA_HEADER, SOURCE_HEADER, bind_correlation_id
+from shared.platform.kafka import consumer_options, create_broker, publish
+from shared.platform.settings import BridgeSettings
 
 
 def settings_for(bootstrap: str, name: str) -> BridgeSettings:
@@ -172,7 +172,7 @@ async def test_a_service_names_the_topics_it_reads_that_do_not_exist(kafka_boots
     import logging
     import uuid
 
-    from shared.runtime import ServiceRuntime
+    from shared.platform.runtime import ServiceRuntime
     from tests.log_records import records_of
 
     missing = f"test.missing.{uuid.uuid4().hex[:8]}.v1"
@@ -182,7 +182,7 @@ async def test_a_service_names_the_topics_it_reads_that_do_not_exist(kafka_boots
     for name in (fresh_topic, missing):
         runtime.subscriber(Topic(name, Heartbeat, "service", "test"), group=f"g-{uuid.uuid4().hex[:6]}",
                            title=f"svc-topics/{name}", description="test")(_ignore)  # fmt: skip
-    with records_of("shared.runtime", logging.WARNING) as seen:
+    with records_of("shared.platform.runtime", logging.WARNING) as seen:
         async with runtime._lifespan(runtime.app):
             pass
     said = [r.getMessage() for r in seen if "do not exist" in r.getMessage()]

@@ -10,7 +10,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from shared.lease import LeaseClient, Priority
 from shared.m3 import (
     CircuitBreakers,
     M3AuthorizationDeniedError,
@@ -21,6 +20,7 @@ from shared.m3 import (
     M3NotFoundError,
     M3TransientError,
 )
+from shared.m3.lease import LeaseClient, Priority
 from tests.processes import wait_until
 from tests.stack import READ, IonSim, TokenService, start_ion, start_token_service
 

@@ -25,10 +25,10 @@ from aiokafka.structs import ConsumerRecord
 from m3bridge import dead_letters
 from m3bridge.tansu import free_port
 from shared.contracts import DeadLetter, ItemChanged, QuoteApproved
-from shared.kafka import MessageTooLargeError, create_broker, publish_raw
-from shared.metrics import messages_published
-from shared.settings import BridgeSettings
-from shared.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
+from shared.contracts.topics import BOD_INBOUND, ITEM_CHANGED, QUOTE_APPROVED
+from shared.platform.kafka import MessageTooLargeError, create_broker, publish_raw
+from shared.platform.metrics import messages_published
+from shared.platform.settings import BridgeSettings
 from simulators.ion.bods import BodContext, Encoding, build_item_master, ims_message
 from tests.processes import Captured, wait_until
 from tests.stack import READ, QuoteWerksSim, start_quotewerks, start_service

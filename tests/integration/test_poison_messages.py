@@ -16,11 +16,11 @@ from pydantic import BaseModel
 
 from services.inventory_query.app import InventoryQuerySettings, create_runtime
 from services.inventory_query.messages import REQUEST_TOPIC
-from shared.consuming import INVALID, RETRIES_EXHAUSTED, UNDECODABLE
-from shared.correlation import KAFKA_HEADER
-from shared.runtime import ServiceRuntime
-from shared.settings import BridgeSettings
-from shared.topics import Topic, dead_letter_topic, ensure_topics
+from shared.contracts.topics import Topic, dead_letter_topic, ensure_topics
+from shared.platform.consuming import INVALID, RETRIES_EXHAUSTED, UNDECODABLE
+from shared.platform.correlation import KAFKA_HEADER
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import BridgeSettings
 
 WAIT_S = 30
 

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.webhooks import Delivery
 from shared.contracts import OrderResult, OrderStatusChanged, Problem, QuoteApproved, QuoteWerksCustomerChanged
+from shared.platform.state import db
 from shared.quotewerks import QuoteWerksClient
-from shared.state import db
 from simulators.quotewerks.app import create_app
 from tests.outbox_doubles import kept_outbox
 

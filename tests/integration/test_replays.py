@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from m3bridge import dead_letters
 from m3bridge.dead_letters import Found, replay_remembered
 from shared.contracts import DeadLetter
-from shared.settings import BridgeSettings
+from shared.platform.settings import BridgeSettings
 
 
 def letter(topic: str, key: str) -> DeadLetter:

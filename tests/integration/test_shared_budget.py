@@ -24,8 +24,8 @@ from services.token_service.budget import BudgetPolicy, BudgetTimeoutError
 from services.token_service.shared_budget import SharedBudget
 from services.token_service.shared_tokens import SharedTokens
 from services.token_service.tokens import TokenKeeper
-from shared.ionapi import IonApiCredentials
-from shared.lease import Priority
+from shared.m3.ionapi import IonApiCredentials
+from shared.m3.lease import Priority
 from tests.unit.test_token_keeper import IONAPI, FakeIdP
 
 

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from shared.state import db, fingerprints
-from shared.state.models import Base, CustomerLink, OrderLedgerEntry
+from shared.platform.state import db, fingerprints
+from shared.platform.state.models import Base, CustomerLink, OrderLedgerEntry
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -114,7 +114,7 @@ def test_a_store_already_at_the_newest_revision_is_opened_without_alembic(tmp_pa
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     program = (
-        "import asyncio, sys; from shared.state import db; "
+        "import asyncio, sys; from shared.platform.state import db; "
         f"revision = asyncio.run(db.migrate({url!r})); "
         "print(revision, 'alembic' in sys.modules)"
     )

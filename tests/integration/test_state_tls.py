@@ -15,7 +15,7 @@ import pytest
 import trustme
 
 from m3bridge.tansu import free_port
-from shared.state import db
+from shared.platform.state import db
 
 BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 

@@ -1,5 +1,5 @@
-"""Doubles for the shared.consuming tests (test_consuming*.py): a message, the dead letters sent, the sleeps taken,
-and a consumer wired to them with a small retry policy."""
+"""Doubles for the shared.platform.consuming tests (test_consuming*.py): a message, the dead letters sent, the sleeps
+taken, and a consumer wired to them with a small retry policy."""
 
 import uuid
 from collections.abc import Mapping
@@ -10,7 +10,7 @@ from typing import Any
 from faststream import AckPolicy
 from pydantic import BaseModel
 
-from shared.consuming import (
+from shared.platform.consuming import (
     Consumer,
     Consumers,
     RetryPolicy,

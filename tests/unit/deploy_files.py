@@ -16,7 +16,7 @@ PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULES_DIR = PROMETHEUS_DIR / "rules"
 GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 CONTAINER_PORT = "8000"
-# Read by shared.settings itself (where to look for settings), not fields of BridgeSettings.
+# Read by shared.platform.settings itself (where to look for settings), not fields of BridgeSettings.
 SETTINGS_LOCATION_KEYS = {"M3B_SECRETS_DIR", "M3B_ENV_FILE"}
 
 

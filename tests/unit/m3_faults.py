@@ -17,8 +17,8 @@ import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from shared.lease import Lease, Priority, Report
 from shared.m3 import M3Client
+from shared.m3.lease import Lease, Priority, Report
 from simulators.ion.m3 import M3Config, M3Simulator, m3_router
 
 BASE = "http://m3.test"

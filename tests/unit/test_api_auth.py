@@ -1,5 +1,5 @@
-"""The bridge's one API authentication scheme (shared.auth), checked on every route of every service: each app is
-built by its `create_runtime` (no lifespan, no broker) and every route it has is called without a key, with a wrong
+"""The bridge's one API authentication scheme (shared.platform.auth), checked on every route of every service: each app
+is built by its `create_runtime` (no lifespan, no broker) and every route it has is called without a key, with a wrong
 key, with a key that is not ASCII and with the right one. A route that is neither public nor authenticated by its own
 scheme fails here, so a new route cannot slip in unprotected."""
 
@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from services import SERVICES, settings_classes
-from shared.auth import GuardedRoute, KeyGuard
-from shared.runtime import ServiceRuntime
+from shared.platform.auth import GuardedRoute, KeyGuard
+from shared.platform.runtime import ServiceRuntime
 
 OPERATOR_KEY = "operator-key-0123456789"
 READ_KEY = "read-key-9876543210"

@@ -1,8 +1,8 @@
 import json
 
 from m3bridge import docs
-from shared import asyncapi
-from shared.topics import ALL_TOPICS
+from shared.contracts import asyncapi
+from shared.contracts.topics import ALL_TOPICS
 
 
 def test_generated_documents_are_current() -> None:

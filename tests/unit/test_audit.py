@@ -1,14 +1,14 @@
-"""The audit trail's records (shared/audit.py, the M3 client's hook): business keys only, bulk writes named by
+"""The audit trail's records (shared/platform/audit.py, the M3 client's hook): business keys only, bulk writes named by
 their transactions, a full queue dropping with a count instead of holding up the work."""
 
 import asyncio
 
 import pytest
 
-from shared.audit import AuditTrail, audit_events, business_keys
 from shared.contracts import AuditEvent
-from shared.correlation import bind_correlation_id
 from shared.m3.client import _audited
+from shared.platform.audit import AuditTrail, audit_events, business_keys
+from shared.platform.correlation import bind_correlation_id
 
 pytestmark = pytest.mark.unit
 

@@ -20,13 +20,13 @@ from services.bod_listener.app import BodListenerSettings
 from services.bod_listener.app import create_runtime as bod_listener
 from services.inventory_query.app import InventoryQuerySettings
 from services.inventory_query.app import create_runtime as inventory_query
+from services.order_writer.mapping import parse_formula
 from services.quote_ingest.app import QuoteIngestSettings
 from services.quote_ingest.app import create_runtime as quote_ingest
 from services.token_service.app import TokenServiceSettings
 from services.token_service.app import create_runtime as token_service
-from shared.inbound import MAX_JSON_DEPTH, RejectedDeliveryError, json_depth, load_json
-from shared.mapping import parse_formula
-from shared.runtime import ServiceRuntime
+from shared.platform.inbound import MAX_JSON_DEPTH, RejectedDeliveryError, json_depth, load_json
+from shared.platform.runtime import ServiceRuntime
 from tests.fuzz import examples
 
 SHARED = "shared-secret-123"

@@ -1,4 +1,5 @@
-"""`shared.bods.parse_bod`: round trips with the simulator's builders, action codes, variation, and refusals."""
+"""`services.bod_listener.bods.parse_bod`: round trips with the simulator's builders, action codes, variation, and
+refusals."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from shared import contracts, topics
-from shared.bods import INFOR_OAGIS_NS, BodError, parse_bod, parse_bod_id
+from services.bod_listener.bods import INFOR_OAGIS_NS, BodError, parse_bod, parse_bod_id
+from shared import contracts
+from shared.contracts import topics
 from simulators.ion.bods import (
     BodContext,
     PriceLine,

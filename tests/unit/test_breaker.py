@@ -11,7 +11,7 @@ from services import m3_callers
 from shared.m3 import m3_client_for
 from shared.m3.breaker import CircuitBreakers, M3CircuitOpenError
 from shared.m3.transactions import PROGRAMS_BY_SERVICE
-from shared.settings import M3CallerSettings
+from shared.platform.settings import M3CallerSettings
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

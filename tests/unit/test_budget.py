@@ -8,7 +8,7 @@ import time
 import pytest
 
 from services.token_service.budget import BudgetPolicy, BudgetTimeoutError, RateBudget
-from shared.lease import Priority
+from shared.m3.lease import Priority
 
 
 def max_in_any_window(times: list[float], window: float) -> int:

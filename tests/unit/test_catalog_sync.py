@@ -16,9 +16,9 @@ from services.catalog_sync.full_load import choose_path
 from services.catalog_sync.products import POLL_MARKER, RETIRED, SyncOptions, product_from
 from services.catalog_sync.sync import CatalogSync
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
-from shared.lease import Priority
 from shared.m3 import M3Client
 from shared.m3.client import BulkOutcome, tenant_base
+from shared.m3.lease import Priority
 from shared.quotewerks import QuoteWerksError
 
 pytestmark = pytest.mark.unit

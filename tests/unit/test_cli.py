@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-import shared.topics
+import shared.contracts.topics
 from m3bridge.cli import main
 from m3bridge.keys import SITE_SUPPLIED_SECRETS
 from services import m3_callers
@@ -55,7 +55,7 @@ def test_topics_connects_like_the_services_and_gives_dead_letters_their_retentio
         calls.append((bootstrap_servers, options))
         return []
 
-    monkeypatch.setattr(shared.topics, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(shared.contracts.topics, "ensure_topics", ensure_topics)
     monkeypatch.setenv("M3B_ENV_FILE", "/does-not-exist.env")
     monkeypatch.setenv("M3B_SECRETS_DIR", "")
     for key, value in {
@@ -127,8 +127,8 @@ def test_a_service_without_a_state_store_starts_without_the_database_libraries(s
     import sys
 
     program = (
-        "import sys, shared.runtime\n"
-        "shared.runtime.serve = lambda runtime: None\n"
+        "import sys, shared.platform.runtime\n"
+        "shared.platform.runtime.serve = lambda runtime: None\n"
         "from m3bridge.cli import main\n"
         f"assert main(['serve', {service!r}]) == 0\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in "

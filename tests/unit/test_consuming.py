@@ -1,4 +1,4 @@
-"""shared.consuming without a broker: decoding, retries and dead letters."""
+"""shared.platform.consuming without a broker: decoding, retries and dead letters."""
 
 import base64
 from types import SimpleNamespace
@@ -8,7 +8,8 @@ import pytest
 from faststream import AckPolicy
 from prometheus_client import REGISTRY
 
-from shared.consuming import (
+from shared.contracts import Heartbeat
+from shared.platform.consuming import (
     INVALID,
     NOT_RETRYABLE,
     RETRIES_EXHAUSTED,
@@ -22,8 +23,7 @@ from shared.consuming import (
     is_retryable,
     raw_body,
 )
-from shared.contracts import Heartbeat
-from shared.dead_letters import dead_letter, payload_text
+from shared.platform.dead_letters import dead_letter, payload_text
 from tests.log_records import records_of
 from tests.unit.consuming_doubles import (
     SMALL,
@@ -152,9 +152,9 @@ async def test_poison_counts_one_dead_letter_and_logs_one_line_without_a_traceba
         raise AssertionError("never called")
 
     consumer = consumer_for(handler, Letters())
-    with caplog.at_level("DEBUG", logger="shared.consuming"):
+    with caplog.at_level("DEBUG", logger="shared.platform.consuming"):
         await consumer.consume(b"<xml/>", FakeMessage(b"<xml/>"))
-    records = [r for r in caplog.records if r.name == "shared.consuming"]
+    records = [r for r in caplog.records if r.name == "shared.platform.consuming"]
     assert len(records) == 1
     assert not records[0].exc_info
     assert "orders.v1[2]@7" in records[0].getMessage()
@@ -247,10 +247,10 @@ async def test_a_handler_bug_is_dead_lettered_after_its_attempts_with_one_traceb
     consumer = consumer_for(handler, letters, policy=RetryPolicy(max_attempts=2, initial_s=0.01, max_s=0.01))
     body = b'{"doc_no": "Q1", "quantity": 1}'
     # Its own handler on the module's logger: what other tests of the session did to the root logger does not matter.
-    with records_of("shared.consuming") as seen:
+    with records_of("shared.platform.consuming") as seen:
         await consumer.consume(body, FakeMessage(body))
     assert [letter["class"] for letter in letters.sent] == [RETRIES_EXHAUSTED]
-    # The secret mask (shared.logs), when a service's logging is set up, moves the traceback to exc_text.
+    # The secret mask (shared.platform.logs), when a service's logging is set up, moves the traceback to exc_text.
     with_traceback = [r for r in seen if r.exc_info or r.exc_text]
     assert len(with_traceback) == 1
 

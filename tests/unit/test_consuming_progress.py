@@ -1,4 +1,4 @@
-"""shared.consuming without a broker: progress for /healthz and the stalled gauge, the backoff settings, raw
+"""shared.platform.consuming without a broker: progress for /healthz and the stalled gauge, the backoff settings, raw
 subscribers, and the runtime's wiring of consumers (healthz, oversized dead letters)."""
 
 import asyncio
@@ -11,7 +11,9 @@ from faststream import AckPolicy
 from prometheus_client import REGISTRY
 from pydantic import SecretStr, ValidationError
 
-from shared.consuming import (
+from shared.contracts import DeadLetter
+from shared.contracts.topics import Topic
+from shared.platform.consuming import (
     NOT_RETRYABLE,
     RETRIES_EXHAUSTED,
     UNDECODABLE,
@@ -19,11 +21,9 @@ from shared.consuming import (
     Consumers,
     RetryPolicy,
 )
-from shared.contracts import DeadLetter
-from shared.kafka import MessageTooLargeError
-from shared.runtime import ServiceRuntime
-from shared.settings import BridgeSettings
-from shared.topics import Topic
+from shared.platform.kafka import MessageTooLargeError
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import BridgeSettings
 from tests.unit.consuming_doubles import (
     FakeMessage,
     FlakyError,
@@ -176,7 +176,7 @@ async def test_a_dead_letter_too_large_for_the_topic_is_kept_without_the_payload
             raise MessageTooLargeError("too large")
         sent.append(letter)
 
-    monkeypatch.setattr("shared.runtime.send_to_dead_letters", send)
+    monkeypatch.setattr("shared.platform.runtime.send_to_dead_letters", send)
     body = b"\xff" * runtime.settings.kafka_max_request_size  # base64 makes it larger still
     await runtime.dead_letter(
         FakeMessage(body),  # type: ignore[arg-type]

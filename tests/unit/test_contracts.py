@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from shared.contracts import LineType, QuoteApproved, QuoteLine
-from shared.kafka import MessageTooLargeError, encode
-from shared.topics import ALL_TOPICS, HEARTBEAT, QUOTE_APPROVED, dead_letter_topic
+from shared.contracts.topics import ALL_TOPICS, HEARTBEAT, QUOTE_APPROVED, dead_letter_topic
+from shared.platform.kafka import MessageTooLargeError, encode
 
 QUOTE_WIRE = {
     "DocNo": "AAAQ1001",

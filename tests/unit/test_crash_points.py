@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import crash_points
-from shared.crash_points import CRASH_EXIT_CODE, POINTS, Armed, CrashPointError, crash_point, parse
+from shared.platform import crash_points
+from shared.platform.crash_points import CRASH_EXIT_CODE, POINTS, Armed, CrashPointError, crash_point, parse
 
 pytestmark = pytest.mark.unit
 
@@ -66,7 +66,7 @@ async def test_an_unarmed_point_does_nothing_and_a_stall_never_returns() -> None
 def test_an_armed_exit_ends_the_process_at_once_with_its_code() -> None:
     program = (
         "import asyncio, atexit\n"
-        "from shared import crash_points\n"
+        "from shared.platform import crash_points\n"
         "atexit.register(lambda: print('atexit ran'))\n"
         "crash_points.arm('quote-ingest.after-claim')\n"
         "asyncio.run(crash_points.crash_point('quote-ingest.after-claim'))\n"

@@ -1,8 +1,8 @@
-"""Customer matching (shared/customer_matching.py): normalised names, keys in order, candidates instead of guesses."""
+"""Customer matching (shared/customers/matching.py): normalised names, keys in order, candidates instead of guesses."""
 
 import pytest
 
-from shared.customer_matching import CustomerFacts, Matcher, MatchingRules, normalise_code, normalise_name
+from shared.customers.matching import CustomerFacts, Matcher, MatchingRules, normalise_code, normalise_name
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
-"""The customer merge's decisions (shared/customer_merge.py): the three-way compare against the last-synced
-snapshot, owners, `newest` only with real times beyond the clock skew, and review for everything else."""
+"""The customer merge's decisions (services/catalog_sync/customer_merge.py): the three-way compare against the
+last-synced snapshot, owners, `newest` only with real times beyond the clock skew, and review for everything else."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.customer_merge import Agreed, ChangeTimes, decide, merge, newest_side
+from services.catalog_sync.customer_merge import Agreed, ChangeTimes, decide, merge, newest_side
 from shared.customers import FIELD_NAMES, CustomerSyncRules, FieldName, State, sync_rules_from_data
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,7 @@ from jsonschema import Draft201909Validator
 
 from services import SERVICES, m3_callers, settings_classes
 from services.token_service.app import TokenServiceSettings
-from shared.settings import ENV_PREFIX, BridgeSettings
+from shared.platform.settings import ENV_PREFIX, BridgeSettings
 from tests.unit.deploy_files import (
     COMPOSE_FILE,
     COMPOSE_SCHEMA,

@@ -16,7 +16,7 @@ import yaml
 from faststream.prometheus.container import MetricsContainer
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import shared.metrics
+import shared.platform.metrics
 from services import SERVICES, settings_classes
 from tests.unit.deploy_files import (
     CONTAINER_PORT,
@@ -155,11 +155,11 @@ SERIES_SUFFIXES = {
 
 
 def _exported_metric_names() -> set[str]:
-    """Every series name the services can export: shared.metrics plus faststream's with our prefix."""
+    """Every series name the services can export: shared.platform.metrics plus faststream's with our prefix."""
     settings_classes()  # imports every service's modules, which register their metrics
-    importlib.import_module("shared.consumer_lag")  # imported by the runtime once a service starts
+    importlib.import_module("shared.platform.consumer_lag")  # imported by the runtime once a service starts
     faststream_registry = CollectorRegistry()
-    MetricsContainer(faststream_registry, metrics_prefix=shared.metrics.PREFIX, custom_label_names=[])
+    MetricsContainer(faststream_registry, metrics_prefix=shared.platform.metrics.PREFIX, custom_label_names=[])
     names: set[str] = set()
     for registry in (REGISTRY, faststream_registry):
         for family in registry.collect():
@@ -178,7 +178,7 @@ def test_the_processing_errors_runbook_points_at_the_dead_letters() -> None:
 def test_alert_rules_use_only_exported_metrics() -> None:
     exported = _exported_metric_names()
     for rule in _rules():
-        used = set(re.findall(rf"\b{shared.metrics.PREFIX}_[a-zA-Z0-9_]+", str(rule["expr"])))
+        used = set(re.findall(rf"\b{shared.platform.metrics.PREFIX}_[a-zA-Z0-9_]+", str(rule["expr"])))
         unknown = used - exported
         assert not unknown, f"{rule.get('alert')} uses metrics no service exports: {sorted(unknown)}"
 
@@ -219,7 +219,7 @@ def test_the_dashboard_uses_only_exported_metrics() -> None:
     exported = _exported_metric_names() | {"up"}
     for panel in _dashboard()["panels"]:
         for target in panel.get("targets", []):
-            used = set(re.findall(rf"\b{shared.metrics.PREFIX}_[a-zA-Z0-9_]+", target["expr"]))
+            used = set(re.findall(rf"\b{shared.platform.metrics.PREFIX}_[a-zA-Z0-9_]+", target["expr"]))
             unknown = used - exported
             assert not unknown, f"panel {panel['title']!r} uses metrics no service exports: {sorted(unknown)}"
 
@@ -248,7 +248,7 @@ def test_the_image_carries_the_default_mapping_rules() -> None:
     assert "COPY --chown=m3bridge:m3bridge deploy/config /app/deploy/config" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert "!deploy/config" in ignored[ignored.index("deploy") :]
-    from shared.settings import DEFAULT_MAPPING_FILE as DEFAULT_RULES
+    from shared.platform.settings import DEFAULT_MAPPING_FILE as DEFAULT_RULES
 
     assert not DEFAULT_RULES.is_absolute()
     assert (ROOT / DEFAULT_RULES).exists()

@@ -1,6 +1,6 @@
 import asyncio
 
-from shared.health import Health
+from shared.platform.health import Health
 
 
 async def test_ready_only_when_every_check_passes() -> None:

@@ -8,9 +8,9 @@ from pydantic import SecretStr
 
 from services import SERVICES
 from services.catalog_sync.app import CatalogSyncSettings, create_runtime
-from shared.correlation import HTTP_HEADER
-from shared.runtime import ServiceRuntime
-from shared.settings import BridgeSettings
+from shared.platform.correlation import HTTP_HEADER
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import BridgeSettings
 
 READ = {"Authorization": "Bearer read-key-for-the-http-tests"}
 

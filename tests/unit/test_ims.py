@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.bod_listener.app import IMS_DOCUMENTS, BodListenerSettings
+from services.bod_listener.bods import parse_bod
 from services.bod_listener.ims import (
     ImsConfig,
     ImsError,
@@ -24,7 +25,6 @@ from services.bod_listener.ims import (
     read_message,
     to_utf8,
 )
-from shared.bods import parse_bod
 from simulators.ion.bods import BodContext, Encoding, build_item_master, ims_message
 from tests.fuzz import examples
 

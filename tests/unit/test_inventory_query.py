@@ -1,5 +1,5 @@
 """inventory-query's answer logic with a fake M3: cache TTL, single flight, inventory events, stale answers; its
-Kafka replies sent through shared.kafka's publish path."""
+Kafka replies sent through shared.platform.kafka's publish path."""
 
 import asyncio
 import json
@@ -27,11 +27,11 @@ from services.inventory_query.availability import (
 )
 from services.inventory_query.messages import AvailabilityAnswer, AvailabilityQuery, BatchQuery, LineProblem
 from services.inventory_query.replies import REPLIES_COUNTED_AS, Replier, ReplyTopicRefusedError, replies_refused
-from shared.consuming import INVALID, UNDECODABLE, Failure
 from shared.contracts import AvailabilityRequest, InventoryChanged, PriceChanged
-from shared.correlation import KAFKA_HEADER
-from shared.kafka import MessageTooLargeError
-from shared.metrics import messages_published
+from shared.platform.consuming import INVALID, UNDECODABLE, Failure
+from shared.platform.correlation import KAFKA_HEADER
+from shared.platform.kafka import MessageTooLargeError
+from shared.platform.metrics import messages_published
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

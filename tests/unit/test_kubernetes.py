@@ -20,8 +20,8 @@ import yaml
 
 from services import SERVICES, settings_classes
 from services.token_service.app import TokenServiceSettings
-from shared.settings import ENV_PREFIX, BridgeSettings
-from shared.topics import QUOTE_APPROVED
+from shared.contracts.topics import QUOTE_APPROVED
+from shared.platform.settings import ENV_PREFIX, BridgeSettings
 
 pytestmark = pytest.mark.unit
 
@@ -36,7 +36,7 @@ CONFIG_MAP = "m3bridge-config"
 IMAGE = "m3bridge:latest"
 CONTAINER_PORT = 8000
 SECRETS_DIR = "/run/secrets"
-# Read by shared.settings itself (where to look for settings), not fields of BridgeSettings.
+# Read by shared.platform.settings itself (where to look for settings), not fields of BridgeSettings.
 SETTINGS_LOCATION_KEYS = {"M3B_SECRETS_DIR", "M3B_ENV_FILE"}
 # The compose jobs and the `m3bridge` command each runs (compose `command`, Kubernetes `args`).
 JOBS = {"kafka-init": ["topics"], "migrate": ["migrate"]}

@@ -1,5 +1,5 @@
-"""shared.lanes without a broker: per-key order, concurrency, commits up to the lowest unfinished offset, pauses,
-rewinds, rebalances and draining, against a consumer double that records what aiokafka would be asked."""
+"""shared.platform.lanes without a broker: per-key order, concurrency, commits up to the lowest unfinished offset,
+pauses, rewinds, rebalances and draining, against a consumer double that records what aiokafka would be asked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import TopicPartition
 
-from shared.lanes import Lanes
+from shared.platform.lanes import Lanes
 
 TOPIC = "quotes.v1"
 P0 = TopicPartition(TOPIC, 0)

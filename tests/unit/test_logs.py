@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from shared.correlation import bind_correlation_id
-from shared.logs import configure_logging
+from shared.platform.correlation import bind_correlation_id
+from shared.platform.logs import configure_logging
 
 
 @pytest.fixture

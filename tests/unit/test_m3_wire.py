@@ -6,7 +6,6 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from shared.lease import Priority
 from shared.m3 import M3Client, wire
 from shared.m3.errors import (
     M3AuthorizationDeniedError,
@@ -17,6 +16,7 @@ from shared.m3.errors import (
     M3TransientError,
     M3UnauthorizedError,
 )
+from shared.m3.lease import Priority
 from shared.m3.metadata import FieldSpec, TransactionMetadata
 from tests.unit.m3_faults import FixedLeases
 

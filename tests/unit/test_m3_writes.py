@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.lease import Priority
 from shared.m3 import CircuitBreakers, M3OutcomeUnknownError
+from shared.m3.lease import Priority
 from shared.m3.transactions import changes_m3
 from tests.unit.m3_faults import Fault, FaultyM3
 

@@ -1,4 +1,4 @@
-"""The declarative quote → M3 order mapping (shared/mapping/, deploy/config/order-mapping.yaml)."""
+"""The declarative quote → M3 order mapping (services/order_writer/mapping/, deploy/config/order-mapping.yaml)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.contracts import QuoteApproved
-from shared.mapping import (
+from services.order_writer.mapping import (
     MappingRules,
     MappingRulesError,
     OrderPlan,
@@ -22,6 +21,7 @@ from shared.mapping import (
     plan_order,
     rules_from_data,
 )
+from shared.contracts import QuoteApproved
 
 pytestmark = pytest.mark.unit
 

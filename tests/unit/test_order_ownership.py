@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer import customer_creations
+from services.order_writer.mapping import plan_customer
 from services.order_writer.orders import OrderWriter
 from shared.contracts import QuoteApproved
-from shared.mapping import plan_customer
-from shared.state import db, ledger
-from shared.state.ledger import EntryBusyError, LeaseLostError, OrderState
+from shared.platform.state import db, ledger
+from shared.platform.state.ledger import EntryBusyError, LeaseLostError, OrderState
 from tests.unit.m3_faults import FaultyM3
 from tests.unit.test_order_path import RULES, assert_exactly_one_correct_order, quote, started_batch
 

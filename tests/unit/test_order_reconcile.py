@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.order_writer.orders import OrderWriter
 from services.order_writer.reconcile import ReconcileReport, ledger_since, orders_in_m3, reconcile_orders
-from shared.state import db, deliveries, fingerprints
-from shared.state.models import SeenDelivery
+from shared.platform.state import db, deliveries, fingerprints
+from shared.platform.state.models import SeenDelivery
 from tests.unit.m3_faults import FaultyM3
 from tests.unit.test_order_path import RULES, quote
 

@@ -1,4 +1,5 @@
-"""Property tests: for ANY bytes posted as an ION BOD, `shared.bods.parse_bod` returns a valid `ParsedBod` or raises
+"""Property tests: for ANY bytes posted as an ION BOD, `services.bod_listener.bods.parse_bod` returns a valid
+`ParsedBod` or raises
 `BodError`, never another exception, and never hangs: noise, mutated BOD trees (renamed, dropped, duplicated
 elements and attributes), damaged bytes, DTDs and entities. Inputs and settings: `tests/unit/outside_inputs.py`."""
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from shared.bods import BodError, ParsedBod, parse_bod
+from services.bod_listener.bods import BodError, ParsedBod, parse_bod
 from tests.unit.outside_inputs import (
     BOD_SEEDS,
     DEPTHS,

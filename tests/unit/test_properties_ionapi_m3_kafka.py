@@ -1,7 +1,7 @@
 """Property tests: for ANY input these parsers return a valid result or raise their own documented error, never another
-exception, and never hang. The `.ionapi` file (`shared.ionapi.IonApiCredentials.load` → credentials |
+exception, and never hang. The `.ionapi` file (`shared.m3.ionapi.IonApiCredentials.load` → credentials |
 `IonApiFileError`); M3 MI answers (`shared.m3.wire.parse_v1` on the JSON, and `M3Client.execute` / `bulk` on the raw
-HTTP answer → records | `M3Error`); Kafka payloads (`shared.consuming.decode` → the topic's model |
+HTTP answer → records | `M3Error`); Kafka payloads (`shared.platform.consuming.decode` → the topic's model |
 `PoisonMessageError`; `Consumer.consume` → the handler or one dead letter). Inputs and settings:
 `tests/unit/outside_inputs.py`."""
 
@@ -21,15 +21,15 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from services.bod_listener.bods import parse_bod
 from shared import contracts
-from shared.bods import parse_bod
-from shared.consuming import INVALID, UNDECODABLE, Consumer, Consumers, PoisonMessageError, RetryPolicy, decode
-from shared.ionapi import IonApiCredentials, IonApiFileError
-from shared.lease import Priority
+from shared.contracts.topics import ALL_TOPICS
 from shared.m3 import M3Client, M3Error
 from shared.m3 import wire as m3_wire
+from shared.m3.ionapi import IonApiCredentials, IonApiFileError
+from shared.m3.lease import Priority
+from shared.platform.consuming import INVALID, UNDECODABLE, Consumer, Consumers, PoisonMessageError, RetryPolicy, decode
 from shared.quotewerks import customer_from_contact, quote_from_document
-from shared.topics import ALL_TOPICS
 from tests.unit.m3_faults import FixedLeases
 from tests.unit.outside_inputs import (
     APPROVED_AT,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from services.quote_ingest.webhooks import Delivery, parse
 from shared import contracts
-from shared.inbound import RejectedDeliveryError
+from shared.platform.inbound import RejectedDeliveryError
 from shared.quotewerks import DocumentError, customer_from_contact, quote_from_document
 from tests.unit.outside_inputs import (
     APPROVED_AT,

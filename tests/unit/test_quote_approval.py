@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.quote_ingest.app import QuoteIngestSettings
 from services.quote_ingest.ingest import Ingest, IngestRules
 from services.quote_ingest.webhooks import Delivery
+from shared.platform.state import db
 from shared.quotewerks import QuoteWerksClient
-from shared.state import db
 from simulators.quotewerks.app import create_app
 from simulators.quotewerks.config import QwSimConfig
 from tests.outbox_doubles import KeptMessages, kept_outbox

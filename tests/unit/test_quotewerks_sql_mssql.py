@@ -21,7 +21,7 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import ClauseElement
 
 from shared.quotewerks import QuoteWerksError
-from shared.quotewerks_schema import (
+from shared.quotewerks.schema import (
     BRIDGE_PRODUCTS,
     DOCUMENT_HEADERS,
     DOCUMENT_ITEMS,
@@ -29,7 +29,7 @@ from shared.quotewerks_schema import (
     ProductStatements,
     Statements,
 )
-from shared.quotewerks_sql import QuoteWerksConfigError, QuoteWerksSqlClient, quotewerks_client
+from shared.quotewerks.sql import QuoteWerksConfigError, QuoteWerksSqlClient, quotewerks_client
 from tests.quotewerks_db import create_schema, insert_quote, product_line
 
 MSSQL_URL = "mssql+aioodbc://bridge@127.0.0.1:1/QuoteWerks?driver=FreeTDS&TDS_Version=7.4&LoginTimeout=2"

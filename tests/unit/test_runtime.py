@@ -1,5 +1,5 @@
-"""ServiceRuntime's start-up order (shared/runtime.py) on faststream's in-memory broker: `after_broker_start` hooks run
-once the broker has started and can publish, and one that fails stops the service like a shutdown does."""
+"""ServiceRuntime's start-up order (shared/platform/runtime.py) on faststream's in-memory broker: `after_broker_start`
+hooks run once the broker has started and can publish, and one that fails stops the service like a shutdown does."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from faststream import AckPolicy
 from faststream.kafka import TestKafkaBroker
 
 from shared.contracts import Heartbeat
-from shared.kafka import MessageTooLargeError, publish
-from shared.runtime import ServiceRuntime
-from shared.settings import BridgeSettings
-from shared.started import NotStartedError, StartedPart
-from shared.topics import Topic
+from shared.contracts.topics import Topic
+from shared.platform.kafka import MessageTooLargeError, publish
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import BridgeSettings
+from shared.platform.started import NotStartedError, StartedPart
 from tests.log_records import records_of
 
 pytestmark = pytest.mark.unit
@@ -156,7 +156,7 @@ async def test_background_work_that_fails_is_logged_when_it_fails() -> None:
     async def broken() -> None:
         raise ValueError("the schedule broke")
 
-    with records_of("shared.runtime", logging.ERROR) as seen:
+    with records_of("shared.platform.runtime", logging.ERROR) as seen:
         async with TestKafkaBroker(runtime.broker, connect_only=True), runtime._lifespan(runtime.app):
             task = runtime.in_background(broken(), name="broken-schedule")
             with pytest.raises(ValueError):

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.order_writer.app import OrderWriterSettings
-from shared.settings import BridgeSettings
+from shared.platform.settings import BridgeSettings
 
 
 @pytest.fixture(autouse=True)

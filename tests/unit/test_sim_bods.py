@@ -12,9 +12,9 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from services.bod_listener.app import IMS_DOCUMENTS
+from services.bod_listener.bods import parse_bod
 from services.bod_listener.ims import ImsConfig, ParameterRequest, codec_of, read_message, to_utf8
 from shared import contracts
-from shared.bods import parse_bod
 from simulators.ion.app import create_app
 from simulators.ion.config import IonSimConfig, ThrottlePolicy
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.ionapi import IonApiCredentials
+from shared.m3.ionapi import IonApiCredentials
 from simulators.ion.app import create_app
 from simulators.ion.auth import ionapi_dict, write_ionapi
 from simulators.ion.config import IonSimConfig

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import trustme
 
-from shared.kafka import kafka_ssl_context
-from shared.runtime import outgoing_tls
-from shared.settings import BridgeSettings
+from shared.platform.kafka import kafka_ssl_context
+from shared.platform.runtime import outgoing_tls
+from shared.platform.settings import BridgeSettings
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.token_service.tokens import TokenKeeper, TokenUnavailableError
-from shared.ionapi import IonApiCredentials, IonApiFileError
+from shared.m3.ionapi import IonApiCredentials, IonApiFileError
 
 IONAPI = {
     "ti": "TST", "cn": "bridge", "dt": "12", "ci": "TST~client", "cs": "client-secret-value",

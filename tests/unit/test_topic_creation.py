@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-import shared.topics
-from shared.topics import (
+import shared.contracts.topics
+from shared.contracts.topics import (
     ALL_TOPICS,
     DEAD_LETTER_SERVICES,
     DEFAULT_DEAD_LETTER_RETENTION_MS,
@@ -69,7 +69,7 @@ class FakeAdmin:
 
 
 async def test_ensure_topics_sends_the_configs_over_the_given_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shared.topics, "AIOKafkaAdminClient", FakeAdmin)
+    monkeypatch.setattr(shared.contracts.topics, "AIOKafkaAdminClient", FakeAdmin)
     security = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_plain_username": "u"}
     letters = dead_letter_topic("bod-listener")
     created = await ensure_topics(

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from services.bod_listener.app import BodListenerSettings
 from services.quote_ingest.app import QuoteIngestSettings
 from services.quote_ingest.webhooks import parse
-from shared.inbound import InboundAuth, RejectedDeliveryError, authenticate, sign
+from shared.platform.inbound import InboundAuth, RejectedDeliveryError, authenticate, sign
 from tests.log_records import records_of
 
 AUTH = InboundAuth(
@@ -78,13 +78,13 @@ def test_inbound_auth_is_read_from_a_services_prefixed_settings() -> None:
     webhooks = QuoteIngestSettings(
         webhook_secret=SecretStr("shared"), webhook_signing_secret=SecretStr("hmac"), webhook_secret_header="X-QW"
     )
-    with records_of("shared.inbound") as configured:
+    with records_of("shared.platform.inbound") as configured:
         auth = InboundAuth.from_settings(webhooks, "webhook", tolerance_s=60)
     assert auth == InboundAuth("X-QW", "shared", webhooks.webhook_signature_header, "hmac", 60)
     assert not configured  # nothing to warn about
 
     bods = BodListenerSettings(bod_max_bytes=4_000_000, max_body_bytes=1_000_000)
-    with records_of("shared.inbound") as unconfigured:
+    with records_of("shared.platform.inbound") as unconfigured:
         bare = InboundAuth.from_settings(bods, "bod", tolerance_s=300)
     assert (bare.secret_header, bare.shared_secret, bare.signing_secret) == (bods.bod_secret_header, "", "")
     said = " | ".join(record.getMessage() for record in unconfigured)

@@ -1,5 +1,5 @@
-"""The work queue's store (shared/state/work_items.py) on a real SQLite store, and how the command-line tools find
-a local run's state store and broker (m3bridge/local_run.py)."""
+"""The work queue's store (shared/platform/state/work_items.py) on a real SQLite store, and how the command-line tools
+find a local run's state store and broker (m3bridge/local_run.py)."""
 
 import asyncio
 import json
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from m3bridge import local_run
 from shared.contracts import Problem
-from shared.state import db, work_items
+from shared.platform.state import db, work_items
 
 pytestmark = pytest.mark.unit
 
