@@ -21,7 +21,7 @@ import httpx
 
 from m3bridge.tansu import EmbeddedBroker
 from shared.contracts.topics import ensure_topics
-from tests.stack import READ, IonSim, start_ion, start_service, start_token_service
+from simulators.stack import READ, IonSim, start_ion, start_service, start_token_service
 
 LATENCY_MS = int(os.environ.get("M3B_BENCH_LATENCY_MS", "50"))
 COLD_ITEMS = 40

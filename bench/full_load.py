@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from m3bridge.tansu import EmbeddedBroker
 from shared.contracts.topics import ensure_topics
 from shared.quotewerks.schema import metadata
-from tests.stack import OPERATOR, IonSim, start_ion, start_quotewerks, start_service, start_token_service
+from simulators.stack import OPERATOR, IonSim, start_ion, start_quotewerks, start_service, start_token_service
 
 ITEMS = int(os.environ.get("M3B_BENCH_FULL_LOAD_ITEMS", "100000"))
 LATENCY_MS = int(os.environ.get("M3B_BENCH_LATENCY_MS", "50"))

@@ -32,7 +32,7 @@ from shared.contracts.topics import ensure_topics
 from shared.m3 import M3Client, M3Error, wire
 from shared.m3.ionapi import IonApiCredentials
 from shared.m3.lease import LeaseClient, Priority
-from tests.stack import IonSim, start_ion, start_token_service
+from simulators.stack import IonSim, start_ion, start_token_service
 
 PERIOD_MS = 1000
 LIMIT = 100  # requests per period: the simulated tenant's spike-arrest maximum

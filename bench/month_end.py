@@ -61,8 +61,8 @@ from shared.m3.lease import LeaseClient, Priority
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
 from shared.platform.state import db
-from tests.processes import Captured
-from tests.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
+from simulators.processes import Captured
+from simulators.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
 
 LIMIT = 100  # the policy's spike-arrest maximum per period
 PERIOD_MS = 1000

@@ -29,7 +29,7 @@ from shared.contracts import OrderResult, Party, QuoteApproved, QuoteLine
 from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
-from tests.stack import IonSim, start_ion, start_service, start_token_service
+from simulators.stack import IonSim, start_ion, start_service, start_token_service
 
 LIMIT = 100  # Gateway requests per second
 LATENCY_MS = int(os.environ.get("M3B_BENCH_LATENCY_MS", "50"))

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from m3bridge.tansu import free_port
-from tests.processes import Captured
-from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
+from simulators.processes import Captured
+from simulators.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 BOD_SECRET = "bod-secret-for-tests"

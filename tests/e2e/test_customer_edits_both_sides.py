@@ -22,8 +22,8 @@ from shared.customers import FIELD_NAMES, FieldName, m3_state, party_state
 from shared.platform.state import customer_snapshots as snapshots
 from shared.platform.state import db, ledger
 from shared.quotewerks import party_from_contact
+from simulators.processes import wait_until
 from tests.customer_stack import Stack, customer_stack, settled
-from tests.processes import wait_until
 
 OPERATOR_KEY = "operator-key-for-tests"
 CUSTOMERS = [f"C{n:06d}" for n in range(101, 151)]

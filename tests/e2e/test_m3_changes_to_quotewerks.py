@@ -15,8 +15,8 @@ import pytest
 
 from shared.customers import State, m3_state, party_state
 from shared.quotewerks import party_from_contact
+from simulators.processes import wait_until
 from tests.customer_stack import Stack, customer_stack, settled
-from tests.processes import wait_until
 
 CUSTOMER = "C000012"
 

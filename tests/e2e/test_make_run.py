@@ -23,10 +23,10 @@ import pytest
 
 from m3bridge.tansu import port_open
 from services import SERVICES
+from simulators.processes import Captured, alive, wait_ready, wait_until
+from simulators.stack import ROOT, started
+from simulators.stack import start_local_run as start_stack
 from tests.fuzz.run import fuzz_started, run_keys
-from tests.processes import Captured, alive, wait_ready, wait_until
-from tests.stack import ROOT, started
-from tests.stack import start_local_run as start_stack
 
 DEMO_QUOTE = "AAAQ1001"
 

@@ -31,9 +31,9 @@ from shared.platform.correlation import KAFKA_HEADER
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
 from shared.quotewerks import quote_from_document
+from simulators.processes import Captured, wait_until
+from simulators.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 from tests.chaos.quotes import create_documents, plan_quotes
-from tests.processes import Captured, wait_until
-from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks, start_service, start_token_service
 
 SECRET = "webhook-secret-for-tests"
 KEYS = {"order-writer": "ow-key-123456", "inspector": "inspector-key-123456"}

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.m3 import M3Client
 from shared.m3.lease import LeaseClient, Priority
+from simulators.processes import Captured, wait_until
+from simulators.stack import IonSim, start_ion, start_service, start_token_service
 from tests.conftest import _create_database, _drop_database
-from tests.processes import Captured, wait_until
 from tests.quotewerks_db import create_schema, header, insert_quote, product_line, save
-from tests.stack import IonSim, start_ion, start_service, start_token_service
 
 KEYS = {"order-writer": "ow-key-123456", "inspector": "inspector-key-123456"}
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from m3bridge.tansu import free_port
+from simulators.processes import Captured, wait_ready
+from simulators.stack import READ, READ_KEY
 from tests.conftest import ROOT
-from tests.processes import Captured, wait_ready
-from tests.stack import READ, READ_KEY
 
 
 def serve(name: str, port: int, bootstrap: str, state_url: str) -> Captured:

@@ -19,10 +19,10 @@ import pytest
 from m3bridge.restarts import RestartPolicy
 from m3bridge.supervisor import Child, Supervisor
 from m3bridge.tansu import port_open
+from simulators.processes import alive, wait_ready
+from simulators.stack import start_local_run as start_stack
+from simulators.stack import started
 from tests.e2e.test_make_run import assert_all_gone, assert_all_ready
-from tests.processes import alive, wait_ready
-from tests.stack import start_local_run as start_stack
-from tests.stack import started
 
 # Each start prints the port it was given, so that the output shows every start had the same environment.
 UP = "import os; print('up on', os.environ['M3B_HTTP_PORT'], flush=True); "

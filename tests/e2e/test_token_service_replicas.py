@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from m3bridge.tansu import free_port
+from simulators.processes import wait_until
+from simulators.stack import start_ion, start_quotewerks, start_service, start_token_service
 from tests.chaos.quotes import create_documents, plan_quotes
 from tests.e2e.test_quote_to_order import KEYS, SECRET, Stack, orders_for, written_back
-from tests.processes import wait_until
-from tests.stack import start_ion, start_quotewerks, start_service, start_token_service
 
 LIMIT_PER_SECOND = 10
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.processes import alive
+from simulators.processes import alive
 
 #: Open on every service (health, readiness, metrics); every other route needs a credential.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

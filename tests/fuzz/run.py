@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from services import SERVICES
+from simulators.processes import Captured, wait_until
+from simulators.stack import start_local_run, started
 from tests.fuzz.engine import ServiceResult, fuzz_service
-from tests.processes import Captured, wait_until
-from tests.stack import start_local_run, started
 
 #: An open quote of the QuoteWerks simulator's demo data that no fuzz request names.
 CANARY_QUOTE = "AAAQ1006"

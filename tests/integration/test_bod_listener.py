@@ -22,9 +22,9 @@ from shared.contracts.topics import ITEM_CHANGED
 from shared.platform.crash_points import CRASH_EXIT_CODE
 from shared.platform.settings import BridgeSettings
 from simulators.ion.bods import BodContext, build_customer_party_master, build_item_master, ims_message
+from simulators.processes import Captured
+from simulators.stack import IonSim, start_ion, start_service
 from tests.fuzz import examples
-from tests.processes import Captured
-from tests.stack import IonSim, start_ion, start_service
 
 SECRET = "bod-secret-for-tests"
 HEADER = "X-M3Bridge-BOD-Secret"

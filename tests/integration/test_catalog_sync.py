@@ -24,8 +24,8 @@ from shared.contracts.topics import (
 )
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
-from tests.processes import Captured, wait_until
-from tests.stack import (
+from simulators.processes import Captured, wait_until
+from simulators.stack import (
     OPERATOR,
     READ,
     IonSim,

@@ -20,10 +20,10 @@ from shared.contracts.topics import ITEM_CHANGED
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
 from shared.quotewerks.schema import BRIDGE_PRODUCTS
+from simulators.processes import Captured, wait_until
+from simulators.stack import READ, IonSim, start_ion, start_service, start_token_service
 from tests.conftest import _create_database, _drop_database
-from tests.processes import Captured, wait_until
 from tests.quotewerks_db import create_schema
-from tests.stack import READ, IonSim, start_ion, start_service, start_token_service
 
 ITEMS = 150  # below the Data Lake threshold: the MI path
 KEYS = {"catalog-sync": "catalog-sync-key-123456"}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from m3bridge.cli import main
-from tests.stack import IonSim, QuoteWerksSim, TokenService, start_ion, start_quotewerks, start_token_service
+from simulators.stack import IonSim, QuoteWerksSim, TokenService, start_ion, start_quotewerks, start_token_service
 
 KEYS = {"catalog-sync": "cs-key-123456"}
 

@@ -22,8 +22,8 @@ from shared.m3.lease import LeaseClient, Priority
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
 from shared.platform.state import db, ledger
-from tests.processes import Captured, wait_until
-from tests.stack import IonSim, TokenService, start_ion, start_service, start_token_service
+from simulators.processes import Captured, wait_until
+from simulators.stack import IonSim, TokenService, start_ion, start_service, start_token_service
 
 KEYS = {"order-writer": "ow-key-123456", "inspector": "inspector-key-123456"}
 

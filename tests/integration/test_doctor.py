@@ -15,7 +15,7 @@ import pytest
 from m3bridge.cli import main
 from shared.contracts.topics import ensure_topics
 from shared.platform.state import db
-from tests.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks
+from simulators.stack import IonSim, QuoteWerksSim, start_ion, start_quotewerks
 
 
 @dataclass

@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from services.inventory_query.messages import REQUEST_TOPIC
 from shared.contracts import InventoryChanged
 from shared.contracts.topics import INVENTORY_CHANGED, ORDER_RESULT, dead_letter_topic
+from simulators.processes import Captured, wait_until
+from simulators.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
 from tests.integration.test_poison_messages import read_letters
-from tests.processes import Captured, wait_until
-from tests.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
 
 KEYS = {"inventory-query": "key-inv-789"}
 

@@ -21,8 +21,8 @@ from shared.m3 import (
     M3TransientError,
 )
 from shared.m3.lease import LeaseClient, Priority
-from tests.processes import wait_until
-from tests.stack import READ, IonSim, TokenService, start_ion, start_token_service
+from simulators.processes import wait_until
+from simulators.stack import READ, IonSim, TokenService, start_ion, start_token_service
 
 KEYS = {"order-writer": "key-order-writer-123", "catalog-sync": "key-catalog-456", "inventory-query": "key-inv-789"}
 SERVICE_ACCOUNT = "M3BRIDGE_TST#svc-account"

@@ -30,8 +30,8 @@ from shared.platform.kafka import MessageTooLargeError, create_broker, publish_r
 from shared.platform.metrics import messages_published
 from shared.platform.settings import BridgeSettings
 from simulators.ion.bods import BodContext, Encoding, build_item_master, ims_message
-from tests.processes import Captured, wait_until
-from tests.stack import READ, QuoteWerksSim, start_quotewerks, start_service
+from simulators.processes import Captured, wait_until
+from simulators.stack import READ, QuoteWerksSim, start_quotewerks, start_service
 
 SECRET = "webhook-secret-for-tests"
 BOD_SECRET = "bod-secret-for-tests"

@@ -15,8 +15,8 @@ import pytest
 import trustme
 
 from m3bridge.tansu import free_port
-from tests.processes import Captured
-from tests.stack import READ, READ_KEY, ROOT
+from simulators.processes import Captured
+from simulators.stack import READ, READ_KEY, ROOT
 
 
 @pytest.fixture(scope="module")

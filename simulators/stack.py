@@ -16,7 +16,7 @@ import httpx
 
 from m3bridge.tansu import free_port
 from services import SERVICES
-from tests.processes import Captured, wait_ready
+from simulators.processes import Captured, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_KEY = "test-operator-key"
