@@ -1,4 +1,4 @@
-"""Documents generated from the code: the AsyncAPI document and the README's settings table."""
+"""Documents generated from the code: the AsyncAPI document, the example quote and the settings reference."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from services import settings_classes
 from shared.contracts import QUOTE_APPROVED_EXAMPLE, asyncapi
 from shared.platform.settings import settings_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+SETTINGS = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
-def readme_with_settings(text: str) -> str:
+def with_settings(text: str) -> str:
+    """`text` (docs/settings.md) with its table between the markers generated from the code."""
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{settings_table(settings_classes())}\n{END}{tail}"
@@ -25,7 +26,7 @@ EXAMPLE = asyncapi.DOCUMENT.parent / "examples" / "quote-approved.json"
 def expected() -> dict[Path, str]:
     return {
         asyncapi.DOCUMENT: asyncapi.build(),
-        README: readme_with_settings(README.read_text()),
+        SETTINGS: with_settings(SETTINGS.read_text()),
         EXAMPLE: json.dumps(QUOTE_APPROVED_EXAMPLE, indent=2) + "\n",
     }
 

@@ -8,9 +8,10 @@ variables win over `.env`, which wins over secret files.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -348,25 +349,35 @@ class QuoteWerksSettings(BridgeSettings):
     )
 
 
+def _shown_default(name: str, info: Any) -> str:
+    if name == "instance_id":
+        return "the host name (HOSTNAME)"  # computed where the service runs
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, SecretStr):
+        return "(secret)" if default.get_secret_value() == "" else "(secret, set)"
+    if isinstance(default, dict | list):
+        return f"`{json.dumps(default, default=str)}`"
+    return f"`{default}`" if default not in ("", None) else "(empty)"
+
+
 def settings_table(service_settings: dict[str, type[BridgeSettings]]) -> str:
-    """The README's settings table: every shared setting, then each service's own, from the code."""
-    rows = ["| variable | default | used by | meaning |", "|---|---|---|---|"]
-
-    def add(cls: type[BridgeSettings], names: list[str], used_by: str) -> None:
-        for name in names:
-            info = cls.model_fields[name]
-            default = info.get_default(call_default_factory=False)
-            if info.default_factory is not None:
-                shown = "(computed)"
-            elif isinstance(default, SecretStr):
-                shown = "(secret)"
-            else:
-                shown = f"`{default}`" if default not in ("", None) else "(empty)"
-            description = (info.description or "").replace("|", "\\|")
-            rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {used_by} | {description} |")
-
-    add(BridgeSettings, [n for n in BridgeSettings.model_fields if n != "service_name"], "all")
+    """The settings reference: one row per setting with every service that reads it and its default, from the
+    code (a setting of a base several services share is listed once)."""
+    rows = ["| variable | default | read by | meaning |", "|---|---|---|---|"]
+    readers: dict[str, list[str]] = {}
+    first: dict[str, tuple[str, Any]] = {}
+    for name in BridgeSettings.model_fields:
+        if name != "service_name":
+            readers[name], first[name] = ["all"], (name, BridgeSettings.model_fields[name])
     for service, cls in service_settings.items():
-        own = [n for n in cls.model_fields if n not in BridgeSettings.model_fields]
-        add(cls, own, service)
+        for name, info in cls.model_fields.items():
+            if name in BridgeSettings.model_fields:
+                continue
+            readers.setdefault(name, []).append(service)
+            first.setdefault(name, (name, info))
+    for name, services in readers.items():
+        info = first[name][1]
+        description = (info.description or "").replace("|", "\\|")
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {_shown_default(name, info)} | {', '.join(services)} | "
+                    f"{description} |")  # fmt: skip
     return "\n".join(rows)

@@ -19,6 +19,6 @@ def test_asyncapi_describes_every_topic_with_its_payload() -> None:
 
 
 def test_readme_lists_every_setting() -> None:
-    readme = docs.readme_with_settings(docs.README.read_text())
+    readme = docs.with_settings(docs.SETTINGS.read_text())
     for name in ("M3B_KAFKA_BOOTSTRAP_SERVERS", "M3B_STATE_URL", "M3B_KAFKA_SASL_PASSWORD", "M3B_LOG_FORMAT"):
         assert f"`{name}`" in readme
