@@ -5,6 +5,7 @@ import logging
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field, SecretStr, field_validator
 
@@ -108,6 +109,7 @@ def create_runtime(settings: BodListenerSettings | None = None) -> ServiceRuntim
         BOD_INBOUND,
         # Committed once the events (or the dead letter) are on the broker; a failed publish is retried.
         group="m3bridge.bod-listener.inbound",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         raw=True,  # XML, read as received whatever content type the message claims
         title="bod-listener/inbound-bods",
         description="Raw BOD documents (XML) from the inbound topic, handled like HTTP deliveries; dead-lettered "

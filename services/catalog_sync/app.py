@@ -256,6 +256,8 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         ITEM_CHANGED,
         group=settings.catalog_consumer_group,
+        # Committed once the product is pushed or its dead letter (and work item) is on the broker.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/items",
         work_kind="item",
         description="Changed M3 items update their QuoteWerks products (status 20 = active).",
@@ -266,6 +268,8 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         PRICE_CHANGED,
         group=settings.catalog_consumer_group,
+        # Committed once the product is pushed or its dead letter (and work item) is on the broker.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/prices",
         work_kind="price",
         description="Changed prices of the configured price list update QuoteWerks product prices.",
@@ -276,6 +280,8 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         INVENTORY_CHANGED,
         group=settings.catalog_consumer_group,
+        # Committed once the product is pushed or its dead letter (and work item) is on the broker.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="catalog-sync/inventory",
         work_kind="stock",
         description="Stock changes in the configured warehouse update QuoteWerks product availability.",

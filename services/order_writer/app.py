@@ -109,6 +109,8 @@ def create_runtime(settings: OrderWriterSettings | None = None) -> ServiceRuntim
         # The offset is committed after the result (and any dead letter) is on the broker; a crash or a
         # retryable failure redelivers the quote, and the ledger makes the redelivery resume, not repeat.
         title="order-writer/approved-quotes",
+        # Lanes commit each partition up to its oldest unfinished quote (faststream's ack policy does not apply).
+        ack_policy=AckPolicy.MANUAL,
         in_flight=settings.quotes_in_flight,
         description="Approved quotes become confirmed M3 customer orders (OIS100MI batch entry).",
         on_give_up=lambda quote, failure: send_result(results.given_up(quote, failure)),

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import Counter
 from pydantic import Field, SecretStr
@@ -202,6 +203,8 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         ORDER_RESULT,
         group="m3bridge.quote-ingest",
+        # Committed once the quote is written back or the result's dead letter is on the broker.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-results",
         description="Writes the M3 order number and outcome back onto the QuoteWerks quote.",
         on_give_up=lambda _result, _failure: count_given_up(),
@@ -212,6 +215,7 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
     @runtime.subscriber(
         ORDER_STATUS,
         group="m3bridge.quote-ingest.order-status",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         title="quote-ingest/order-status",
         description="Writes M3 order status changes (from SalesOrder BODs) onto the quote the order came from.",
         on_give_up=lambda _change, _failure: count_given_up(),
