@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from rapidfuzz import fuzz
 
 MatchKey = Literal["vat", "email", "name_and_place", "similar_name"]
 # Legal forms as they end (or start) company names; compared after normalisation (no dots, lower case).
@@ -139,6 +138,9 @@ class Matcher:
         found: dict[str, float] = {}
         if not wanted.name:
             return found
+        # Imported here: only a similar-name search needs it, and a service process that never searches stays smaller.
+        from rapidfuzz import fuzz
+
         for e in pool:
             if not e.name or not _compatible(e.country, wanted.country) or not _compatible(e.postal, wanted.postal):
                 continue
