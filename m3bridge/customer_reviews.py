@@ -17,8 +17,7 @@ from typing import Any
 
 from m3bridge import local_run
 from shared.platform.settings import BridgeSettings
-from shared.platform.state import customer_snapshots as snapshots
-from shared.platform.state import db
+from shared.platform.state import customer_snapshots as snapshots, db
 from shared.platform.state.models import CustomerWorkItem
 
 CHOICES = {

@@ -76,8 +76,7 @@ async def _list(options: Any) -> int:
 def preview(payload: str) -> str:
     """The M3 calls the current mapping makes of the quote (offline: the rules' own field lengths)."""
     from services.order_writer.app import OrderWriterSettings
-    from services.order_writer.mapping import load_rules
-    from services.order_writer.mapping import preview as planned
+    from services.order_writer.mapping import load_rules, preview as planned
     from shared.contracts import QuoteApproved
     from shared.platform.settings import config_path
 

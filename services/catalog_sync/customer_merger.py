@@ -52,8 +52,7 @@ from shared.customers import (
 )
 from shared.m3 import M3BusinessError
 from shared.m3.lease import Priority
-from shared.platform.state import customer_snapshots as snapshots
-from shared.platform.state import ledger
+from shared.platform.state import customer_snapshots as snapshots, ledger
 from shared.platform.state.customer_snapshots import WorkItemValues
 from shared.platform.state.models import CustomerWorkItem
 from shared.quotewerks import QuoteWerksConflictError, parse_last_modified, party_from_contact

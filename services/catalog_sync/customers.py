@@ -47,8 +47,7 @@ from shared.customers import (
 )
 from shared.customers.matching import CustomerFacts, Matcher, MatchResult
 from shared.m3 import M3Error
-from shared.platform.state import customer_snapshots as snapshots
-from shared.platform.state import fingerprints, ledger
+from shared.platform.state import customer_snapshots as snapshots, fingerprints, ledger
 from shared.platform.state.customer_snapshots import WorkItemValues
 from shared.platform.state.models import CustomerWorkItem
 from shared.quotewerks import QuoteWerksError, party_from_contact

@@ -14,23 +14,26 @@ import hashlib
 from datetime import date, datetime
 from decimal import Decimal
 from enum import IntEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_pascal
 
-
-class Contract(BaseModel):
-    """Base of every payload: readers ignore fields they do not know (producers may be newer)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, serialize_by_alias=True)
-
-
-class QuoteWerksContract(Contract):
-    """QuoteWerks-side payloads: on the wire each field is named as QuoteWerks names its column."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, serialize_by_alias=True, alias_generator=to_pascal)
-
+from shared.contracts.availability import (
+    AVAILABILITY_MAX_LINES as AVAILABILITY_MAX_LINES,
+    AvailabilityAnswer as AvailabilityAnswer,
+    AvailabilityQuery as AvailabilityQuery,
+    AvailabilityReply as AvailabilityReply,
+    AvailabilityRequest as AvailabilityRequest,
+    ItemNumber as ItemNumber,
+    LineProblem as LineProblem,
+    LineResult as LineResult,
+    Quantity as Quantity,
+    Source as Source,
+    Warehouse as Warehouse,
+)
+from shared.contracts.base import Contract, QuoteWerksContract
+from shared.contracts.operations import AuditEvent as AuditEvent, DeadLetter as DeadLetter, Heartbeat as Heartbeat
 
 # --- QuoteWerks side ------------------------------------------------------------------------------------
 
@@ -327,136 +330,3 @@ class CatalogSyncReport(Contract):
     finished_at: datetime
     counts: dict[str, int] = Field(default_factory=dict, description="created/updated/unchanged/failed per kind.")
     problems: list[Problem] = Field(default_factory=list)
-
-
-# --- Availability (inventory-query's Kafka request/reply) ---------------------------------------------
-
-AVAILABILITY_MAX_LINES = 100
-
-Source = Literal["m3", "cache", "stale"]
-
-ItemNumber = Annotated[str, Field(min_length=1, max_length=15, description="M3 item number (ITNO).")]
-Warehouse = Annotated[str, Field(min_length=1, max_length=3, description="M3 warehouse (WHLO).")]
-Quantity = Annotated[Decimal, Field(gt=0, description="Quantity the rep wants to sell.")]
-
-
-class AvailabilityQuery(BaseModel):
-    """One line a rep asks about."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    item: ItemNumber
-    warehouse: Warehouse
-    quantity: Quantity = Decimal(1)
-
-
-class AvailabilityAnswer(BaseModel):
-    """Stock and price of one item in one warehouse, and how fresh the figures are."""
-
-    outcome: Literal["answered"] = "answered"
-    item: str
-    warehouse: str
-    on_hand: Decimal = Field(description="On-hand balance, approved (M3 STQT).")
-    allocatable: Decimal = Field(description="Allocatable on-hand balance (M3 AV01).")
-    quantity: Decimal = Field(description="The requested quantity.")
-    available: bool = Field(description="allocatable >= quantity.")
-    price: Decimal | None = Field(description="Base sales price of the item; null when M3 has none for it.")
-    currency: str | None = Field(description="Currency of the price.")
-    price_note: str | None = Field(None, description="Why there is no price, when there is none.")
-    source: Source = Field(
-        description="Of the stock figures (what `available` rests on): `m3`: read just now; `cache`: read within the "
-        "cache TTL (or pushed by an inventory event); `stale`: M3 could not answer, this is the last figure known. "
-        "`stale` too when the price is."
-    )
-    as_of: datetime = Field(description="When the stock figures were read from M3 (or changed, by an event).")
-    age_s: float = Field(description="Seconds since `as_of`.")
-    price_as_of: datetime | None = Field(
-        None, description="When the price was read from M3 (with the whole price list, or alone), or changed."
-    )
-
-
-class LineProblem(BaseModel):
-    """A batch line that has no answer."""
-
-    outcome: Literal["not_found", "unavailable", "invalid"]
-    item: str
-    warehouse: str
-    quantity: Decimal
-    detail: str = Field(description="M3's message for an unknown item, or why M3 could not be asked.")
-
-
-LineResult = Annotated[AvailabilityAnswer | LineProblem, Field(discriminator="outcome")]
-
-
-class AvailabilityRequest(BaseModel):
-    """`inventory.availability.request.v1`: availability lines; set the `reply_to` and `correlation_id`
-    headers, the reply goes to `reply_to` with the same `correlation_id`."""
-
-    lines: list[AvailabilityQuery] = Field(min_length=1, max_length=AVAILABILITY_MAX_LINES)
-
-
-class AvailabilityReply(BaseModel):
-    """The reply to an `AvailabilityRequest`: one result per line, in order, or `error` for a bad request."""
-
-    correlation_id: str | None = Field(None, description="The request's correlation id, echoed.")
-    lines: list[LineResult] = Field(default_factory=list)
-    error: str | None = Field(None, description="Why the request could not be read (then `lines` is empty).")
-    answered_at: datetime
-
-
-# --- Operations -----------------------------------------------------------------------------------------
-
-
-class DeadLetter(Contract):
-    """`dlq.<service>.v1`: a message a service could not process, with everything needed to replay it."""
-
-    service: str = Field(min_length=1, max_length=64)
-    origin_topic: str
-    origin_partition: int = Field(ge=0)
-    origin_offset: int = Field(ge=0)
-    original_key: str | None = None
-    original_headers: dict[str, str] = Field(default_factory=dict)
-    original_payload: str = Field(
-        description="The original message body, as received: the text itself, or its base64 when it was not UTF-8 "
-        "(see `original_payload_encoding`)."
-    )
-    original_payload_encoding: Literal["utf-8", "base64"] = Field(
-        "utf-8", description="How `original_payload` holds the body: `utf-8` text, or `base64` of the raw bytes."
-    )
-    error_class: str = Field(max_length=64)
-    error_message: str = Field(max_length=4000)
-    details: dict[str, Any] = Field(default_factory=dict, description="M3 code/field/program, mapping rule, ...")
-    attempts: int = Field(ge=1)
-    failed_at: datetime
-
-
-class AuditEvent(Contract):
-    """`m3bridge.audit.v1`: one write the bridge made to M3 or QuoteWerks, with its outcome: what was changed where,
-    by which service, for which business keys, under which correlation id. Never values of personal data."""
-
-    at: datetime
-    service: str = Field(min_length=1, max_length=64)
-    system: Literal["m3", "quotewerks"]
-    operation: str = Field(
-        min_length=1, max_length=80, description="`PROGRAM/Transaction` (M3), or `customer`, `document`, `products`."
-    )
-    keys: dict[str, str] = Field(
-        default_factory=dict, description="Business keys of the write (CUNO, ORNO, ITNO, CUOR, DocNo, account, …)."
-    )
-    outcome: Literal["ok", "refused", "unknown", "failed"] = Field(
-        description="`unknown`: the answer was lost after the write was sent (the work reads before writing again)."
-    )
-    detail: str = Field("", max_length=500, description="Why it was refused or failed.")
-    correlation_id: str = Field("", max_length=64)
-
-
-class Heartbeat(Contract):
-    """`m3bridge.heartbeat.v1`: a service announcing it is alive and whether it is ready."""
-
-    service: str = Field(min_length=1, max_length=64, description="Service name (the message key).")
-    instance: str = Field(max_length=128)
-    version: str = Field(max_length=32)
-    started_at: datetime
-    sent_at: datetime
-    ready: bool
-    checks: dict[str, str] = Field(default_factory=dict)

@@ -19,8 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from simulators.ion.m3.data import Store as M3Store
-from simulators.ion.m3.data import item_number, item_status
+from simulators.ion.m3.data import Store as M3Store, item_number, item_status
 from simulators.ion.m3.simulator import M3Config
 from simulators.quotewerks.config import QwSimConfig
 

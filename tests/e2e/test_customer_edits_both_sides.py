@@ -19,8 +19,7 @@ import pytest
 
 from m3bridge.cli import main
 from shared.customers import FIELD_NAMES, FieldName, m3_state, party_state
-from shared.platform.state import customer_snapshots as snapshots
-from shared.platform.state import db, ledger
+from shared.platform.state import customer_snapshots as snapshots, db, ledger
 from shared.quotewerks import party_from_contact
 from simulators.processes import wait_until
 from tests.customer_stack import Stack, customer_stack, settled

@@ -24,8 +24,7 @@ import pytest
 from m3bridge.tansu import port_open
 from services import SERVICES
 from simulators.processes import Captured, alive, wait_ready, wait_until
-from simulators.stack import ROOT, started
-from simulators.stack import start_local_run as start_stack
+from simulators.stack import ROOT, start_local_run as start_stack, started
 from tests.fuzz.run import fuzz_started, run_keys
 
 DEMO_QUOTE = "AAAQ1001"

@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from simulators.processes import Captured, wait_until
-from simulators.stack import start_local_run as start_stack
-from simulators.stack import started
+from simulators.stack import start_local_run as start_stack, started
 from tests.conftest import ROOT
 from tests.e2e.test_make_run import assert_all_gone, assert_all_ready, assert_bods_went_through_ims
 

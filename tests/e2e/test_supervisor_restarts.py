@@ -20,8 +20,7 @@ from m3bridge.restarts import RestartPolicy
 from m3bridge.supervisor import Child, Supervisor
 from m3bridge.tansu import port_open
 from simulators.processes import alive, wait_ready
-from simulators.stack import start_local_run as start_stack
-from simulators.stack import started
+from simulators.stack import start_local_run as start_stack, started
 from tests.e2e.test_make_run import assert_all_gone, assert_all_ready
 
 # Each start prints the port it was given, so that the output shows every start had the same environment.

@@ -10,8 +10,7 @@ import pytest
 
 from m3bridge.cli import main
 from services.catalog_sync.customer_merge import Agreed
-from shared.platform.state import customer_snapshots as snapshots
-from shared.platform.state import db
+from shared.platform.state import customer_snapshots as snapshots, db
 from shared.platform.state.customer_snapshots import WorkItemValues
 
 NINE = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

@@ -16,8 +16,7 @@ from decimal import Decimal
 from types import FrameType
 from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, note, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, note, settings, strategies as st
 
 from simulators.ion.bods import (
     BodContext,

@@ -11,20 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from services.bod_listener.app import BodListenerSettings
-from services.bod_listener.app import create_runtime as bod_listener
-from services.inventory_query.app import InventoryQuerySettings
-from services.inventory_query.app import create_runtime as inventory_query
+from services.bod_listener.app import BodListenerSettings, create_runtime as bod_listener
+from services.inventory_query.app import InventoryQuerySettings, create_runtime as inventory_query
 from services.order_writer.mapping import parse_formula
-from services.quote_ingest.app import QuoteIngestSettings
-from services.quote_ingest.app import create_runtime as quote_ingest
-from services.token_service.app import TokenServiceSettings
-from services.token_service.app import create_runtime as token_service
+from services.quote_ingest.app import QuoteIngestSettings, create_runtime as quote_ingest
+from services.token_service.app import TokenServiceSettings, create_runtime as token_service
 from shared.platform.inbound import MAX_JSON_DEPTH, RejectedDeliveryError, json_depth, load_json
 from shared.platform.runtime import ServiceRuntime
 from tests.fuzz import examples

@@ -24,8 +24,7 @@ from services.order_writer.mapping import LookupTable, country_table, load_rules
 from shared.contracts import M3CustomerChanged, QuoteWerksCustomerChanged
 from shared.customers import sync_rules_from_data
 from shared.m3 import M3TransientError
-from shared.platform.state import customer_snapshots as snapshots
-from shared.platform.state import db, ledger
+from shared.platform.state import customer_snapshots as snapshots, db, ledger
 from shared.quotewerks import QuoteWerksError, customer_from_contact
 from tests.unit.customer_doubles import NOW, RECORD, Contacts, FakeM3, contact
 

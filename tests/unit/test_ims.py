@@ -11,8 +11,7 @@ import zlib
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from services.bod_listener.app import IMS_DOCUMENTS, BodListenerSettings
 from services.bod_listener.bods import parse_bod

@@ -10,8 +10,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from services.bod_listener.bods import BodError, ParsedBod, parse_bod
 from tests.unit.outside_inputs import (

@@ -17,15 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from faststream import AckPolicy
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 from pydantic import BaseModel
 
 from services.bod_listener.bods import parse_bod
 from shared import contracts
 from shared.contracts.topics import ALL_TOPICS
-from shared.m3 import M3Client, M3Error
-from shared.m3 import wire as m3_wire
+from shared.m3 import M3Client, M3Error, wire as m3_wire
 from shared.m3.ionapi import IonApiCredentials, IonApiFileError
 from shared.m3.lease import Priority
 from shared.platform.consuming import INVALID, UNDECODABLE, Consumer, Consumers, PoisonMessageError, RetryPolicy, decode
