@@ -134,7 +134,7 @@ async def _run(dry_run: bool, as_json: bool) -> int:
     from shared.customers import load_sync_rules
     from shared.m3 import m3_client_for
     from shared.platform.settings import config_path
-    from shared.quotewerks.sql import is_database_url, quotewerks_client
+    from shared.quotewerks.connect import is_database_url, quotewerks_client
 
     settings = CatalogSyncSettings()
     if is_database_url(settings.quotewerks_url):

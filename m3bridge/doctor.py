@@ -247,7 +247,8 @@ async def check_data_lake(m3: M3Client, checks: list[Check]) -> None:
 
 async def check_quotewerks(checks: list[Check], http: httpx.AsyncClient) -> None:
     from shared.quotewerks import QuoteWerksError
-    from shared.quotewerks.sql import QuoteWerksConfigError, is_database_url, quotewerks_client
+    from shared.quotewerks.connect import is_database_url, quotewerks_client
+    from shared.quotewerks.errors import QuoteWerksConfigError
 
     url = local_setting("M3B_QUOTEWERKS_URL")
     if not url:
@@ -275,7 +276,7 @@ async def check_webhook(checks: list[Check], http: httpx.AsyncClient) -> None:
     """quote-ingest's webhook end point as QuoteWerks reaches it (M3B_QUOTE_INGEST_URL: the address the QuoteWerks
     webhook is configured with, without the path), with the shared secret in its header: an empty body must be
     refused as malformed (422: reachable, secret accepted), never as unauthenticated (401). Nothing is recorded."""
-    from shared.quotewerks.sql import is_database_url
+    from shared.quotewerks.connect import is_database_url
 
     if is_database_url(local_setting("M3B_QUOTEWERKS_URL")):
         checks.append(Check("QuoteWerks", "webhook", "skip", "database mode: no webhooks, quote-ingest polls"))

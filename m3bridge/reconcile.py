@@ -31,7 +31,7 @@ from shared.quotewerks import parse_last_modified
 
 async def _approved(since: datetime, http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     """DocNo → header of the quotes QuoteWerks has as approved, changed since `since`."""
-    from shared.quotewerks.sql import quotewerks_client
+    from shared.quotewerks.connect import quotewerks_client
 
     url = local_setting("M3B_QUOTEWERKS_URL")
     if not url:

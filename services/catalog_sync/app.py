@@ -49,7 +49,8 @@ from shared.platform.runtime import ServiceRuntime
 from shared.platform.settings import CustomerRulesSettings, QuoteWerksSettings, config_path
 from shared.platform.started import StartedPart
 from shared.quotewerks import QuoteWerks
-from shared.quotewerks.sql import QuoteWerksConfigError, is_database_url, quotewerks_client
+from shared.quotewerks.connect import is_database_url, quotewerks_client
+from shared.quotewerks.errors import QuoteWerksConfigError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from shared.platform.runtime import ServiceRuntime
 from shared.platform.settings import QuoteWerksSettings
 from shared.platform.started import StartedPart
 from shared.quotewerks import DocumentError, QuoteWerks, QuoteWerksError
+from shared.quotewerks.connect import is_database_url, quotewerks_client
 from shared.quotewerks.schema import DEFAULT_CHANGE_COLUMN
-from shared.quotewerks.sql import is_database_url, quotewerks_client
 
 log = logging.getLogger(__name__)
 

@@ -17,3 +17,8 @@ class QuoteWerksConflictError(QuoteWerksError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True, status=412)
+
+
+class QuoteWerksConfigError(ValueError):
+    """The configured QuoteWerks connection cannot do what the service needs; raised at start-up (a ValueError, so
+    that `m3bridge serve` reports it as a setting without importing this module)."""

@@ -22,7 +22,8 @@ from services.quote_ingest.ingest import Ingest, IngestRules
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.platform.outbox import Outbox
 from shared.quotewerks import QuoteWerksConflictError, QuoteWerksError, quote_from_document
-from shared.quotewerks.sql import QuoteWerksSqlClient, quotewerks_client
+from shared.quotewerks.connect import quotewerks_client
+from shared.quotewerks.sql import QuoteWerksSqlClient
 from tests.conftest import _create_database, _drop_database
 from tests.quotewerks_db import create_schema, header, insert_quote, product_line, save
 

@@ -10,7 +10,8 @@ import httpx
 from pydantic import SecretStr
 
 from m3bridge import local_quotewerks
-from shared.quotewerks.sql import QuoteWerksSqlClient, quotewerks_client
+from shared.quotewerks.connect import quotewerks_client
+from shared.quotewerks.sql import QuoteWerksSqlClient
 
 VIEW = local_quotewerks.IngestView(approved_status="Accepted", order_field="CustomText01", status_field="CustomText02")
 

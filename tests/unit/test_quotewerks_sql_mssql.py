@@ -21,6 +21,8 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import ClauseElement
 
 from shared.quotewerks import QuoteWerksError
+from shared.quotewerks.connect import quotewerks_client
+from shared.quotewerks.errors import QuoteWerksConfigError
 from shared.quotewerks.schema import (
     BRIDGE_PRODUCTS,
     DOCUMENT_HEADERS,
@@ -29,7 +31,7 @@ from shared.quotewerks.schema import (
     ProductStatements,
     Statements,
 )
-from shared.quotewerks.sql import QuoteWerksConfigError, QuoteWerksSqlClient, quotewerks_client
+from shared.quotewerks.sql import QuoteWerksSqlClient
 from tests.quotewerks_db import create_schema, insert_quote, product_line
 
 MSSQL_URL = "mssql+aioodbc://bridge@127.0.0.1:1/QuoteWerks?driver=FreeTDS&TDS_Version=7.4&LoginTimeout=2"
