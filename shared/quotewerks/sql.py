@@ -22,14 +22,11 @@ asyncio dialect for SQL Server, so no call blocks the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
     Column,
@@ -38,7 +35,7 @@ from sqlalchemy import (
     inspect,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeEngine
 
@@ -47,50 +44,24 @@ from shared.quotewerks import (
     QuoteWerksError,
     quotewerks_retries,
 )
-from shared.quotewerks.errors import QuoteWerksConfigError
 from shared.quotewerks.schema import (
-    BRIDGE_PRODUCTS,
     DEFAULT_CHANGE_COLUMN,
     DOCUMENT_HEADERS,
     DOCUMENT_ITEMS,
     HEADERS_TABLE,
     ITEMS_TABLE,
     PARTY_PREFIXES,
-    PRODUCTS_DDL_FILE,
-    PRODUCTS_TABLE,
     REQUIRED_HEADER_COLUMNS,
     REQUIRED_ITEM_COLUMNS,
-    ProductStatements,
-    ProductValueError,
     Statements,
-    product_values,
 )
+from shared.quotewerks.sql_base import _plain
+from shared.quotewerks.sql_products import BridgeProductTable
 
 log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3
 """How often a write-back re-reads the document and tries again when it changed between the read and the write."""
-#: Part numbers per `IN (...)` look-up of a product batch (SQL Server takes at most 2,100 parameters a statement).
-PRODUCT_BATCH_PARAMETERS = 500
-
-
-# --- rows ------------------------------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """A database value as the HTTP adapter would give it (dates as ISO text, decimals as numbers)."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, str):
-        return value.rstrip()  # fixed-width (NCHAR) columns pad with blanks
-    return value
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise QuoteWerksConfigError(f"unknown time zone {name!r} for the QuoteWerks database") from None
 
 
 @dataclass(frozen=True)
@@ -99,7 +70,7 @@ class _Schema:
     lengths: Mapping[str, int | None]
 
 
-class QuoteWerksSqlClient:
+class QuoteWerksSqlClient(BridgeProductTable):
     """QuoteWerks through its database (`shared.quotewerks.QuoteWerks`, like the HTTP client). Contacts are not read
     or written by this connector: `quotewerks_client()` refuses a service that needs them, and a call answers an
     error. Products go into the bridge's own table, `M3BridgeProducts`, never into a QuoteWerks table."""
@@ -115,17 +86,10 @@ class QuoteWerksSqlClient:
     ) -> None:
         """`writable`: the header columns the bridge may set, each with whether a too long value may be cut (the
         outcome text may; an order number may not). `time_zone`: the zone the database's change stamps are in."""
-        self.engine = engine
+        super().__init__(engine, time_zone=time_zone, schema=schema)
         self.writable = dict(writable)
         self.change_column = change_column
-        self.zone = _zone(time_zone)
-        self.schema = schema or None
         self._schema: _Schema | None = None
-        self._products: ProductStatements | None = None
-        self._lock = asyncio.Lock()
-
-    async def aclose(self) -> None:
-        await self.engine.dispose()
 
     # --- schema ----------------------------------------------------------------------------------------------------
     def _reflect(self, connection: Connection) -> _Schema:
@@ -179,25 +143,6 @@ class QuoteWerksSqlClient:
                     async with self._connect() as connection:
                         self._schema = await connection.run_sync(self._reflect)
         return self._schema
-
-    def _connect(self) -> Any:
-        return _Guarded(self.engine, write=False)
-
-    def _begin(self) -> Any:
-        return _Guarded(self.engine, write=True)
-
-    # --- time ------------------------------------------------------------------------------------------------------
-    def _stamp_out(self, value: Any) -> str | None:
-        """A change stamp as the contract's `LastModified`: ISO 8601 in UTC."""
-        if not isinstance(value, datetime):
-            return None if value is None else str(value)
-        aware = value if value.tzinfo else value.replace(tzinfo=self.zone)
-        return aware.astimezone(UTC).isoformat()
-
-    def _stamp_in(self, value: datetime) -> datetime:
-        """A point in time as the database keeps its stamps: naive, in the database's zone."""
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(self.zone).replace(tzinfo=None)
 
     def _header(self, row: Mapping[str, Any]) -> dict[str, Any]:
         header = {name: _plain(value) for name, value in row.items()}
@@ -329,171 +274,3 @@ class QuoteWerksSqlClient:
         self, account: str, fields: Mapping[str, str], *, read_as: str | None = None, new: bool = False
     ) -> bool:
         raise self._unsupported(f"customer {account}")
-
-    # --- products: the bridge's own table ----------------------------------------------------------------------------
-    async def _products_ready(self) -> ProductStatements:
-        if self._products is None:
-            async with self._lock:
-                if self._products is None:
-                    async with self._connect() as connection:
-                        self._products = await connection.run_sync(self._check_products)
-        return self._products
-
-    def _check_products(self, connection: Connection) -> ProductStatements:
-        try:
-            found = {c["name"] for c in inspect(connection).get_columns(PRODUCTS_TABLE, schema=self.schema)}
-        except NoSuchTableError:
-            found = set()
-        missing = [c.name for c in BRIDGE_PRODUCTS.columns if c.name not in found]
-        if missing:
-            what = f"has no table {PRODUCTS_TABLE}" if not found else f"{PRODUCTS_TABLE} lacks {', '.join(missing)}"
-            raise QuoteWerksError(
-                f"the QuoteWerks database {what} (or this login may not see it): have the DBA create it with "
-                f"{PRODUCTS_DDL_FILE}",
-                retryable=False,
-            )
-        table = BRIDGE_PRODUCTS if self.schema is None else BRIDGE_PRODUCTS.to_metadata(MetaData(), schema=self.schema)
-        return ProductStatements(table)
-
-    @quotewerks_retries
-    async def put_product(self, part: str, fields: Mapping[str, object]) -> bool:
-        """Create or replace the product's row in the bridge's table (the pushed fields only); True when created.
-        Two writers inserting the same new part at once: the loser's INSERT fails on the key and it updates."""
-        statements = await self._products_ready()
-        try:
-            values = {**product_values(part, fields), "LastModified": datetime.now(UTC).replace(tzinfo=None)}
-        except ProductValueError as exc:
-            raise QuoteWerksError(str(exc), retryable=False) from None
-        new_row = {"Description": part, "UnitOfMeasure": "", "Price": Decimal(0), "Active": True, "Availability": 0}
-        for _ in range(2):
-            try:
-                async with self._begin() as connection:
-                    changed = (await connection.execute(statements.replace(part, values))).rowcount
-                    if changed == 1:
-                        return False
-                    if changed != 0:
-                        raise QuoteWerksError(
-                            f"product {part}: the database reported {changed} rows changed (SET NOCOUNT ON for this "
-                            "login?); the write cannot be confirmed",
-                            retryable=False,
-                        )
-                    await connection.execute(statements.add(part, {**new_row, **values}))
-                    return True
-            except QuoteWerksError as exc:
-                if not isinstance(exc.__cause__, IntegrityError):
-                    raise
-                log.info("product %s was created by another writer meanwhile: updating it", part)
-        raise QuoteWerksError(f"product {part}: neither updated nor inserted (key conflicts)", retryable=True)
-
-    async def put_products(self, products: Mapping[str, Mapping[str, object]]) -> set[str]:
-        """Create or replace many products' rows in one transaction (all or none): the rows there are updated and
-        the others inserted, each kind in one executemany; the parts that were created. A key conflict (another
-        writer inserted one of them meanwhile) writes them one by one instead."""
-        statements = await self._products_ready()
-        stamp = datetime.now(UTC).replace(tzinfo=None)
-        try:
-            rows = {part: {**product_values(part, fields), "LastModified": stamp} for part, fields in products.items()}
-        except ProductValueError as exc:
-            raise QuoteWerksError(str(exc), retryable=False) from None
-        new_row = {"Description": "", "UnitOfMeasure": "", "Price": Decimal(0), "Active": True, "Availability": 0}
-        try:
-            return await self._write_products(statements, rows, new_row)
-        except QuoteWerksError as exc:
-            if not isinstance(exc.__cause__, IntegrityError):
-                raise
-        log.info("%d products: another writer created some of them meanwhile: writing them one by one", len(rows))
-        return {part for part, fields in products.items() if await self.put_product(part, fields)}
-
-    @quotewerks_retries
-    async def _write_products(
-        self, statements: ProductStatements, rows: Mapping[str, Mapping[str, Any]], new_row: Mapping[str, Any]
-    ) -> set[str]:
-        parts = list(rows)
-        async with self._begin() as connection:
-            existing: set[str] = set()
-            for start in range(0, len(parts), PRODUCT_BATCH_PARAMETERS):
-                chunk = parts[start : start + PRODUCT_BATCH_PARAMETERS]
-                existing.update(str(p) for p in (await connection.execute(statements.known_parts(chunk))).scalars())
-            by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for part in parts:
-                if part in existing:
-                    values = rows[part]
-                    by_columns.setdefault(tuple(sorted(values)), []).append(
-                        {"the_part": part, **{f"new_{name}": value for name, value in values.items()}}
-                    )
-            for columns, parameters in by_columns.items():
-                await connection.execute(statements.replace_each(columns), parameters)
-            created = [part for part in parts if part not in existing]
-            if created:
-                await connection.execute(
-                    statements.add_each(),
-                    [
-                        {**new_row, "Description": part, **rows[part], "ManufacturerPartNumber": part}
-                        for part in created
-                    ],
-                )
-        return set(created)
-
-    @quotewerks_retries
-    async def find_product(self, part: str) -> dict[str, Any] | None:
-        """The product's row in the bridge's table, or None."""
-        statements = await self._products_ready()
-        async with self._connect() as connection:
-            row = (await connection.execute(statements.by_part(part))).mappings().first()
-        if row is None:
-            return None
-        return self._product(row)
-
-    @quotewerks_retries
-    async def all_products(self) -> list[dict[str, Any]]:
-        """Every row of the bridge's product table."""
-        statements = await self._products_ready()
-        async with self._connect() as connection:
-            rows = (await connection.execute(statements.every())).mappings().all()
-        return [self._product(row) for row in rows]
-
-    def _product(self, row: Any) -> dict[str, Any]:
-        product = {name: _plain(value) for name, value in row.items()}
-        product["Active"] = bool(row["Active"])
-        product["LastModified"] = self._stamp_out(row["LastModified"].replace(tzinfo=UTC))
-        return product
-
-
-class _Guarded:
-    """A connection (or transaction) whose database failures become QuoteWerksError: connection loss, time-outs
-    and deadlocks are retryable, anything else (a refused permission, a wrong column) is not."""
-
-    def __init__(self, engine: AsyncEngine, *, write: bool) -> None:
-        self._context = engine.begin() if write else engine.connect()
-
-    async def __aenter__(self) -> Any:
-        try:
-            return await self._context.__aenter__()
-        except SQLAlchemyError as exc:
-            raise _database_error(exc) from exc
-        except OSError as exc:
-            raise QuoteWerksError(f"QuoteWerks database unreachable: {exc}", retryable=True) from exc
-
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        try:
-            result = await self._context.__aexit__(*exc_info)
-        except SQLAlchemyError as exc:
-            raise _database_error(exc) from exc
-        if isinstance(exc_info[1], SQLAlchemyError):
-            raise _database_error(exc_info[1]) from exc_info[1]
-        if isinstance(exc_info[1], OSError):
-            raise QuoteWerksError(f"QuoteWerks database unreachable: {exc_info[1]}", retryable=True) from exc_info[1]
-        return result
-
-
-_RETRYABLE_SQLSTATES = ("08", "40", "HYT")  # connection, transaction rollback (deadlock), time-out
-
-
-def _database_error(exc: SQLAlchemyError) -> QuoteWerksError:
-    text = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
-    retryable = isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated
-        or type(exc).__name__ in ("OperationalError", "InterfaceError")
-        or any(text.lstrip("('").startswith(state) for state in _RETRYABLE_SQLSTATES)
-    )
-    return QuoteWerksError(f"QuoteWerks database: {type(exc).__name__}: {text}", retryable=retryable)
