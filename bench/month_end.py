@@ -30,34 +30,35 @@ import asyncio
 import json
 import math
 import os
-import platform
 import random
-import re
-import shutil
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
 
+from bench.measures import difference, machine, metric_buckets, percentile, quantile, rss_mb, verdict
+from bench.month_end_load import (
+    BULK_WORKERS,
+    HOT_ITEMS,
+    KEYS,
+    LINES,
+    REP_CHECK_EVERY_S,
+    REPS,
+    Results,
+    catalog_paging,
+    quote,
+    reps,
+)
 from m3bridge.tansu import EmbeddedBroker
-from shared.contracts import OrderResult, Party, QuoteApproved, QuoteLine
-from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
-from shared.m3 import M3Client, M3Error
-from shared.m3.lease import LeaseClient, Priority
+from shared.contracts.topics import QUOTE_APPROVED, ensure_topics
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
 from shared.platform.state import db
@@ -68,15 +69,9 @@ LIMIT = 100  # the policy's spike-arrest maximum per period
 PERIOD_MS = 1000
 LATENCY_MS = (50, 75)  # the simulated Gateway's latency per request
 REQUESTS_PER_ORDER = 4  # bulk GetItmBasic, AddBatchHead, bulk AddBatchLine, Confirm (tests/unit/test_order_path.py)
-LINES = 10
 PARTITIONS = 8
-REPS = 20
-REP_CHECK_EVERY_S = 1.0
-HOT_ITEMS = 20
-BULK_WORKERS = 2
 ADMIN_DSN = os.environ.get("M3B_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("M3B_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-KEYS = {"order-writer": "bench-orders", "inventory-query": "bench-inventory", "catalog-sync": "bench-catalog"}
 IDLE_SERVICES = ("token-service", "order-writer", "inventory-query")
 
 
@@ -138,13 +133,6 @@ class Figures:
 # --- processes ------------------------------------------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
-
-
 def service_pid(process: Captured) -> int:
     """The service's own process: `m3bridge serve` runs in the child Captured started."""
     return process.process.pid
@@ -164,123 +152,6 @@ async def drop_database(name: str) -> None:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await connection.close()
-
-
-def metric_buckets(text: str, name: str, labels: str) -> list[tuple[float, float]]:
-    """(upper bound, cumulative count) of one histogram series in a Prometheus text exposition."""
-    pattern = re.compile(rf'^{name}_bucket\{{(?=[^}}]*{labels})[^}}]*le="([^"]+)"[^}}]*\}} ([0-9.e+-]+)$', re.M)
-    return sorted((float(le), float(count)) for le, count in pattern.findall(text))
-
-
-def quantile(buckets: list[tuple[float, float]], q: float) -> float:
-    """histogram_quantile: linear within the bucket the q-th observation falls into."""
-    if not buckets or buckets[-1][1] == 0:
-        return math.nan
-    rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
-    for upper, count in buckets:
-        if count >= rank:
-            if math.isinf(upper):
-                return lower
-            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-9)
-        lower, below = upper, count
-    return lower
-
-
-def difference(after: list[tuple[float, float]], before: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    earlier = dict(before)
-    return [(le, count - earlier.get(le, 0.0)) for le, count in after]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-# --- the load -------------------------------------------------------------------------------------------------
-
-
-def quote(doc_no: str, rng: random.Random) -> QuoteApproved:
-    active = [n for n in range(2, 1000) if n % 33 and n % 97 != 50]
-    return QuoteApproved(
-        doc_no=doc_no,
-        sold_to=Party(company="Month End Customer", cm_account_no="C000001"),
-        ship_via="UPS Ground",
-        lines=[
-            QuoteLine(
-                manufacturer_part_number=f"ITM{n:06d}", qty_total=Decimal(rng.randint(1, 9)), unit_price=Decimal("9.50")
-            )
-            for n in rng.sample(active, LINES)
-        ],
-        approved_at=datetime.now(UTC),
-    )
-
-
-class Results:
-    """Every order result, as it arrives."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(ORDER_RESULT.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                         group_id=f"bench-{uuid.uuid4().hex[:8]}")  # fmt: skip
-        self.seen: dict[str, tuple[float, OrderResult]] = {}
-
-    async def collect(self, wanted: set[str], deadline: float, halfway: Callable[[], None] | None = None) -> None:
-        await self.consumer.start()
-        try:
-            while not wanted <= set(self.seen) and time.monotonic() < deadline:
-                batches = await self.consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    for record in records:
-                        result = OrderResult.model_validate_json(record.value or b"")
-                        self.seen.setdefault(result.doc_no, (time.monotonic(), result))
-                if halfway is not None and len(wanted & set(self.seen)) >= len(wanted) // 2:
-                    halfway()
-                    halfway = None
-        finally:
-            await self.consumer.stop()
-
-
-async def reps(url: str, stop: asyncio.Event, answers_ms: list[float], failures: list[str]) -> None:
-    limits = httpx.Limits(max_connections=REPS * 2)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, headers=READ) as http:
-
-        async def rep(number: int) -> None:
-            rng = random.Random(number)
-            while not stop.is_set():
-                item = f"ITM{rng.randint(2, HOT_ITEMS + 1):06d}"
-                started = time.monotonic()
-                try:
-                    response = await http.get(f"/v1/availability/{item}", params={"warehouse": "100", "quantity": "1"})
-                    response.raise_for_status()
-                    answers_ms.append((time.monotonic() - started) * 1000)
-                except httpx.HTTPError as exc:
-                    failures.append(f"{item}: {exc}")
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), rng.uniform(0.5, 1.5) * REP_CHECK_EVERY_S)
-
-        await asyncio.gather(*(rep(n) for n in range(REPS)))
-
-
-async def catalog_paging(token_service_urls: str, stop: asyncio.Event, pages: list[int]) -> None:
-    """Bulk paging of the item master, as catalog-sync's MI full load does, for as long as the run lasts."""
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=20)) as http:
-        lease = LeaseClient(token_service_urls, "catalog-sync", SecretStr(KEYS["catalog-sync"]), http=http)
-        m3 = M3Client(lease, http, company=100, source="catalog-sync")
-
-        async def worker(number: int) -> None:
-            start = f"ITM{number * 5000 + 1:06d}"
-            while not stop.is_set():
-                try:
-                    rows = await m3.execute("MMS200MI", "LstItmByItm", {"ITNO": start}, priority=Priority.BULK,
-                                            maxrecs=100)  # fmt: skip
-                except M3Error:
-                    continue
-                pages.append(1)
-                start = str(rows[-1]["ITNO"]) if len(rows) == 100 else f"ITM{number * 5000 + 1:06d}"
-
-        await asyncio.gather(*(worker(n) for n in range(BULK_WORKERS)))
 
 
 # --- one run --------------------------------------------------------------------------------------------------
@@ -437,20 +308,6 @@ async def drive(
 
 
 # --- report ---------------------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    git = shutil.which("git") or "git"
-    commit = subprocess.run([git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)  # noqa: S603
-    dirty = subprocess.run(  # noqa: S603
-        [git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=False
-    )
-    return (f"commit {commit.stdout.strip() or '?'}{' (with uncommitted changes)' if dirty.stdout.strip() else ''}, "
-            f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")  # fmt: skip
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def report(runs: list[Figures], arrival_s: float) -> str:
