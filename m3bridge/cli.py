@@ -201,8 +201,8 @@ def _dry_run(options: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services.order_writer.app import OrderWriterSettings
-    from services.order_writer.mapping import MappingRulesError, describe, load_rules, plan_customer, plan_order
     from shared.contracts import QuoteApproved
+    from shared.mapping import MappingRulesError, describe, load_rules, plan_customer, plan_order
     from shared.platform.settings import config_path
 
     try:

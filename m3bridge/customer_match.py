@@ -130,9 +130,9 @@ def describe(report: MatchReport, dry_run: bool) -> str:
 
 async def _run(dry_run: bool, as_json: bool) -> int:
     from services.catalog_sync.app import CatalogSyncSettings
-    from services.order_writer.mapping import country_table, load_rules
     from shared.customers import load_sync_rules
     from shared.m3 import m3_client_for
+    from shared.mapping import country_table, load_rules
     from shared.platform.settings import config_path
     from shared.quotewerks.connect import is_database_url, quotewerks_client
 

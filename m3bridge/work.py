@@ -76,8 +76,8 @@ async def _list(options: Any) -> int:
 def preview(payload: str) -> str:
     """The M3 calls the current mapping makes of the quote (offline: the rules' own field lengths)."""
     from services.order_writer.app import OrderWriterSettings
-    from services.order_writer.mapping import load_rules, preview as planned
     from shared.contracts import QuoteApproved
+    from shared.mapping import load_rules, preview as planned
     from shared.platform.settings import config_path
 
     rules = load_rules(config_path(OrderWriterSettings().mapping_file))

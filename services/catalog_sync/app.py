@@ -26,7 +26,6 @@ from services.catalog_sync.datalake import DataLakeClient
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
 from services.catalog_sync.schedule import full_loads, polls, reconciles
 from services.catalog_sync.sync import CatalogSync
-from services.order_writer.mapping import country_table, load_rules
 from shared.contracts import (
     CatalogSyncReport,
     InventoryChanged,
@@ -45,6 +44,7 @@ from shared.contracts.topics import (
 )
 from shared.customers import load_sync_rules, settle_customer_change
 from shared.m3 import m3_client_for
+from shared.mapping import country_table, load_rules
 from shared.platform.runtime import ServiceRuntime
 from shared.platform.settings import CustomerRulesSettings, QuoteWerksSettings, config_path
 from shared.platform.started import StartedPart

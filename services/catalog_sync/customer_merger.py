@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from services.catalog_sync.customer_merge import Agreed, ChangeTimes, FieldDecision, merge
-from services.order_writer.mapping import LookupTable, MappingRules, plan_customer
 from shared.contracts import (
     LineType,
     M3CustomerChanged,
@@ -52,6 +51,7 @@ from shared.customers import (
 )
 from shared.m3 import M3BusinessError
 from shared.m3.lease import Priority
+from shared.mapping import LookupTable, MappingRules, plan_customer
 from shared.platform.state import customer_snapshots as snapshots, ledger
 from shared.platform.state.customer_snapshots import WorkItemValues
 from shared.platform.state.models import CustomerWorkItem

@@ -30,7 +30,6 @@ from services.catalog_sync.customer_merger import (
     MergeOutcome,
     quotewerks_columns,
 )
-from services.order_writer.mapping import LookupTable
 from shared.contracts import M3CustomerChanged, Problem, QuoteWerksCustomerChanged
 from shared.customers import (
     BRIDGE_ORIGIN,
@@ -47,6 +46,7 @@ from shared.customers import (
 )
 from shared.customers.matching import CustomerFacts, Matcher, MatchResult
 from shared.m3 import M3Error
+from shared.mapping import LookupTable
 from shared.platform.state import customer_snapshots as snapshots, fingerprints, ledger
 from shared.platform.state.customer_snapshots import WorkItemValues
 from shared.platform.state.models import CustomerWorkItem

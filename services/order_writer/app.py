@@ -14,7 +14,6 @@ from pydantic import Field
 
 from services.order_writer import results
 from services.order_writer.customers import CustomerSync
-from services.order_writer.mapping import MappingRules, load_rules
 from services.order_writer.orders import OrderWriter, RejectedError
 from services.order_writer.reconcile import reconcile_forever, reconcile_orders
 from services.order_writer.trace import trace
@@ -22,6 +21,7 @@ from shared.contracts import OrderResult, QuoteApproved, QuoteWerksCustomerChang
 from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, QUOTEWERKS_CUSTOMER_CHANGED
 from shared.customers import load_sync_rules, settle_customer_change
 from shared.m3 import m3_client_for
+from shared.mapping import MappingRules, load_rules
 from shared.platform.crash_points import crash_point
 from shared.platform.runtime import ServiceRuntime
 from shared.platform.settings import CustomerRulesSettings, config_path

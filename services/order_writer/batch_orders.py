@@ -8,7 +8,6 @@ from collections import Counter
 from prometheus_client import Counter as MetricCounter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.order_writer.mapping import LINE_KEY, OrderPlan
 from services.order_writer.refusals import RejectedError, problem_from
 from services.order_writer.verified_writes import (
     PRIORITY,
@@ -22,6 +21,7 @@ from services.order_writer.verified_writes import (
 from shared.contracts import Problem, QuoteApproved
 from shared.m3 import M3BusinessError, M3Client, M3Error, M3OutcomeUnknownError
 from shared.m3.metadata import Record
+from shared.mapping import LINE_KEY, OrderPlan
 from shared.platform.crash_points import crash_point
 from shared.platform.state import ledger
 from shared.platform.state.ledger import Lease, LeaseLostError, OrderState, batch_orders_of

@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer import customer_creations
-from services.order_writer.mapping import MappingRules, country_table, plan_customer
 from services.order_writer.refusals import HoldError, RejectedError
 from services.order_writer.verified_writes import PRIORITY, Guard, no_guard, text, write_verified
 from shared.contracts import Problem, QuoteApproved
 from shared.customers import clean
 from shared.customers.matching import CustomerFacts, Matcher, MatchingRules
 from shared.m3 import M3BusinessError, M3Client
+from shared.mapping import MappingRules, country_table, plan_customer
 from shared.platform.crash_points import crash_point
 from shared.platform.state import ledger
 

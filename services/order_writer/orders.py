@@ -30,7 +30,6 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer.batch_orders import BatchOrders
-from services.order_writer.mapping import MappingRules, OrderPlan, plan_order, preview
 from services.order_writer.order_customer import QuoteCustomers
 from services.order_writer.refusals import HoldError, RejectedError, problem_from
 from services.order_writer.verified_writes import PRIORITY, Guard, text
@@ -38,6 +37,7 @@ from shared.contracts import OrderResult, Problem, QuoteApproved
 from shared.customers.matching import MatchingRules
 from shared.m3 import M3AuthorizationDeniedError, M3BusinessError, M3Client, M3Error
 from shared.m3.metadata import Record
+from shared.mapping import MappingRules, OrderPlan, plan_order, preview
 from shared.platform.crash_points import crash_point
 from shared.platform.state import ledger, work_items
 from shared.platform.state.ledger import EntryBusyError, Lease, LeaseLostError, OrderState, batch_orders_of

@@ -17,9 +17,9 @@ from pydantic import SecretStr
 
 from services.bod_listener.app import BodListenerSettings, create_runtime as bod_listener
 from services.inventory_query.app import InventoryQuerySettings, create_runtime as inventory_query
-from services.order_writer.mapping import parse_formula
 from services.quote_ingest.app import QuoteIngestSettings, create_runtime as quote_ingest
 from services.token_service.app import TokenServiceSettings, create_runtime as token_service
+from shared.mapping import parse_formula
 from shared.platform.inbound import MAX_JSON_DEPTH, RejectedDeliveryError, json_depth, load_json
 from shared.platform.runtime import ServiceRuntime
 from tests.fuzz import examples

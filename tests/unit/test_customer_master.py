@@ -20,10 +20,10 @@ from services.catalog_sync.customers import (
     CustomerPushRejectedError,
     m3_changed_from_record,
 )
-from services.order_writer.mapping import LookupTable, country_table, load_rules
 from shared.contracts import M3CustomerChanged, QuoteWerksCustomerChanged
 from shared.customers import sync_rules_from_data
 from shared.m3 import M3TransientError
+from shared.mapping import LookupTable, country_table, load_rules
 from shared.platform.state import customer_snapshots as snapshots, db, ledger
 from shared.quotewerks import QuoteWerksError, customer_from_contact
 from tests.unit.customer_doubles import NOW, RECORD, Contacts, FakeM3, contact

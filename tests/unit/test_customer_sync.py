@@ -14,7 +14,6 @@ import yaml
 
 from services.order_writer import customer_creations, customers
 from services.order_writer.customers import CustomerSync
-from services.order_writer.mapping import load_rules
 from services.order_writer.orders import OrderWriter
 from shared.contracts import M3CustomerChanged, Party, Problem, QuoteWerksCustomerChanged
 from shared.customers import (
@@ -33,6 +32,7 @@ from shared.customers import (
     sync_rules_from_data,
 )
 from shared.m3 import M3BusinessError, M3TransientError
+from shared.mapping import load_rules
 from shared.platform.state import fingerprints
 from tests.unit.customer_doubles import RECORD, FakeM3
 

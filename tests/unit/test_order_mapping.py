@@ -1,4 +1,4 @@
-"""The declarative quote → M3 order mapping (services/order_writer/mapping/, deploy/config/order-mapping.yaml)."""
+"""The declarative quote → M3 order mapping (shared/mapping/, deploy/config/order-mapping.yaml)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from services.order_writer.mapping import (
+from shared.contracts import QuoteApproved
+from shared.mapping import (
     MappingRules,
     MappingRulesError,
     OrderPlan,
@@ -21,7 +22,6 @@ from services.order_writer.mapping import (
     plan_order,
     rules_from_data,
 )
-from shared.contracts import QuoteApproved
 
 pytestmark = pytest.mark.unit
 

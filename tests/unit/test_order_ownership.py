@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer import customer_creations
-from services.order_writer.mapping import plan_customer
 from services.order_writer.orders import OrderWriter
 from shared.contracts import QuoteApproved
+from shared.mapping import plan_customer
 from shared.platform.state import db, ledger
 from shared.platform.state.ledger import EntryBusyError, LeaseLostError, OrderState
 from tests.unit.m3_faults import FaultyM3

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer import results
-from services.order_writer.mapping import load_rules
 from services.order_writer.orders import OrderWriter, RejectedError
 from shared.contracts import QuoteApproved
 from shared.m3 import M3OutcomeUnknownError
+from shared.mapping import load_rules
 from shared.platform.consuming import NOT_RETRYABLE, RETRIES_EXHAUSTED, Failure
 from shared.platform.state import db, ledger
 from shared.platform.state.ledger import OrderState

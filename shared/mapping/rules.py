@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.order_writer.mapping.formula import _formula_paths, parse_formula
 from shared.contracts import Party, QuoteApproved, QuoteLine
+from shared.mapping.formula import _formula_paths, parse_formula
 from shared.platform import rules_files
 
 Transaction = Literal["CRS610MI/Add", "OIS100MI/AddBatchHead", "OIS100MI/AddBatchLine"]

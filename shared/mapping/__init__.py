@@ -7,7 +7,7 @@ function of (quote, rules, field lengths): no M3 calls, no I/O except reading th
 
 A plan never raises for a bad quote: what cannot be mapped becomes a `Refusal`, and an order with refusals is held.
 
-This package's public interface is the names below (`__all__`): import them from `services.order_writer.mapping`, not
+This package's public interface is the names below (`__all__`): import them from `shared.mapping`, not
 from its modules, which are laid out by concern and may move:
 
 - `formula`: the formula language (tokenizer, parser, evaluator);
@@ -17,10 +17,10 @@ from its modules, which are laid out by concern and may move:
 - `plan`: the plan builder (`select_lines`, `plan_customer`, `plan_order`), the `describe` dry run and `preview`.
 """
 
-from services.order_writer.mapping.formula import parse_formula
-from services.order_writer.mapping.plan import describe, plan_customer, plan_order, preview, select_lines
-from services.order_writer.mapping.results import CustomerPlan, OrderPlan, PlannedLine, Refusal, SkippedLine
-from services.order_writer.mapping.rules import (
+from shared.mapping.formula import parse_formula
+from shared.mapping.plan import describe, plan_customer, plan_order, preview, select_lines
+from shared.mapping.results import CustomerPlan, OrderPlan, PlannedLine, Refusal, SkippedLine
+from shared.mapping.rules import (
     CUSTOMER_ADD,
     LINE_KEY,
     ORDER_CONFIRM,

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from services.order_writer.mapping.formula import _evaluate, parse_formula
-from services.order_writer.mapping.results import Refusal
-from services.order_writer.mapping.rules import _PARTIES, Condition, FieldRule, MappingRules, Section, SectionName
 from shared.contracts import Party, QuoteApproved, QuoteLine
 from shared.m3.metadata import to_wire
+from shared.mapping.formula import _evaluate, parse_formula
+from shared.mapping.results import Refusal
+from shared.mapping.rules import _PARTIES, Condition, FieldRule, MappingRules, Section, SectionName
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")  # line breaks and tabs in QuoteWerks text become one space
 

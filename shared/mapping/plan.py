@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from services.order_writer.mapping.fields import _Builder, _Context
-from services.order_writer.mapping.results import CustomerPlan, OrderPlan, PlannedLine, Refusal, SkippedLine
-from services.order_writer.mapping.rules import (
+from shared.contracts import LineAttribute, LineType, QuoteApproved, QuoteLine
+from shared.mapping.fields import _Builder, _Context
+from shared.mapping.results import CustomerPlan, OrderPlan, PlannedLine, Refusal, SkippedLine
+from shared.mapping.rules import (
     CUSTOMER_ADD,
     LINE_KEY,
     ORDER_CONFIRM,
@@ -17,7 +18,6 @@ from services.order_writer.mapping.rules import (
     MappingRules,
     Transaction,
 )
-from shared.contracts import LineAttribute, LineType, QuoteApproved, QuoteLine
 
 
 def _merge_lengths(
