@@ -49,7 +49,7 @@ async def build_report(
     m3_rows: list[dict[str, Any]], contacts: list[dict[str, Any]], linked: dict[str, str], settings_rules: Any,
     countries: Any,
 ) -> MatchReport:  # fmt: skip
-    from services.catalog_sync.customers import contact_facts
+    from services.catalog_sync.customer_facts import contact_facts
 
     report = MatchReport(quotewerks_customers=len(contacts), m3_customers=len(m3_rows))
     taken = set(linked.values())
