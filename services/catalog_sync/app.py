@@ -16,7 +16,8 @@ from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field
 
-from services.catalog_sync.customer_merger import CustomerMerger, crs610_lengths
+from services.catalog_sync.customer_merger import CustomerMerger
+from services.catalog_sync.customer_sides import crs610_lengths
 from services.catalog_sync.customers import (
     CustomerMaster,
     reconcile_forever,

@@ -32,12 +32,8 @@ from services.catalog_sync.customer_facts import (
     reconcile_finished,
 )
 from services.catalog_sync.customer_merge import Agreed
-from services.catalog_sync.customer_merger import (
-    WRITABLE_COLUMNS,
-    Contacts,
-    CustomerMerger,
-    quotewerks_columns,
-)
+from services.catalog_sync.customer_merger import CustomerMerger
+from services.catalog_sync.customer_sides import WRITABLE_COLUMNS, Contacts, quotewerks_columns
 from shared.contracts import M3CustomerChanged, QuoteWerksCustomerChanged
 from shared.customers import (
     BRIDGE_ORIGIN,

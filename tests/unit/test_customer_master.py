@@ -15,7 +15,8 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.catalog_sync.customer_facts import CustomerPushRejectedError, m3_changed_from_record
-from services.catalog_sync.customer_merger import CustomerMerger, crs610_lengths, quotewerks_country
+from services.catalog_sync.customer_merger import CustomerMerger
+from services.catalog_sync.customer_sides import crs610_lengths, quotewerks_country
 from services.catalog_sync.customers import CustomerMaster
 from shared.contracts import M3CustomerChanged, QuoteWerksCustomerChanged
 from shared.customers import sync_rules_from_data
