@@ -10,7 +10,8 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import Field, SecretStr, field_validator
 
 from services.bod_listener.bods import NOUNS, VERBS
-from services.bod_listener.ims import ImsConfig, ims_router
+from services.bod_listener.ims import ImsConfig
+from services.bod_listener.ims_routes import ims_router
 from services.bod_listener.receive import BodReceiver, Origin, bods_total
 from shared.contracts.topics import BOD_INBOUND
 from shared.platform.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
