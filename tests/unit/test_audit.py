@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from shared.contracts import AuditEvent
-from shared.m3.client import _audited
+from shared.m3.transport import _audited
 from shared.platform.audit import AuditTrail, audit_events, business_keys
 from shared.platform.correlation import bind_correlation_id
 

@@ -17,8 +17,9 @@ from services.catalog_sync.products import POLL_MARKER, RETIRED, SyncOptions, pr
 from services.catalog_sync.sync import CatalogSync
 from shared.contracts import CatalogSyncReport, InventoryChanged, ItemChanged, PriceChanged
 from shared.m3 import M3Client
-from shared.m3.client import BulkOutcome, tenant_base
+from shared.m3.client import BulkOutcome
 from shared.m3.lease import Priority
+from shared.m3.transport import tenant_base
 from shared.quotewerks import QuoteWerksError
 
 pytestmark = pytest.mark.unit
