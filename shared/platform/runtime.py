@@ -13,22 +13,22 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.message import KafkaMessage
 from pydantic import BaseModel
 
-import shared
-from shared.contracts import AuditEvent, Heartbeat, Problem, topics
+from shared.contracts import AuditEvent, Heartbeat, topics
 from shared.contracts.topics import AUDIT, Topic
 from shared.platform import crash_points
+from shared.platform.api_keys import ApiKeys
 from shared.platform.audit import Audit, AuditTrail
-from shared.platform.auth import ROLES, GuardedRoute, KeyGuard, Role
+from shared.platform.auth import KeyGuard, Role
+from shared.platform.background import Background
 from shared.platform.consuming import (
     Consumer,
     Consumers,
@@ -40,16 +40,16 @@ from shared.platform.consuming import (
     lanes_entry,
     raw_body,
 )
-from shared.platform.dead_letters import dead_letter, send_to_dead_letters
+from shared.platform.dead_lettering import DeadLettering
 from shared.platform.health import Health
 from shared.platform.heartbeats import Heartbeats
-from shared.platform.http_middleware import BodyLimitMiddleware, CorrelationIdMiddleware
-from shared.platform.http_refusals import add_refusal_handlers
-from shared.platform.kafka import MessageTooLargeError, consumer_options, create_broker, publish
+from shared.platform.http_app import create_app
+from shared.platform.kafka import consumer_options, create_broker, publish
 from shared.platform.lanes import Lanes
 from shared.platform.logs import configure_logging
 from shared.platform.metrics import describe_build
-from shared.platform.operations_routes import add_operations_routes
+from shared.platform.outgoing_tls import outgoing_tls as outgoing_tls
+from shared.platform.readiness import Readiness
 from shared.platform.settings import BridgeSettings
 from shared.platform.started import NotStartedError
 from shared.platform.work_queue import ChangeWorkQueue
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 Hook = Callable[[], Awaitable[None]]
 
 
-class ServiceRuntime:
+class ServiceRuntime(ApiKeys, Background, DeadLettering, Readiness):
     def __init__(
         self,
         settings: BridgeSettings,
@@ -130,30 +130,8 @@ class ServiceRuntime:
             description="Every service listens to every heartbeat to report its peers in /healthz.",
         )(self.heartbeats.on_heartbeat)
 
-        docs = settings.http_docs  # off: the OpenAPI document is still app.openapi(), for `m3bridge docs` and tests
-        self.app = FastAPI(
-            title=title or f"M3 Bridge {self.name}",
-            description=description,
-            version=shared.__version__,
-            lifespan=self._lifespan,
-            openapi_url="/openapi.json" if docs else None,
-            docs_url="/docs" if docs else None,
-            redoc_url="/redoc" if docs else None,
-        )
-        # Every route added on the app checks its key (runtime.require) before its body is read.
-        self.app.router.route_class = GuardedRoute
         self._guards: dict[Role, KeyGuard] = {}
-        # Added first, so inside the correlation id: a refused body's answer carries one too.
-        self.app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, service=self.name)
-        self.app.add_middleware(CorrelationIdMiddleware)
-        add_refusal_handlers(self.app, self.name)
-        add_operations_routes(
-            self.app,
-            self.health,
-            peers=self.heartbeats.describe_peers,
-            metrics_dependencies=[self.require("read")] if settings.metrics_require_key else None,
-            detail_allowed=lambda request: self._guard("read").allows(request.scope),
-        )
+        self.app = create_app(self, title=title, description=description)
 
     # --- extension points for services -----------------------------------------------------------------
 
@@ -175,41 +153,11 @@ class ServiceRuntime:
         self._on_shutdown.append(hook)
         return hook
 
-    def require(self, role: Role) -> Any:
-        """The dependency protecting a route with the bridge's one scheme: `dependencies=[runtime.require("operator")]`
-        for operator actions, `"read"` for reads (the read key or the operator key). `Authorization: Bearer <key>` or
-        `X-API-Key: <key>`; a wrong, missing or unconfigured key is a 401 before the body is read."""
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
-        return self._guard(role).dependency()
-
-    def _guard(self, role: Role) -> KeyGuard:
-        guard = self._guards.get(role)
-        if guard is None:
-            operator = self.settings.operator_key.get_secret_value()
-            keys = [operator] if role == "operator" else [self.settings.read_key.get_secret_value(), operator]
-            guard = self._guards[role] = KeyGuard(role, keys)
-        return guard
-
     def _describe_consumers(self) -> dict[str, Any]:
         described = self.consumers.describe()
         for title, lanes in self._lanes.items():
             described["subscribers"].get(title, {})["lanes"] = lanes.describe()
         return described
-
-    def _report_locked_routes(self) -> None:
-        """One line at start-up per role whose key is not set: its routes refuse everyone until it is."""
-        for role, guard in self._guards.items():
-            if not guard.locked:
-                continue
-            paths = sorted(
-                {str(getattr(route, "path", "")) for route in self.app.routes if guard in getattr(route, "guards", ())}
-            )
-            if not paths:
-                continue  # only the detail of /healthz and /readyz, which then nobody sees
-            setting = "M3B_OPERATOR_KEY" if role == "operator" else "M3B_READ_KEY or M3B_OPERATOR_KEY"
-            log.warning("%s routes %s answer 401 to every request until %s is set", role, ", ".join(paths) or "-",
-                        setting)  # fmt: skip
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -327,88 +275,6 @@ class ServiceRuntime:
         """`shared.platform.kafka.publish` with this service's broker and size limit (M3B_KAFKA_MAX_REQUEST_SIZE)."""
         await publish(self.broker, topic, payload, key=key, max_bytes=self.settings.kafka_max_request_size)
 
-    def in_background(
-        self, work: Coroutine[Any, Any, object], *, name: str, stop: Callable[[], None] | None = None
-    ) -> asyncio.Task[object]:
-        """Run `work` as long as the service does. At shutdown, once the consumers have drained and before the
-        shutdown hooks, it is asked to end with `stop()` and given M3B_SHUTDOWN_GRACE_S, or cancelled when it has
-        no `stop` (or does not end in time). A failure is logged when it happens, not kept for the shutdown."""
-        task = asyncio.create_task(work, name=name)
-        self._background[task] = stop
-        task.add_done_callback(self._background_done)
-        return task
-
-    def _background_done(self, task: asyncio.Task[object]) -> None:
-        self._background.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background work %s failed", task.get_name(), exc_info=task.exception())
-
-    async def _stop_background(self) -> None:
-        running = dict(self._background)
-        for stop in running.values():
-            if stop is not None:
-                stop()
-        graceful = [task for task, stop in running.items() if stop is not None]
-        if graceful:
-            await asyncio.wait(graceful, timeout=self.settings.shutdown_grace_s)
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.wait(list(running), timeout=self.settings.shutdown_grace_s)
-
-    async def dead_letter(
-        self,
-        message: KafkaMessage,
-        *,
-        error_class: str,
-        problems: Sequence[Problem] = (),
-        error_message: str = "",
-        attempts: int = 1,
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Keep a consumed message this service cannot process in `dlq.<service>.v1`, with the reason a person
-        needs (the problems' messages unless `error_message` says it), to be listed and replayed."""
-        extra = {"problems": [p.model_dump() for p in problems]} if problems else {}
-        letter = dead_letter(
-            message,
-            service=self.settings.service_name,
-            error_class=error_class,
-            error_message=error_message or "; ".join(p.message for p in problems) or error_class,
-            attempts=attempts,
-            details={**(details or {}), **extra},
-        )
-        max_bytes = self.settings.kafka_max_request_size
-        try:
-            await send_to_dead_letters(self.broker, letter, max_bytes=max_bytes)
-        except MessageTooLargeError:
-            # The original (close to the size limit, or base64 of one) does not fit into a letter: keep the
-            # letter without it rather than loop; its origin says where the original is.
-            size = len(message.body or b"")
-            log.warning("dead letter of %s@%s too large: kept without its %d-byte payload", letter.origin_topic,
-                        letter.origin_offset, size)  # fmt: skip
-            trimmed = letter.model_copy(
-                update={
-                    "original_payload": "",
-                    "original_payload_encoding": "utf-8",
-                    "details": {**letter.details, "payload_omitted": f"{size} bytes, larger than a dead letter"},
-                }
-            )
-            await send_to_dead_letters(self.broker, trimmed, max_bytes=max_bytes)
-        await self.work_queue.dead_lettered(message, error_class=error_class, reason=letter.error_message)
-
-    async def _dead_letter_raw(
-        self,
-        message: Any,
-        *,
-        error_class: str,
-        error_message: str,
-        attempts: int,
-        details: Mapping[str, Any] | None,
-    ) -> None:
-        await self.dead_letter(
-            message, error_class=error_class, error_message=error_message, attempts=attempts, details=details
-        )
-
     async def _backoff(self, seconds: float) -> None:
         """The wait between two attempts of a message; cut short when the service stops."""
         with contextlib.suppress(TimeoutError):
@@ -499,51 +365,6 @@ class ServiceRuntime:
             await self._http.aclose()
         if self.engine is not None:
             await self.engine.dispose()
-
-    # --- health ------------------------------------------------------------------------------------------
-
-    async def _say_missing_topics(self) -> None:
-        """One warning naming the topics this service reads that the broker does not have (it waits on them)."""
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        from shared.platform.kafka import aiokafka_client_options
-
-        if not self._subscribed_topics:
-            return
-        admin = AIOKafkaAdminClient(**aiokafka_client_options(self.settings), client_id=f"{self.name}-topics")
-        try:
-            await asyncio.wait_for(admin.start(), 10)
-            existing = set(await asyncio.wait_for(admin.list_topics(), 10))
-        except Exception as exc:  # the broker's health is /readyz's to say; this is only a hint
-            log.info("could not check the topics: %s", type(exc).__name__)
-            return
-        finally:
-            await admin.close()
-        missing = sorted(self._subscribed_topics - existing)
-        if missing:
-            log.warning("topics %s do not exist: this service waits for them (create them with `m3bridge topics`)",
-                        ", ".join(missing))  # fmt: skip
-
-    async def _kafka_ready(self) -> str | None:
-        return None if await self.broker.ping(timeout=2.0) else "broker not reachable"
-
-    async def _state_ready(self) -> str | None:
-        if self.engine is None:
-            return "state store not open"
-        from shared.platform.state import db
-
-        await db.ping(self.engine)
-        return None
-
-
-def outgoing_tls(settings: BridgeSettings) -> ssl.SSLContext | bool:
-    """What the service's outgoing HTTPS trusts: M3B_HTTP_CA_FILE when set (a private CA, a TLS-inspecting proxy),
-    else the system's store (True)."""
-    if settings.http_ca_file is None:
-        return True
-    context = ssl.create_default_context(cafile=str(settings.http_ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def serve(runtime: ServiceRuntime) -> None:

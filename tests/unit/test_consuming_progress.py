@@ -176,7 +176,7 @@ async def test_a_dead_letter_too_large_for_the_topic_is_kept_without_the_payload
             raise MessageTooLargeError("too large")
         sent.append(letter)
 
-    monkeypatch.setattr("shared.platform.runtime.send_to_dead_letters", send)
+    monkeypatch.setattr("shared.platform.dead_lettering.send_to_dead_letters", send)
     body = b"\xff" * runtime.settings.kafka_max_request_size  # base64 makes it larger still
     await runtime.dead_letter(
         FakeMessage(body),  # type: ignore[arg-type]
