@@ -4,15 +4,12 @@
 
 import contextlib
 import functools
-import hmac
 import logging
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from services.token_service.budget import Budget, BudgetPolicy, BudgetTimeoutError, RateBudget, budget_shared
@@ -26,6 +23,7 @@ if TYPE_CHECKING:
     from services.token_service.shared_tokens import SharedTokens
 from shared.m3.ionapi import IonApiCredentials, IonApiFileError
 from shared.m3.lease import Lease, LeaseRequest, Priority, Report
+from shared.platform.auth import CallerGuard
 from shared.platform.logs import secret_masker
 from shared.platform.runtime import ServiceRuntime, outgoing_tls
 from shared.platform.settings import BridgeSettings
@@ -185,43 +183,19 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
         if redis is not None:
             await redis.aclose()
 
-    def caller_of(authorization: str) -> str | None:
-        presented = authorization.removeprefix("Bearer ").encode("utf-8", "backslashreplace")
-        for service, key in settings.service_keys.items():
-            expected = key.get_secret_value().encode()
-            if expected and hmac.compare_digest(presented, expected):
-                return service
-        return None
+    # The bridge's one key scheme, a key per calling service: checked before a body is read, the caller named.
+    callers = CallerGuard({service: key.get_secret_value() for service, key in settings.service_keys.items()})
+    caller_key = [callers.dependency()]
 
-    def caller(authorization: Annotated[str, Header()] = "") -> str:
-        service = caller_of(authorization)
-        if service is None:
-            raise HTTPException(status_code=401, detail="unauthorized")
-        return service
-
-    class KeyFirstRoute(APIRoute):
-        """The key is checked before FastAPI reads and parses the body: an unknown caller's body is never read."""
-
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-
-            async def checked(request: Request) -> Response:
-                if caller_of(request.headers.get("authorization", "")) is None:
-                    raise HTTPException(status_code=401, detail="unauthorized")
-                return await handler(request)
-
-            return checked
-
-    api = APIRouter(route_class=KeyFirstRoute)
-
-    CallerName = Annotated[str, Depends(caller)]  # noqa: N806 - a type alias
+    CallerName = Annotated[str, callers.caller_dependency()]  # noqa: N806 - a type alias
 
     def open_desk_or_503() -> LeaseDesk:
         if "desk" not in desk:
             raise HTTPException(status_code=503, detail=f"no usable .ionapi file at {settings.ion_api_file}")
         return desk["desk"]
 
-    @api.post("/v1/leases", response_model=None, tags=["leases"], summary="Lease the token and permits")
+    @runtime.app.post("/v1/leases", response_model=None, tags=["leases"], summary="Lease the token and permits",
+                      dependencies=caller_key)  # fmt: skip
     async def lease(request: LeaseRequest, service: CallerName) -> JSONResponse | dict[str, object]:
         try:
             granted: Lease = await open_desk_or_503().lease(bounded(request, service, settings.caller_priorities))
@@ -231,14 +205,15 @@ def create_runtime(settings: TokenServiceSettings | None = None) -> ServiceRunti
             return JSONResponse({"error": "token_unavailable", "detail": str(exc)}, 503)
         return {**granted.model_dump(mode="json"), "access_token": granted.access_token.get_secret_value()}
 
-    @api.post("/v1/reports", status_code=202, tags=["leases"], summary="Report a 429 or 401 from the Gateway")
+    @runtime.app.post("/v1/reports", status_code=202, tags=["leases"], summary="Report a 429 or 401 from the Gateway",
+                      dependencies=caller_key)  # fmt: skip
     async def report(body: Report, service: CallerName) -> dict[str, str]:
         return {"action": await open_desk_or_503().report(service, body)}
 
-    @api.get("/v1/budget", tags=["leases"], summary="The budget's current pace and queues")
+    @runtime.app.get("/v1/budget", tags=["leases"], summary="The budget's current pace and queues",
+                     dependencies=caller_key)  # fmt: skip
     async def budget_status(_service: CallerName) -> dict[str, object]:
         return {**open_desk_or_503().status(), "token": open_desk_or_503().keeper.status()}
 
-    runtime.app.include_router(api)
     runtime.health.set_detail("logic", "leases of the shared ION token under the central rate budget")
     return runtime

@@ -7,12 +7,13 @@ other wrong key. A route whose key is not configured answers 401 to everyone (fa
 
 A route is protected by `dependencies=[runtime.require("operator")]`; the runtime's route class checks the key
 before the body is read, and the dependency puts the security scheme into the OpenAPI document. Inbound deliveries
-(QuoteWerks webhooks, ION BODs) and token-service have their own authentication and do not use this one.
+(QuoteWerks webhooks, ION BODs) have their own authentication (what their senders can send); token-service's
+callers use this scheme with a key per calling service (`CallerGuard`).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency's signature at runtime.
 import hmac
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request, Response, Security
@@ -20,7 +21,8 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Scope
 
-Role = Literal["operator", "read"]
+Role = Literal["operator", "read", "service"]
+#: The roles of the bridge's own API (`runtime.require`); "service" is token-service's callers (`CallerGuard`).
 ROLES: tuple[Role, ...] = ("operator", "read")
 API_KEY_HEADER = "X-API-Key"
 
@@ -107,6 +109,35 @@ class KeyGuard:
         authenticated.guard = self  # type: ignore[attr-defined]
         authenticated.__name__ = f"{role}_key"
         dependency: Any = Depends(authenticated)
+        return dependency
+
+
+class CallerGuard(KeyGuard):
+    """Admits a request that presents one of the callers' keys, and tells which caller it is: token-service's
+    services, each with its own key (`M3B_SERVICE_KEYS`)."""
+
+    def __init__(self, keys_by_caller: Mapping[str, str]) -> None:
+        self.callers = {caller: key.encode("utf-8") for caller, key in keys_by_caller.items() if key}
+        super().__init__("service", keys_by_caller.values())
+
+    def caller(self, scope: Scope) -> str:
+        """The caller whose key the request presents; NotAuthenticatedError as `check` raises it."""
+        self.check(scope)
+        found = ""
+        # Every presented key against every caller's: the time taken does not depend on which one matched.
+        for candidate in presented_keys(scope):
+            for caller, key in self.callers.items():
+                if hmac.compare_digest(candidate, key):
+                    found = found or caller
+        return found
+
+    def caller_dependency(self) -> Any:
+        """A FastAPI dependency giving the handler the caller's name (the route's `dependencies` check the key)."""
+
+        async def calling_service(request: Request) -> str:
+            return self.caller(request.scope)
+
+        dependency: Any = Depends(calling_service)
         return dependency
 
 

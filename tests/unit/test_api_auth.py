@@ -21,11 +21,11 @@ from shared.platform.runtime import ServiceRuntime
 OPERATOR_KEY = "operator-key-0123456789"
 READ_KEY = "read-key-9876543210"
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
-# Routes that authenticate with their own scheme (shared secret / HMAC signature, token-service's per-service keys).
+SERVICE_KEY = "ow-key-0123456789"  # order-writer's key for token-service
+# Routes that authenticate with their own scheme (the shared secret or HMAC signature their senders can send).
 SELF_AUTHENTICATED = {
     "quote-ingest": {"/webhooks/quotewerks"},
     "bod-listener": {"/bods", "/ims/ping", "/ims/protocol", "/ims/versions", "/ims/v3/multipartMessage"},
-    "token-service": {"/v1/leases", "/v1/reports", "/v1/budget"},
 }
 # The routes behind this scheme, and the role each needs.
 PROTECTED = {
@@ -37,6 +37,10 @@ PROTECTED = {
     ("order-writer", "GET", "/v1/quotes/{doc_no}/trace"): "read",
     ("inventory-query", "GET", "/v1/availability/{item}"): "read",
     ("inventory-query", "POST", "/v1/availability"): "read",
+    # token-service: the same scheme, a key per calling service (M3B_SERVICE_KEYS).
+    ("token-service", "POST", "/v1/leases"): "service",
+    ("token-service", "POST", "/v1/reports"): "service",
+    ("token-service", "GET", "/v1/budget"): "service",
 }
 WRONG_KEYS: list[dict[str, Any]] = [
     {},
@@ -58,7 +62,7 @@ def settings_for(service: str, **extra: Any) -> Any:
         **extra,
     }
     if service == "token-service":
-        options |= {"service_keys": {"order-writer": SecretStr("ow-key")}, "ion_api_file": "/nonexistent/ionapi"}
+        options |= {"service_keys": {"order-writer": SecretStr(SERVICE_KEY)}, "ion_api_file": "/nonexistent/ionapi"}
     if service == "quote-ingest":
         options["webhook_secret"] = SecretStr("webhook-secret")
     if service == "bod-listener":
@@ -154,7 +158,7 @@ async def test_every_route_of_every_service_is_public_self_authenticated_or_behi
                 assert refused.status_code == 401, (service, path, headers, refused.text)
                 assert refused.headers["WWW-Authenticate"] == "Bearer"
                 assert refused.json() == {"detail": "not authenticated"}
-            right = [OPERATOR_KEY] if role == "operator" else [READ_KEY, OPERATOR_KEY]
+            right = {"operator": [OPERATOR_KEY], "read": [READ_KEY, OPERATOR_KEY], "service": [SERVICE_KEY]}[role]
             for key in right:
                 for headers in (
                     {"Authorization": f"Bearer {key}"},
@@ -166,6 +170,10 @@ async def test_every_route_of_every_service_is_public_self_authenticated_or_behi
             if role == "operator":
                 read_only = await http.request(method, concrete(path), headers={"Authorization": f"Bearer {READ_KEY}"})
                 assert read_only.status_code == 401, "the read key must not start operator actions"
+            if role == "service":
+                for key in (OPERATOR_KEY, READ_KEY):
+                    theirs = await http.request(method, concrete(path), headers={"Authorization": f"Bearer {key}"})
+                    assert theirs.status_code == 401, "the bridge's API keys are not token-service's"
     assert seen == set(PROTECTED)
 
 
@@ -277,4 +285,6 @@ def test_guarded_routes_are_the_runtimes_route_class(runtimes: dict[str, Service
             if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ())
         ]
         assert isinstance(route, GuardedRoute)
-        assert [type(g) for g in route.guards] == [KeyGuard]
+        assert len(route.guards) == 1
+        assert isinstance(route.guards[0], KeyGuard)  # token-service's is a CallerGuard, a KeyGuard naming the caller
+        assert route.guards[0].role == PROTECTED[(service, method, path)]
