@@ -24,6 +24,7 @@ from services.catalog_sync.customers import (
     settle_decisions_forever,
 )
 from services.catalog_sync.datalake import DataLakeClient
+from services.catalog_sync.deltas import settle_delta
 from services.catalog_sync.products import StoredFingerprints, SyncOptions
 from services.catalog_sync.schedule import full_loads, polls, reconciles
 from services.catalog_sync.sync import CatalogSync
@@ -245,15 +246,8 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         report = await customers().reconcile(dry_run=dry_run)
         return JSONResponse(report.as_dict())
 
-    async def settle_delta(report: CatalogSyncReport | None, message: KafkaMessage) -> None:
-        """A change that could not be pushed (after the M3 client's own retries) is kept as a dead letter and a
-        work item, to be sent again (`m3bridge work retry ID`); the next full load also repairs it."""
-        deltas = sync().progress.deltas
-        deltas["handled"] += 1
-        if report is None or not report.counts.get("failed"):
-            return
-        await runtime.dead_letter(message, error_class="catalog-delta", problems=report.problems)
-        deltas["dead_lettered"] += 1
+    async def settle(report: CatalogSyncReport | None, message: KafkaMessage) -> None:
+        await settle_delta(report, sync().progress, partial(runtime.dead_letter, message, error_class="catalog-delta"))
 
     @runtime.subscriber(
         ITEM_CHANGED,
@@ -265,7 +259,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         description="Changed M3 items update their QuoteWerks products (status 20 = active).",
     )
     async def on_item(event: ItemChanged, message: KafkaMessage) -> None:
-        await settle_delta(await sync().on_item(event), message)
+        await settle(await sync().on_item(event), message)
 
     @runtime.subscriber(
         PRICE_CHANGED,
@@ -277,7 +271,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         description="Changed prices of the configured price list update QuoteWerks product prices.",
     )
     async def on_price(event: PriceChanged, message: KafkaMessage) -> None:
-        await settle_delta(await sync().on_price(event), message)
+        await settle(await sync().on_price(event), message)
 
     @runtime.subscriber(
         INVENTORY_CHANGED,
@@ -289,7 +283,7 @@ def create_runtime(settings: CatalogSyncSettings | None = None) -> ServiceRuntim
         description="Stock changes in the configured warehouse update QuoteWerks product availability.",
     )
     async def on_inventory(event: InventoryChanged, message: KafkaMessage) -> None:
-        await settle_delta(await sync().on_inventory(event), message)
+        await settle(await sync().on_inventory(event), message)
 
     # Customer changes are committed once the other side has them or their dead letter (and work item) is on the
     # broker; a transient failure is tried again.

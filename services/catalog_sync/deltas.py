@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
+from typing import Protocol
 
 from services.catalog_sync.m3_reads import M3Reads
 from services.catalog_sync.products import POLL_MARKER, Product, SyncOptions, product_from, products_from
@@ -137,3 +138,17 @@ class Deltas:
             finished_at=datetime.now(UTC), counts=counts, problems=problems,
         )  # fmt: skip
         return await self.pusher.report(report)
+
+
+class ProblemsLetter(Protocol):
+    def __call__(self, *, problems: Sequence[Problem]) -> Awaitable[None]: ...
+
+
+async def settle_delta(report: CatalogSyncReport | None, progress: Progress, dead_letter: ProblemsLetter) -> None:
+    """A change that could not be pushed (after the M3 client's own retries) is kept as a dead letter and a work
+    item, to be sent again (`m3bridge work retry ID`); the next full load also repairs it."""
+    progress.deltas["handled"] += 1
+    if report is None or not report.counts.get("failed"):
+        return
+    await dead_letter(problems=report.problems)
+    progress.deltas["dead_lettered"] += 1

@@ -3,33 +3,28 @@
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import Counter
 from pydantic import Field, SecretStr
 
-from services.quote_ingest.ingest import Ingest, IngestRules
+from services.quote_ingest.ingest import Ingest, IngestRules, settle_write_back, write_backs_total
 from services.quote_ingest.poller import Poller
-from services.quote_ingest.webhooks import WEBHOOK_BODY, parse
+from services.quote_ingest.webhooks import WEBHOOK_BODY, answer_delivery
 from shared.contracts import OrderResult, OrderStatusChanged
 from shared.contracts.topics import ORDER_RESULT, ORDER_STATUS
-from shared.platform.inbound import InboundAuth, RejectedDeliveryError, authenticate, note_rejection, read_body
+from shared.platform.inbound import InboundAuth
 from shared.platform.runtime import ServiceRuntime
 from shared.platform.settings import QuoteWerksSettings
 from shared.platform.started import StartedPart
-from shared.quotewerks import DocumentError, QuoteWerks, QuoteWerksError
+from shared.quotewerks import QuoteWerks
 from shared.quotewerks.connect import is_database_url, quotewerks_client
 from shared.quotewerks.schema import DEFAULT_CHANGE_COLUMN
 
 log = logging.getLogger(__name__)
-
-deliveries_total = Counter(
-    "m3bridge_webhook_deliveries_total", "QuoteWerks webhook deliveries by outcome.", ["outcome"]
-)
-write_backs_total = Counter("m3bridge_quote_write_backs_total", "Order results written back, by outcome.", ["outcome"])
 
 
 class QuoteIngestSettings(QuoteWerksSettings):
@@ -154,51 +149,18 @@ def create_runtime(settings: QuoteIngestSettings | None = None) -> ServiceRuntim
         openapi_extra=WEBHOOK_BODY,
     )
     async def webhook(request: Request) -> JSONResponse:
-        try:
-            body = await read_body(request, settings.webhook_max_bytes)
-            authenticate(request.headers, body, auth)
-            delivery = parse(body)
-            result = await ingest().delivery(delivery)
-        except RejectedDeliveryError as exc:
-            deliveries_total.labels(exc.reason).inc()
-            note_rejection(settings.service_name, exc.status, exc.reason, f"webhook: {exc}")
-            return JSONResponse({"status": "rejected", "reason": exc.reason, "detail": str(exc)}, exc.status)
-        except QuoteWerksError as exc:
-            deliveries_total.labels("quotewerks_error").inc()
-            # Retryable: answer 503 so QuoteWerks delivers again; otherwise the document cannot be read.
-            status = 503 if exc.retryable else 422
-            return JSONResponse({"status": "not processed", "detail": str(exc)}, status)
-        except DocumentError as exc:
-            deliveries_total.labels("invalid_document").inc()
-            return JSONResponse({"status": "invalid document", "detail": str(exc)}, 422)
-        deliveries_total.labels(result.outcome).inc()
-        # A duplicate is answered 200, not 409: QuoteWerks would deliver it again and again.
-        status = {"published": 202, "recorded": 202, "ignored": 200, "duplicate": 200}[result.outcome]
-        return JSONResponse({"status": result.outcome, "detail": result.detail}, status)
+        status, answer = await answer_delivery(request, ingest, auth=auth, max_bytes=settings.webhook_max_bytes,
+                                               service=settings.service_name)  # fmt: skip
+        return JSONResponse(answer, status)
 
     async def write_back(
         message: KafkaMessage, doc_no: str, outcome: str, write: Callable[[], Awaitable[object]]
     ) -> None:
-        """Write to the quote. The QuoteWerks client retries brief failures itself; a longer outage raises, and the
-        consumer tries the message again later (then dead-letters it); a refusal goes to the dead letters at once."""
-        try:
-            written = await write()
-        except QuoteWerksError as exc:
-            if exc.retryable:
-                raise
-            write_backs_total.labels("dead_lettered").inc()
-            await runtime.dead_letter(
-                message,
-                error_class="quotewerks",
-                error_message=str(exc),
-                details={"doc_no": doc_no, "status": exc.status},
-            )
-            log.error("could not write %s back to quote %s: %s (dead-lettered)", outcome, doc_no, exc)
-            return
-        write_backs_total.labels(outcome if written is not False else "not_from_quotewerks").inc()
+        dead_letter = partial(runtime.dead_letter, message, error_class="quotewerks")
+        await settle_write_back(write, doc_no=doc_no, outcome=outcome, dead_letter=dead_letter)
 
     async def count_given_up() -> None:
-        write_backs_total.labels("dead_lettered").inc()
+        write_backs_total.labels("dead_lettered").inc()  # the consumer dead-lettered it after its attempts
 
     @runtime.subscriber(
         ORDER_RESULT,

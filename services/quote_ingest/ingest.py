@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.quote_ingest.webhooks import Delivery
@@ -238,3 +239,27 @@ class Ingest:
                 return None
             raise
         return header
+
+
+write_backs_total = Counter("m3bridge_quote_write_backs_total", "Order results written back, by outcome.", ["outcome"])
+
+
+class LetterSender(Protocol):
+    def __call__(self, *, error_message: str, details: Mapping[str, Any]) -> Awaitable[None]: ...
+
+
+async def settle_write_back(
+    write: Callable[[], Awaitable[object]], *, doc_no: str, outcome: str, dead_letter: LetterSender
+) -> None:
+    """Write to the quote. The QuoteWerks client retries brief failures itself; a longer outage raises, and the
+    consumer tries the message again later (then dead-letters it); a refusal goes to the dead letters at once."""
+    try:
+        written = await write()
+    except QuoteWerksError as exc:
+        if exc.retryable:
+            raise
+        write_backs_total.labels("dead_lettered").inc()
+        await dead_letter(error_message=str(exc), details={"doc_no": doc_no, "status": exc.status})
+        log.error("could not write %s back to quote %s: %s (dead-lettered)", outcome, doc_no, exc)
+        return
+    write_backs_total.labels(outcome if written is not False else "not_from_quotewerks").inc()

@@ -5,10 +5,29 @@ tenant), so the full document is fetched afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.platform.inbound import RejectedDeliveryError, load_json
+from fastapi import Request
+from prometheus_client import Counter
+
+from shared.platform.inbound import (
+    InboundAuth,
+    RejectedDeliveryError,
+    authenticate,
+    load_json,
+    note_rejection,
+    read_body,
+)
+from shared.quotewerks import DocumentError, QuoteWerksError
+
+if TYPE_CHECKING:
+    from services.quote_ingest.ingest import Ingest
+
+deliveries_total = Counter(
+    "m3bridge_webhook_deliveries_total", "QuoteWerks webhook deliveries by outcome.", ["outcome"]
+)
 
 #: The body as the OpenAPI document shows it: the keys `parse` reads (either spelling); others are ignored.
 WEBHOOK_BODY: dict[str, Any] = {
@@ -56,3 +75,29 @@ def parse(body: bytes) -> Delivery:
     if len(doc_no) > 50 or len(customer_id) > 64 or len(event) > 128:
         raise RejectedDeliveryError(422, "malformed", "event, DocNo or CMAccountNo too long")
     return Delivery(event=event, doc_no=doc_no, customer_id=customer_id)
+
+
+async def answer_delivery(
+    request: Request, ingest: Callable[[], Ingest], *, auth: InboundAuth, max_bytes: int, service: str
+) -> tuple[int, dict[str, Any]]:
+    """A webhook delivery read (within `max_bytes`), authenticated, parsed and ingested: the HTTP status and body to
+    answer QuoteWerks with. A duplicate is 200, not 409 (QuoteWerks would deliver it again and again); QuoteWerks
+    unreachable is 503, so it delivers again; a document that cannot be an approved quote is 422."""
+    try:
+        body = await read_body(request, max_bytes)
+        authenticate(request.headers, body, auth)
+        delivery = parse(body)
+        result = await ingest().delivery(delivery)
+    except RejectedDeliveryError as exc:
+        deliveries_total.labels(exc.reason).inc()
+        note_rejection(service, exc.status, exc.reason, f"webhook: {exc}")
+        return exc.status, {"status": "rejected", "reason": exc.reason, "detail": str(exc)}
+    except QuoteWerksError as exc:
+        deliveries_total.labels("quotewerks_error").inc()
+        return (503 if exc.retryable else 422), {"status": "not processed", "detail": str(exc)}
+    except DocumentError as exc:
+        deliveries_total.labels("invalid_document").inc()
+        return 422, {"status": "invalid document", "detail": str(exc)}
+    deliveries_total.labels(result.outcome).inc()
+    status = {"published": 202, "recorded": 202, "ignored": 200, "duplicate": 200}[result.outcome]
+    return status, {"status": result.outcome, "detail": result.detail}
