@@ -143,7 +143,8 @@ async def test_unknown_callers_get_401_and_nothing_else(token_service: TokenServ
         for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "Basic b3JkZXItd3JpdGVyOg=="}):
             response = await http.post(f"{token_service.url}/v1/leases", json={"priority": "bulk"}, headers=headers)
             assert response.status_code == 401
-            assert response.json() == {"detail": "unauthorized"}
+            assert response.json() == {"detail": "not authenticated"}  # the bridge's one key scheme
+            assert response.headers["WWW-Authenticate"] == "Bearer"
             assert "access_token" not in response.text
 
 
