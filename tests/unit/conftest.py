@@ -1,13 +1,16 @@
 """What several unit test modules share: the compose file as the deployment tests read it, the M3 simulator behind
-a transport that loses answers on purpose."""
+a transport that loses answers on purpose, a migrated SQLite state store of the test's own."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.platform.state import db
 from tests.unit.deploy_files import COMPOSE_FILE, load_yaml
 from tests.unit.m3_faults import FaultyM3
 
@@ -32,3 +35,12 @@ async def m3() -> AsyncIterator[FaultyM3]:
     faulty = FaultyM3()
     yield faulty
     await faulty.close()
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    await db.migrate(url)
+    created = db.create_engine(url)
+    yield created
+    await created.dispose()

@@ -5,7 +5,7 @@ PostgreSQL): the last-synced snapshot, edits on both sides, the review queue, de
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from shared.contracts import M3CustomerChanged, QuoteWerksCustomerChanged
 from shared.customers import sync_rules_from_data
 from shared.m3 import M3TransientError
 from shared.mapping import LookupTable, country_table, load_rules
-from shared.platform.state import customer_snapshots as snapshots, db, ledger
+from shared.platform.state import customer_snapshots as snapshots, ledger
 from shared.quotewerks import QuoteWerksError, customer_from_contact
 from tests.unit.customer_doubles import NOW, RECORD, Contacts, FakeM3, contact
 
@@ -33,15 +33,6 @@ RAW: dict[str, Any] = yaml.safe_load((ROOT / "deploy/config/customer-sync.yaml")
 MAPPING = load_rules(ROOT / "deploy/config/order-mapping.yaml")
 COUNTRIES = country_table(MAPPING)
 NINE, TEN = NOW - timedelta(hours=3), NOW - timedelta(hours=2)
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    await db.migrate(url)
-    created = db.create_engine(url)
-    yield created
-    await created.dispose()
 
 
 def master(contacts: Contacts | None, engine: AsyncEngine, m3: FakeM3, **rules: Any) -> CustomerMaster:

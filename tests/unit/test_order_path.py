@@ -4,7 +4,6 @@ no batch order left open."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from shared.contracts import QuoteApproved
 from shared.m3 import M3OutcomeUnknownError
 from shared.mapping import load_rules
 from shared.platform.consuming import NOT_RETRYABLE, RETRIES_EXHAUSTED, Failure
-from shared.platform.state import db, ledger
+from shared.platform.state import ledger
 from shared.platform.state.ledger import OrderState
 from tests.unit.m3_faults import Fault, FaultyM3
 
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.unit
 
 RULES = load_rules(Path(__file__).resolve().parents[2] / "deploy" / "config" / "order-mapping.yaml")
 LOST: list[Fault] = ["timeout", "cut", "504", "502"]
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    await db.migrate(url)
-    created = db.create_engine(url)
-    yield created
-    await created.dispose()
 
 
 def writer(m3: FaultyM3, engine: AsyncEngine) -> OrderWriter:

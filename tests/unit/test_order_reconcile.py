@@ -4,11 +4,9 @@ taken by one replica a period."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -17,21 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.order_writer.orders import OrderWriter
 from services.order_writer.reconcile import ReconcileReport, ledger_since, orders_in_m3, reconcile_orders
-from shared.platform.state import db, deliveries, fingerprints
+from shared.platform.state import deliveries, fingerprints
 from shared.platform.state.models import SeenDelivery
 from tests.unit.m3_faults import FaultyM3
 from tests.unit.test_order_path import RULES, quote
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    await db.migrate(url)
-    created = db.create_engine(url)
-    yield created
-    await created.dispose()
 
 
 async def record_approval(engine: AsyncEngine, doc_no: str, minutes_ago: float) -> None:

@@ -4,7 +4,6 @@ find a local run's state store and broker (m3bridge/local_run.py)."""
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from shared.platform.state import db, work_items
 pytestmark = pytest.mark.unit
 
 UNKNOWN = [Problem(error_class="business", message="item NOPE-123 does not exist in M3")]
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    await db.migrate(url)
-    created = db.create_engine(url)
-    yield created
-    await created.dispose()
 
 
 async def hold(engine: AsyncEngine, doc_no: str = "AAAQ1003", **more: object) -> tuple[int, bool]:
