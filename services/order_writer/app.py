@@ -42,6 +42,13 @@ class OrderWriterSettings(CustomerRulesSettings):
         "quote's messages stay in order; each partition is committed only up to its oldest unfinished quote. The "
         "tenant's rate budget in token-service, not this, bounds the calls to M3.",
     )
+    state_pool_size: int = Field(
+        16,
+        ge=1,
+        le=200,
+        description="Connections order-writer keeps open to a PostgreSQL state store (up to 5 more for a burst): each "
+        "quote in flight (M3B_QUOTES_IN_FLIGHT) writes the ledger between its M3 calls.",
+    )
     order_lease_s: float = Field(
         30.0,
         ge=3,

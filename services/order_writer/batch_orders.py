@@ -132,7 +132,7 @@ class BatchOrders:
     def guard(self, lease: Lease | None) -> Guard:
         async def check() -> None:
             if lease is not None:
-                await ledger.renew(self.engine, lease)
+                await ledger.check(self.engine, lease)
 
         return check
 

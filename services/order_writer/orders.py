@@ -44,6 +44,7 @@ from shared.platform.state.ledger import EntryBusyError, Lease, LeaseLostError, 
 from shared.platform.state.models import OrderLedgerEntry
 
 log = logging.getLogger(__name__)
+WORK_COUNT_MAX_AGE_S = 10.0
 
 ACTIVE_ITEM = "20"
 
@@ -86,7 +87,8 @@ class OrderWriter:
         the quote over: publish nothing) or a retryable error (redeliver; EntryBusyError while another holds it)."""
         doc_no, revision = quote.doc_no, quote.revision
         content = quote.content_fingerprint()
-        entry = await ledger.entry(self.engine, doc_no, revision)
+        revisions = await ledger.revisions(self.engine, doc_no)
+        entry = next((known for known in revisions if known.revision == revision), None)
         if entry is not None and entry.state == OrderState.CONFIRMED and entry.order_number:
             if entry.payload_fingerprint not in (content, legacy_fingerprint(quote), None):
                 log.warning("quote %s was changed after it became M3 order %s: not ordered again", doc_no,
@@ -99,7 +101,7 @@ class OrderWriter:
             log.info("quote %s already became M3 order %s: announcing it again", doc_no, entry.order_number)
             return self._created(quote, entry.customer_number or "", entry.order_number,
                                  await self._status_now(entry.order_number), len(quote.lines))  # fmt: skip
-        superseded = await self._other_revisions(quote)
+        superseded = await self._other_revisions(quote, revisions)
         if superseded is not None:
             return superseded
         lease, entry = await self._acquire(quote, content)
@@ -159,7 +161,7 @@ class OrderWriter:
                     log.info("quote %s: its order %s is in M3 already", doc_no, found[0])
                     return await self._confirmed(quote, entry.customer_number, found[0], found[1], len(quote.lines),
                                                  lease)  # fmt: skip
-            if entry.state in (OrderState.HELD, OrderState.FAILED, OrderState.RECEIVED):
+            if entry.state in (OrderState.HELD, OrderState.FAILED):  # back to work; a new entry is RECEIVED already
                 entry = await ledger.record(self.engine, doc_no, revision, OrderState.RECEIVED, lease=lease)
             if entry.state == OrderState.ORDERING and entry.customer_number:
                 customer = entry.customer_number
@@ -194,10 +196,10 @@ class OrderWriter:
             await self._work_item(quote, "failed", [problem_from(error)])
             raise RejectedError([problem_from(error)]) from error
 
-    async def _other_revisions(self, quote: QuoteApproved) -> OrderResult | None:
+    async def _other_revisions(self, quote: QuoteApproved, revisions: list[OrderLedgerEntry]) -> OrderResult | None:
         """A quote revision replaces the older ones that are not yet confirmed (their batch orders are deleted)
         and is itself replaced by a newer one. Returns the result when this revision is not to be ordered."""
-        others = [e for e in await ledger.revisions(self.engine, quote.doc_no) if e.revision != quote.revision]
+        others = [e for e in revisions if e.revision != quote.revision]
         newer = [e for e in others if e.revision > quote.revision]
         if newer:
             await ledger.record(self.engine, quote.doc_no, quote.revision, OrderState.SUPERSEDED)
@@ -298,13 +300,14 @@ class OrderWriter:
         self, quote: QuoteApproved, customer: str, order_number: str, status: str | None, lines: int, lease: Lease
     ) -> OrderResult:
         await ledger.record(self.engine, quote.doc_no, quote.revision, OrderState.CONFIRMED, order_number=order_number,
-                            customer_number=customer, lease=lease)  # fmt: skip
+                            customer_number=customer, lease=lease, release=True)  # fmt: skip
         # Confirm answers no order status: the result carries none then (not a read more per order); the order's
         # status events (SyncSalesOrder) bring it onto the quote.
         log.info("quote %s is M3 order %s (%d lines)", quote.doc_no, order_number, lines)
-        for item_id in await work_items.close_quote(self.engine, quote.doc_no, f"became M3 order {order_number}"):
+        closed = await work_items.close_quote(self.engine, quote.doc_no, f"became M3 order {order_number}")
+        for item_id in closed:
             log.info("work item %d of quote %s resolved: it became M3 order %s", item_id, quote.doc_no, order_number)
-        await self._count_work()
+        await self._count_work(changed=bool(closed))
         return self._created(quote, customer, order_number, status or "", lines)
 
     async def _work_item(self, quote: QuoteApproved, state: Literal["held", "failed"], problems: list[Problem]) -> None:
@@ -324,8 +327,10 @@ class OrderWriter:
             log.info("quote %s is work item %d (%s)", quote.doc_no, item_id, state)
         await self._count_work()
 
-    async def _count_work(self) -> None:
-        await self._work_count.refresh()
+    async def _count_work(self, *, changed: bool = True) -> None:
+        # Other replicas open and close quote work items too: the gauge follows them as orders go by, at most every
+        # few seconds when nothing changed here.
+        await self._work_count.refresh(unless_fresher_than_s=0 if changed else WORK_COUNT_MAX_AGE_S)
 
     async def _status_now(self, order_number: str) -> str:
         """The order's status in M3 for an announcement made again; '' when M3 cannot say now (the write-back
@@ -340,7 +345,7 @@ class OrderWriter:
     def _guard(self, lease: Lease | None) -> Guard:
         async def guard() -> None:
             if lease is not None:
-                await ledger.renew(self.engine, lease)
+                await ledger.check(self.engine, lease)
 
         return guard
 

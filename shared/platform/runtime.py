@@ -290,7 +290,7 @@ class ServiceRuntime(ApiKeys, Background, DeadLettering, Readiness):
             from shared.platform.state import db
 
             await db.migrate(self.settings.state_dsn())
-            self.engine = db.create_engine(self.settings.state_dsn())
+            self.engine = db.create_engine(self.settings.state_dsn(), pool_size=self.settings.state_pool_size)
             if self._uses_outbox:
                 limit = self.settings.kafka_max_request_size
                 self._outbox = Outbox(self.engine, broker_publisher(self.broker, max_bytes=limit), max_bytes=limit)

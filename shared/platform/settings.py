@@ -161,6 +161,14 @@ class BridgeSettings(BaseSettings):
         "`postgresql+asyncpg://user@host/db` (the password: M3B_STATE_PASSWORD; TLS: `?ssl=verify-full`, a private "
         "CA in PGSSLROOTCERT).",
     )
+    state_pool_size: int = Field(
+        5,
+        ge=1,
+        le=200,
+        description="Connections a service keeps open to a PostgreSQL state store; up to 5 more are opened for a burst "
+        "and closed after it. Opening one costs PostgreSQL a process: keep this near the service's concurrency, and "
+        "(this + 5) times the replicas, over all services, under PostgreSQL's max_connections.",
+    )
     state_password: SecretStr = Field(
         SecretStr(""),
         description="Password of the state store (M3B_STATE_URL carries none; a secret file: `m3b_state_password`).",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order_writer import customer_creations
@@ -157,6 +158,61 @@ async def test_an_expired_lease_is_taken_over_and_the_old_owner_can_write_no_mor
     entry = await ledger.entry(engine, "QFENCE", 0)
     assert entry is not None
     assert (entry.owner, entry.fence) == ("writer-b", new.fence)
+
+
+async def take_over(engine: AsyncEngine, doc_no: str) -> None:
+    """What another replica's acquire does once this one's lease has run out."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE order_ledger SET owner = 'writer-b', fence = fence + 1 WHERE doc_no = :doc_no"),
+            {"doc_no": doc_no},
+        )
+
+
+async def test_the_check_before_a_write_asks_the_store_unless_the_lease_was_extended_a_moment_ago(
+    engine: AsyncEngine,
+) -> None:
+    lease, _ = await ledger.acquire(engine, "QCHECK", 0, owner="writer-a", ttl_s=30)
+    await take_over(engine, "QCHECK")  # only possible in earnest once the lease ran out
+    await ledger.check(engine, lease)  # extended milliseconds ago: taken on trust
+    lease.held_since -= 30 * ledger.CHECK_FRESH_FRACTION  # e.g. the worker was frozen since
+    with pytest.raises(LeaseLostError):
+        await ledger.check(engine, lease)
+    with pytest.raises(LeaseLostError):  # a lost lease is never taken on trust again
+        await ledger.check(engine, lease)
+
+
+async def test_the_confirming_write_lets_the_lease_go_in_the_same_transaction(engine: AsyncEngine) -> None:
+    lease, _ = await ledger.acquire(engine, "QDONE", 0, owner="writer-a", ttl_s=60)
+    await ledger.record(engine, "QDONE", 0, OrderState.CONFIRMED, order_number="1000001", lease=lease, release=True)
+    other, _ = await ledger.acquire(engine, "QDONE", 0, owner="writer-b", ttl_s=60)  # free at once
+    await ledger.release(engine, lease)  # already let go: leaves writer-b's lease alone
+    entry = await ledger.entry(engine, "QDONE", 0)
+    assert entry is not None
+    assert (entry.owner, entry.fence, entry.state) == ("writer-b", other.fence, OrderState.CONFIRMED)
+
+
+async def test_an_undisturbed_order_of_a_known_customer_takes_few_state_store_transactions(
+    m3: FaultyM3, engine: AsyncEngine
+) -> None:
+    """Each transaction is a locked read and a write on the store order-writers share: an order records its steps
+    (taken, ordering, batch order, confirmed and let go) and checks its lease before a write only when it was not
+    just extended."""
+    w = writer(m3, engine)
+    first = quote(m3, "QKNOWN", lines=10, company="Regular Buyer AB")
+    await w.process(first)  # the customer exists in M3 now and is linked
+    transactions: list[object] = []
+
+    def began(connection: object) -> None:
+        transactions.append(connection)
+
+    event.listen(engine.sync_engine, "begin", began)
+    try:
+        second = quote(m3, "QAGAINST", lines=10).model_copy(update={"sold_to": first.sold_to})
+        assert (await w.process(second)).outcome == "created"
+    finally:
+        event.remove(engine.sync_engine, "begin", began)
+    assert len(transactions) <= 7, len(transactions)
 
 
 async def test_a_writer_taken_over_during_add_batch_head_stops_and_leaves_no_batch_order(

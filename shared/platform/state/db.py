@@ -36,7 +36,11 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database).resolve()
 
 
-def create_engine(url: str) -> AsyncEngine:
+#: Connections opened beyond the pool for a burst, closed when returned.
+BURST_CONNECTIONS = 5
+
+
+def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +56,7 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=BURST_CONNECTIONS)
 
 
 def newest_revision() -> str:

@@ -11,6 +11,8 @@ Dead-letter topics stay for what cannot be decoded or used at all; this is the l
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -231,8 +233,13 @@ class OpenCount:
     def __init__(self, engine: AsyncEngine, kinds: Sequence[str]) -> None:
         self.engine, self.kinds = engine, tuple(kinds)
         self._seen: set[tuple[str, str]] = set()
+        self._refreshed_at = -math.inf
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, unless_fresher_than_s: float = 0.0) -> None:
+        """Count again, unless the last count is younger than `unless_fresher_than_s`."""
+        if time.monotonic() - self._refreshed_at < unless_fresher_than_s:
+            return
+        self._refreshed_at = time.monotonic()
         counts = await count_open(self.engine, self.kinds)
         for labels in set(counts) | self._seen:
             open_items.labels(*labels).set(counts.get(labels, 0))
