@@ -21,6 +21,9 @@ from typing import Any
 
 
 def _serve(options: argparse.Namespace) -> int:
+    # A service never runs httpx's own command line, whose import (httpx/__init__ tries it) loads rich, click and
+    # pygments: some 5 MB of resident memory in every container. httpx falls back to a stub when it is missing.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from pydantic import ValidationError
 
     from services import SERVICES

@@ -1,5 +1,8 @@
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +142,18 @@ def test_a_service_without_a_state_store_starts_without_the_database_libraries(s
                          check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]", run.stdout
+
+
+def test_a_service_does_not_load_the_libraries_of_httpx_command_line() -> None:
+    """rich, click's colours and pygments are some 5 MB of resident memory in every container; httpx loads them for
+    its own command line unless told it is not there. Seen in what a service start imports (here one stopped by a
+    bad setting right after its imports)."""
+    env = {**os.environ, "M3B_HTTP_PORT": "not-a-port"}
+    started = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "m3bridge.cli", "serve", "inventory-query"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert started.returncode == 2, started.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in started.stderr.splitlines() if line.count("|") == 2}
+    assert "httpx" in imported and "fastapi" in imported
+    assert not imported & {"rich", "pygments"}
