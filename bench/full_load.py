@@ -27,10 +27,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.databases import create_database, drop_database
 from m3bridge.tansu import EmbeddedBroker
 from shared.contracts.topics import ensure_topics
 from shared.quotewerks.schema import metadata
@@ -44,17 +44,11 @@ DATA_LAKE_S = float(os.environ.get("M3B_BENCH_DATA_LAKE_S", "15"))
 MI_PAGE_SIZE = int(os.environ.get("M3B_BENCH_MI_PAGE_SIZE", "1000"))
 LIMIT = 100  # Gateway requests per second for the tenant
 KEYS = {"catalog-sync": "bench-catalog-key"}
-ADMIN_DSN = os.environ.get("M3B_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 async def quotewerks_database(name: str) -> str:
     """A new PostgreSQL database with the QuoteWerks schema subset and the bridge's product table; its URL."""
-    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    url = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    url = await create_database(name)
     engine = create_async_engine(url)
     try:
         async with engine.begin() as schema:
@@ -62,14 +56,6 @@ async def quotewerks_database(name: str) -> str:
     finally:
         await engine.dispose()
     return url
-
-
-async def drop_database(name: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 def gateway(ion: IonSim) -> tuple[int, int]:

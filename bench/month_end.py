@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
+from bench.databases import create_database, drop_database
 from bench.measures import difference, machine, metric_buckets, percentile, quantile, rss_mb, verdict
 from bench.month_end_load import (
     BULK_WORKERS,
@@ -70,7 +70,6 @@ PERIOD_MS = 1000
 LATENCY_MS = (50, 75)  # the simulated Gateway's latency per request
 REQUESTS_PER_ORDER = 4  # bulk GetItmBasic, AddBatchHead, bulk AddBatchLine, Confirm (tests/unit/test_order_path.py)
 PARTITIONS = 8
-ADMIN_DSN = os.environ.get("M3B_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("M3B_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IDLE_SERVICES = ("token-service", "order-writer", "inventory-query")
 
@@ -138,30 +137,13 @@ def service_pid(process: Captured) -> int:
     return process.process.pid
 
 
-async def create_database(name: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-async def drop_database(name: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
 # --- one run --------------------------------------------------------------------------------------------------
 
 
 def run_setup(setup: Setup, quotes: int, arrival_s: float, tmp: Path) -> Figures:
     figures = Figures(setup, quotes)
     database = f"m3b_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(create_database(database))
-    state_url = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{database}"
+    state_url = asyncio.run(create_database(database))
     asyncio.run(db.migrate(state_url))  # as deployed: the migrate job runs before the services start
     with ExitStack() as cleanup:
         cleanup.callback(lambda: asyncio.run(drop_database(database)))

@@ -3,7 +3,8 @@
 Approved quotes of 1, 10 and 50 lines are produced to `quotewerks.quote.approved.v1`; the time until
 `m3.order.result.v1` says "created" is the end-to-end latency. It is compared with the time the order-writer
 spent inside M3 calls (its own `m3bridge_m3_request_duration_seconds`), so the ratio shows what the bridge
-adds (Kafka, ledger, mapping, leases): target <= 1.2. Also printed: Gateway requests per order and the quotes
+adds (Kafka, ledger, mapping, leases): target <= 1.10. The state store is PostgreSQL, as deployed (a scratch
+database on M3B_TEST_PG_DSN). Also printed: Gateway requests per order and the quotes
 per minute sustained by one order-writer, against what the throttle limit would allow. The simulated Gateway
 latency per call is M3B_BENCH_LATENCY_MS (default 50 ms; real ION calls are slower still): the bridge's own
 cost per order is roughly constant, so the ratio says more the closer the latency is to a real tenant's.
@@ -17,6 +18,7 @@ import re
 import statistics
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from bench.databases import create_database, drop_database
 from m3bridge.tansu import EmbeddedBroker
 from shared.contracts import OrderResult, Party, QuoteApproved, QuoteLine
 from shared.contracts.topics import ORDER_RESULT, QUOTE_APPROVED, ensure_topics
@@ -59,7 +62,9 @@ def m3_seconds(metrics_text: str) -> float:
 
 class Results:
     def __init__(self, bootstrap: str) -> None:
-        self.consumer = AIOKafkaConsumer(ORDER_RESULT.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        self.consumer = AIOKafkaConsumer(
+            ORDER_RESULT.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=20
+        )
         self.seen: dict[str, tuple[float, OrderResult]] = {}
 
     async def start(self) -> None:
@@ -136,6 +141,8 @@ async def run(ion: IonSim, writer_url: str, bootstrap: str) -> str:
 
 
 def main() -> int:
+    database = f"m3b_bench_q2o_{uuid.uuid4().hex[:10]}"
+    state_url = asyncio.run(create_database(database))
     with tempfile.TemporaryDirectory(prefix="m3bench-q2o-") as tmp:
         broker = EmbeddedBroker(log_path=Path(tmp) / "broker.log")
         broker.start()
@@ -148,7 +155,7 @@ def main() -> int:
             "M3B_THROTTLE_PERIOD_MS": "1000", "M3B_THROTTLE_MAX_REQUESTS": str(LIMIT), "M3B_LOG_LEVEL": "WARNING",
         })  # fmt: skip
         writer, writer_url = start_service("order-writer", broker.bootstrap_servers, {
-            "M3B_STATE_URL": f"sqlite+aiosqlite:///{tmp}/state.db", "M3B_TOKEN_SERVICE_URL": token_service.url,
+            "M3B_STATE_URL": state_url, "M3B_TOKEN_SERVICE_URL": token_service.url,
             "M3B_TOKEN_SERVICE_KEY": KEYS["order-writer"], "M3B_LOG_LEVEL": "WARNING",
         })  # fmt: skip
         try:
@@ -161,6 +168,7 @@ def main() -> int:
             token_service.stop()
             ion.stop()
             broker.stop()
+            asyncio.run(drop_database(database))
 
 
 if __name__ == "__main__":
