@@ -62,6 +62,7 @@ from shared.contracts.topics import QUOTE_APPROVED, ensure_topics
 from shared.platform.kafka import create_broker, publish
 from shared.platform.settings import BridgeSettings
 from shared.platform.state import db
+from simulators.ion.gateway import LATE_LOOP_MS
 from simulators.processes import Captured
 from simulators.stack import READ, IonSim, TokenService, start_ion, start_service, start_token_service
 
@@ -152,7 +153,7 @@ def run_setup(setup: Setup, quotes: int, arrival_s: float, tmp: Path) -> Figures
         cleanup.callback(broker.stop)
         asyncio.run(ensure_topics(broker.bootstrap_servers, partitions=PARTITIONS, replication=1))
         latency = {"base_ms": LATENCY_MS[0], "jitter_ms": LATENCY_MS[1] - LATENCY_MS[0]}
-        ion = start_ion(tmp, {"throttle": setup.throttle, "retry_after_s": 1.0, "latency": latency})
+        ion = start_ion(tmp, {"throttle": setup.throttle, "retry_after_s": 1.0, "latency": latency, "probe_loop": True})
         cleanup.callback(ion.stop)
         budget = {
             "M3B_THROTTLE_PERIOD_MS": str(PERIOD_MS), "M3B_THROTTLE_MAX_REQUESTS": str(LIMIT),
@@ -256,6 +257,17 @@ async def drive(
     figures.ideal_s = max(figures.quotes * REQUESTS_PER_ORDER / allowed, arrival_s)
     gateway, before = stats["gateway"], stats_before["gateway"]
     figures.throttled = gateway["throttled"] - before["throttled"]
+    # The simulator counts a request when its event loop gets to it: were the 429s preceded by a stall of that loop?
+    run_started = time.time() - (time.monotonic() - started)
+    stalls = [(at, ms) for at, ms in gateway.get("late_loop", []) if at >= run_started]
+    throttled_at = [at for at in gateway.get("throttled_times", []) if at >= run_started]
+    after_stall = sum(any(0 <= at - stalled <= PERIOD_MS / 1000 for stalled, _ms in stalls) for at in throttled_at)
+    if stalls:
+        figures.notes.append(
+            f"the Gateway simulator's event loop ran over {LATE_LOOP_MS:g} ms late {len(stalls)} times (up to "
+            f"{max(ms for _at, ms in stalls):.0f} ms); {after_stall} of {len(throttled_at)} 429s came within a period "
+            "after such a stall"
+        )
     figures.delayed = gateway.get("delayed", 0) - before.get("delayed", 0)
     # The Gateway's accepted requests in the drain's steady part: from 10 s after the first approval to 5 s before
     # the last result, on the simulator's clock (it records wall-clock times).

@@ -219,6 +219,9 @@ class IonSimConfig(BaseModel):
     issue_refresh_tokens: bool = True
     throttle: ThrottlePolicy = Field(default_factory=ThrottlePolicy)
     retry_after_s: float | None = Field(default=1.0, ge=0)  # None: no Retry-After (the real Gateway documents none)
+    # Record when the simulator's own event loop runs late (stats `late_loop`): it counts a request against the
+    # throttling policy only when the loop gets to it, so a stall on a busy machine moves requests between periods.
+    probe_loop: bool = False
     latency: LatencyProfile = Field(default_factory=LatencyProfile)
     faults: FaultProfile = Field(default_factory=FaultProfile)
     m3: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of simulators.ion.m3.M3Config

@@ -26,6 +26,8 @@ from simulators.ion.config import FaultProfile, IonSimConfig, LatencyProfile, Th
 #: How many accepted-request timestamps the stats keep (enough for long benchmarks at Gateway rates).
 MAX_TIMESTAMPS = 200_000
 MAX_WINDOWS = 10_000
+LATE_LOOP_MS = 25.0
+LOOP_PROBE_S = 0.01
 
 _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -48,6 +50,10 @@ class GatewayStats:
     accepted_by_source: Counter[str] = field(default_factory=Counter)  # x-infor-ionapi-source → accepted requests
     in_flight_by_source: Counter[str] = field(default_factory=Counter)  # x-infor-ionapi-source → being answered
     most_in_flight_by_source: Counter[str] = field(default_factory=Counter)
+    throttled_times: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_WINDOWS))  # time.time()
+    # (time.time(), ms) whenever this process's event loop ran more than LATE_LOOP_MS late: a request that arrives
+    # during such a stall is counted when the loop gets to it, possibly in a later period than it arrived in.
+    late_loop: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=MAX_WINDOWS))
 
     def peak_in_period(self, period_s: float) -> int:
         """The most accepted requests in any sliding interval of `period_s` (from the kept timestamps)."""
@@ -87,6 +93,8 @@ class GatewayStats:
         }
         if include_times:
             data["accepted_times"] = list(self.accepted_times)
+            data["throttled_times"] = list(self.throttled_times)
+            data["late_loop"] = [list(late) for late in self.late_loop]
         return data
 
 
@@ -189,6 +197,17 @@ class Gateway:
         self.retry_after_s: float | None = config.retry_after_s
         self.rng = random.Random(config.seed)  # noqa: S311 - fault injection, not cryptography
         self.stats = GatewayStats()
+        self._loop_probe: asyncio.Task[None] | None = None
+
+    async def _probe_loop(self) -> None:
+        """Record when this event loop runs late (stats `late_loop`)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LOOP_PROBE_S)
+            late_ms = (loop.time() - before - LOOP_PROBE_S) * 1000
+            if late_ms > LATE_LOOP_MS:
+                self.stats.late_loop.append((time.time(), round(late_ms, 1)))
 
     def set_throttle(self, policy: ThrottlePolicy) -> None:
         self.throttle.set_policy(policy)
@@ -223,6 +242,8 @@ class Gateway:
         return self.rng.choices(statuses, weights=[weights[s] for s in statuses])[0]
 
     async def handle(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.config.probe_loop and self._loop_probe is None:
+            self._loop_probe = asyncio.create_task(self._probe_loop(), name="loop-probe")
         stats = self.stats
         subject = self.bearer_subject(scope)
         if subject is None:
@@ -232,6 +253,7 @@ class Gateway:
         accepted, delay = self.throttle.admit(time.monotonic(), stats.windows)
         if not accepted:
             stats.throttled += 1
+            stats.throttled_times.append(time.time())
             extra: list[tuple[bytes, bytes]] = []
             if self.retry_after_s is not None:
                 extra.append((b"retry-after", str(math.ceil(self.retry_after_s)).encode()))

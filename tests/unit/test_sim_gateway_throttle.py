@@ -212,3 +212,25 @@ async def test_stats_counters_and_reset() -> None:
 
 
 # -- the .ionapi file ------------------------------------------------------------------------------------------
+
+
+async def test_a_stall_of_the_simulators_event_loop_is_recorded_beside_the_429s_times() -> None:
+    """The simulator counts a request when its loop gets to it: benchmarks set its stalls beside the 429s."""
+    app = make_app(throttle=ThrottlePolicy(time_period_ms=5000, max_requests_per_period=1), probe_loop=True)
+    gateway = app.state.ion.gateway
+    async with client_for(app) as client:
+        token = (await password_token(client, creds(app)))["access_token"]
+        assert (await call_m3(client, token)).status_code == 200  # the first request starts the probe
+        await asyncio.sleep(0)
+        time.sleep(0.08)  # noqa: ASYNC251 - the stall under test
+        for _ in range(200):
+            if gateway.stats.late_loop:
+                break
+            await asyncio.sleep(0.005)
+        assert (await call_m3(client, token)).status_code == 429
+    assert gateway._loop_probe is not None
+    gateway._loop_probe.cancel()
+    [(stalled_at, late_ms)] = list(gateway.stats.late_loop)
+    assert late_ms >= 50
+    assert len(gateway.stats.throttled_times) == 1
+    assert app.state.ion.stats(include_times=True)["gateway"]["late_loop"] == [[stalled_at, late_ms]]
