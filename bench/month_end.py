@@ -262,6 +262,8 @@ async def drive(
     stalls = [(at, ms) for at, ms in gateway.get("late_loop", []) if at >= run_started]
     throttled_at = [at for at in gateway.get("throttled_times", []) if at >= run_started]
     after_stall = sum(any(0 <= at - stalled <= PERIOD_MS / 1000 for stalled, _ms in stalls) for at in throttled_at)
+    if throttled_at:
+        figures.notes.append("429s at " + ", ".join(f"{at - run_started:.2f}" for at in throttled_at) + " s")
     if stalls:
         figures.notes.append(
             f"the Gateway simulator's event loop ran over {LATE_LOOP_MS:g} ms late {len(stalls)} times (up to "

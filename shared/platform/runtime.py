@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -387,4 +388,15 @@ def serve(runtime: ServiceRuntime) -> None:
     config.load()
     if config.ssl is not None:
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    settle_the_collector()
     uvicorn.Server(config).run()
+
+
+def settle_the_collector() -> None:
+    """What was built so far (modules, classes, settings, the app and its schemas: some 120,000 objects) lives as long
+    as the process. Frozen out of the garbage collector's sight, a full collection walks only what the work allocates:
+    well under a millisecond instead of 30-40 ms on an idle machine, and more on a busy one — a stall of the event
+    loop that sends together the Gateway requests whose permits were granted during it, which the Gateway counts as
+    a burst."""
+    gc.collect()
+    gc.freeze()

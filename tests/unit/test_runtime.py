@@ -4,6 +4,7 @@ hooks run once the broker has started and can publish, and one that fails stops 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from faststream.kafka import TestKafkaBroker
 from shared.contracts import Heartbeat
 from shared.contracts.topics import Topic
 from shared.platform.kafka import MessageTooLargeError, publish
-from shared.platform.runtime import ServiceRuntime
+from shared.platform.runtime import ServiceRuntime, settle_the_collector
 from shared.platform.settings import BridgeSettings
 from shared.platform.started import NotStartedError, StartedPart
 from tests.log_records import records_of
@@ -198,3 +199,17 @@ def test_the_state_store_is_a_clear_error_before_start() -> None:
         _ = runtime.state
     with pytest.raises(NotStartedError, match="svc-no-state is not started"):
         _ = runtime.http
+
+
+def test_what_start_up_built_is_out_of_the_collectors_sight_so_a_full_collection_walks_little() -> None:
+    """A service's full collection must not stall its event loop walking what lives as long as the process."""
+    unfrozen = gc.get_freeze_count() == 0
+    walked_before = len(gc.get_objects())
+    try:
+        settle_the_collector()
+        assert walked_before > 10_000  # this test process: pytest, the libraries, the project
+        assert gc.get_freeze_count() > walked_before / 2
+        assert len(gc.get_objects()) < walked_before / 100  # what the collector still walks
+    finally:
+        if unfrozen:
+            gc.unfreeze()
