@@ -13,8 +13,10 @@ import pytest
 from jsonschema import Draft201909Validator
 
 from services import SERVICES, m3_callers, settings_classes
+from services.order_writer.app import OrderWriterSettings
 from services.token_service.app import TokenServiceSettings
 from shared.platform.settings import ENV_PREFIX, BridgeSettings
+from shared.platform.state.db import BURST_CONNECTIONS
 from tests.unit.deploy_files import (
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
@@ -389,3 +391,17 @@ def test_the_scaling_check_sees_what_blocks_it(compose_services: dict[str, dict[
     assert _scaling_blockers({**order_writer, "ports": ["127.0.0.1:8103:8000"]})
     assert _scaling_blockers({**order_writer, "environment": {"M3B_INSTANCE_ID": "one"}})
     assert _scaling_blockers(compose_services["quote-ingest"]), "a published service has a fixed host port"
+
+
+def test_postgres_takes_the_connections_of_as_many_order_writers_as_partitions(
+    compose_services: dict[str, dict[str, Any]],
+) -> None:
+    command = compose_services["postgres"]["command"]
+    [max_connections] = [int(arg.split("=", 1)[1]) for arg in command if arg.startswith("max_connections=")]
+    partitions = int(_environment(compose_services["kafka-init"])["M3B_KAFKA_TOPIC_PARTITIONS"])
+    order_writer = OrderWriterSettings.model_fields["state_pool_size"].default + BURST_CONNECTIONS
+    other = BridgeSettings.model_fields["state_pool_size"].default + BURST_CONNECTIONS
+    with_state = [name for name, cls in settings_classes().items() if name not in ("order-writer", "token-service",
+                                                                                  "inventory-query")]  # fmt: skip
+    tools = 10  # migrate, m3bridge doctor / work / reconcile, psql
+    assert max_connections >= partitions * order_writer + len(with_state) * other + tools
